@@ -1,0 +1,158 @@
+"""AudioLDM's mel frontend and WAV output.
+
+The frontend reproduces AudioLDM 1 (see ARCHITECTURE.md, "Mel frontend"): 16 kHz mono,
+waveform mean-removed and peak-normalised to 0.5, reflect-padded STFT (n_fft 1024, hop 160,
+Hann window 1024), magnitude, librosa-style Slaney mel basis (64 bands, 0-8000 Hz),
+`log(clamp(x, 1e-5))`. 100 frames per second: 1024 frames are 10.24 s.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import ObjaudioError, check
+
+
+@dataclass(frozen=True)
+class MelConfig:
+    sample_rate: int = 16000
+    n_fft: int = 1024
+    hop_length: int = 160
+    win_length: int = 1024
+    n_mels: int = 64
+    f_min: float = 0.0
+    f_max: float = 8000.0
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.sample_rate / self.hop_length
+
+
+def _hz_to_mel_slaney(hz: np.ndarray) -> np.ndarray:
+    f_sp = 200.0 / 3
+    min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, math.log(6.4) / 27.0
+    hz = np.asarray(hz, dtype=np.float64)
+    mel = hz / f_sp
+    log_region = hz >= min_log_hz
+    mel[log_region] = min_log_mel + np.log(hz[log_region] / min_log_hz) / logstep
+    return mel
+
+
+def _mel_to_hz_slaney(mel: np.ndarray) -> np.ndarray:
+    f_sp = 200.0 / 3
+    min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, math.log(6.4) / 27.0
+    mel = np.asarray(mel, dtype=np.float64)
+    hz = mel * f_sp
+    log_region = mel >= min_log_mel
+    hz[log_region] = min_log_hz * np.exp(logstep * (mel[log_region] - min_log_mel))
+    return hz
+
+
+@lru_cache(maxsize=8)
+def mel_basis(cfg: MelConfig = MelConfig()) -> torch.Tensor:
+    """Slaney-normalised triangular mel filters, as `librosa.filters.mel(htk=False, norm='slaney')`.
+
+    Returns (n_mels, n_fft // 2 + 1) float32.
+    """
+    n_freqs = cfg.n_fft // 2 + 1
+    fft_freqs = np.linspace(0.0, cfg.sample_rate / 2, n_freqs)
+    mel_points = np.linspace(_hz_to_mel_slaney(np.array([cfg.f_min]))[0],
+                             _hz_to_mel_slaney(np.array([cfg.f_max]))[0], cfg.n_mels + 2)
+    hz_points = _mel_to_hz_slaney(mel_points)
+    fdiff = np.diff(hz_points)
+    ramps = hz_points[:, None] - fft_freqs[None, :]
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    weights *= (2.0 / (hz_points[2:cfg.n_mels + 2] - hz_points[:cfg.n_mels]))[:, None]
+    return torch.from_numpy(weights.astype(np.float32))
+
+
+def normalize_waveform(wave: torch.Tensor) -> torch.Tensor:
+    """AudioLDM's pre-analysis normalisation: remove the mean, scale the peak to 0.5."""
+    wave = wave - wave.mean(dim=-1, keepdim=True)
+    peak = wave.abs().amax(dim=-1, keepdim=True)
+    return 0.5 * wave / (peak + 1e-8)
+
+
+def mel_spectrogram(wave: torch.Tensor, cfg: MelConfig = MelConfig(), normalize: bool = True) -> torch.Tensor:
+    """Log-mel spectrogram of a waveform.
+
+    wave: (T,) or (B, T) float at cfg.sample_rate. Returns (B, frames, n_mels) with
+    frames = T // hop + 1 (centre padding), float32.
+    """
+    check(wave.ndim in (1, 2), f"waveform must be (T,) or (B, T), got shape {tuple(wave.shape)}")
+    check(bool(torch.isfinite(wave).all()), "waveform contains NaN or inf: clean the audio first")
+    wave = wave.float().reshape(-1, wave.shape[-1])
+    check(wave.shape[-1] > cfg.n_fft // 2, f"waveform too short: needs more than {cfg.n_fft // 2} samples")
+    if normalize:
+        wave = normalize_waveform(wave)
+    window = torch.hann_window(cfg.win_length, device=wave.device)
+    spec = torch.stft(wave, cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
+                      window=window, center=True, pad_mode="reflect", return_complex=True)
+    magnitude = spec.abs()                                     # (B, n_fft/2+1, frames)
+    mel = mel_basis(cfg).to(wave.device) @ magnitude           # (B, n_mels, frames)
+    return torch.log(torch.clamp(mel, min=1e-5)).transpose(1, 2)
+
+
+def load_wav(path: str | os.PathLike, sample_rate: int = 16000) -> torch.Tensor:
+    """Read an audio file as mono float32 at `sample_rate` (polyphase resampling if needed)."""
+    import soundfile as sf
+    from scipy.signal import resample_poly
+
+    path = Path(path)
+    check(path.is_file(), f"audio file not found: {path}")
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises several types for corrupt files
+        raise ObjaudioError(f"cannot read audio file {path}: {exc}") from None
+    mono = data.mean(axis=1)
+    if sr != sample_rate:
+        g = math.gcd(int(sr), sample_rate)
+        mono = resample_poly(mono, sample_rate // g, int(sr) // g).astype(np.float32)
+    return torch.from_numpy(np.ascontiguousarray(mono))
+
+
+def atomic_write(path: str | os.PathLike, write, force: bool = False) -> Path:
+    """Write a file through a temporary name in the same folder, then rename it into place.
+
+    `write(tmp_path)` produces the file. Refuses to replace an existing file unless `force`.
+    A failure leaves neither a half-written file nor a stray temporary behind.
+    """
+    path = Path(path)
+    if path.exists() and not force:
+        raise ObjaudioError(f"{path} already exists: choose another path or pass --force to overwrite it")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise ObjaudioError(f"cannot write {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise ObjaudioError(f"cannot write {path}: folder {parent} is not writable")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + path.suffix, dir=parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def save_wav(path: str | os.PathLike, wave: torch.Tensor | np.ndarray, sample_rate: int = 16000,
+             force: bool = False) -> Path:
+    """Write a mono float WAV atomically; never overwrites an existing file unless `force`."""
+    import soundfile as sf
+
+    data = wave.detach().cpu().numpy() if isinstance(wave, torch.Tensor) else np.asarray(wave)
+    data = data.astype(np.float32).reshape(-1)
+    check(bool(np.isfinite(data).all()), "refusing to write a waveform with NaN or inf samples")
+    return atomic_write(path, lambda tmp: sf.write(tmp, data, sample_rate, subtype="FLOAT", format="WAV"),
+                        force=force)

@@ -1,0 +1,294 @@
+"""Model configuration: dataclasses with named presets.
+
+`ModelConfig.from_name("audioldm-s")` is the paper's scale (the AudioLDM-S UNet/VAE/HiFi-GAN of
+ARCHITECTURE.md, CLAP text, CLIP ViT-B/32); `"tiny"` is the same families at toy size, random
+init, for tests; `"tiny-synth"` is the size of the embedded default model trained on SynthScenes.
+Each `build()` returns the upstream library's module (diffusers, transformers, open_clip).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from .audio import MelConfig
+from .errors import ObjaudioError
+
+
+@dataclass
+class UNetConfig:
+    block_out_channels: tuple[int, ...] = (128, 256, 384, 640)
+    layers_per_block: int = 2
+    attention_head_dim: int = 8
+    norm_num_groups: int = 32
+    latent_channels: int = 8
+    cond_dim: int = 512                  # projection_class_embeddings_input_dim
+    sample_size: int = 128
+
+    def build(self):
+        from diffusers import UNet2DConditionModel
+
+        n = len(self.block_out_channels)
+        return UNet2DConditionModel(
+            sample_size=self.sample_size,
+            in_channels=self.latent_channels,
+            out_channels=self.latent_channels,
+            down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
+            up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
+            block_out_channels=tuple(self.block_out_channels),
+            layers_per_block=self.layers_per_block,
+            cross_attention_dim=tuple(self.block_out_channels),
+            attention_head_dim=self.attention_head_dim,
+            norm_num_groups=self.norm_num_groups,
+            class_embed_type="simple_projection",
+            projection_class_embeddings_input_dim=self.cond_dim,
+            class_embeddings_concat=True,
+        )
+
+
+@dataclass
+class VAEConfig:
+    block_out_channels: tuple[int, ...] = (128, 256, 512)
+    layers_per_block: int = 2
+    latent_channels: int = 8
+    norm_num_groups: int = 32
+    scaling_factor: float = 0.9392935633659363   # AudioLDM-S's learned value; read from checkpoints
+
+    @property
+    def downsample_factor(self) -> int:
+        return 2 ** (len(self.block_out_channels) - 1)
+
+    def build(self):
+        from diffusers import AutoencoderKL
+
+        n = len(self.block_out_channels)
+        return AutoencoderKL(
+            in_channels=1, out_channels=1,
+            down_block_types=("DownEncoderBlock2D",) * n,
+            up_block_types=("UpDecoderBlock2D",) * n,
+            block_out_channels=tuple(self.block_out_channels),
+            layers_per_block=self.layers_per_block,
+            latent_channels=self.latent_channels,
+            norm_num_groups=self.norm_num_groups,
+            scaling_factor=self.scaling_factor,
+        )
+
+
+@dataclass
+class VocoderConfig:
+    model_in_dim: int = 64
+    sampling_rate: int = 16000
+    upsample_initial_channel: int = 1024
+    upsample_rates: tuple[int, ...] = (5, 4, 2, 2, 2)
+    upsample_kernel_sizes: tuple[int, ...] = (16, 16, 8, 4, 4)
+    resblock_kernel_sizes: tuple[int, ...] = (3, 7, 11)
+    resblock_dilation_sizes: tuple[tuple[int, ...], ...] = ((1, 3, 5), (1, 3, 5), (1, 3, 5))
+
+    def hf_config(self):
+        from transformers import SpeechT5HifiGanConfig
+
+        return SpeechT5HifiGanConfig(
+            model_in_dim=self.model_in_dim, sampling_rate=self.sampling_rate,
+            upsample_initial_channel=self.upsample_initial_channel,
+            upsample_rates=list(self.upsample_rates), upsample_kernel_sizes=list(self.upsample_kernel_sizes),
+            resblock_kernel_sizes=list(self.resblock_kernel_sizes),
+            resblock_dilation_sizes=[list(d) for d in self.resblock_dilation_sizes],
+            normalize_before=False,
+        )
+
+    def build(self):
+        from transformers import SpeechT5HifiGan
+
+        return SpeechT5HifiGan(self.hf_config())
+
+
+@dataclass
+class ImageEncoderConfig:
+    """open_clip vision transformer; patch tokens are projected to `embed_dim` (L)."""
+    image_size: int = 224
+    patch_size: int = 32
+    width: int = 768
+    layers: int = 12
+    head_width: int = 64
+    embed_dim: int = 512
+    mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)   # OpenAI CLIP
+    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid ** 2
+
+    def build(self):
+        from open_clip.model import CLIPVisionCfg, _build_vision_tower
+
+        visual = _build_vision_tower(self.embed_dim, CLIPVisionCfg(
+            layers=self.layers, width=self.width, head_width=self.head_width,
+            patch_size=self.patch_size, image_size=self.image_size))
+        visual.output_tokens = True
+        return visual
+
+
+@dataclass
+class TextEncoderConfig:
+    """CLAP text tower (transformers ClapTextModelWithProjection, RoBERTa tokenizer)."""
+    vocab_size: int = 50265
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 514
+    projection_dim: int = 512
+    max_length: int = 77
+
+    def hf_config(self):
+        from transformers import ClapTextConfig
+
+        return ClapTextConfig(
+            vocab_size=self.vocab_size, hidden_size=self.hidden_size,
+            num_hidden_layers=self.num_hidden_layers, num_attention_heads=self.num_attention_heads,
+            intermediate_size=self.intermediate_size, max_position_embeddings=self.max_position_embeddings,
+            type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+            projection_dim=self.projection_dim, projection_hidden_act="relu")
+
+    def build(self):
+        from transformers import ClapTextModelWithProjection
+
+        return ClapTextModelWithProjection(self.hf_config())
+
+
+@dataclass
+class GroundingConfig:
+    """The paper's section 3.2 module. `attention` picks the paper's ablation variants."""
+    attention: str = "dot"               # "dot" (the paper) | "multihead" | "additive"
+    num_heads: int = 1                   # > 1 only with "multihead"
+    query_dim: int = 512                 # CLAP text (or audio) embedding size
+    token_dim: int = 512                 # CLIP patch-token size L
+    key_dim: int = 512                   # d_k
+    value_dim: int = 512
+    mlp_hidden: int = 1024
+    cond_dim: int = 512
+    num_patches: int = 49
+    query_source: str = "text"           # "text" (the paper) | "audio" (ablation iii; training only)
+    mask_rescale: str = "moments"        # "moments" (mean/variance match, the paper) | "sum" (sum to one)
+
+    def __post_init__(self):
+        if self.attention not in ("dot", "multihead", "additive"):
+            raise ObjaudioError(f"unknown grounding attention {self.attention!r}: use dot, multihead or additive")
+        if self.attention != "multihead" and self.num_heads != 1:
+            raise ObjaudioError("num_heads > 1 needs attention='multihead'")
+        if self.key_dim % self.num_heads or self.value_dim % self.num_heads:
+            raise ObjaudioError("key_dim and value_dim must be divisible by num_heads")
+        if self.mask_rescale not in ("moments", "sum"):
+            raise ObjaudioError(f"unknown mask_rescale {self.mask_rescale!r}: use moments or sum")
+
+
+@dataclass
+class ScheduleConfig:
+    """AudioLDM's "linear" schedule: betas = linspace(sqrt(b0), sqrt(b1), T) ** 2."""
+    num_train_timesteps: int = 1000
+    beta_start: float = 0.0015
+    beta_end: float = 0.0195
+
+
+@dataclass
+class ModelConfig:
+    name: str = "audioldm-s"
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    vocoder: VocoderConfig = field(default_factory=VocoderConfig)
+    image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    grounding: GroundingConfig = field(default_factory=GroundingConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    mel: MelConfig = field(default_factory=MelConfig)
+    clip_seconds: float = 10.24          # the length the model was trained on
+    max_seconds: float = 30.72           # the longest generation allowed
+    default_steps: int = 200
+    default_sampler: str = "ddim"
+    default_cfg: float = 2.0
+
+    def __post_init__(self):
+        self.grounding.num_patches = self.image.num_patches
+        self.grounding.token_dim = self.image.embed_dim
+        self.grounding.query_dim = self.text.projection_dim
+        self.grounding.cond_dim = self.unet.cond_dim
+        if self.vocoder.model_in_dim != self.mel.n_mels:
+            raise ObjaudioError("vocoder.model_in_dim must equal mel.n_mels")
+        upsample = 1
+        for r in self.vocoder.upsample_rates:
+            upsample *= r
+        if upsample != self.mel.hop_length:
+            raise ObjaudioError(f"vocoder upsampling {upsample} must equal the mel hop {self.mel.hop_length}")
+
+    @classmethod
+    def from_name(cls, name: str) -> "ModelConfig":
+        if name not in PRESETS:
+            raise ObjaudioError(f"unknown preset {name!r}: choose one of {', '.join(sorted(PRESETS))}")
+        return PRESETS[name]()
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        sub = {f.name: f.type for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for key, value in d.items():
+            if key not in sub:
+                raise ObjaudioError(f"config.json has an unknown field {key!r}: was it written by a newer objaudio?")
+            if isinstance(value, dict):
+                klass = {"unet": UNetConfig, "vae": VAEConfig, "vocoder": VocoderConfig,
+                         "image": ImageEncoderConfig, "text": TextEncoderConfig,
+                         "grounding": GroundingConfig, "schedule": ScheduleConfig, "mel": MelConfig}[key]
+                kwargs[key] = klass(**{k: _tuplify(v) for k, v in value.items()})
+            else:
+                kwargs[key] = value
+        return cls(**kwargs)
+
+
+def _tuplify(v):
+    return tuple(_tuplify(x) for x in v) if isinstance(v, list) else v
+
+
+def _audioldm_s() -> ModelConfig:
+    return ModelConfig(name="audioldm-s")
+
+
+def _tiny() -> ModelConfig:
+    """Same families at toy size: random weights build and run in seconds on a CPU."""
+    return ModelConfig(
+        name="tiny",
+        unet=UNetConfig(block_out_channels=(32, 64), layers_per_block=1, attention_head_dim=8,
+                        norm_num_groups=8, cond_dim=32, sample_size=32),
+        vae=VAEConfig(block_out_channels=(16, 16, 32), layers_per_block=1, norm_num_groups=8, scaling_factor=1.0),
+        vocoder=VocoderConfig(upsample_initial_channel=32, upsample_kernel_sizes=(10, 8, 4, 4, 4),
+                              resblock_kernel_sizes=(3,), resblock_dilation_sizes=((1, 3),)),
+        image=ImageEncoderConfig(image_size=64, patch_size=16, width=32, layers=1, head_width=16, embed_dim=32),
+        text=TextEncoderConfig(vocab_size=512, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=64, max_position_embeddings=80, projection_dim=32, max_length=32),
+        grounding=GroundingConfig(key_dim=32, value_dim=32, mlp_hidden=64),
+        clip_seconds=1.28, max_seconds=5.12, default_steps=10,
+    )
+
+
+def _tiny_synth() -> ModelConfig:
+    """The embedded default model's size: trained from scratch on SynthScenes on a CPU."""
+    return ModelConfig(
+        name="tiny-synth",
+        unet=UNetConfig(block_out_channels=(64, 128, 128), layers_per_block=1, attention_head_dim=8,
+                        norm_num_groups=16, cond_dim=64, sample_size=64),
+        vae=VAEConfig(block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=16, scaling_factor=1.0),
+        vocoder=VocoderConfig(upsample_initial_channel=96, upsample_kernel_sizes=(10, 8, 4, 4, 4),
+                              resblock_kernel_sizes=(3, 7), resblock_dilation_sizes=((1, 3), (1, 3))),
+        image=ImageEncoderConfig(image_size=112, patch_size=16, width=96, layers=3, head_width=32, embed_dim=64),
+        text=TextEncoderConfig(vocab_size=1024, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                               intermediate_size=128, max_position_embeddings=66, projection_dim=64, max_length=64),
+        grounding=GroundingConfig(key_dim=64, value_dim=64, mlp_hidden=128),
+        clip_seconds=2.56, max_seconds=10.24, default_steps=50, default_sampler="ddim",
+    )
+
+
+PRESETS = {"audioldm-s": _audioldm_s, "tiny": _tiny, "tiny-synth": _tiny_synth}

@@ -1,0 +1,116 @@
+"""Image and text encoders: open_clip's vision tower (patch tokens in L dims) and CLAP's text tower."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ImageEncoderConfig, TextEncoderConfig
+from .errors import ObjaudioError
+
+# A small vocabulary for the random-weight `tiny` preset's tokenizer (trained models ship their own).
+_TINY_CORPUS = [
+    "a dog barking", "a bird chirping", "a car engine humming", "a bell ringing", "water flowing",
+    "fire crackling", "a crowd talking", "a siren wailing", "and then", "while", "the sound of",
+    "silence", "a tree", "a house", "a rock", "in the background", "loud", "quiet",
+]
+
+
+class ImageEncoder(nn.Module):
+    """open_clip VisionTransformer returning projected patch tokens (B, P, L).
+
+    The image is resized whole (no crop) to image_size x image_size, so every object stays in
+    view and masks map onto patches by plain resizing.
+    """
+
+    def __init__(self, cfg: ImageEncoderConfig, visual: nn.Module | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.visual = visual if visual is not None else cfg.build()
+        self.visual.output_tokens = True
+        self.register_buffer("mean", torch.tensor(cfg.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(cfg.std).view(1, 3, 1, 1), persistent=False)
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """images: (B, H, W, 3) uint8 -> (B, 3, S, S) normalised float."""
+        x = images.permute(0, 3, 1, 2).float() / 255.0
+        x = F.interpolate(x, size=(self.cfg.image_size,) * 2, mode="bicubic", antialias=True, align_corners=False)
+        return (x.clamp(0, 1) - self.mean) / self.std
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """pixels: preprocessed (B, 3, S, S). Returns patch tokens (B, P, L) after ln_post, projected."""
+        _, tokens = self.visual(pixels)                   # (B, P, width)
+        return tokens @ self.visual.proj                  # (B, P, L)
+
+    def pooled(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The CLS embedding (B, L), used for contrastive training."""
+        pooled, _ = self.visual(pixels)
+        return pooled
+
+
+class TextEncoder(nn.Module):
+    """CLAP text tower: token ids -> L2-normalised `text_embeds` (B, L), as AudioLDM uses them."""
+
+    def __init__(self, cfg: TextEncoderConfig, model: nn.Module | None = None, tokenizer=None):
+        super().__init__()
+        self.cfg = cfg
+        self.model = model if model is not None else cfg.build()
+        self.tokenizer = tokenizer if tokenizer is not None else build_tokenizer(_TINY_CORPUS, cfg.vocab_size)
+
+    def tokenize(self, texts: list[str], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        for t in texts:
+            if not isinstance(t, str) or not t.strip():
+                raise ObjaudioError("text selection is empty: give a phrase such as 'a dog barking'")
+        enc = self.tokenizer(texts, padding="max_length", truncation=True, max_length=self.cfg.max_length,
+                             return_tensors="pt")
+        return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        return F.normalize(out.text_embeds, dim=-1)
+
+    def encode(self, texts: list[str], device: torch.device | str = "cpu") -> torch.Tensor:
+        return self(**self.tokenize(texts, device))
+
+
+def build_tokenizer(corpus: list[str], vocab_size: int):
+    """Train a byte-level BPE (RoBERTa's format: vocab.json + merges.txt) on `corpus`.
+
+    Used for models trained here; upstream CLAP checkpoints bring RoBERTa's own files.
+    """
+    from tokenizers import ByteLevelBPETokenizer
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(corpus, vocab_size=vocab_size, min_frequency=1,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"], show_progress=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        bpe.save_model(tmp)
+        return load_tokenizer(tmp)
+
+
+def load_tokenizer(folder: str | os.PathLike):
+    """A RoBERTa tokenizer from a folder holding vocab.json and merges.txt (transformers layout)."""
+    from transformers import RobertaTokenizerFast
+
+    folder = Path(folder)
+    for name in ("vocab.json", "merges.txt"):
+        if not (folder / name).is_file():
+            raise ObjaudioError(f"tokenizer file missing: {folder / name}")
+    try:
+        json.loads((folder / "vocab.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ObjaudioError(f"tokenizer file {folder / 'vocab.json'} is corrupt: {exc}") from None
+    return RobertaTokenizerFast(vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt"))
+
+
+def save_tokenizer(tokenizer, folder: str | os.PathLike) -> None:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_vocabulary(str(folder))
+

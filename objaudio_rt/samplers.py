@@ -1,0 +1,123 @@
+"""DDIM and DPM-Solver++(2M) on AudioLDM's schedule, as per-step affine coefficient tables.
+
+Every update used here is affine in the current latent x, the guided noise prediction eps and
+(for DPM-Solver++ 2M) the previous step's data prediction x0_prev:
+
+    x_next  = cx[i] * x + ce[i] * eps + cp[i] * x0_prev
+    x0_cur  = dx[i] * x + de[i] * eps           (kept as history for the next step)
+    eps     = eps_u + cfg * (eps_c - eps_u)      (classifier-free guidance)
+
+`SamplerPlan.build` computes the tables once per (sampler, steps) on the host in float64, so
+the denoising loop needs no host-device sync and a fused kernel (kernels/) can do guidance
+and the update in one pass. `reference_step` is the plain PyTorch version of that pass.
+The tables reproduce diffusers' DDIMScheduler (AudioLDM settings: leading spacing,
+steps_offset 1, set_alpha_to_one False, eta 0) and DPMSolverMultistepScheduler
+(dpmsolver++, order 2, midpoint, linspace spacing, final sigma zero); tests/runtime/test_samplers.py
+holds them to diffusers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .config import ScheduleConfig
+from .errors import ObjaudioError, check
+
+SAMPLERS = ("ddim", "dpmpp")
+
+
+def alphas_cumprod(schedule: ScheduleConfig) -> np.ndarray:
+    """(T,) float64 cumulative products of 1 - beta for AudioLDM's scaled-linear betas."""
+    betas = np.linspace(schedule.beta_start ** 0.5, schedule.beta_end ** 0.5,
+                        schedule.num_train_timesteps, dtype=np.float64) ** 2
+    return np.cumprod(1.0 - betas)
+
+
+@dataclass(frozen=True)
+class SamplerPlan:
+    sampler: str
+    timesteps: torch.Tensor      # (S,) int64, the UNet's t at each step
+    coefs: torch.Tensor          # (S, 5) float64: cx, ce, cp, dx, de
+
+    @property
+    def steps(self) -> int:
+        return int(self.timesteps.numel())
+
+    @staticmethod
+    def build(sampler: str, steps: int, schedule: ScheduleConfig = ScheduleConfig()) -> "SamplerPlan":
+        check(sampler in SAMPLERS, f"unknown sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
+        check(isinstance(steps, int) and steps > 0, f"steps must be a positive integer, got {steps!r}")
+        check(steps <= schedule.num_train_timesteps,
+              f"steps must be at most {schedule.num_train_timesteps}, got {steps}")
+        acp = alphas_cumprod(schedule)
+        if sampler == "ddim":
+            return _ddim_plan(acp, steps, schedule.num_train_timesteps)
+        return _dpmpp_2m_plan(acp, steps, schedule.num_train_timesteps)
+
+
+def _ddim_plan(acp: np.ndarray, steps: int, num_train: int) -> SamplerPlan:
+    ratio = num_train // steps
+    timesteps = (np.arange(0, steps) * ratio).round()[::-1].astype(np.int64) + 1   # leading, offset 1
+    coefs = np.zeros((steps, 5))
+    for i, t in enumerate(timesteps):
+        prev = t - ratio
+        a_t, a_prev = acp[t], (acp[prev] if prev >= 0 else acp[0])
+        coefs[i, 0] = np.sqrt(a_prev / a_t)
+        coefs[i, 1] = np.sqrt(1 - a_prev) - np.sqrt(a_prev) * np.sqrt(1 - a_t) / np.sqrt(a_t)
+        coefs[i, 3] = 1 / np.sqrt(a_t)
+        coefs[i, 4] = -np.sqrt(1 - a_t) / np.sqrt(a_t)
+    return SamplerPlan("ddim", torch.from_numpy(timesteps.copy()), torch.from_numpy(coefs))
+
+
+def _dpmpp_2m_plan(acp: np.ndarray, steps: int, num_train: int) -> SamplerPlan:
+    timesteps = np.linspace(0, num_train - 1, steps + 1).round()[::-1][:-1].astype(np.int64)
+    alpha = np.sqrt(acp[timesteps])
+    sigma = np.sqrt(1 - acp[timesteps])
+    alpha = np.append(alpha, 1.0)        # final sigma zero: the last step lands on x0
+    sigma = np.append(sigma, 0.0)
+    with np.errstate(divide="ignore"):
+        lam = np.log(alpha) - np.log(sigma)        # lam[-1] = +inf
+    coefs = np.zeros((steps, 5))
+    for i in range(steps):
+        a_s, s_s, a_t, s_t = alpha[i], sigma[i], alpha[i + 1], sigma[i + 1]
+        h = lam[i + 1] - lam[i]
+        g = -a_t * np.expm1(-h)                    # -alpha_t (e^{-h} - 1)
+        dx, de = 1 / a_s, -s_s / a_s               # x0 = dx * x + de * eps
+        first_order = i == 0 or i == steps - 1     # warm start; lower-order final step
+        if first_order:
+            w0, w1 = 1.0, 0.0
+        else:
+            r0 = (lam[i] - lam[i - 1]) / h
+            w0, w1 = 1 + 0.5 / r0, -0.5 / r0       # D0 + 0.5 D1 with D1 = (m0 - m1) / r0
+        coefs[i] = (s_t / s_s + g * w0 * dx, g * w0 * de, g * w1, dx, de)
+    return SamplerPlan("dpmpp", torch.from_numpy(timesteps.copy()), torch.from_numpy(coefs))
+
+
+def guided_eps(eps_pair: torch.Tensor, cfg: float) -> torch.Tensor:
+    """eps_pair: (2B, ...) with the unconditional half first. Returns (B, ...)."""
+    eps_u, eps_c = eps_pair.chunk(2)
+    return eps_u + cfg * (eps_c - eps_u)
+
+
+def reference_step(coefs: torch.Tensor, x: torch.Tensor, eps_pair: torch.Tensor, cfg: float,
+                   x0_prev: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One guided sampler step in plain PyTorch (the fused kernels' reference).
+
+    coefs: (5,) for this step; x: (B, C, H, W); eps_pair: (2B, C, H, W), unconditional first.
+    Returns (x_next, x0_cur), both (B, C, H, W) in x's dtype; arithmetic in float32.
+    """
+    c = [float(v) for v in coefs]
+    xf = x.float()
+    eps = guided_eps(eps_pair.float(), cfg)
+    x_next = c[0] * xf + c[1] * eps
+    if x0_prev is not None and c[2] != 0.0:
+        x_next = x_next + c[2] * x0_prev.float()
+    x0 = c[3] * xf + c[4] * eps
+    return x_next.to(x.dtype), x0.to(x.dtype)
+
+
+def check_cfg(cfg: float) -> None:
+    if not np.isfinite(cfg) or cfg < 1.0:
+        raise ObjaudioError(f"cfg (guidance scale) must be a finite number >= 1, got {cfg!r}")
