@@ -481,3 +481,105 @@ def generate_scene(seed: int, image_size: int = 112, seconds: float = 2.56, samp
     return Scene(image=image, masks=masks, classes=classes, sounding=sounding, stems=stems,
                  mixture=mixture.astype(np.float32), caption=caption, seed=seed, layout=layout,
                  sample_rate=sample_rate)
+
+
+# --------------------------------------------------------------------------------------------
+# Torch dataset and shards
+# --------------------------------------------------------------------------------------------
+
+class SynthScenesDataset:
+    """Scenes `0..n-1` of a split as tensors (a map-style torch Dataset; scenes are made on the fly).
+
+    Item: image (3, H, W) float32 in [0, 1], masks (N, H, W) bool, classes (N,) int64 indices into
+    ALL_CLASSES, sounding (N,) bool, stems (N_sounding, T) float32, mixture (T,) float32,
+    caption str, seed int. N varies: batch with `collate_scenes`.
+    """
+
+    def __init__(self, split: str, n: int, image_size: int = 112, seconds: float = 2.56, sample_rate: int = 16000):
+        self.seeds = split_seeds(split, n)
+        self.image_size, self.seconds, self.sample_rate = image_size, seconds, sample_rate
+
+    def __len__(self) -> int:
+        return len(self.seeds)
+
+    def __getitem__(self, i: int) -> dict:
+        import torch
+
+        scene = generate_scene(self.seeds[i], self.image_size, self.seconds, self.sample_rate)
+        return {"image": torch.from_numpy(scene.image).permute(2, 0, 1).float() / 255.0,
+                "masks": torch.from_numpy(scene.masks),
+                "classes": torch.tensor([ALL_CLASSES.index(c) for c in scene.classes], dtype=torch.int64),
+                "sounding": torch.tensor(scene.sounding, dtype=torch.bool),
+                "stems": torch.from_numpy(scene.stems),
+                "mixture": torch.from_numpy(scene.mixture),
+                "caption": scene.caption, "seed": scene.seed}
+
+
+def collate_scenes(items: list[dict]) -> dict:
+    """Stack the fixed-size fields (image, mixture, seed); keep the per-object ones as lists."""
+    import torch
+
+    return {"image": torch.stack([it["image"] for it in items]),
+            "mixture": torch.stack([it["mixture"] for it in items]),
+            "seed": torch.tensor([it["seed"] for it in items]),
+            **{k: [it[k] for it in items] for k in ("masks", "classes", "sounding", "stems", "caption")}}
+
+
+def write_shard(path: str | Path, scenes: list[Scene]) -> Path:
+    """Scenes to one .npz. Per-object arrays are concatenated; `objects` / `stem_counts` split them."""
+    path = Path(path)
+    np.savez(path,
+             seeds=np.array([s.seed for s in scenes], dtype=np.int64),
+             images=np.stack([s.image for s in scenes]),                            # (S, H, W, 3) uint8
+             mixtures=np.stack([s.mixture for s in scenes]),                        # (S, T) float32
+             objects=np.array([len(s.classes) for s in scenes], dtype=np.int64),   # (S,)
+             masks=np.concatenate([s.masks for s in scenes]),                       # (sum N, H, W) bool
+             classes=np.array([ALL_CLASSES.index(c) for s in scenes for c in s.classes], dtype=np.int64),
+             sounding=np.array([f for s in scenes for f in s.sounding], dtype=bool),
+             stem_counts=np.array([len(s.stems) for s in scenes], dtype=np.int64),  # (S,)
+             stems=np.concatenate([s.stems for s in scenes]),                       # (sum N_sounding, T)
+             captions=np.array([s.caption for s in scenes]),
+             layouts=np.array([s.layout for s in scenes]),
+             sample_rate=np.array(scenes[0].sample_rate if scenes else 16000))
+    return path
+
+
+def read_shard(path: str | Path) -> list[Scene]:
+    """Scenes written by `write_shard`."""
+    with np.load(path) as z:
+        obj_end, stem_end = np.cumsum(z["objects"]), np.cumsum(z["stem_counts"])
+        scenes = []
+        for i, seed in enumerate(z["seeds"]):
+            o0, o1 = obj_end[i] - z["objects"][i], obj_end[i]
+            s0, s1 = stem_end[i] - z["stem_counts"][i], stem_end[i]
+            scenes.append(Scene(image=z["images"][i], masks=z["masks"][o0:o1],
+                                classes=[ALL_CLASSES[c] for c in z["classes"][o0:o1]],
+                                sounding=[bool(f) for f in z["sounding"][o0:o1]], stems=z["stems"][s0:s1],
+                                mixture=z["mixtures"][i], caption=str(z["captions"][i]), seed=int(seed),
+                                layout=str(z["layouts"][i]), sample_rate=int(z["sample_rate"])))
+    return scenes
+
+
+def main(argv: list[str] | None = None) -> None:
+    from tqdm import tqdm
+
+    parser = argparse.ArgumentParser(description="Write SynthScenes shards (.npz).")
+    parser.add_argument("--split", choices=sorted(SPLIT_OFFSETS), default="train")
+    parser.add_argument("--n", type=int, required=True, help="number of scenes")
+    parser.add_argument("--start", type=int, default=0, help="first scene index within the split")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--shard-size", type=int, default=500)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    seeds = split_seeds(args.split, args.n, args.start)
+    with tqdm(total=len(seeds), unit="scene") as bar:
+        for first in range(0, len(seeds), args.shard_size):
+            batch = []
+            for seed in seeds[first:first + args.shard_size]:
+                batch.append(generate_scene(seed))
+                bar.update()
+            write_shard(args.out / f"{args.split}-{args.start + first:08d}.npz", batch)
+
+
+if __name__ == "__main__":
+    main()
