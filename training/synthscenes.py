@@ -24,7 +24,7 @@ to the other. With two or more sounding objects the sounds either overlap for th
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -100,7 +100,9 @@ def split_seeds(split: str, n: int, start: int = 0) -> list[int]:
 class _Shape:
     """An object drawn at a place: its full (unoccluded) mask and its coloured parts."""
     mask: np.ndarray                                   # (H, W) bool
-    parts: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (mask, rgb)
+    parts: list[tuple[np.ndarray, np.ndarray]]         # (mask (H, W) bool, rgb (3,))
+    centre: tuple[float, float]                        # (x, y) pixels
+    scale: float                                       # object size, pixels
 
 
 def _ellipse(u, v, u0, v0, a, b):
@@ -207,21 +209,21 @@ def _place_objects(rng, classes: list[str], size: int) -> tuple[list[int], list[
     placed: list[int] = []
     shapes: list[_Shape] = []
     for index, cls in enumerate(classes):
-        for _ in range(40):
-            scale = rng.uniform(24, 48)
+        for attempt in range(40):
+            scale = rng.uniform(24, 48 - 16 * attempt / 40)                  # later tries: smaller objects
             cx, cy = rng.uniform(scale / 2, size - scale / 2, 2)
+            if any(np.hypot(cx - s.centre[0], cy - s.centre[1]) < 0.4 * (scale + s.scale) for s in shapes):
+                continue                                                     # keep objects apart
             u, v = (xx - cx) / scale, (yy - cy) / scale
             parts = _draw_parts(cls, u, v, rng)
             mask = np.logical_or.reduce([m for m, _ in parts])
             area = mask.sum()
-            if area < 40:
-                continue
             covered = [(s.mask & mask).sum() for s in shapes]
             visible = [(s.mask & ~mask & ~_later_union(shapes, j)).sum() for j, s in enumerate(shapes)]
-            if all(c < 0.15 * area for c in covered) and all(
+            if area >= 40 and all(c < 0.15 * area for c in covered) and all(
                     vis >= 0.75 * s.mask.sum() for vis, s in zip(visible, shapes)):
                 placed.append(index)
-                shapes.append(_Shape(mask, parts))
+                shapes.append(_Shape(mask, parts, (cx, cy), scale))
                 break
     return placed, shapes
 
