@@ -24,7 +24,7 @@ to the other. With two or more sounding objects the sounds either overlap for th
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -100,7 +100,9 @@ def split_seeds(split: str, n: int, start: int = 0) -> list[int]:
 class _Shape:
     """An object drawn at a place: its full (unoccluded) mask and its coloured parts."""
     mask: np.ndarray                                   # (H, W) bool
-    parts: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (mask, rgb)
+    parts: list[tuple[np.ndarray, np.ndarray]]         # (mask (H, W) bool, rgb (3,))
+    centre: tuple[float, float]                        # (x, y) pixels
+    scale: float                                       # object size, pixels
 
 
 def _ellipse(u, v, u0, v0, a, b):
@@ -207,21 +209,21 @@ def _place_objects(rng, classes: list[str], size: int) -> tuple[list[int], list[
     placed: list[int] = []
     shapes: list[_Shape] = []
     for index, cls in enumerate(classes):
-        for _ in range(40):
-            scale = rng.uniform(24, 48)
+        for attempt in range(40):
+            scale = rng.uniform(24, 48 - 16 * attempt / 40)                  # later tries: smaller objects
             cx, cy = rng.uniform(scale / 2, size - scale / 2, 2)
+            if any(np.hypot(cx - s.centre[0], cy - s.centre[1]) < 0.4 * (scale + s.scale) for s in shapes):
+                continue                                                     # keep objects apart
             u, v = (xx - cx) / scale, (yy - cy) / scale
             parts = _draw_parts(cls, u, v, rng)
             mask = np.logical_or.reduce([m for m, _ in parts])
             area = mask.sum()
-            if area < 40:
-                continue
             covered = [(s.mask & mask).sum() for s in shapes]
             visible = [(s.mask & ~mask & ~_later_union(shapes, j)).sum() for j, s in enumerate(shapes)]
-            if all(c < 0.15 * area for c in covered) and all(
+            if area >= 40 and all(c < 0.15 * area for c in covered) and all(
                     vis >= 0.75 * s.mask.sum() for vis, s in zip(visible, shapes)):
                 placed.append(index)
-                shapes.append(_Shape(mask, parts))
+                shapes.append(_Shape(mask, parts, (cx, cy), scale))
                 break
     return placed, shapes
 
@@ -257,7 +259,7 @@ def _events(rng, n: int, sr: int, dur: tuple[float, float], gap: tuple[float, fl
     gaps = rng.uniform(*gap, count) * sr
     onsets = rng.uniform(*first) * sr + np.concatenate([[0.0], np.cumsum(durations + gaps)[:-1]])
     keep = onsets < n
-    return onsets[keep], durations[keep]
+    return onsets[keep], durations[keep].astype(np.float32)
 
 
 def _event_time(n: int, onsets: np.ndarray, durations: np.ndarray):
@@ -309,7 +311,7 @@ def _bird(rng, n, sr, t):
 
 def _dog(rng, n, sr, t):
     onsets, durs = _events(rng, n, sr, dur=(0.12, 0.25), gap=(0.1, 0.6), first=(0.0, 0.5))
-    f_start = rng.uniform(300, 550, len(onsets))
+    f_start = rng.uniform(300, 550, len(onsets)).astype(np.float32)
     index, tau, active = _event_time(n, onsets, durs)
     x = np.clip(tau / durs[index], 0, 1)
     freq = f_start[index] * (1 - 0.3 * x)
@@ -319,7 +321,7 @@ def _dog(rng, n, sr, t):
     # Harmonic amplitudes follow a formant peak at the bark's mean pitch.
     amps = np.exp(-((k[:, 0] * f_start.mean() - formant) / 500.0) ** 2) + 0.1
     tone = amps @ np.sin(k * phase[None, :])
-    tau_s = tau / sr
+    tau_s = tau / np.float32(sr)
     taper = np.minimum(1, (1 - x) / 0.2)                                   # no click at the bark's end
     env = np.where(active, (1 - np.exp(-tau_s / 0.008)) * np.exp(-tau_s / (0.4 * durs[index] / sr)) * taper, 0)
     breath = _band_noise(rng, n, sr, lambda f: np.exp(-((f - formant) / 600.0) ** 2))
@@ -370,20 +372,25 @@ VOWEL_FORMANTS = np.array([[730, 1090], [530, 1840], [270, 2290], [570, 840]], d
 
 
 def _crowd(rng, n, sr, t):
-    sources = np.zeros((len(VOWEL_FORMANTS), n), dtype=np.float32)                   # (V, T), one per vowel
-    samples = np.arange(n)
+    # Babble lies below 4 kHz: voices are made at half rate and upsampled by the formant filter.
+    m, half_sr = (n + 1) // 2, sr // 2
+    t_half = t[::2]
+    sources = np.zeros((len(VOWEL_FORMANTS), m), dtype=np.float32)                  # (V, T/2), one per vowel
+    samples = np.arange(m)
     for _ in range(rng.integers(3, 7)):                                              # voices
-        f0 = rng.uniform(100, 240) * (1 + 0.05 * np.sin(2 * np.pi * rng.uniform(1, 4) * t + rng.uniform(0, 6.3)))
-        saw = _phase(f0, sr) / np.float32(np.pi) - 1                                 # sawtooth in [-1, 1]
-        onsets, durs = _events(rng, n, sr, dur=(0.1, 0.25), gap=(0.02, 0.25), first=(0.0, 0.4))
+        f0 = rng.uniform(100, 240) * (1 + 0.05 * np.sin(2 * np.pi * rng.uniform(1, 4) * t_half + rng.uniform(0, 6.3)))
+        saw = _phase(f0, half_sr) / np.float32(np.pi) - 1                            # sawtooth in [-1, 1]
+        onsets, durs = _events(rng, m, half_sr, dur=(0.1, 0.25), gap=(0.02, 0.25), first=(0.0, 0.4))
         vowel = rng.integers(0, len(VOWEL_FORMANTS), len(onsets))
-        index, tau, active = _event_time(n, onsets, durs)
-        env = np.where(active, np.sin(np.pi * np.minimum(tau / durs[index], 1)), 0).astype(np.float32)
+        index, tau, active = _event_time(m, onsets, durs)
+        env = np.where(active, np.sin(np.float32(np.pi) * np.minimum(tau / durs[index], 1)), 0).astype(np.float32)
         sources[vowel[index], samples] += np.float32(rng.uniform(0.4, 1.0)) * saw * env
-    freqs = np.fft.rfftfreq(n, 1.0 / sr).astype(np.float32)
+    freqs = np.fft.rfftfreq(m, 1.0 / half_sr).astype(np.float32)
     f1, f2 = VOWEL_FORMANTS[:, :1], VOWEL_FORMANTS[:, 1:]                            # (V, 1) each
     response = np.exp(-((freqs - f1) / 120) ** 2) + 0.7 * np.exp(-((freqs - f2) / 150) ** 2)  # (V, F)
-    return scipy.fft.irfft((scipy.fft.rfft(sources, axis=1) * response).sum(axis=0), n).astype(np.float32)
+    spectrum = np.zeros(n // 2 + 1, dtype=np.complex64)                              # zero-padded: 2x upsampling
+    spectrum[:len(freqs)] = (scipy.fft.rfft(sources, axis=1) * response).sum(axis=0)
+    return scipy.fft.irfft(spectrum, n).astype(np.float32)
 
 
 def _siren(rng, n, sr, t):
@@ -481,3 +488,105 @@ def generate_scene(seed: int, image_size: int = 112, seconds: float = 2.56, samp
     return Scene(image=image, masks=masks, classes=classes, sounding=sounding, stems=stems,
                  mixture=mixture.astype(np.float32), caption=caption, seed=seed, layout=layout,
                  sample_rate=sample_rate)
+
+
+# --------------------------------------------------------------------------------------------
+# Torch dataset and shards
+# --------------------------------------------------------------------------------------------
+
+class SynthScenesDataset:
+    """Scenes `0..n-1` of a split as tensors (a map-style torch Dataset; scenes are made on the fly).
+
+    Item: image (3, H, W) float32 in [0, 1], masks (N, H, W) bool, classes (N,) int64 indices into
+    ALL_CLASSES, sounding (N,) bool, stems (N_sounding, T) float32, mixture (T,) float32,
+    caption str, seed int. N varies: batch with `collate_scenes`.
+    """
+
+    def __init__(self, split: str, n: int, image_size: int = 112, seconds: float = 2.56, sample_rate: int = 16000):
+        self.seeds = split_seeds(split, n)
+        self.image_size, self.seconds, self.sample_rate = image_size, seconds, sample_rate
+
+    def __len__(self) -> int:
+        return len(self.seeds)
+
+    def __getitem__(self, i: int) -> dict:
+        import torch
+
+        scene = generate_scene(self.seeds[i], self.image_size, self.seconds, self.sample_rate)
+        return {"image": torch.from_numpy(scene.image).permute(2, 0, 1).float() / 255.0,
+                "masks": torch.from_numpy(scene.masks),
+                "classes": torch.tensor([ALL_CLASSES.index(c) for c in scene.classes], dtype=torch.int64),
+                "sounding": torch.tensor(scene.sounding, dtype=torch.bool),
+                "stems": torch.from_numpy(scene.stems),
+                "mixture": torch.from_numpy(scene.mixture),
+                "caption": scene.caption, "seed": scene.seed}
+
+
+def collate_scenes(items: list[dict]) -> dict:
+    """Stack the fixed-size fields (image, mixture, seed); keep the per-object ones as lists."""
+    import torch
+
+    return {"image": torch.stack([it["image"] for it in items]),
+            "mixture": torch.stack([it["mixture"] for it in items]),
+            "seed": torch.tensor([it["seed"] for it in items]),
+            **{k: [it[k] for it in items] for k in ("masks", "classes", "sounding", "stems", "caption")}}
+
+
+def write_shard(path: str | Path, scenes: list[Scene]) -> Path:
+    """Scenes to one .npz. Per-object arrays are concatenated; `objects` / `stem_counts` split them."""
+    path = Path(path)
+    np.savez(path,
+             seeds=np.array([s.seed for s in scenes], dtype=np.int64),
+             images=np.stack([s.image for s in scenes]),                            # (S, H, W, 3) uint8
+             mixtures=np.stack([s.mixture for s in scenes]),                        # (S, T) float32
+             objects=np.array([len(s.classes) for s in scenes], dtype=np.int64),   # (S,)
+             masks=np.concatenate([s.masks for s in scenes]),                       # (sum N, H, W) bool
+             classes=np.array([ALL_CLASSES.index(c) for s in scenes for c in s.classes], dtype=np.int64),
+             sounding=np.array([f for s in scenes for f in s.sounding], dtype=bool),
+             stem_counts=np.array([len(s.stems) for s in scenes], dtype=np.int64),  # (S,)
+             stems=np.concatenate([s.stems for s in scenes]),                       # (sum N_sounding, T)
+             captions=np.array([s.caption for s in scenes]),
+             layouts=np.array([s.layout for s in scenes]),
+             sample_rate=np.array(scenes[0].sample_rate if scenes else 16000))
+    return path
+
+
+def read_shard(path: str | Path) -> list[Scene]:
+    """Scenes written by `write_shard`."""
+    with np.load(path) as z:
+        obj_end, stem_end = np.cumsum(z["objects"]), np.cumsum(z["stem_counts"])
+        scenes = []
+        for i, seed in enumerate(z["seeds"]):
+            o0, o1 = obj_end[i] - z["objects"][i], obj_end[i]
+            s0, s1 = stem_end[i] - z["stem_counts"][i], stem_end[i]
+            scenes.append(Scene(image=z["images"][i], masks=z["masks"][o0:o1],
+                                classes=[ALL_CLASSES[c] for c in z["classes"][o0:o1]],
+                                sounding=[bool(f) for f in z["sounding"][o0:o1]], stems=z["stems"][s0:s1],
+                                mixture=z["mixtures"][i], caption=str(z["captions"][i]), seed=int(seed),
+                                layout=str(z["layouts"][i]), sample_rate=int(z["sample_rate"])))
+    return scenes
+
+
+def main(argv: list[str] | None = None) -> None:
+    from tqdm import tqdm
+
+    parser = argparse.ArgumentParser(description="Write SynthScenes shards (.npz).")
+    parser.add_argument("--split", choices=sorted(SPLIT_OFFSETS), default="train")
+    parser.add_argument("--n", type=int, required=True, help="number of scenes")
+    parser.add_argument("--start", type=int, default=0, help="first scene index within the split")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--shard-size", type=int, default=500)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    seeds = split_seeds(args.split, args.n, args.start)
+    with tqdm(total=len(seeds), unit="scene") as bar:
+        for first in range(0, len(seeds), args.shard_size):
+            batch = []
+            for seed in seeds[first:first + args.shard_size]:
+                batch.append(generate_scene(seed))
+                bar.update()
+            write_shard(args.out / f"{args.split}-{args.start + first:08d}.npz", batch)
+
+
+if __name__ == "__main__":
+    main()
