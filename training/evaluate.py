@@ -1,0 +1,240 @@
+"""Evaluate a checkpoint on SynthScenes test scenes with the SynthScenes sound classifier.
+
+    python -m training.evaluate --checkpoint DIR --seed-start S --scenes N --json PATH
+                                [--steps K --sampler ddim|dpmpp --cfg 2.0 --device cpu|cuda]
+
+Per test scene (seeds split_seeds("test", N, start=S)) the selections below are generated in
+one `Pipeline.generate_many` batch, and each result is classified (8 sigmoid outputs):
+
+    object    mask on one sounding object of a scene with >= 2 of them; target: its class
+    union     mask on the first two sounding objects (union of masks); targets: both classes
+    silent    mask on a silent distractor (first one); target: nothing
+    whole     the whole image (holistic); targets: all sounding classes
+    text      the one-object caption ("a dog barking") of every sounding object, through the
+              learned attention; paired with the mask selection of the same object
+
+Metrics (JSON):
+    object_accuracy   share of `object` selections whose top-1 class is the object's
+    leakage           share of `object` selections in which another sounding class present in
+                      the scene is detected (prob > 0.5)
+    union_recall      share of `union` selections in which both classes are detected
+    silent_accuracy   share of `silent` selections in which no class is detected
+    text_vs_mask_gap  |mean target prob with text attention - mean target prob with the mask|
+                      over paired text/mask selections of the same objects
+    acc               mean classifier probability of the annotated classes, over all mask
+                      selections with sounding targets (object, union, whole, paired masks)
+    fad               Frechet distance between classifier embeddings of the generated audio and
+                      of the real target audio (the object's stem, the stems' sum, the mixture)
+    kl                mean over selections of the per-class Bernoulli KL(real || generated) of
+                      the classifier probabilities, averaged over the 8 classes
+    is                Inception Score over the generated audio: exp(E_x KL(p(y|x) || p(y))) with
+                      p(y|x) the classifier's probabilities normalised to sum to one
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from objaudio_rt.errors import ObjaudioError
+from objaudio_rt.pipeline import Pipeline
+from objaudio_rt.selection import Mask, Text, Whole
+
+from .classifier import load_classifier
+from .data import single_caption
+from .synthscenes import SOUNDING_CLASSES, generate_scene, split_seeds
+
+DEFAULT_CLASSIFIER = Path(__file__).parent / "assets" / "classifier.safetensors"
+
+
+@dataclass
+class Item:
+    kind: str                      # object | union | silent | whole | text | pair_mask
+    targets: list[str]             # sounding classes that should be heard
+    others: list[str]              # other sounding classes present in the scene
+    real: np.ndarray | None        # (T,) the real target audio; None for silent
+    pair: int = -1                 # text items: index of the paired mask item in the scene batch
+
+
+@dataclass
+class Results:
+    probs: list[np.ndarray] = field(default_factory=list)     # (8,) per item
+    gen_embed: list[np.ndarray] = field(default_factory=list)
+    real_embed: list[np.ndarray] = field(default_factory=list)
+    real_probs: list[np.ndarray] = field(default_factory=list)
+    items: list[Item] = field(default_factory=list)
+    pairs: list[tuple[int, int]] = field(default_factory=list)   # (text row, mask row) in items
+
+
+def scene_selections(scene) -> tuple[list, list[Item]]:
+    """The selections of one scene and what each should sound like (see the module docstring)."""
+    sounding = [i for i, s in enumerate(scene.sounding) if s]
+    stem_of = {obj: k for k, obj in enumerate(scene.sounding_indices)}
+    classes = scene.classes
+    sels, items = [], []
+    if len(sounding) >= 2:
+        for i in sounding:
+            others = [classes[j] for j in sounding if j != i]
+            sels.append(Mask(scene.masks[i]))
+            items.append(Item("object", [classes[i]], others, scene.stems[stem_of[i]]))
+        a, b = sounding[:2]
+        sels.append(Mask(scene.masks[a] | scene.masks[b]))
+        items.append(Item("union", [classes[a], classes[b]], [classes[j] for j in sounding[2:]],
+                          scene.stems[stem_of[a]] + scene.stems[stem_of[b]]))
+        mask_rows = {i: n for n, i in enumerate(sounding)}
+    elif len(sounding) == 1:
+        i = sounding[0]
+        sels.append(Mask(scene.masks[i]))
+        items.append(Item("pair_mask", [classes[i]], [], scene.stems[0]))
+        mask_rows = {i: 0}
+    else:
+        mask_rows = {}
+    for i in sounding:
+        sels.append(Text(single_caption(scene.seed, classes[i])))
+        items.append(Item("text", [classes[i]], [classes[j] for j in sounding if j != i],
+                          scene.stems[stem_of[i]], pair=mask_rows[i]))
+    silent = [i for i, s in enumerate(scene.sounding) if not s]
+    if silent:
+        sels.append(Mask(scene.masks[silent[0]]))
+        items.append(Item("silent", [], [classes[j] for j in sounding], None))
+    if sounding:
+        sels.append(Whole())
+        items.append(Item("whole", [classes[j] for j in sounding], [], scene.mixture))
+    return sels, items
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """FD between Gaussians fitted to a (N, D) and b (M, D)."""
+    from scipy import linalg
+
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean, _ = linalg.sqrtm(ca @ cb, disp=False)
+    covmean = covmean.real
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(ca + cb - 2 * covmean))
+
+
+def _mean(values) -> float | None:
+    """Mean as a float; None (JSON null) when there is nothing to average."""
+    return float(np.mean(values)) if len(values) else None
+
+
+def summarize(res: Results, scenes: int, steps: int, sampler: str, cfg: float) -> dict:
+    idx = {c: i for i, c in enumerate(SOUNDING_CLASSES)}
+    probs = np.stack(res.probs)                                                    # (N, 8)
+    kinds = np.array([it.kind for it in res.items])
+
+    def rows(kind):
+        return [n for n, k in enumerate(kinds) if k == kind]
+
+    obj = rows("object")
+    object_accuracy = _mean([SOUNDING_CLASSES[int(probs[n].argmax())] == res.items[n].targets[0] for n in obj])
+    leakage = _mean([any(probs[n, idx[c]] > 0.5 for c in res.items[n].others) for n in obj])
+    union = rows("union")
+    union_recall = _mean([all(probs[n, idx[c]] > 0.5 for c in res.items[n].targets) for n in union])
+    silent = rows("silent")
+    silent_accuracy = _mean([not (probs[n] > 0.5).any() for n in silent])
+    text_p = [probs[t, idx[res.items[t].targets[0]]] for t, _ in res.pairs]
+    mask_p = [probs[m, idx[res.items[m].targets[0]]] for _, m in res.pairs]
+    target_rows = [n for n, k in enumerate(kinds) if k in ("object", "union", "whole", "pair_mask")]
+    acc = _mean([probs[n, [idx[c] for c in res.items[n].targets]].mean() for n in target_rows])
+    gen_e = np.stack([res.gen_embed[n] for n in target_rows])
+    real_e = np.stack([res.real_embed[n] for n in target_rows])
+    real_p = np.stack([res.real_probs[n] for n in target_rows]).clip(1e-6, 1 - 1e-6)
+    gen_p = probs[target_rows].clip(1e-6, 1 - 1e-6)
+    kl = np.mean(real_p * np.log(real_p / gen_p) + (1 - real_p) * np.log((1 - real_p) / (1 - gen_p)))
+    p_yx = gen_p / gen_p.sum(1, keepdims=True)
+    p_y = p_yx.mean(0, keepdims=True)
+    inception = float(np.exp(np.mean(np.sum(p_yx * np.log(p_yx / p_y), axis=1))))
+    text_acc, mask_acc = _mean(text_p), _mean(mask_p)
+    return {
+        "object_accuracy": object_accuracy, "leakage": leakage,
+        "union_recall": union_recall, "silent_accuracy": silent_accuracy,
+        "text_vs_mask_gap": abs(text_acc - mask_acc) if text_p else None,
+        "text_acc": text_acc, "mask_acc": mask_acc,
+        "acc": acc, "fad": frechet_distance(gen_e, real_e) if len(target_rows) > 1 else None,
+        "kl": float(kl), "is": inception,
+        "scenes": scenes, "selections": len(res.items),
+        "counts": {k: int((kinds == k).sum()) for k in ("object", "union", "silent", "text", "whole", "pair_mask")},
+        "steps": steps, "sampler": sampler, "cfg": cfg,
+    }
+
+
+@torch.no_grad()
+def evaluate(pipe: Pipeline, classifier, seeds: list[int], steps: int, sampler: str, cfg: float,
+             progress: bool = True) -> dict:
+    from tqdm.auto import tqdm
+
+    res = Results()
+    device = pipe.device
+    classifier = classifier.to(device)
+    start = time.time()
+    for seed in tqdm(seeds, desc="evaluate", disable=not progress):
+        scene = generate_scene(seed, seconds=pipe.config.clip_seconds)
+        sels, items = scene_selections(scene)
+        if not sels:
+            continue
+        encoded = pipe.encode_image(scene.image)
+        gens = pipe.generate_many(encoded, sels, steps=steps, sampler=sampler, cfg=cfg, seed=seed, progress=False)
+        waves = torch.stack([g.wave for g in gens]).to(device)                     # (n, T)
+        probs = torch.sigmoid(classifier(waves)).cpu().numpy()
+        gen_embed = classifier.embed(waves).cpu().numpy()
+        reals = [it.real if it.real is not None else np.zeros(waves.shape[1], np.float32) for it in items]
+        real_w = torch.from_numpy(np.stack(reals)).to(device)
+        real_probs = torch.sigmoid(classifier(real_w)).cpu().numpy()
+        real_embed = classifier.embed(real_w).cpu().numpy()
+        base = len(res.items)
+        for n, it in enumerate(items):
+            res.items.append(it)
+            res.probs.append(probs[n])
+            res.gen_embed.append(gen_embed[n])
+            res.real_embed.append(real_embed[n])
+            res.real_probs.append(real_probs[n])
+            if it.kind == "text":
+                res.pairs.append((base + n, base + it.pair))
+    out = summarize(res, len(seeds), steps, sampler, cfg)
+    out["seconds"] = round(time.time() - start, 1)
+    out["seconds_per_selection"] = round(out["seconds"] / max(1, out["selections"]), 3)
+    out["device"] = str(device)
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True, help="checkpoint folder (or a preset name: random weights)")
+    p.add_argument("--seed-start", type=int, default=0, help="first test-split seed index")
+    p.add_argument("--scenes", type=int, default=150)
+    p.add_argument("--json", required=True, type=Path)
+    p.add_argument("--steps", type=int, default=None, help="default: the checkpoint's default_steps")
+    p.add_argument("--sampler", choices=("ddim", "dpmpp"), default=None)
+    p.add_argument("--cfg", type=float, default=None)
+    p.add_argument("--classifier", type=Path, default=DEFAULT_CLASSIFIER)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    try:
+        pipe = Pipeline.from_pretrained(args.checkpoint, device=args.device)
+        classifier = load_classifier(args.classifier)
+        steps = args.steps or pipe.config.default_steps
+        sampler = args.sampler or pipe.config.default_sampler
+        cfg = pipe.config.default_cfg if args.cfg is None else args.cfg
+        result = evaluate(pipe, classifier, split_seeds("test", args.scenes, start=args.seed_start),
+                          steps, sampler, cfg)
+    except ObjaudioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result["checkpoint"] = str(args.checkpoint)
+    args.json.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,272 @@
+"""Train an objaudio model.
+
+    python -m training.train --preset tiny-synth --out DIR [--budget-minutes M] [--seed S]
+                             [--stage all|clip|clap|vae|vocoder|ldm]
+    python -m training.train --preset audioldm-s --out DIR --manifest data.jsonl
+                             --audioldm AUDIOLDM_DIFFUSERS_DIR --clip OPEN_CLIP_VIT_B32.bin
+                             [--stage all|preprocess|ldm]      (torchrun for several GPUs / nodes)
+
+tiny-synth (from scratch on SynthScenes, one process). Stages, in order, each trained for its
+share of the wall-clock budget:
+    cache    SynthScenes training scenes -> examples (training/data.py)         DIR/cache/
+    clap     CLAP-style text encoder + tokenizer                                   \\
+    clip     CLIP-style image encoder (needs clap: its text tower is CLAP + a head)  |  training/
+    vae      AutoencoderKL on log-mels                                              |  train_components.py
+    vocoder  HiFi-GAN (SpeechT5HifiGan)                                           /
+    ldm      UNet + grounding (the paper's step), then calibration               training/train_ldm.py
+Each finished stage writes DIR/stages/<stage>.safetensors and <stage>.json (metrics, wall time)
+and DIR/logs/<stage>.csv; a rerun skips finished stages (resume), and the ldm stage also resumes
+from its periodic partial save. The final checkpoint is DIR/model (objaudio checkpoint format).
+
+audioldm-s: the paper's recipe; see training/train_real.py.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from objaudio_rt.checkpoint import save_checkpoint
+from objaudio_rt.config import ModelConfig
+from objaudio_rt.encoders import TextEncoder, load_tokenizer
+from objaudio_rt.errors import ObjaudioError, check
+from objaudio_rt.model import Calibration, ObjaudioModel
+
+from .data import KINDS, SynthCache, SynthCacheConfig, build_synth_cache
+from .train_components import StageBudget, train_clap, train_clip, train_vae, train_vocoder
+from .train_ldm import LatentSet, LdmConfig, calibrate, train_ldm
+
+STAGES = ("clap", "clip", "vae", "vocoder", "ldm")
+COMPONENTS = {"clap": ("text_encoder",), "clip": ("image_encoder",), "vae": ("vae",),
+              "vocoder": ("vocoder",), "ldm": ("unet", "grounding")}
+NEEDS = {"clap": (), "clip": ("clap",), "vae": (), "vocoder": (), "ldm": ("clap", "clip", "vae")}
+
+
+@dataclass
+class SynthRecipe:
+    """Budget shares (of --budget-minutes, after the cache) and per-stage settings for tiny-synth."""
+    shares: tuple[tuple[str, float], ...] = (("clap", 0.05), ("clip", 0.10), ("vae", 0.12),
+                                             ("vocoder", 0.18), ("ldm", 0.55))
+    batch: tuple[tuple[str, int], ...] = (("clap", 64), ("clip", 64), ("vae", 32), ("vocoder", 16), ("ldm", 64))
+    lr: tuple[tuple[str, float], ...] = (("clap", 1e-3), ("clip", 1e-3), ("vae", 1e-3), ("vocoder", 5e-4),
+                                         ("ldm", 4e-4))
+    ldm: LdmConfig = None
+
+    def __post_init__(self):
+        if self.ldm is None:
+            # lr 4e-4 (not the paper's 1e-4): a from-scratch 7M-parameter UNet, minutes of training.
+            self.ldm = LdmConfig(lr=4e-4, warmup_steps=200, attn_weight=0.1, mask_prob=0.3, ema_decay=0.999)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default="tiny-synth", help="tiny-synth, tiny (tests) or audioldm-s")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--budget-minutes", type=float, default=45.0, help="wall-clock budget of all stages")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stage", default="all", help="all, or one of: " + ", ".join(STAGES + ("preprocess",)))
+    p.add_argument("--max-steps", type=int, default=None, help="cap every stage's steps (smoke tests)")
+    p.add_argument("--scenes", type=int, default=3000, help="SynthScenes training scenes")
+    p.add_argument("--workers", type=int, default=max(1, min(16, (os.cpu_count() or 1))),
+                   help="processes generating scenes")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
+    p.add_argument("--batch-size", type=int, default=None, help="override every stage's batch size")
+    p.add_argument("--batch-scale", type=float, default=1.0, help="multiply every stage's batch size (GPU: 2)")
+    # audioldm-s recipe
+    p.add_argument("--manifest", type=Path, help="JSONL of {image, audio, caption} (audioldm-s)")
+    p.add_argument("--audioldm", type=Path, help="AudioLDM diffusers folder (audioldm-s)")
+    p.add_argument("--clip", type=Path, help="open_clip ViT-B/32 state dict (audioldm-s)")
+    p.add_argument("--clip-seconds", type=float, default=None, help="clip length (audioldm-s; default 10.24)")
+    return p.parse_args(argv)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    check(name == "cpu" or torch.cuda.is_available(), f"device {name} is not available")
+    return torch.device(name)
+
+
+class StageStore:
+    """DIR/stages/<stage>.safetensors + <stage>.json; the json is written last (= finished)."""
+
+    def __init__(self, out: Path):
+        self.dir = out / "stages"
+        self.logs = out / "logs"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+    def done(self, stage: str) -> bool:
+        return (self.dir / f"{stage}.json").is_file()
+
+    def info(self, stage: str) -> dict:
+        return json.loads((self.dir / f"{stage}.json").read_text())
+
+    def save(self, stage: str, model: ObjaudioModel, info: dict) -> None:
+        tensors = {}
+        for name in COMPONENTS[stage]:
+            module = model.text_encoder.model if name == "text_encoder" else getattr(model, name)
+            tensors.update({f"{name}.{k}": v.detach().cpu().float().contiguous() if v.is_floating_point()
+                            else v.detach().cpu().contiguous() for k, v in module.state_dict().items()})
+        save_file(tensors, str(self.dir / f"{stage}.safetensors"))
+        if stage == "clap":
+            model.text_encoder.tokenizer.save_pretrained(str(self.dir / "tokenizer"))
+        (self.dir / f"{stage}.json").write_text(json.dumps(info, indent=2))
+
+    def load(self, stage: str, model: ObjaudioModel) -> None:
+        state = load_file(str(self.dir / f"{stage}.safetensors"))
+        if stage == "clap":
+            model.text_encoder = TextEncoder(model.config.text, tokenizer=load_tokenizer(self.dir / "tokenizer"))
+        for name in COMPONENTS[stage]:
+            module = model.text_encoder.model if name == "text_encoder" else getattr(model, name)
+            module.load_state_dict({k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")})
+        if stage == "vae":
+            factor = self.info("vae")["scaling_factor"]
+            model.vae.register_to_config(scaling_factor=factor)
+            model.config.vae.scaling_factor = factor
+
+
+@torch.no_grad()
+def build_latent_set(model: ObjaudioModel, cache: SynthCache, device: torch.device) -> LatentSet:
+    """VAE latents, CLIP patch tokens and CLAP text embeddings of the whole cache, computed once."""
+    vae, img, text = model.vae.to(device).eval(), model.image_encoder.to(device).eval(), \
+        model.text_encoder.to(device).eval()
+    factor = vae.config.scaling_factor
+    latents = torch.cat([vae.encode(cache.mels[c].float().to(device)[:, None]).latent_dist.mode().cpu() * factor
+                         for c in torch.arange(cache.num_examples).split(64)])       # (E, C, h, w)
+    tokens = torch.cat([img(img.preprocess(cache.images[c].to(device))).cpu()
+                        for c in torch.arange(len(cache.images)).split(128)])        # (S, P, L)
+    ids = text.tokenize(cache.captions, "cpu")
+    embeds = torch.cat([text(ids["input_ids"][c].to(device), ids["attention_mask"][c].to(device)).cpu()
+                        for c in torch.arange(cache.num_examples).split(256)])       # (E, Lq)
+    return LatentSet(latents=latents, text=embeds, tokens=tokens, ex_scene=cache.ex_scene,
+                     cover=cache.target_coverage(), mask_only=cache.ex_kind == KINDS.index("silent"))
+
+
+def train_synth(args: argparse.Namespace) -> Path:
+    """The tiny-synth recipe (see the module docstring). Returns the checkpoint folder."""
+    device = resolve_device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    config = ModelConfig.from_name(args.preset)
+    recipe = SynthRecipe()
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    wall_start = time.time()
+    store = StageStore(out)
+    wanted = STAGES if args.stage == "all" else (args.stage,)
+    check(all(s in STAGES for s in wanted), f"unknown stage {args.stage!r}: use all or one of {', '.join(STAGES)}")
+
+    cache_dir = out / "cache"
+    if not (cache_dir / "synth.json").is_file():
+        t = time.time()
+        build_synth_cache(SynthCacheConfig(scenes=args.scenes, seed_start=0, seconds=config.clip_seconds,
+                                           patch_image_size=config.image.image_size,
+                                           patch_size=config.image.patch_size, workers=args.workers), cache_dir)
+        (out / "logs").mkdir(exist_ok=True)
+        (out / "logs" / "cache.json").write_text(json.dumps({"scenes": args.scenes, "seconds": round(time.time() - t, 1)}))
+    cache = SynthCache(cache_dir)
+    remaining = args.budget_minutes * 60 - (time.time() - wall_start)
+    shares, batch, lr = dict(recipe.shares), dict(recipe.batch), dict(recipe.lr)
+    todo = [s for s in STAGES if s in wanted and (args.stage != "all" or not store.done(s))]
+    share_total = sum(shares[s] for s in todo) or 1.0
+
+    model = ObjaudioModel.random(config, args.seed)
+    for stage in STAGES:
+        if store.done(stage) and stage not in todo:
+            store.load(stage, model)
+    for stage in todo:
+        for need in NEEDS[stage]:
+            check(store.done(need), f"stage {stage} needs stage {need} first: run --stage {need} (or all)")
+        seconds = max(1.0, remaining * shares[stage] / share_total)
+        budget = StageBudget(seconds=seconds, max_steps=args.max_steps, batch_size=args.batch_size or max(1, int(batch[stage] * args.batch_scale)),
+                             lr=lr[stage])
+        print(f"[train] stage {stage}: budget {seconds / 60:.1f} min on {device}", file=sys.stderr)
+        torch.manual_seed(args.seed + STAGES.index(stage))
+        t = time.time()
+        log = store.logs / f"{stage}.csv"
+        if stage == "clap":
+            metrics = train_clap(model, cache, budget, log, device, args.seed)
+        elif stage == "clip":
+            metrics = train_clip(model, cache, budget, log, device, args.seed)
+        elif stage == "vae":
+            metrics = train_vae(model, cache, budget, log, device, args.seed)
+        elif stage == "vocoder":
+            metrics = train_vocoder(model, cache, budget, log, device, args.seed)
+        else:
+            metrics = _run_synth_ldm(model, cache, budget, recipe.ldm, store, device, args.seed)
+        if stage in ("clap", "clip", "vae"):                         # the cached latent set is stale
+            (cache_dir / "latents.safetensors").unlink(missing_ok=True)
+        metrics["wall_seconds"] = round(time.time() - t, 1)
+        store.save(stage, model.to("cpu"), metrics)
+        print(f"[train] stage {stage} done: {metrics}", file=sys.stderr)
+
+    if not all(store.done(s) for s in STAGES):
+        missing = [s for s in STAGES if not store.done(s)]
+        print(f"[train] not all stages finished ({', '.join(missing)} left): no final checkpoint", file=sys.stderr)
+        return out
+    calibration = Calibration(**store.info("ldm")["calibration"])
+    final = save_checkpoint(model.to("cpu").eval(), calibration, out / "model", force=True)
+    summary = {"preset": args.preset, "seed": args.seed, "budget_minutes": args.budget_minutes,
+               "scenes": args.scenes, "device": str(device), "recipe": _jsonable(asdict(recipe)),
+               "stages": {s: store.info(s) for s in STAGES}}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"[train] checkpoint written to {final}", file=sys.stderr)
+    return final
+
+
+def _run_synth_ldm(model, cache, budget, cfg: LdmConfig, store: StageStore, device, seed) -> dict:
+    latents_path = store.dir.parent / "cache" / "latents.safetensors"
+    if latents_path.is_file():
+        data = LatentSet.load(latents_path)
+    else:
+        data = build_latent_set(model, cache, device)
+        data.save(latents_path)
+    partial = store.dir / "ldm.partial.safetensors"
+    metrics = train_ldm(model, data, budget, cfg, store.logs / "ldm.csv", device, seed, resume=partial)
+    # calibration set: text-conditioned examples (mixtures and singles), all of them up to 2048
+    rows = torch.nonzero(~data.mask_only).squeeze(1)[:2048]
+    calibration = calibrate(model, data, device, rows=rows)
+    metrics["calibration"] = calibration.to_dict()
+    for p in (partial, partial.with_suffix(".optim.pt")):
+        p.unlink(missing_ok=True)
+    return metrics
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    try:
+        if args.preset == "audioldm-s" or args.manifest is not None:
+            from .train_real import train_real
+            train_real(args)
+        else:
+            check(int(os.environ.get("WORLD_SIZE", "1")) == 1,
+                  "the SynthScenes recipe runs in one process; torchrun is for --preset audioldm-s")
+            train_synth(args)
+    except ObjaudioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""The paper's training step: latent diffusion UNet + grounding, trained jointly; then calibration.
+
+Per batch (CLIP, CLAP and VAE frozen; their outputs precomputed in a `LatentSet`):
+
+    a  = grounding.attention(E_t, E_v)              (B, 1, P)   E_t: CLAP text_embeds, E_v: CLIP patch tokens
+    c  = MLP(a V)                                   (B, cond)   replaced by the null (zeros) with p = 0.1
+    z_t = sqrt(acp_t) z_0 + sqrt(1 - acp_t) eps     AudioLDM's schedule (samplers.alphas_cumprod)
+    loss = || unet(z_t, t, encoder_hidden_states=None, class_labels=c) - eps ||^2
+
+AdamW, betas (0.95, 0.999), eps 1e-6, weight decay 1e-3 (the paper's). The paper's lr is 1e-4 for
+fine-tuning a pretrained AudioLDM; a small UNet trained from scratch for minutes converges far
+faster at a few times that (`LdmConfig.lr`), with a short linear warm-up. An EMA of the UNet
+and grounding weights is what gets saved (`ema_decay`; 0 disables it).
+
+Two SynthScenes-only additions, both off for the paper's recipe (`train_real`), both needed
+because tiny-synth learns from a few thousand scenes in minutes where the paper had VGGSound
+and days:
+  * `attn_weight`: an auxiliary loss -log(sum_p a_p w_p) on the text attention, w = the
+    examples' target-object coverage scaled to a peak of 1 (the masks say where the named
+    objects are). It makes the attention object-focused early, so its calibrated spread
+    (below) is that of an attention that picks objects out.
+  * `mask_prob`: with this probability (and always for "silent" examples, whose target is
+    silence and which no caption names) the attention weights are replaced by the rescaled
+    mask of the target objects, exactly the test-time substitution of section 3.3, with the
+    running attention std as sigma. Training sees the substituted input directly.
+
+Calibration (`calibrate`): sigma = mean over calibration examples of the std over patches of
+the trained attention weights; mean = 1/P (any softmax). Stored as objaudio_rt.model.Calibration.
+
+Multi-GPU / multi-node: run under torchrun; the Denoiser (UNet + grounding) is wrapped in
+DistributedDataParallel, each rank draws its own batches (generator seeded by seed + rank), and
+rank 0 logs and saves.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from objaudio_rt.grounding import GroundingAttention, rescale_patch_weights
+from objaudio_rt.model import Calibration, ObjaudioModel
+from objaudio_rt.samplers import alphas_cumprod
+
+from .train_components import StageBudget, run_loop
+
+
+@dataclass
+class LdmConfig:
+    lr: float = 1e-4
+    warmup_steps: int = 100
+    betas: tuple[float, float] = (0.95, 0.999)
+    eps: float = 1e-6
+    weight_decay: float = 1e-3
+    cond_drop: float = 0.1
+    ema_decay: float = 0.999
+    attn_weight: float = 0.0
+    mask_prob: float = 0.0
+    grad_clip: float = 1.0
+
+
+@dataclass
+class LatentSet:
+    """Precomputed inputs of the diffusion stage. E examples, S images."""
+    latents: torch.Tensor            # (E, C, h, w) float, already times the VAE scaling factor
+    text: torch.Tensor               # (E, Lq) CLAP text_embeds
+    tokens: torch.Tensor             # (S, P, L) CLIP patch tokens
+    ex_scene: torch.Tensor           # (E,) int64 index into tokens
+    cover: torch.Tensor | None = None       # (E, P) target-object patch coverage (SynthScenes)
+    mask_only: torch.Tensor | None = None   # (E,) bool: always condition on the mask
+
+    def save(self, path: Path) -> None:
+        tensors = {k: v.contiguous() for k, v in self.__dict__.items() if v is not None}
+        save_file(tensors, str(path))
+
+    @staticmethod
+    def load(path: Path) -> "LatentSet":
+        return LatentSet(**load_file(str(path)))
+
+    def to(self, device: torch.device) -> "LatentSet":
+        return LatentSet(**{k: (v.to(device) if v is not None else None) for k, v in self.__dict__.items()})
+
+
+class Denoiser(nn.Module):
+    """UNet + grounding: one module, so DDP synchronises both. forward returns the loss terms."""
+
+    def __init__(self, unet: nn.Module, grounding: GroundingAttention, cond_dim: int, acp: torch.Tensor,
+                 cfg: LdmConfig):
+        super().__init__()
+        self.unet, self.grounding, self.cfg = unet, grounding, cfg
+        self.register_buffer("acp", acp.float(), persistent=False)                   # (T,)
+        self.register_buffer("null", torch.zeros(cond_dim), persistent=False)
+        self.register_buffer("attn_std", torch.tensor(1.0 / grounding.cfg.num_patches), persistent=False)
+
+    def forward(self, z0, text, tokens, cover, use_mask, drop, t, noise):
+        """z0: (B, C, h, w); text: (B, Lq); tokens: (B, P, L); cover: (B, P) or None;
+        use_mask, drop: (B,) bool; t: (B,) int64; noise like z0. Returns (mse, attn_loss, attn_std)."""
+        a = self.grounding.attention(text, tokens)[:, 0]                             # (B, P)
+        std = a.detach().std(dim=-1, unbiased=False).mean()
+        weights = a
+        if cover is not None and bool(use_mask.any()):
+            has = cover.sum(-1) > 0
+            sub = use_mask & has
+            safe = torch.where(has[:, None], cover, torch.ones_like(cover))
+            masked = rescale_patch_weights(safe, float(self.attn_std), "moments")     # (B, P)
+            weights = torch.where(sub[:, None], masked, a)
+        c = self.grounding.condition_from_weights(weights, tokens)                   # (B, cond)
+        c = torch.where(drop[:, None], self.null.expand_as(c), c)
+        acp = self.acp[t].view(-1, 1, 1, 1)
+        zt = acp.sqrt() * z0 + (1 - acp).sqrt() * noise
+        pred = self.unet(zt, t, encoder_hidden_states=None, class_labels=c).sample
+        mse = (pred - noise).pow(2).mean()
+        attn_loss = mse.new_zeros(())
+        if cover is not None and self.cfg.attn_weight > 0:
+            peak = cover.amax(-1, keepdim=True)
+            text_rows = (~use_mask) & (peak[:, 0] > 0)
+            if bool(text_rows.any()):
+                w = cover / peak.clamp_min(1e-6)
+                mass = (a * w).sum(-1).clamp_min(1e-6)
+                attn_loss = -(mass.log() * text_rows).sum() / text_rows.sum()
+        return mse, attn_loss, std
+
+
+def _ema_update(ema: nn.Module, live: nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), live.parameters()):
+            e.lerp_(p.detach(), 1 - decay)
+
+
+def train_ldm(model: ObjaudioModel, data: LatentSet, budget: StageBudget, cfg: LdmConfig, log_path: Path,
+              device: torch.device, seed: int, resume: Path | None = None, save_every_s: float = 120.0) -> dict:
+    """Trains model.unet and model.grounding in place (the EMA weights end up in the model).
+
+    `resume`: a partial-state file written every `save_every_s` seconds (and read back on start),
+    so an interrupted stage continues from its last save.
+    """
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    acp = torch.from_numpy(alphas_cumprod(model.config.schedule))
+    den = Denoiser(model.unet, model.grounding, model.config.unet.cond_dim, acp, cfg).to(device).train()
+    ema = copy.deepcopy(den).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
+    opt = torch.optim.AdamW(den.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
+                            weight_decay=cfg.weight_decay)
+    start_step = 0
+    if resume is not None and resume.is_file():
+        start_step = _load_partial(resume, den, ema, opt)
+    wrapped = nn.parallel.DistributedDataParallel(den) if dist.is_initialized() else den
+    data = data.to(device)
+    gen = torch.Generator(device="cpu").manual_seed(seed + 1000 * rank + start_step)
+    n_ex, n_t = data.latents.shape[0], acp.numel()
+    last_save = [time.time()]
+
+    def step(i):
+        i += start_step
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * min(1.0, (i + 1) / max(1, cfg.warmup_steps))
+        b = budget.batch_size
+        idx = torch.randint(n_ex, (b,), generator=gen)
+        use_mask = torch.rand(b, generator=gen) < cfg.mask_prob
+        if data.mask_only is not None:
+            use_mask |= data.mask_only[idx].cpu()
+        drop = torch.rand(b, generator=gen) < cfg.cond_drop
+        t = torch.randint(n_t, (b,), generator=gen)
+        noise = torch.randn(data.latents[idx].shape, generator=gen)
+        dev = lambda x: x.to(device)
+        mse, attn_loss, std = wrapped(data.latents[dev(idx)], data.text[dev(idx)],
+                                      data.tokens[data.ex_scene[dev(idx)]],
+                                      data.cover[dev(idx)] if data.cover is not None else None,
+                                      dev(use_mask), dev(drop), dev(t), dev(noise))
+        loss = mse + cfg.attn_weight * attn_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(den.parameters(), cfg.grad_clip)
+        opt.step()
+        den.attn_std.lerp_(std.detach(), 0.05)
+        if ema is not None:
+            _ema_update(ema, den, min(cfg.ema_decay, (1 + i) / (10 + i)))
+            ema.attn_std.copy_(den.attn_std)
+        if rank == 0 and resume is not None and time.time() - last_save[0] > save_every_s:
+            _save_partial(resume, den, ema, opt, i + 1)
+            last_save[0] = time.time()
+        return {"loss": loss.item(), "mse": mse.item(), "attn": attn_loss.item(), "attn_std": std.item()}
+
+    metrics = run_loop("ldm", budget, step, log_path if rank == 0 else None, ["loss", "mse", "attn", "attn_std"],
+                       sync=_all_ranks_agree if dist.is_initialized() else None)
+    final = ema if ema is not None else den
+    model.unet.load_state_dict(final.unet.state_dict())
+    model.grounding.load_state_dict(final.grounding.state_dict())
+    model.unet.eval()
+    model.grounding.eval()
+    return {**metrics, "steps_total": start_step + metrics["steps"]}
+
+
+def _all_ranks_agree(stop: bool) -> bool:
+    """Stop when any rank's budget is spent, so that all ranks run the same number of steps."""
+    flag = torch.tensor([float(stop)])
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+def _save_partial(path: Path, den: Denoiser, ema: Denoiser | None, opt, step: int) -> None:
+    tensors = {f"live.{k}": v.detach().cpu().contiguous() for k, v in den.state_dict().items()}
+    if ema is not None:
+        tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata={"step": str(step)})
+    torch.save(opt.state_dict(), str(path.with_suffix(".optim.pt")))
+    os.replace(tmp, path)
+
+
+def _load_partial(path: Path, den: Denoiser, ema: Denoiser | None, opt) -> int:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        step = int(f.metadata()["step"])
+    state = load_file(str(path))
+    den.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("live.")})
+    if ema is not None and any(k.startswith("ema.") for k in state):
+        ema.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("ema.")})
+    optim = path.with_suffix(".optim.pt")
+    if optim.is_file():
+        opt.load_state_dict(torch.load(str(optim), weights_only=True))
+    return step
+
+
+@torch.no_grad()
+def calibrate(model: ObjaudioModel, data: LatentSet, device: torch.device, num: int = 1024,
+              rows: torch.Tensor | None = None) -> Calibration:
+    """Mean and std over patches of the trained attention on `num` examples (or the given rows)."""
+    ground = model.grounding.to(device).eval()
+    rows = rows if rows is not None else torch.arange(min(num, data.text.shape[0]))
+    stds = []
+    for chunk in rows.split(256):
+        a = ground.attention(data.text[chunk].to(device), data.tokens[data.ex_scene[chunk]].to(device))
+        stds.append(a.flatten(0, 1).std(dim=-1, unbiased=False))                    # (B*H,)
+    std = torch.cat(stds)
+    p = model.config.image.num_patches
+    return Calibration(attn_mean=1.0 / p, attn_std=float(std.mean()), num_samples=int(std.numel()))
+
