@@ -167,26 +167,41 @@ def summarize(res: Results, scenes: int, steps: int, sampler: str, cfg: float) -
 
 
 @torch.no_grad()
-def evaluate(pipe: Pipeline, classifier, seeds: list[int], steps: int, sampler: str, cfg: float,
-             progress: bool = True) -> dict:
+def generate(pipe: Pipeline, seeds: list[int], steps: int, sampler: str, cfg: float,
+             progress: bool = True) -> list[np.ndarray]:
+    """Per scene, the generated waves (n_selections, T) of `scene_selections`, in order."""
     from tqdm.auto import tqdm
 
-    res = Results()
-    device = pipe.device
-    classifier = classifier.to(device)
-    start = time.time()
-    for seed in tqdm(seeds, desc="evaluate", disable=not progress):
+    out = []
+    for seed in tqdm(seeds, desc="generate", disable=not progress):
         scene = generate_scene(seed, seconds=pipe.config.clip_seconds)
-        sels, items = scene_selections(scene)
+        sels, _ = scene_selections(scene)
         if not sels:
+            out.append(np.zeros((0, int(pipe.config.clip_seconds * pipe.config.mel.sample_rate)), np.float32))
             continue
         encoded = pipe.encode_image(scene.image)
         gens = pipe.generate_many(encoded, sels, steps=steps, sampler=sampler, cfg=cfg, seed=seed, progress=False)
-        waves = torch.stack([g.wave for g in gens]).to(device)                     # (n, T)
-        probs = torch.sigmoid(classifier(waves)).cpu().numpy()
-        gen_embed = classifier.embed(waves).cpu().numpy()
+        out.append(torch.stack([g.wave for g in gens]).numpy())
+    return out
+
+
+@torch.no_grad()
+def score(classifier, seeds: list[int], scene_waves: list[np.ndarray], seconds: float,
+          device: str | torch.device = "cpu") -> Results:
+    """Classify generated and real audio of every selection (the scenes are regenerated from seeds)."""
+    res = Results()
+    classifier = classifier.to(device).eval()
+    for seed, gen in zip(seeds, scene_waves):
+        _, items = scene_selections(generate_scene(seed, seconds=seconds))
+        if not items:
+            continue
+        if len(items) != len(gen):
+            raise ObjaudioError(f"scene {seed}: {len(gen)} generated clips for {len(items)} selections")
+        waves = torch.from_numpy(np.asarray(gen, np.float32)).to(device)              # (n, T)
         reals = [it.real if it.real is not None else np.zeros(waves.shape[1], np.float32) for it in items]
         real_w = torch.from_numpy(np.stack(reals)).to(device)
+        probs = torch.sigmoid(classifier(waves)).cpu().numpy()
+        gen_embed = classifier.embed(waves).cpu().numpy()
         real_probs = torch.sigmoid(classifier(real_w)).cpu().numpy()
         real_embed = classifier.embed(real_w).cpu().numpy()
         base = len(res.items)
@@ -198,11 +213,35 @@ def evaluate(pipe: Pipeline, classifier, seeds: list[int], steps: int, sampler: 
             res.real_probs.append(real_probs[n])
             if it.kind == "text":
                 res.pairs.append((base + n, base + it.pair))
-    out = summarize(res, len(seeds), steps, sampler, cfg)
-    out["seconds"] = round(time.time() - start, 1)
-    out["seconds_per_selection"] = round(out["seconds"] / max(1, out["selections"]), 3)
-    out["device"] = str(device)
-    return out
+    return res
+
+
+MU = 255.0
+
+
+def mu_law_encode(x: np.ndarray) -> np.ndarray:
+    """float in [-1, 1] -> uint8 (8-bit mu-law, for storing generated audio compactly)."""
+    y = np.sign(x) * np.log1p(MU * np.abs(np.clip(x, -1, 1))) / np.log1p(MU)
+    return np.round((y + 1) / 2 * MU).astype(np.uint8)
+
+
+def mu_law_decode(q: np.ndarray) -> np.ndarray:
+    y = q.astype(np.float32) / MU * 2 - 1
+    return (np.sign(y) * np.expm1(np.abs(y) * np.log1p(MU)) / MU).astype(np.float32)
+
+
+def save_audio(path: Path, seeds: list[int], scene_waves: list[np.ndarray], meta: dict) -> None:
+    counts = np.array([len(w) for w in scene_waves])
+    np.savez(path, audio=mu_law_encode(np.concatenate(scene_waves)), counts=counts, seeds=np.array(seeds),
+             meta=json.dumps(meta))
+
+
+def load_audio(path: Path) -> tuple[list[int], list[np.ndarray], dict]:
+    data = np.load(path)
+    waves = mu_law_decode(data["audio"])
+    bounds = np.cumsum(np.concatenate([[0], data["counts"]]))
+    return ([int(s) for s in data["seeds"]], [waves[a:b] for a, b in zip(bounds[:-1], bounds[1:])],
+            json.loads(str(data["meta"])))
 
 
 def main(argv=None) -> int:
@@ -217,20 +256,39 @@ def main(argv=None) -> int:
     p.add_argument("--classifier", type=Path, default=DEFAULT_CLASSIFIER)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--save-audio", type=Path, help="also write the generated clips (8-bit mu-law .npz)")
+    p.add_argument("--rescore", type=Path,
+                   help="score clips saved by --save-audio (e.g. with another classifier); no generation")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     try:
-        pipe = Pipeline.from_pretrained(args.checkpoint, device=args.device)
         classifier = load_classifier(args.classifier)
-        steps = args.steps or pipe.config.default_steps
-        sampler = args.sampler or pipe.config.default_sampler
-        cfg = pipe.config.default_cfg if args.cfg is None else args.cfg
-        result = evaluate(pipe, classifier, split_seeds("test", args.scenes, start=args.seed_start),
-                          steps, sampler, cfg)
+        if args.rescore is not None:
+            seeds, scene_waves, meta = load_audio(args.rescore)
+            seconds = meta["clip_seconds"]
+        else:
+            pipe = Pipeline.from_pretrained(args.checkpoint, device=args.device)
+            steps = args.steps or pipe.config.default_steps
+            sampler = args.sampler or pipe.config.default_sampler
+            cfg = pipe.config.default_cfg if args.cfg is None else args.cfg
+            seeds = split_seeds("test", args.scenes, start=args.seed_start)
+            t = time.time()
+            scene_waves = generate(pipe, seeds, steps, sampler, cfg)
+            seconds = pipe.config.clip_seconds
+            meta = {"steps": steps, "sampler": sampler, "cfg": cfg, "clip_seconds": seconds,
+                    "generate_seconds": round(time.time() - t, 1), "device": str(pipe.device),
+                    "checkpoint": str(args.checkpoint)}
+            if args.save_audio is not None:
+                save_audio(args.save_audio, seeds, scene_waves, meta)
+        res = score(classifier, seeds, scene_waves, seconds)
     except ObjaudioError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result["checkpoint"] = str(args.checkpoint)
+    result = summarize(res, len(seeds), meta["steps"], meta["sampler"], meta["cfg"])
+    n = max(1, result["selections"])
+    result.update({"generate_seconds": meta["generate_seconds"], "device": meta["device"],
+                   "seconds_per_selection": round(meta["generate_seconds"] / n, 3),
+                   "checkpoint": meta["checkpoint"], "classifier": str(args.classifier)})
     args.json.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     return 0
