@@ -115,8 +115,8 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
     mu_a, mu_b = a.mean(0), b.mean(0)
     ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean, _ = linalg.sqrtm(ca @ cb, disp=False)
-    covmean = covmean.real
+    covmean = linalg.sqrtm(ca @ cb)
+    covmean = (covmean[0] if isinstance(covmean, tuple) else covmean).real     # scipy < 1.16 may return a tuple
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(ca + cb - 2 * covmean))
 
 
@@ -168,21 +168,25 @@ def summarize(res: Results, scenes: int, steps: int, sampler: str, cfg: float) -
 
 @torch.no_grad()
 def generate(pipe: Pipeline, seeds: list[int], steps: int, sampler: str, cfg: float,
-             progress: bool = True) -> list[np.ndarray]:
-    """Per scene, the generated waves (n_selections, T) of `scene_selections`, in order."""
+             progress: bool = True) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per scene, the generated waves (n, T) and log-mels (n, frames, n_mels) of `scene_selections`."""
     from tqdm.auto import tqdm
 
-    out = []
+    waves, mels = [], []
+    c = pipe.config
     for seed in tqdm(seeds, desc="generate", disable=not progress):
-        scene = generate_scene(seed, seconds=pipe.config.clip_seconds)
+        scene = generate_scene(seed, seconds=c.clip_seconds)
         sels, _ = scene_selections(scene)
         if not sels:
-            out.append(np.zeros((0, int(pipe.config.clip_seconds * pipe.config.mel.sample_rate)), np.float32))
+            waves.append(np.zeros((0, int(c.clip_seconds * c.mel.sample_rate)), np.float32))
+            mels.append(np.zeros((0, pipe.latent_shape(c.clip_seconds)[0][1] * c.vae.downsample_factor,
+                                  c.mel.n_mels), np.float32))
             continue
         encoded = pipe.encode_image(scene.image)
         gens = pipe.generate_many(encoded, sels, steps=steps, sampler=sampler, cfg=cfg, seed=seed, progress=False)
-        out.append(torch.stack([g.wave for g in gens]).numpy())
-    return out
+        waves.append(torch.stack([g.wave for g in gens]).numpy())
+        mels.append(torch.stack([g.mel for g in gens]).numpy())
+    return waves, mels
 
 
 @torch.no_grad()
@@ -230,18 +234,33 @@ def mu_law_decode(q: np.ndarray) -> np.ndarray:
     return (np.sign(y) * np.expm1(np.abs(y) * np.log1p(MU)) / MU).astype(np.float32)
 
 
-def save_audio(path: Path, seeds: list[int], scene_waves: list[np.ndarray], meta: dict) -> None:
+def save_audio(path: Path, seeds: list[int], scene_waves: list[np.ndarray], scene_mels: list[np.ndarray],
+               meta: dict) -> None:
+    """Generated clips (8-bit mu-law) and the log-mels they were vocoded from (float16), per scene."""
     counts = np.array([len(w) for w in scene_waves])
-    np.savez(path, audio=mu_law_encode(np.concatenate(scene_waves)), counts=counts, seeds=np.array(seeds),
+    np.savez(path, audio=mu_law_encode(np.concatenate(scene_waves)),
+             mels=np.concatenate(scene_mels).astype(np.float16), counts=counts, seeds=np.array(seeds),
              meta=json.dumps(meta))
 
 
-def load_audio(path: Path) -> tuple[list[int], list[np.ndarray], dict]:
+def load_audio(path: Path, revocode: str | None = None) -> tuple[list[int], list[np.ndarray], dict]:
+    """Read `save_audio`'s file. `revocode`: a checkpoint whose vocoder re-synthesises the saved
+    log-mels (scoring a vocoder-only change without regenerating)."""
     data = np.load(path)
-    waves = mu_law_decode(data["audio"])
+    meta = json.loads(str(data["meta"]))
+    if revocode is None:
+        waves = mu_law_decode(data["audio"])
+    else:
+        from objaudio_rt.checkpoint import load_checkpoint
+
+        vocoder = load_checkpoint(revocode)[0].vocoder
+        n = data["audio"].shape[1]
+        with torch.no_grad():
+            mels = torch.from_numpy(data["mels"].astype(np.float32))
+            waves = torch.cat([vocoder(chunk)[:, :n] for chunk in mels.split(32)]).numpy()
+        meta["revocoded_with"] = str(revocode)
     bounds = np.cumsum(np.concatenate([[0], data["counts"]]))
-    return ([int(s) for s in data["seeds"]], [waves[a:b] for a, b in zip(bounds[:-1], bounds[1:])],
-            json.loads(str(data["meta"])))
+    return [int(s) for s in data["seeds"]], [waves[a:b] for a, b in zip(bounds[:-1], bounds[1:])], meta
 
 
 def main(argv=None) -> int:
@@ -259,12 +278,14 @@ def main(argv=None) -> int:
     p.add_argument("--save-audio", type=Path, help="also write the generated clips (8-bit mu-law .npz)")
     p.add_argument("--rescore", type=Path,
                    help="score clips saved by --save-audio (e.g. with another classifier); no generation")
+    p.add_argument("--revocode", default=None,
+                   help="with --rescore: re-synthesise the saved mels with this checkpoint's vocoder")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     try:
         classifier = load_classifier(args.classifier)
         if args.rescore is not None:
-            seeds, scene_waves, meta = load_audio(args.rescore)
+            seeds, scene_waves, meta = load_audio(args.rescore, args.revocode)
             seconds = meta["clip_seconds"]
         else:
             pipe = Pipeline.from_pretrained(args.checkpoint, device=args.device)
@@ -273,13 +294,13 @@ def main(argv=None) -> int:
             cfg = pipe.config.default_cfg if args.cfg is None else args.cfg
             seeds = split_seeds("test", args.scenes, start=args.seed_start)
             t = time.time()
-            scene_waves = generate(pipe, seeds, steps, sampler, cfg)
+            scene_waves, scene_mels = generate(pipe, seeds, steps, sampler, cfg)
             seconds = pipe.config.clip_seconds
             meta = {"steps": steps, "sampler": sampler, "cfg": cfg, "clip_seconds": seconds,
                     "generate_seconds": round(time.time() - t, 1), "device": str(pipe.device),
                     "checkpoint": str(args.checkpoint)}
             if args.save_audio is not None:
-                save_audio(args.save_audio, seeds, scene_waves, meta)
+                save_audio(args.save_audio, seeds, scene_waves, scene_mels, meta)
         res = score(classifier, seeds, scene_waves, seconds)
     except ObjaudioError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -288,7 +309,8 @@ def main(argv=None) -> int:
     n = max(1, result["selections"])
     result.update({"generate_seconds": meta["generate_seconds"], "device": meta["device"],
                    "seconds_per_selection": round(meta["generate_seconds"] / n, 3),
-                   "checkpoint": meta["checkpoint"], "classifier": str(args.classifier)})
+                   "checkpoint": meta["checkpoint"], "classifier": str(args.classifier),
+                   "revocoded_with": meta.get("revocoded_with")})
     args.json.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     return 0

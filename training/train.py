@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from objaudio_rt.checkpoint import save_checkpoint
+from objaudio_rt.checkpoint import load_checkpoint, save_checkpoint
 from objaudio_rt.config import ModelConfig
 from objaudio_rt.encoders import TextEncoder, load_tokenizer
 from objaudio_rt.errors import ObjaudioError, check
@@ -73,6 +73,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stage", default="all", help="all, or one of: " + ", ".join(STAGES + ("preprocess",)))
     p.add_argument("--max-steps", type=int, default=None, help="cap every stage's steps (smoke tests)")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="start from this checkpoint: stages not run keep its weights, stages run continue from them")
     p.add_argument("--scenes", type=int, default=3000, help="SynthScenes training scenes")
     p.add_argument("--workers", type=int, default=max(1, min(16, (os.cpu_count() or 1))),
                    help="processes generating scenes")
@@ -181,13 +183,19 @@ def train_synth(args: argparse.Namespace) -> Path:
     todo = [s for s in STAGES if s in wanted and (args.stage != "all" or not store.done(s))]
     share_total = sum(shares[s] for s in todo) or 1.0
 
-    model = ObjaudioModel.random(config, args.seed)
+    if args.init_from is not None:
+        model, init_calibration = load_checkpoint(args.init_from)
+        check(model.config.name == config.name, f"--init-from {args.init_from} holds a {model.config.name} "
+                                                f"model, not {config.name}")
+        provided = set(STAGES)
+    else:
+        model, init_calibration, provided = ObjaudioModel.random(config, args.seed), None, set()
     for stage in STAGES:
         if store.done(stage) and stage not in todo:
             store.load(stage, model)
     for stage in todo:
         for need in NEEDS[stage]:
-            check(store.done(need), f"stage {stage} needs stage {need} first: run --stage {need} (or all)")
+            check(store.done(need) or need in provided, f"stage {stage} needs stage {need} first: run --stage {need} (or all)")
         seconds = max(1.0, remaining * shares[stage] / share_total)
         budget = StageBudget(seconds=seconds, max_steps=args.max_steps, batch_size=args.batch_size or max(1, int(batch[stage] * args.batch_scale)),
                              lr=lr[stage])
@@ -211,15 +219,17 @@ def train_synth(args: argparse.Namespace) -> Path:
         store.save(stage, model.to("cpu"), metrics)
         print(f"[train] stage {stage} done: {metrics}", file=sys.stderr)
 
-    if not all(store.done(s) for s in STAGES):
-        missing = [s for s in STAGES if not store.done(s)]
+    if not all(store.done(s) or s in provided for s in STAGES):
+        missing = [s for s in STAGES if not (store.done(s) or s in provided)]
         print(f"[train] not all stages finished ({', '.join(missing)} left): no final checkpoint", file=sys.stderr)
         return out
-    calibration = Calibration(**store.info("ldm")["calibration"])
+    calibration = Calibration(**store.info("ldm")["calibration"]) if store.done("ldm") else init_calibration
     final = save_checkpoint(model.to("cpu").eval(), calibration, out / "model", force=True)
     summary = {"preset": args.preset, "seed": args.seed, "budget_minutes": args.budget_minutes,
-               "scenes": args.scenes, "device": str(device), "recipe": _jsonable(asdict(recipe)),
-               "stages": {s: store.info(s) for s in STAGES}}
+               "scenes": args.scenes, "device": str(device), "batch_scale": args.batch_scale,
+               "init_from": str(args.init_from) if args.init_from else None,
+               "recipe": _jsonable(asdict(recipe)),
+               "stages": {s: store.info(s) if store.done(s) else {"from": str(args.init_from)} for s in STAGES}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"[train] checkpoint written to {final}", file=sys.stderr)
     return final

@@ -1,0 +1,144 @@
+"""Training: every tiny-synth stage for a few steps on the `tiny` preset, resume, the JSONL
+real-data recipe on upstream-format weights (tiny sizes standing in for AudioLDM-S), and DDP
+with the gloo backend in 2 processes."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from objaudio_rt.checkpoint import load_checkpoint
+from objaudio_rt.config import ModelConfig
+from objaudio_rt.encoders import build_tokenizer
+from objaudio_rt.pipeline import Pipeline
+from training.data import SynthCache, read_manifest
+from training.train import STAGES, main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def synth_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth")
+    rc = main(["--preset", "tiny", "--out", str(out), "--scenes", "6", "--max-steps", "2", "--workers", "1",
+               "--batch-size", "4", "--threads", "2"])
+    assert rc == 0
+    return out
+
+
+def test_all_stages_write_logs_stages_and_a_loadable_checkpoint(synth_run):
+    for stage in STAGES:
+        info = json.loads((synth_run / "stages" / f"{stage}.json").read_text())
+        assert info["steps"] == 2
+        rows = (synth_run / "logs" / f"{stage}.csv").read_text().splitlines()
+        assert rows[0].startswith("step,seconds") and len(rows) == 2
+    cal = json.loads((synth_run / "stages" / "ldm.json").read_text())["calibration"]
+    assert cal["num_samples"] > 0 and cal["attn_mean"] == pytest.approx(1 / 16)
+    model, calibration = load_checkpoint(synth_run / "model")
+    assert calibration.attn_std == pytest.approx(cal["attn_std"])
+    assert model.vae.config.scaling_factor == pytest.approx(model.config.vae.scaling_factor)
+    pipe = Pipeline.from_pretrained(synth_run / "model")
+    scene = pipe.encode_image(np.full((64, 64, 3), 100, np.uint8))
+    assert torch.isfinite(pipe.generate(scene, steps=2, progress=False)).all()
+
+
+def test_cache_examples_are_consistent(synth_run):
+    cache = SynthCache(synth_run / "cache")
+    e = cache.num_examples
+    assert cache.mels.shape == (e, 128, 64) and len(cache.captions) == e
+    assert cache.target_coverage().shape == (e, 16)
+    silent = cache.ex_kind == 2
+    assert (cache.target_classes()[silent] == 0).all()
+    assert all(cache.captions[i] == "silence" for i in torch.nonzero(silent).flatten().tolist())
+
+
+def test_resume_skips_finished_stages_and_reruns_a_named_one(synth_run):
+    before = {s: (synth_run / "stages" / f"{s}.json").stat().st_mtime_ns for s in STAGES}
+    assert main(["--preset", "tiny", "--out", str(synth_run), "--max-steps", "2", "--workers", "1",
+                 "--batch-size", "4"]) == 0
+    assert {s: (synth_run / "stages" / f"{s}.json").stat().st_mtime_ns for s in STAGES} == before
+    assert main(["--preset", "tiny", "--out", str(synth_run), "--stage", "vocoder", "--max-steps", "1",
+                 "--workers", "1", "--batch-size", "2"]) == 0
+    assert json.loads((synth_run / "stages" / "vocoder.json").read_text())["steps"] == 1
+    assert (synth_run / "stages" / "clap.json").stat().st_mtime_ns == before["clap"]
+
+
+def test_init_from_keeps_other_components(synth_run, tmp_path):
+    assert main(["--preset", "tiny", "--out", str(tmp_path / "v"), "--stage", "vocoder", "--scenes", "2",
+                 "--max-steps", "1", "--workers", "1", "--batch-size", "2",
+                 "--init-from", str(synth_run / "model")]) == 0
+    old, _ = load_checkpoint(synth_run / "model")
+    new, _ = load_checkpoint(tmp_path / "v" / "model")
+    assert torch.equal(old.unet.conv_in.weight, new.unet.conv_in.weight)
+    assert not torch.equal(old.vocoder.conv_pre.weight, new.vocoder.conv_pre.weight)
+
+
+# ---- the audioldm-s recipe on upstream-format weights ----------------------------------------
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory):
+    """An AudioLDM diffusers folder + open_clip state dict with `tiny` sizes, and a JSONL dataset."""
+    import soundfile as sf
+
+    root = tmp_path_factory.mktemp("upstream")
+    cfg = ModelConfig.from_name("tiny")
+    torch.manual_seed(0)
+    ald = root / "audioldm"
+    cfg.unet.build().save_pretrained(ald / "unet")
+    cfg.vae.build().save_pretrained(ald / "vae")
+    cfg.vocoder.build().save_pretrained(ald / "vocoder")
+    cfg.text.build().save_pretrained(ald / "text_encoder")
+    build_tokenizer(["a dog barking", "a bell ringing", "water flowing"], cfg.text.vocab_size).save_pretrained(
+        ald / "tokenizer")
+    visual = cfg.image.build()
+    torch.save({f"visual.{k}": v for k, v in visual.state_dict().items()}, root / "clip.bin")
+    data = root / "data"
+    data.mkdir()
+    rows = []
+    rng = np.random.default_rng(0)
+    for i, (sr, seconds, channels) in enumerate([(16000, 1.0, 1), (22050, 2.0, 2), (16000, 1.5, 1)]):
+        Image.fromarray(rng.integers(0, 255, (48 + 8 * i, 64, 3), dtype=np.uint8)).save(data / f"img{i}.png")
+        wave = 0.3 * rng.standard_normal((int(sr * seconds), channels)).astype(np.float32)
+        sf.write(data / f"clip{i}.wav", wave, sr)
+        rows.append({"image": f"img{i}.png", "audio": f"clip{i}.wav", "caption": ["a dog", "a bell", "water"][i]})
+    (data / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    return {"audioldm": ald, "clip": root / "clip.bin", "manifest": data / "train.jsonl"}
+
+
+def _real_args(upstream, out):
+    return ["--preset", "audioldm-s", "--out", str(out), "--manifest", str(upstream["manifest"]),
+            "--audioldm", str(upstream["audioldm"]), "--clip", str(upstream["clip"]), "--clip-seconds", "1.28",
+            "--max-steps", "2", "--batch-size", "2", "--threads", "1"]
+
+
+def test_manifest_paths_are_relative_to_the_manifest(upstream):
+    items = read_manifest(upstream["manifest"])
+    assert len(items) == 3 and items[1].audio.is_file() and items[2].caption == "water"
+
+
+def test_real_recipe_preprocesses_and_trains(upstream, tmp_path):
+    assert main(_real_args(upstream, tmp_path / "run")) == 0
+    from safetensors.torch import load_file
+
+    cache = load_file(str(tmp_path / "run" / "cache" / "latents.safetensors"))
+    assert cache["latents"].shape == (3, 8, 32, 16) and cache["tokens"].shape == (3, 16, 32)
+    model, calibration = load_checkpoint(tmp_path / "run" / "model")
+    assert calibration.num_samples == 3 and model.config.clip_seconds == 1.28
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["world_size"] == 1 and summary["ldm"]["steps"] == 2
+
+
+def test_real_recipe_ddp_gloo_two_processes(upstream, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "training.train", *_real_args(upstream, tmp_path / "ddp")]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["ldm"]["steps"] == 2
+    assert (tmp_path / "ddp" / "model" / "unet.safetensors").is_file()
