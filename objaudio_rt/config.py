@@ -281,7 +281,7 @@ def _tiny_synth() -> ModelConfig:
         unet=UNetConfig(block_out_channels=(64, 128, 128), layers_per_block=1, attention_head_dim=8,
                         norm_num_groups=16, cond_dim=64, sample_size=64),
         vae=VAEConfig(block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=16, scaling_factor=1.0),
-        vocoder=VocoderConfig(upsample_initial_channel=96, upsample_kernel_sizes=(10, 8, 4, 4, 4),
+        vocoder=VocoderConfig(upsample_initial_channel=128, upsample_rates=(10, 4, 4), upsample_kernel_sizes=(20, 8, 8),
                               resblock_kernel_sizes=(3, 7), resblock_dilation_sizes=((1, 3), (1, 3))),
         image=ImageEncoderConfig(image_size=112, patch_size=16, width=96, layers=3, head_width=32, embed_dim=64),
         text=TextEncoderConfig(vocab_size=1024, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,

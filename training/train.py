@@ -35,8 +35,9 @@ from safetensors.torch import load_file, save_file
 
 from objaudio_rt.checkpoint import load_checkpoint, save_checkpoint
 from objaudio_rt.config import ModelConfig
-from objaudio_rt.encoders import TextEncoder, load_tokenizer
+from objaudio_rt.encoders import ImageEncoder, TextEncoder, load_tokenizer
 from objaudio_rt.errors import ObjaudioError, check
+from objaudio_rt.grounding import GroundingAttention
 from objaudio_rt.model import Calibration, ObjaudioModel
 
 from .data import KINDS, SynthCache, SynthCacheConfig, build_synth_cache
@@ -82,6 +83,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
     p.add_argument("--batch-size", type=int, default=None, help="override every stage's batch size")
     p.add_argument("--batch-scale", type=float, default=1.0, help="multiply every stage's batch size (GPU: 2)")
+    p.add_argument("--lr", type=float, default=None, help="override the learning rate of the stages run")
     # audioldm-s recipe
     p.add_argument("--manifest", type=Path, help="JSONL of {image, audio, caption} (audioldm-s)")
     p.add_argument("--audioldm", type=Path, help="AudioLDM diffusers folder (audioldm-s)")
@@ -188,6 +190,8 @@ def train_synth(args: argparse.Namespace) -> Path:
         check(model.config.name == config.name, f"--init-from {args.init_from} holds a {model.config.name} "
                                                 f"model, not {config.name}")
         provided = set(STAGES)
+        for stage in todo:
+            _match_preset_sizes(model, config, stage)
     else:
         model, init_calibration, provided = ObjaudioModel.random(config, args.seed), None, set()
     for stage in STAGES:
@@ -198,7 +202,7 @@ def train_synth(args: argparse.Namespace) -> Path:
             check(store.done(need) or need in provided, f"stage {stage} needs stage {need} first: run --stage {need} (or all)")
         seconds = max(1.0, remaining * shares[stage] / share_total)
         budget = StageBudget(seconds=seconds, max_steps=args.max_steps, batch_size=args.batch_size or max(1, int(batch[stage] * args.batch_scale)),
-                             lr=lr[stage])
+                             lr=args.lr or lr[stage])
         print(f"[train] stage {stage}: budget {seconds / 60:.1f} min on {device}", file=sys.stderr)
         torch.manual_seed(args.seed + STAGES.index(stage))
         t = time.time()
@@ -233,6 +237,27 @@ def train_synth(args: argparse.Namespace) -> Path:
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"[train] checkpoint written to {final}", file=sys.stderr)
     return final
+
+
+def _match_preset_sizes(model: ObjaudioModel, preset: ModelConfig, stage: str) -> None:
+    """A stage run on an --init-from model trains the preset's sizes: a component whose config
+    differs from the preset's is rebuilt at the preset's size (and then trained from scratch)."""
+    for name in COMPONENTS[stage]:
+        attr = {"text_encoder": "text", "image_encoder": "image"}.get(name, name)
+        wanted = getattr(preset, attr)
+        if getattr(model.config, attr) == wanted:
+            continue
+        print(f"[train] {name}: the preset's sizes differ from --init-from's; starting it from scratch",
+              file=sys.stderr)
+        setattr(model.config, attr, wanted)
+        if name == "text_encoder":
+            model.text_encoder = TextEncoder(wanted)
+        elif name == "image_encoder":
+            model.image_encoder = ImageEncoder(wanted)
+        elif name == "grounding":
+            model.grounding = GroundingAttention(model.config.grounding)
+        else:
+            setattr(model, name, wanted.build())
 
 
 def _run_synth_ldm(model, cache, budget, cfg: LdmConfig, store: StageStore, device, seed) -> dict:

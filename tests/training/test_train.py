@@ -142,3 +142,18 @@ def test_real_recipe_ddp_gloo_two_processes(upstream, tmp_path):
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["ldm"]["steps"] == 2
     assert (tmp_path / "ddp" / "model" / "unet.safetensors").is_file()
+
+
+def test_init_from_rebuilds_a_component_whose_preset_sizes_changed(tmp_path):
+    from objaudio_rt.checkpoint import save_checkpoint
+    from objaudio_rt.model import Calibration, ObjaudioModel
+
+    config = ModelConfig.from_name("tiny")
+    config.vocoder.upsample_initial_channel = 16
+    save_checkpoint(ObjaudioModel.random(config, 0), Calibration.uncalibrated(16), tmp_path / "old")
+    assert main(["--preset", "tiny", "--out", str(tmp_path / "v"), "--stage", "vocoder", "--scenes", "2",
+                 "--max-steps", "1", "--workers", "1", "--batch-size", "2",
+                 "--init-from", str(tmp_path / "old")]) == 0
+    new, _ = load_checkpoint(tmp_path / "v" / "model")
+    assert new.config.vocoder == ModelConfig.from_name("tiny").vocoder
+    assert new.config.unet == config.unet
