@@ -287,7 +287,7 @@ def _tiny_synth() -> ModelConfig:
         text=TextEncoderConfig(vocab_size=1024, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                                intermediate_size=128, max_position_embeddings=66, projection_dim=64, max_length=64),
         grounding=GroundingConfig(key_dim=64, value_dim=64, mlp_hidden=128),
-        clip_seconds=2.56, max_seconds=10.24, default_steps=20, default_sampler="dpmpp",
+        clip_seconds=2.56, max_seconds=10.24, default_steps=20, default_sampler="dpmpp", default_cfg=4.0,
     )
 
 

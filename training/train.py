@@ -75,7 +75,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--stage", default="all", help="all, or one of: " + ", ".join(STAGES + ("preprocess",)))
     p.add_argument("--max-steps", type=int, default=None, help="cap every stage's steps (smoke tests)")
     p.add_argument("--init-from", type=Path, default=None,
-                   help="start from this checkpoint: stages not run keep its weights, stages run continue from them")
+                   help="start from this checkpoint: stages not run keep its weights, stages run continue from "
+                        "them (from scratch where the preset's sizes differ); the preset's inference defaults apply")
     p.add_argument("--scenes", type=int, default=3000, help="SynthScenes training scenes")
     p.add_argument("--workers", type=int, default=max(1, min(16, (os.cpu_count() or 1))),
                    help="processes generating scenes")
@@ -190,6 +191,8 @@ def train_synth(args: argparse.Namespace) -> Path:
         check(model.config.name == config.name, f"--init-from {args.init_from} holds a {model.config.name} "
                                                 f"model, not {config.name}")
         provided = set(STAGES)
+        for key in ("default_steps", "default_sampler", "default_cfg"):     # the preset's inference defaults
+            setattr(model.config, key, getattr(config, key))
         for stage in todo:
             _match_preset_sizes(model, config, stage)
     else:

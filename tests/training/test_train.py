@@ -157,3 +157,4 @@ def test_init_from_rebuilds_a_component_whose_preset_sizes_changed(tmp_path):
     new, _ = load_checkpoint(tmp_path / "v" / "model")
     assert new.config.vocoder == ModelConfig.from_name("tiny").vocoder
     assert new.config.unet == config.unet
+    assert new.config.default_cfg == ModelConfig.from_name("tiny").default_cfg
