@@ -77,20 +77,17 @@ class Contract:
                 axes[spec.name] = named
         return axes
 
-    def shape(self, spec: TensorSpec, which: str = "opt", values: dict[str, int] | None = None) -> tuple[int, ...]:
-        """Concrete shape of `spec` at the profile's min/opt/max, with `values` overriding symbols."""
-        k = ("min", "opt", "max").index(which)
-        values = values or {}
-        return tuple(d if isinstance(d, int) else values.get(d, self.symbols[d][k]) for d in spec.dims)
-
     def profile(self) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
         """TensorRT optimisation profile: input name -> (min, opt, max) shapes."""
-        return {s.name: tuple(self.shape(s, w) for w in ("min", "opt", "max")) for s in self.inputs}
+        return profile_shapes(self.to_dict())
 
     def sample_inputs(self, which: str = "opt", seed: int = 0,
                       values: dict[str, int] | None = None) -> tuple[torch.Tensor, ...]:
+        """Random inputs at the profile's min/opt/max shape, with `values` overriding symbols."""
         gen = torch.Generator().manual_seed(seed)
-        return tuple(s.sample(self.shape(s, which, values), gen).to(s.dtype) for s in self.inputs)
+        k = ("min", "opt", "max").index(which)
+        symbols = {name: values.get(name, v[k]) if values else v[k] for name, v in self.symbols.items()}
+        return tuple(s.sample(_concrete(s.dims, symbols), gen).to(s.dtype) for s in self.inputs)
 
     def to_dict(self) -> dict:
         """What export_manifest.json records, and what the runtime backends read back."""
@@ -98,6 +95,16 @@ class Contract:
             return {"name": s.name, "dims": list(s.dims), "dtype": str(s.dtype).removeprefix("torch.")}
         return {"inputs": [spec(s) for s in self.inputs], "outputs": [spec(s) for s in self.outputs],
                 "symbols": {k: list(v) for k, v in self.symbols.items()}}
+
+
+def _concrete(dims, symbols: dict[str, int]) -> tuple[int, ...]:
+    return tuple(d if isinstance(d, int) else symbols[d] for d in dims)
+
+
+def profile_shapes(contract: dict) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+    """input name -> (min, opt, max) shapes, from `Contract.to_dict()` (as export_manifest.json holds it)."""
+    points = [{k: v[i] for k, v in contract["symbols"].items()} for i in range(3)]
+    return {s["name"]: tuple(_concrete(s["dims"], p) for p in points) for s in contract["inputs"]}
 
 
 # ---- wrappers: the exact computation each graph holds ------------------------------------------
