@@ -80,7 +80,7 @@ class TextEncoder(nn.Module):
 
 
 def build_tokenizer(corpus: list[str], vocab_size: int):
-    """Train a byte-level BPE (RoBERTa's format: vocab.json + merges.txt) on `corpus`.
+    """Train a byte-level BPE in RoBERTa's format on `corpus`.
 
     Used for models trained here; upstream CLAP checkpoints bring RoBERTa's own files.
     """
@@ -95,22 +95,21 @@ def build_tokenizer(corpus: list[str], vocab_size: int):
 
 
 def load_tokenizer(folder: str | os.PathLike):
-    """A RoBERTa tokenizer from a folder holding vocab.json and merges.txt (transformers layout)."""
-    from transformers import RobertaTokenizerFast
+    """A RoBERTa tokenizer from a transformers folder (tokenizer.json, or vocab.json + merges.txt)."""
+    from transformers import RobertaTokenizer
 
     folder = Path(folder)
-    for name in ("vocab.json", "merges.txt"):
-        if not (folder / name).is_file():
-            raise ObjaudioError(f"tokenizer file missing: {folder / name}")
+    has_json = (folder / "tokenizer.json").is_file()
+    has_bpe = (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
+    if not (has_json or has_bpe):
+        raise ObjaudioError(f"tokenizer files missing in {folder}: expected tokenizer.json "
+                            "or vocab.json + merges.txt")
     try:
-        json.loads((folder / "vocab.json").read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ObjaudioError(f"tokenizer file {folder / 'vocab.json'} is corrupt: {exc}") from None
-    return RobertaTokenizerFast(vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt"))
+        return RobertaTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError, json.JSONDecodeError) as exc:
+        raise ObjaudioError(f"cannot load the tokenizer in {folder}: {exc}") from None
 
 
 def save_tokenizer(tokenizer, folder: str | os.PathLike) -> None:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tokenizer.save_vocabulary(str(folder))
+    tokenizer.save_pretrained(str(folder))
 

@@ -1,0 +1,64 @@
+"""Backends run the networks; the pipeline above them is the same for all.
+
+`EagerBackend` is the plain PyTorch reference every other backend is held to. A backend
+provides: image_tokens, text_embeds, unet_eps, decode and vocode; the denoising loop
+(`denoise`) is shared and only overridden where a backend fuses or graphs it.
+"""
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from .model import ObjaudioModel
+from .samplers import SamplerPlan, reference_step
+
+
+class EagerBackend:
+    name = "eager"
+
+    def __init__(self, model: ObjaudioModel, device: torch.device, dtype: torch.dtype = torch.float32):
+        self.model = model.to(device=device, dtype=dtype).eval()
+        self.device, self.dtype = device, dtype
+
+    @torch.no_grad()
+    def image_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """pixels: (B, 3, S, S) preprocessed. Returns (B, P, L) float32."""
+        return self.model.image_encoder(pixels.to(self.device, self.dtype)).float()
+
+    @torch.no_grad()
+    def text_embeds(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model.text_encoder(input_ids.to(self.device), attention_mask.to(self.device)).float()
+
+    @torch.no_grad()
+    def unet_eps(self, x2: torch.Tensor, t: torch.Tensor, cond2: torch.Tensor) -> torch.Tensor:
+        """x2: (2B, C, H, W), t: () int64, cond2: (2B, cond_dim). Returns eps (2B, C, H, W)."""
+        return self.model.unet(x2.to(self.dtype), t, encoder_hidden_states=None,
+                               class_labels=cond2.to(self.dtype)).sample
+
+    @torch.no_grad()
+    def denoise(self, x: torch.Tensor, cond: torch.Tensor, plan: SamplerPlan, cfg: float,
+                progress: bool = True) -> torch.Tensor:
+        """x: (B, C, H, W) initial noise; cond: (B, cond_dim). Returns the final latent (B, C, H, W)."""
+        null = self.model.null_condition.to(cond.dtype).expand_as(cond)
+        cond2 = torch.cat([null, cond])                                   # unconditional half first
+        timesteps = plan.timesteps.to(self.device)
+        x0 = None
+        for i in tqdm(range(plan.steps), desc=f"denoise ({plan.sampler})", disable=not progress, leave=False):
+            eps2 = self.unet_eps(torch.cat([x, x]), timesteps[i], cond2)
+            x, x0 = reference_step(plan.coefs[i], x, eps2, cfg, x0)
+        return x
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """z: (B, C, T/4, n_mels/4) latent. Returns log-mel (B, T, n_mels) float32."""
+        vae = self.model.vae
+        z = z.float()
+        if z.abs().max() > 100:          # AudioLDM's NaN guard for long clips
+            z = z.clamp(-10, 10)
+        mel = vae.decode((z / vae.config.scaling_factor).to(self.dtype)).sample
+        return mel.squeeze(1).float()
+
+    @torch.no_grad()
+    def vocode(self, mel: torch.Tensor) -> torch.Tensor:
+        """mel: (B, T, n_mels). Returns waveform (B, T * hop) float32."""
+        return self.model.vocoder(mel.to(self.dtype)).float()

@@ -1,0 +1,145 @@
+"""Our checkpoint format: one folder, safetensors only, a sha256 manifest.
+
+    config.json            {"format": "objaudio-checkpoint", "version": 1, "model": ModelConfig,
+                            "calibration": Calibration}
+    <component>.safetensors   unet, vae, vocoder, image_encoder, text_encoder, grounding
+    tokenizer/             the CLAP (RoBERTa) tokenizer, transformers layout
+    manifest.json          {"files": {relative path: sha256}}
+
+Writing goes to a temporary sibling folder that is renamed into place, so a failure never
+leaves a half-written checkpoint. Loading checks every hash before reading any weights.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import ModelConfig
+from .encoders import load_tokenizer
+from .errors import ObjaudioError, check
+from .model import COMPONENTS, Calibration, ObjaudioModel
+
+FORMAT = "objaudio-checkpoint"
+VERSION = 1
+ASSETS = Path(__file__).parent / "assets"
+
+
+def default_checkpoint() -> str:
+    """The embedded default model, or the random `tiny` preset until one is trained."""
+    path = ASSETS / "tiny-synth"
+    return str(path) if (path / "config.json").is_file() else "tiny"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _component_module(model: ObjaudioModel, name: str) -> torch.nn.Module:
+    module = getattr(model, name)
+    return module.model if name == "text_encoder" else module
+
+
+def save_checkpoint(model: ObjaudioModel, calibration: Calibration, folder: str | os.PathLike,
+                    force: bool = False) -> Path:
+    folder = Path(folder)
+    if folder.exists() and not force:
+        raise ObjaudioError(f"{folder} already exists: choose another folder or pass --force to replace it")
+    parent = folder.parent if str(folder.parent) else Path(".")
+    check(parent.is_dir(), f"cannot write {folder}: folder {parent} does not exist")
+    check(os.access(parent, os.W_OK), f"cannot write {folder}: folder {parent} is not writable")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".part", dir=parent))
+    try:
+        for name in COMPONENTS:
+            state = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous().clone()
+                     for k, v in _component_module(model, name).state_dict().items()}
+            save_file(state, str(tmp / f"{name}.safetensors"), metadata={"component": name})
+        model.text_encoder.tokenizer.save_pretrained(str(tmp / "tokenizer"))
+        config = {"format": FORMAT, "version": VERSION, "model": model.config.to_dict(),
+                  "calibration": calibration.to_dict()}
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        manifest = {"files": {str(p.relative_to(tmp)): sha256_file(p) for p in files}}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def read_config(folder: str | os.PathLike) -> tuple[ModelConfig, Calibration, dict]:
+    """Parse config.json and manifest.json, and verify every file's sha256. Returns (config, calibration, manifest)."""
+    folder = Path(folder)
+    check(folder.is_dir(), f"checkpoint folder not found: {folder} (give a folder written by save_pretrained, "
+                           "or a preset name: tiny, tiny-synth, audioldm-s)")
+    for name in ("config.json", "manifest.json"):
+        check((folder / name).is_file(), f"checkpoint {folder} is missing {name}: it is incomplete; copy it again")
+    try:
+        raw = json.loads((folder / "config.json").read_text())
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ObjaudioError(f"checkpoint {folder} has a corrupt config.json or manifest.json: {exc}") from None
+    check(raw.get("format") == FORMAT, f"{folder} is not an objaudio checkpoint (config.json format is "
+                                       f"{raw.get('format')!r}); use `objaudio assemble` for upstream weights")
+    check(raw.get("version") == VERSION, f"checkpoint version {raw.get('version')} is not supported (need {VERSION})")
+    files = manifest.get("files", {})
+    for name in COMPONENTS:
+        check(f"{name}.safetensors" in files, f"manifest of {folder} does not list {name}.safetensors")
+    for rel, digest in files.items():
+        path = folder / rel
+        check(path.is_file(), f"checkpoint {folder} is missing {rel}: it is incomplete; copy it again")
+        actual = sha256_file(path)
+        check(actual == digest, f"checksum mismatch for {path}: expected {digest[:12]}..., got {actual[:12]}...; "
+                                "the file is corrupt or was changed; copy the checkpoint again")
+    config = ModelConfig.from_dict(raw["model"])
+    calibration = Calibration(**raw["calibration"])
+    return config, calibration, manifest
+
+
+def load_checkpoint(folder: str | os.PathLike) -> tuple[ObjaudioModel, Calibration]:
+    folder = Path(folder)
+    config, calibration, _ = read_config(folder)
+    from .encoders import TextEncoder
+
+    text = TextEncoder(config.text, tokenizer=load_tokenizer(folder / "tokenizer"))
+    model = ObjaudioModel(config, text_encoder=text)
+    for name in COMPONENTS:
+        path = folder / f"{name}.safetensors"
+        try:
+            state = load_file(str(path))
+        except (SafetensorError, OSError) as exc:
+            raise ObjaudioError(f"cannot read {path}: {exc}; the file is truncated or corrupt") from None
+        try:
+            _component_module(model, name).load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise ObjaudioError(f"{path} does not match config.json: {str(exc).splitlines()[0]}") from None
+    return model.eval(), calibration
+
+
+def describe(folder: str | os.PathLike) -> dict:
+    """What `objaudio info` prints: preset, sizes, hashes, calibration."""
+    config, calibration, manifest = read_config(folder)
+    sizes = {}
+    for name in COMPONENTS:
+        state = load_file(str(Path(folder) / f"{name}.safetensors"))
+        sizes[name] = sum(t.numel() for t in state.values())
+    return {"checkpoint": str(folder), "preset": config.name, "parameters": sizes,
+            "total_parameters": sum(sizes.values()), "calibration": calibration.to_dict(),
+            "clip_seconds": config.clip_seconds, "max_seconds": config.max_seconds,
+            "defaults": {"steps": config.default_steps, "sampler": config.default_sampler,
+                         "cfg": config.default_cfg},
+            "files": manifest["files"]}

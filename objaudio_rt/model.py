@@ -1,0 +1,57 @@
+"""All networks of one object-aware model, built from a ModelConfig by the libraries made for them."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+from .encoders import ImageEncoder, TextEncoder
+from .grounding import GroundingAttention
+
+COMPONENTS = ("unet", "vae", "vocoder", "image_encoder", "text_encoder", "grounding")
+
+
+@dataclass
+class Calibration:
+    """Statistics of the trained attention weights over P patches, used to rescale masks.
+
+    attn_mean is 1/P for any softmax; attn_std is the per-sample std over patches averaged over
+    `num_samples` training selections (0 samples: not calibrated, the 1/P placeholder is used).
+    """
+    attn_mean: float
+    attn_std: float
+    num_samples: int = 0
+
+    @staticmethod
+    def uncalibrated(num_patches: int) -> "Calibration":
+        return Calibration(1.0 / num_patches, 1.0 / num_patches, 0)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ObjaudioModel(nn.Module):
+    def __init__(self, config: ModelConfig, unet: nn.Module | None = None, vae: nn.Module | None = None,
+                 vocoder: nn.Module | None = None, image_encoder: ImageEncoder | None = None,
+                 text_encoder: TextEncoder | None = None, grounding: GroundingAttention | None = None):
+        super().__init__()
+        self.config = config
+        self.unet = unet if unet is not None else config.unet.build()
+        self.vae = vae if vae is not None else config.vae.build()
+        self.vocoder = vocoder if vocoder is not None else config.vocoder.build()
+        self.image_encoder = image_encoder if image_encoder is not None else ImageEncoder(config.image)
+        self.text_encoder = text_encoder if text_encoder is not None else TextEncoder(config.text)
+        self.grounding = grounding if grounding is not None else GroundingAttention(config.grounding)
+        self.register_buffer("null_condition", torch.zeros(config.unet.cond_dim), persistent=False)
+
+    @classmethod
+    def random(cls, config: ModelConfig, seed: int = 0) -> "ObjaudioModel":
+        """Random weights, reproducible from `seed` (for tests, timing and as a training start)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return cls(config).eval()
+
+    def num_parameters(self) -> dict[str, int]:
+        return {name: sum(p.numel() for p in getattr(self, name).parameters()) for name in COMPONENTS}

@@ -1,0 +1,243 @@
+"""The object-aware generation pipeline, readable top to bottom:
+
+    image -> CLIP patch tokens -> selection (mask / SAM / text attention) -> patch weights
+          -> grounding condition c = MLP(m V) -> guided denoising loop -> latent
+          -> VAE decoder -> log-mel -> HiFi-GAN -> waveform
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .backends import EagerBackend
+from .errors import ObjaudioError, check
+from .grounding import mask_to_patch_coverage, rescale_patch_weights
+from .images import load_image, load_mask
+from .model import Calibration, ObjaudioModel
+from .samplers import SamplerPlan, check_cfg
+from .selection import Box, Mask, Points, Selection, Text, Whole
+
+BACKENDS = ("eager", "fast", "onnxruntime", "tensorrt")
+
+
+@dataclass
+class Scene:
+    """One encoded image: its pixels, CLIP patch tokens and (lazily) its SAM embedding."""
+    image: np.ndarray                  # (H, W, 3) uint8 RGB
+    tokens: torch.Tensor               # (1, P, L) float32 on the pipeline's device
+    sam: object | None = field(default=None, repr=False)
+
+    @property
+    def size_hw(self) -> tuple[int, int]:
+        return self.image.shape[0], self.image.shape[1]
+
+
+@dataclass
+class Generation:
+    wave: torch.Tensor                 # (T,) float32, 16 kHz mono, on the CPU
+    mel: torch.Tensor                  # (frames, n_mels) float32 log-mel that the vocoder heard
+    weights: torch.Tensor              # (P,) or (H, P) patch weights that replaced the attention
+    mask: np.ndarray | None            # (H, W) pixel mask of the selection; None for text alone
+    sample_rate: int
+    seed: int
+    steps: int
+    sampler: str
+    cfg: float
+
+
+class Pipeline:
+    def __init__(self, model: ObjaudioModel, calibration: Calibration, device: str | torch.device = "cpu",
+                 backend: str = "eager", sam_checkpoint: str | os.PathLike | None = None,
+                 source: str = "random"):
+        self.config = model.config
+        self.calibration = calibration
+        self.device = _resolve_device(device)
+        self.backend = make_backend(backend, model, self.device)
+        self.model = self.backend.model
+        self.source = source
+        self._sam_checkpoint = sam_checkpoint
+        self._segmenter = None
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path_or_preset: str | os.PathLike | None = None, device: str = "cpu",
+                        backend: str = "eager", sam_checkpoint: str | os.PathLike | None = None,
+                        seed: int = 0) -> "Pipeline":
+        """A checkpoint folder, or a preset name for random weights (`tiny`, `tiny-synth`, `audioldm-s`).
+
+        None means the embedded default model (objaudio_rt/assets/tiny-synth when present).
+        """
+        from .checkpoint import default_checkpoint, load_checkpoint
+        from .config import PRESETS, ModelConfig
+
+        if path_or_preset is None:
+            path_or_preset = default_checkpoint()
+        if isinstance(path_or_preset, str) and path_or_preset in PRESETS and not Path(path_or_preset).exists():
+            config = ModelConfig.from_name(path_or_preset)
+            model = ObjaudioModel.random(config, seed)
+            return cls(model, Calibration.uncalibrated(config.image.num_patches), device, backend,
+                       sam_checkpoint, source=f"random:{path_or_preset}:seed{seed}")
+        model, calibration = load_checkpoint(path_or_preset)
+        return cls(model, calibration, device, backend, sam_checkpoint, source=str(path_or_preset))
+
+    def save_pretrained(self, folder: str | os.PathLike, force: bool = False) -> Path:
+        from .checkpoint import save_checkpoint
+
+        return save_checkpoint(self.model, self.calibration, folder, force=force)
+
+    # ---- 1. image -> patch tokens -------------------------------------------------------
+    def encode_image(self, image) -> Scene:
+        """A path, PIL image or (H, W, 3) array -> Scene with CLIP patch tokens cached."""
+        arr = load_image(image)
+        pixels = self.model.image_encoder.preprocess(torch.from_numpy(arr)[None])
+        return Scene(arr, self.backend.image_tokens(pixels))
+
+    # ---- 2. selection -> patch weights -------------------------------------------------
+    def select(self, scene: Scene, selection: Selection | None) -> tuple[torch.Tensor, np.ndarray | None]:
+        """Patch weights (H, P) that replace the attention, and the pixel mask (or None for text alone).
+
+        Masks, points, boxes and the whole scene are unioned at pixel level, pooled onto the patch
+        grid and rescaled to the attention's mean and variance. Text alone uses the learned
+        attention itself. Text with masks: the union of the pooled mask and the attention map
+        (each scaled to a peak of 1) is rescaled like a mask.
+        """
+        parts = (selection or Whole()).parts()
+        h, w = scene.size_hw
+        pixel = None
+        texts = []
+        for part in parts:
+            if isinstance(part, Text):
+                texts.append(part.text)
+                continue
+            m = self._pixel_mask(scene, part)
+            pixel = m if pixel is None else np.maximum(pixel, m)
+        attn = None
+        if texts:
+            q = self.backend.text_embeds(**self.model.text_encoder.tokenize(texts, self.device))   # (N, Lq)
+            attn = self.model.grounding.attention(q, scene.tokens.expand(len(texts), -1, -1))   # (N, H, P)
+            attn = attn.amax(dim=0) if len(texts) > 1 else attn[0]
+            if pixel is None and len(texts) == 1:
+                return attn.detach(), None
+            attn = attn / attn.amax(dim=-1, keepdim=True)
+        coverage = None
+        if pixel is not None:
+            coverage = mask_to_patch_coverage(torch.from_numpy(pixel)[None].to(self.device),
+                                              self.config.image.image_size, self.config.image.patch_size)
+        if attn is not None:
+            union = attn if coverage is None else torch.maximum(attn, coverage)     # (H, P)
+        else:
+            union = coverage
+        weights = rescale_patch_weights(union, self.calibration.attn_std, self.config.grounding.mask_rescale)
+        return weights.detach(), pixel
+
+    def _pixel_mask(self, scene: Scene, part: Selection) -> np.ndarray:
+        h, w = scene.size_hw
+        if isinstance(part, Whole):
+            return np.ones((h, w), np.float32)
+        if isinstance(part, Mask):
+            return load_mask(part.mask, (h, w))
+        if isinstance(part, Points):
+            pts = np.array(part.coords, np.float32)
+            for x, y in pts:
+                check(0 <= x < w and 0 <= y < h, f"point ({x:g}, {y:g}) is outside the {w}x{h} image")
+            labels = np.array(part.labels if part.labels is not None else [1] * len(pts), np.int64)
+            mask = self._sam(scene).predict(scene.sam, points=pts, labels=labels)
+        elif isinstance(part, Box):
+            x0, y0, x1, y1 = part.box
+            check(x0 >= 0 and y0 >= 0 and x1 <= w and y1 <= h,
+                  f"box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) is outside the {w}x{h} image")
+            mask = self._sam(scene).predict(scene.sam, box=np.array(part.box, np.float32))
+        else:
+            raise ObjaudioError(f"unknown selection type {type(part).__name__}")
+        check(mask.any(), "Segment Anything found no object at that point or box: click on the object itself")
+        return mask.astype(np.float32)
+
+    def _sam(self, scene: Scene):
+        from .sam import SamSegmenter, load_sam
+
+        if self._segmenter is None:
+            if self._sam_checkpoint is None:
+                raise ObjaudioError("points and boxes need Segment Anything: pass --sam-checkpoint "
+                                    "(e.g. sam_vit_b_01ec64.pth), or select with --mask or --text")
+            self._segmenter = SamSegmenter(load_sam(self._sam_checkpoint, device=str(self.device)))
+        if scene.sam is None:
+            scene.sam = self._segmenter.embed(scene.image)          # cached per image
+        return self._segmenter
+
+    # ---- 3. patch weights -> condition ---------------------------------------------------
+    @torch.no_grad()
+    def condition(self, scene: Scene, weights: torch.Tensor) -> torch.Tensor:
+        """c = MLP(weights V): (1, cond_dim)."""
+        return self.model.grounding.condition_from_weights(weights[None].float(), scene.tokens)
+
+    # ---- 4-6. denoise -> decode -> vocode --------------------------------------------------
+    def generate(self, scene: Scene, selection: Selection | None = None, **options) -> torch.Tensor:
+        """Waveform (T,) float32 at 16 kHz for the selected objects. Options as `generate_many`."""
+        return self.generate_many(scene, [selection], **options)[0].wave
+
+    def generate_many(self, scene: Scene, selections: list[Selection | None], steps: int | None = None,
+                      sampler: str | None = None, cfg: float | None = None, seed: int = 0,
+                      duration: float | None = None, progress: bool = True) -> list[Generation]:
+        """One batched generation for several selections of one scene (e.g. clicking through objects).
+
+        Each item's starting noise is drawn from its own generator seeded with `seed`, so an item's
+        result does not depend on what else is in the batch.
+        """
+        cfgs = self.config
+        steps = cfgs.default_steps if steps is None else steps
+        sampler = sampler or cfgs.default_sampler
+        cfg = cfgs.default_cfg if cfg is None else float(cfg)
+        duration = cfgs.clip_seconds if duration is None else float(duration)
+        check_cfg(cfg)
+        check(isinstance(seed, int) and seed >= 0, f"seed must be a non-negative integer, got {seed!r}")
+        check(math.isfinite(duration) and 0 < duration <= cfgs.max_seconds,
+              f"duration must be in (0, {cfgs.max_seconds:g}] seconds for this model, got {duration}")
+        check(len(selections) > 0, "give at least one selection")
+        plan = SamplerPlan.build(sampler, steps, cfgs.schedule)
+
+        resolved = [self.select(scene, s) for s in selections]
+        cond = torch.cat([self.condition(scene, w) for w, _ in resolved])            # (B, cond_dim)
+        shape, n_samples = self.latent_shape(duration)
+        noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+                             for _ in resolved]).to(self.device)                      # (B, C, T/4, M/4)
+        z = self.backend.denoise(noise, cond, plan, cfg, progress=progress)
+        mel = self.backend.decode(z)                                                  # (B, T, n_mels)
+        wave = self.backend.vocode(mel)[:, :n_samples].cpu()                          # (B, samples)
+        check(bool(torch.isfinite(wave).all()), "generation produced NaN or inf samples: the checkpoint "
+                                                 "may be damaged; try --backend eager or another checkpoint")
+        return [Generation(wave[i], mel[i].cpu(), w.cpu(), m, cfgs.mel.sample_rate, seed, steps, sampler, cfg)
+                for i, (w, m) in enumerate(resolved)]
+
+    def latent_shape(self, duration: float) -> tuple[tuple[int, int, int], int]:
+        """AudioLDM's rule: frames = duration / hop-time, rounded up to the VAE factor.
+
+        Returns ((C, frames / f, n_mels / f), waveform samples to keep)."""
+        c = self.config
+        hop_seconds = c.mel.hop_length / c.mel.sample_rate
+        frames = int(duration / hop_seconds)
+        f = c.vae.downsample_factor
+        if frames % f:
+            frames = int(math.ceil(frames / f)) * f
+        frames = max(frames, f)
+        return (c.vae.latent_channels, frames // f, c.mel.n_mels // f), int(duration * c.mel.sample_rate)
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    check(str(device).split(":")[0] in ("cpu", "cuda"), f"unknown device {device!r}: use cpu or cuda")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ObjaudioError("CUDA is not available on this machine: use --device cpu")
+    return device
+
+
+def make_backend(name: str, model: ObjaudioModel, device: torch.device):
+    check(name in BACKENDS, f"unknown backend {name!r}: use one of {', '.join(BACKENDS)}")
+    if name == "eager":
+        return EagerBackend(model, device)
+    raise NotImplementedError(f"backend {name!r} is not built yet (see the README's status table); "
+                              "use --backend eager")
