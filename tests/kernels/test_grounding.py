@@ -16,7 +16,7 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 PATCHES = [16, 49, 50]
 DIMS = [32, 59, 111]
 B = 3
-interpreted = pytest.mark.skipif(not INTERPRETED, reason="needs TRITON_INTERPRET=1 (set by conftest.py)")
+interpreted = pytest.mark.skipif(not INTERPRETED, reason="needs TRITON_INTERPRET=1 (set by tests/conftest.py where there is no GPU)")
 on_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 compiled_triton = pytest.mark.skipif(INTERPRETED, reason="TRITON_INTERPRET=1: the CUDA cases need compiled kernels")
 built = pytest.mark.skipif(not cuda_available(), reason="objaudio_rt._C not built (OBJAUDIO_BUILD_CUDA=1 pip "

@@ -10,7 +10,7 @@ from objaudio_rt.samplers import SamplerPlan, reference_step
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 SHAPES = [(1, 8, 13, 4), (3, 8, 65, 16)]
 CFG = 2.0
-interpreted = pytest.mark.skipif(not INTERPRETED, reason="needs TRITON_INTERPRET=1 (set by conftest.py)")
+interpreted = pytest.mark.skipif(not INTERPRETED, reason="needs TRITON_INTERPRET=1 (set by tests/conftest.py where there is no GPU)")
 on_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 compiled_triton = pytest.mark.skipif(INTERPRETED, reason="TRITON_INTERPRET=1: the CUDA cases need compiled kernels")
 
