@@ -1,0 +1,44 @@
+"""Shared fixtures. Where there is no GPU, Triton kernels run through Triton's CPU interpreter.
+
+`triton.jit` chooses interpreted mode when a kernel is defined, so TRITON_INTERPRET must be set
+before anything imports objaudio_rt.kernels (runtime and kernel tests alike); pytest loads this
+file first. On a GPU machine the kernels stay compiled and the CUDA cases run the real kernels.
+"""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe():
+    from objaudio_rt import Pipeline
+
+    return Pipeline.from_pretrained("tiny", device="cpu", seed=0)
+
+
+@pytest.fixture(scope="session")
+def scene_image() -> np.ndarray:
+    """(80, 96, 3) uint8: a red square and a blue disc on grey, deterministic."""
+    img = np.full((80, 96, 3), 128, np.uint8)
+    img[10:40, 10:40] = (220, 30, 30)
+    yy, xx = np.mgrid[:80, :96]
+    img[(yy - 55) ** 2 + (xx - 70) ** 2 < 15 ** 2] = (30, 30, 220)
+    return img
+
+
+@pytest.fixture(scope="session")
+def square_mask() -> np.ndarray:
+    m = np.zeros((80, 96), bool)
+    m[10:40, 10:40] = True
+    return m
+
+
+@pytest.fixture(scope="session")
+def disc_mask() -> np.ndarray:
+    yy, xx = np.mgrid[:80, :96]
+    return (yy - 55) ** 2 + (xx - 70) ** 2 < 15 ** 2
