@@ -28,7 +28,7 @@ setup(
     name="objaudio",
     version="0.1.0",
     description="Object-aware image-to-audio generation: an optimized inference engine",
-    packages=find_packages(include=["objaudio_rt", "objaudio_rt.*"]),
+    packages=find_packages(include=["objaudio_rt", "objaudio_rt.*", "export", "export.*"]),
     package_data={"objaudio_rt": ["assets/**/*"]},
     include_package_data=True,
     python_requires=">=3.10",
