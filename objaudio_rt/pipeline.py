@@ -239,5 +239,9 @@ def make_backend(name: str, model: ObjaudioModel, device: torch.device):
     check(name in BACKENDS, f"unknown backend {name!r}: use one of {', '.join(BACKENDS)}")
     if name == "eager":
         return EagerBackend(model, device)
+    if name == "fast":
+        from .fast import FastBackend
+
+        return FastBackend(model, device)
     raise NotImplementedError(f"backend {name!r} is not built yet (see the README's status table); "
                               "use --backend eager")
