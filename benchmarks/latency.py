@@ -14,7 +14,8 @@ then generate from a mask selection; SAM not included). Each stage is warmed up,
 JSON holds every time with p20/p50/p80. The denoise FLOP count comes from torch's
 FlopCounterMode on one UNet call at the run's shape (counted once, with the first backend).
 
-Backends: eager-fp32, eager-fp16, eager-bf16 (EagerBackend with the whole model in that dtype);
+Backends: eager-fp32, eager-fp16, eager-bf16 (EagerBackend with the model in that dtype, except
+the small grounding module, which the pipeline feeds float32);
 fast (FastBackend's defaults: fp16 UNet, graphed loop on CUDA), fast-bf16, fast-nograph (fused
 loop without the CUDA graph), fast-compile (torch.compile'd UNet inside the graph).
 """
@@ -53,7 +54,11 @@ def make_backend(spec: str, model: ObjaudioModel, device: torch.device):
     """A backend from its benchmark name (see the module docstring)."""
     check(spec in BACKEND_SPECS, f"unknown backend {spec!r}: use some of {', '.join(BACKEND_SPECS)}")
     if spec.startswith("eager-"):
-        return EagerBackend(model, device, DTYPES[spec.split("-")[1]])
+        backend = EagerBackend(model, device, DTYPES[spec.split("-")[1]])
+        # Pipeline.condition feeds the grounding module float32 weights and tokens, which a half
+        # grounding module rejects (a dtype mismatch in pooled_values): it stays float32 here.
+        backend.model.grounding.float()
+        return backend
     variant = {"fast": {}, "fast-bf16": {"unet_dtype": torch.bfloat16}, "fast-nograph": {"cuda_graph": False},
                "fast-compile": {"compile_unet": True}}[spec]
     return FastBackend(model, device, dataclasses.replace(FastOptions.default_for(device), **variant))
@@ -107,8 +112,17 @@ def unet_flops(backend, x: torch.Tensor, cond: torch.Tensor, plan: SamplerPlan) 
     return int(counter.get_total_flops())
 
 
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float | None:
+    """||out - ref|| / ||ref|| in float64 on the CPU; None when out is not finite."""
+    out, ref = out.detach().double().cpu(), ref.double()
+    return ((out - ref).norm() / ref.norm()).item() if bool(torch.isfinite(out).all()) else None
+
+
 def bench_backend(spec: str, model: ObjaudioModel, args, device: torch.device, image: np.ndarray,
-                  mask: np.ndarray, sam, flops: dict) -> dict:
+                  mask: np.ndarray, sam, shared: dict) -> dict:
+    """Time every stage of one backend. `shared` carries the first backend's UNet FLOP count and
+    outputs: each later backend's VAE and vocoder also run on those inputs, and their relative
+    error against the first backend's outputs is reported (the cost of their dtype)."""
     calibration = Calibration.uncalibrated(model.config.image.num_patches)
     pipe = Pipeline(model, calibration, device, backend="eager")      # moves the model to the device
     pipe.backend = make_backend(spec, pipe.model, device)             # the benchmarked backend, same model object
@@ -117,47 +131,61 @@ def bench_backend(spec: str, model: ObjaudioModel, args, device: torch.device, i
         torch.cuda.reset_peak_memory_stats(device)
     plan = SamplerPlan.build(args.sampler, args.steps, model.config.schedule)
     shape, n_samples = pipe.latent_shape(args.duration)
+    result = {"backend": spec, **describe_backend(backend), "latent_shape": [args.batch, *shape],
+              "wave_samples": n_samples, "stages": {}}
+    stages = result["stages"]
     selection = Mask(mask)
     w, r = args.warmup, args.repeats
-    stages = {}
-    stages["image_encoder"], scene = timed(lambda: pipe.encode_image(image), device, w, r)
-    if sam is not None:
-        stages["sam_embed"], emb = timed(lambda: sam.embed(image), device, w, r)
-        point = np.array([[IMAGE_HW[1] / 2, IMAGE_HW[0] / 2]], np.float32)
-        stages["sam_predict"], _ = timed(lambda: sam.predict(emb, points=point, labels=np.ones(1, np.int64)),
-                                         device, w, r)
+    try:
+        stages["image_encoder"], scene = timed(lambda: pipe.encode_image(image), device, w, r)
+        if sam is not None:
+            stages["sam_embed"], emb = timed(lambda: sam.embed(image), device, w, r)
+            point = np.array([[IMAGE_HW[1] / 2, IMAGE_HW[0] / 2]], np.float32)
+            stages["sam_predict"], _ = timed(lambda: sam.predict(emb, points=point, labels=np.ones(1, np.int64)),
+                                             device, w, r)
 
-    def grounding():
-        weights, _ = pipe.select(scene, selection)
-        return pipe.condition(scene, weights)
+        def grounding():
+            weights, _ = pipe.select(scene, selection)
+            return pipe.condition(scene, weights)
 
-    stages["grounding"], cond = timed(grounding, device, w, r)
-    cond = cond.expand(args.batch, -1).contiguous()                   # (B, cond_dim)
-    noise = torch.randn((args.batch, *shape), generator=torch.Generator().manual_seed(0)).to(device)
-    if "unet_call" not in flops:
-        flops["unet_call"] = unet_flops(backend, noise, cond, plan)
-    stages["denoise"], z = timed(lambda: backend.denoise(noise, cond, plan, args.cfg, progress=False), device,
-                                 max(w, 1) if isinstance(backend, FastBackend) else w, r)
-    stages["vae"], mel = timed(lambda: backend.decode(z), device, w, r)
-    stages["vocoder"], _ = timed(lambda: backend.vocode(mel), device, w, r)
+        stages["grounding"], cond = timed(grounding, device, w, r)
+        cond = cond.expand(args.batch, -1).contiguous()               # (B, cond_dim)
+        noise = torch.randn((args.batch, *shape), generator=torch.Generator().manual_seed(0)).to(device)
+        if "unet_call_flops" not in shared:
+            shared["unet_call_flops"] = unet_flops(backend, noise, cond, plan)
+        stages["denoise"], z = timed(lambda: backend.denoise(noise, cond, plan, args.cfg, progress=False), device,
+                                     max(w, 1) if isinstance(backend, FastBackend) else w, r)
+        stages["vae"], mel = timed(lambda: backend.decode(z), device, w, r)
+        stages["vocoder"], wave = timed(lambda: backend.vocode(mel), device, w, r)
+        if "latent" not in shared:
+            shared.update(backend=spec, latent=z.float().cpu(), mel=mel.cpu(), wave=wave.cpu())
+        result["error_vs_first_backend"] = {
+            "against": shared["backend"],
+            "latent": rel_err(z, shared["latent"]),
+            "vae_on_its_latent": rel_err(backend.decode(shared["latent"].to(device)), shared["mel"]),
+            "vocoder_on_its_mel": rel_err(backend.vocode(shared["mel"].to(device)), shared["wave"]),
+            "note": "None means NaN/inf; random weights, so this is the dtype's effect on these networks, "
+                    "not on trained audio"}
 
-    def end_to_end():
-        s = pipe.encode_image(image)
-        return pipe.generate_many(s, [selection] * args.batch, steps=args.steps, sampler=args.sampler,
-                                  cfg=args.cfg, seed=0, duration=args.duration, progress=False)
+        def end_to_end():
+            s = pipe.encode_image(image)
+            return pipe.generate_many(s, [selection] * args.batch, steps=args.steps, sampler=args.sampler,
+                                      cfg=args.cfg, seed=0, duration=args.duration, progress=False)
 
-    stages["end_to_end"], _ = timed(end_to_end, device, w, r)
-    den = stages["denoise"]["median_s"]
-    e2e = stages["end_to_end"]["median_s"]
+        stages["end_to_end"], _ = timed(end_to_end, device, w, r)
+    except ObjaudioError as exc:                                      # e.g. a half-precision vocoder's NaN
+        result["error"] = str(exc)
+        print(f"[latency] {spec}: {exc}", file=sys.stderr)
     audio_s = args.duration * args.batch
-    return {
-        "backend": spec, **describe_backend(backend), "stages": stages,
-        "denoise_per_step_s": den / args.steps,
-        "denoise_tflops": flops["unet_call"] * args.steps / den / 1e12,
-        "rtf": e2e / audio_s, "x_realtime": audio_s / e2e,
+    den = stages["denoise"]["median_s"] if "denoise" in stages else None
+    e2e = stages["end_to_end"]["median_s"] if "end_to_end" in stages else None
+    result.update({
+        "denoise_per_step_s": den / args.steps if den else None,
+        "denoise_tflops": shared["unet_call_flops"] * args.steps / den / 1e12 if den else None,
+        "rtf": e2e / audio_s if e2e else None, "x_realtime": audio_s / e2e if e2e else None,
         "peak_memory_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
-        "latent_shape": [args.batch, *shape], "wave_samples": n_samples,
-    }
+    })
+    return result
 
 
 def provenance(device: torch.device) -> dict:
@@ -208,21 +236,39 @@ def print_table(report: dict) -> None:
     print(f"\nobjaudio latency: {c['preset']} (RANDOM weights), {c['sampler']} x {c['steps']} steps, cfg {c['cfg']}, "
           f"batch {c['batch']}, {c['duration']:g} s audio")
     print(f"device {p['device']} | torch {p['torch']} | triton {p['triton']} | CUDA build {p['cuda']} | commit {p['git_commit'][:12]}")
-    stages = list(rows[0]["stages"])
+    stages = list(dict.fromkeys(k for r in rows for k in r["stages"]))
     width = max(14, *(len(r["backend"]) + 2 for r in rows))
+
+    def stage_ms(r, s):
+        return r["stages"][s]["median_s"] * 1e3 if s in r["stages"] else None
+
+    def ratio(r, s):
+        a, b = stage_ms(rows[0], s), stage_ms(r, s)
+        return f"{a / b:.2f}x" if a and b else "-"
+
+    def num(v, spec):
+        return "-" if v is None else format(v, spec)
+
     print(f"{'median ms':<18}" + "".join(f"{r['backend']:>{width}}" for r in rows))
     for s in stages:
-        print(f"{s:<18}" + "".join(f"{r['stages'][s]['median_s'] * 1e3:>{width}.2f}" for r in rows))
-    lines = [("denoise / step ms", lambda r: f"{r['denoise_per_step_s'] * 1e3:.3f}"),
-             ("denoise TFLOP/s", lambda r: f"{r['denoise_tflops']:.3g}"),
-             ("RTF (e2e/audio)", lambda r: f"{r['rtf']:.4f}"),
-             ("e2e speedup", lambda r: f"{rows[0]['stages']['end_to_end']['median_s'] / r['stages']['end_to_end']['median_s']:.2f}x"),
-             ("denoise speedup", lambda r: f"{rows[0]['stages']['denoise']['median_s'] / r['stages']['denoise']['median_s']:.2f}x"),
-             ("peak mem MiB", lambda r: "-" if r["peak_memory_bytes"] is None else f"{r['peak_memory_bytes'] / 2**20:.0f}"),
-             ("unet dtype", lambda r: r["unet_dtype"].replace("torch.", ""))]
+        print(f"{s:<18}" + "".join(f"{num(stage_ms(r, s), '.2f'):>{width}}" for r in rows))
+    err = lambda r, k: num(r.get("error_vs_first_backend", {}).get(k), ".1e")
+    lines = [("denoise / step ms", lambda r: num(r["denoise_per_step_s"] and r["denoise_per_step_s"] * 1e3, ".3f")),
+             ("denoise TFLOP/s", lambda r: num(r["denoise_tflops"], ".3g")),
+             ("RTF (e2e/audio)", lambda r: num(r["rtf"], ".4f")),
+             ("e2e speedup", lambda r: ratio(r, "end_to_end")),
+             ("denoise speedup", lambda r: ratio(r, "denoise")),
+             ("peak mem MiB", lambda r: num(r["peak_memory_bytes"] and r["peak_memory_bytes"] / 2**20, ".0f")),
+             ("unet dtype", lambda r: r["unet_dtype"].replace("torch.", "")),
+             ("rel err latent", lambda r: err(r, "latent")),
+             ("rel err vae", lambda r: err(r, "vae_on_its_latent")),
+             ("rel err vocoder", lambda r: err(r, "vocoder_on_its_mel"))]
     for name, fmt in lines:
         print(f"{name:<18}" + "".join(f"{fmt(r):>{width}}" for r in rows))
-    print(f"(speedups against {rows[0]['backend']}; p20/p80 and every time in the JSON)")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['backend']}: FAILED: {r['error']}")
+    print(f"(speedups and relative errors against {rows[0]['backend']}; p20/p80 and every time in the JSON)")
 
 
 def parse_args(argv):
@@ -260,11 +306,11 @@ def main(argv=None) -> int:
     mask[IMAGE_HW[0] // 4: 3 * IMAGE_HW[0] // 4, IMAGE_HW[1] // 5: IMAGE_HW[1] // 2] = 1
     model = ObjaudioModel.random(config, args.seed)                     # on the CPU; each backend gets a copy
     sam = build_sam(device) if args.sam else None
-    flops: dict = {}
+    shared: dict = {}
     results = []
     for spec in specs:
         print(f"[latency] {spec} ...", file=sys.stderr, flush=True)
-        results.append(bench_backend(spec, copy.deepcopy(model), args, device, image, mask, sam, flops))
+        results.append(bench_backend(spec, copy.deepcopy(model), args, device, image, mask, sam, shared))
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -273,7 +319,7 @@ def main(argv=None) -> int:
         "config": {"preset": args.preset, "weights": "random", "steps": args.steps, "sampler": args.sampler,
                    "cfg": args.cfg, "duration": args.duration, "batch": args.batch, "repeats": args.repeats,
                    "warmup": args.warmup, "sam": args.sam, "image_hw": list(IMAGE_HW),
-                   "unet_call_flops": flops.get("unet_call"),
+                   "unet_call_flops": shared.get("unet_call_flops"),
                    "parameters": model.num_parameters()},
         "results": results,
     }
