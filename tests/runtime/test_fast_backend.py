@@ -107,15 +107,25 @@ def test_options_reject_unknown_dtype():
 
 # ---- CUDA -----------------------------------------------------------------------------------
 
+@pytest.fixture
+def no_tf32():
+    """fp32 means fp32 in these comparisons: cuDNN's TF32 convolutions (on by default) off, then restored."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def cuda_backends(model: ObjaudioModel, **options):
     dev = torch.device("cuda")
     return FastBackend(copy.deepcopy(model), dev, FastOptions(**options))
 
 
 @needs_cuda
+@pytest.mark.usefixtures("no_tf32")
 @pytest.mark.parametrize("sampler,steps", SAMPLERS)
 def test_cuda_graph_replay_equals_device_loop(tiny, sampler, steps):
-    """Graph vs no graph, fp32 UNet: the same kernels, so equal up to run-to-run rounding (none expected)."""
+    """Graph vs no graph, fp32 UNet: the same kernels, so equal up to the rounding of any algorithm change."""
     graphed = cuda_backends(tiny, unet_dtype=torch.float32, cuda_graph=True)
     plain = cuda_backends(tiny, unet_dtype=torch.float32, cuda_graph=False)
     plan = SamplerPlan.build(sampler, steps, tiny.config.schedule)
@@ -123,11 +133,12 @@ def test_cuda_graph_replay_equals_device_loop(tiny, sampler, steps):
         x, cond = inputs(tiny, 2, seed, "cuda")
         out = graphed.denoise(x, cond, plan, CFG, progress=False)
         ref = plain.denoise(x, cond, plan, CFG, progress=False)
-        assert_close(out, ref, 1e-6, f"graph replay vs device loop (seed {seed})")
+        assert_close(out, ref, 1e-5, f"graph replay vs device loop (seed {seed})")
     assert graphed.graphed_loops() == 1
 
 
 @needs_cuda
+@pytest.mark.usefixtures("no_tf32")
 @pytest.mark.parametrize("sampler,steps", SAMPLERS)
 def test_cuda_fp32_fast_matches_eager(tiny, sampler, steps):
     """fp32 everywhere: the graphed fused loop computes the eager function (float32 table, SDPA on both)."""
@@ -140,6 +151,7 @@ def test_cuda_fp32_fast_matches_eager(tiny, sampler, steps):
 
 
 @needs_cuda
+@pytest.mark.usefixtures("no_tf32")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("sampler,steps", SAMPLERS)
 def test_cuda_half_unet_within_twice_eager_half_error(tiny, dtype, sampler, steps):
@@ -154,6 +166,7 @@ def test_cuda_half_unet_within_twice_eager_half_error(tiny, dtype, sampler, step
 
 
 @needs_cuda
+@pytest.mark.usefixtures("no_tf32")
 def test_cuda_graph_cache_is_lru(tiny):
     fast = cuda_backends(tiny, unet_dtype=torch.float32, graph_cache_size=2)
     x, cond = inputs(tiny, 1, seed=51, device="cuda")
@@ -168,6 +181,7 @@ def test_cuda_graph_cache_is_lru(tiny):
 
 
 @needs_cuda
+@pytest.mark.usefixtures("no_tf32")
 def test_cuda_fast_pipeline_end_to_end(tiny):
     """The whole pipeline: fp16 UNet graphed loop, fp32 VAE and vocoder, vs eager fp32 and eager fp16."""
     image = np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8)
@@ -187,6 +201,7 @@ def test_cuda_fast_pipeline_end_to_end(tiny):
 
 
 @needs_cuda
+@pytest.mark.usefixtures("no_tf32")
 def test_cuda_compiled_unet_matches(tiny):
     """compile_unet (off by default): the compiled UNet inside the graph computes the same function."""
     plan = SamplerPlan.build("dpmpp", 4, tiny.config.schedule)
