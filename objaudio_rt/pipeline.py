@@ -228,8 +228,8 @@ class Pipeline:
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
+    check(str(device).split(":")[0] in ("cpu", "cuda"), f"unknown device {device!r}: use cpu or cuda")
     device = torch.device(device)
-    check(device.type in ("cpu", "cuda"), f"unknown device {device}: use cpu or cuda")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ObjaudioError("CUDA is not available on this machine: use --device cpu")
     return device

@@ -35,10 +35,13 @@ if HAS_TRITON:
     import triton.language as tl
 
     @triton.jit
-    def _grounding_pool_kernel(tok_ptr, tok_bstride, pe_ptr, k_ptr, w_in_ptr, w_out_ptr, pooled_ptr, P, L,
-                               HAS_QUERY: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_L: tl.constexpr):
+    def _grounding_pool_kernel(tok_ptr, tok_bstride, pe_ptr, k_ptr, w_in_ptr, w_out_ptr, pooled_ptr, P,
+                               L: tl.constexpr, HAS_QUERY: tl.constexpr, BLOCK_P: tl.constexpr,
+                               BLOCK_L: tl.constexpr):
         # tok: (B or 1, P, L), rows contiguous; pe: (P, L); k: (B, L) fp32 (pre-scaled);
         # w_in, w_out: (B, P) fp32; pooled: (B, L) fp32. One program per selection b.
+        # L is fixed per model (one compile each); as a constexpr it also keeps triton 3.6's
+        # interpreter, which cannot take a runtime loop bound, working.
         b = tl.program_id(0).to(tl.int64)
         p = tl.arange(0, BLOCK_P)
         p_in = p < P
@@ -104,7 +107,7 @@ def grounding_pool_into(tokens: torch.Tensor, pe: torch.Tensor, k_vec: torch.Ten
     block_p = triton.next_power_of_2(p)
     block_l = max(16, min(triton.next_power_of_2(l), TILE_ELEMENTS // block_p))
     tok_bstride = 0 if tokens.shape[0] == 1 else p * l          # broadcast one image over B selections
-    _grounding_pool_kernel[(b,)](tokens, tok_bstride, pe, sel, sel, weights_out, pooled, p, l,
+    _grounding_pool_kernel[(b,)](tokens, tok_bstride, pe, sel, sel, weights_out, pooled, p, L=l,
                                  HAS_QUERY=k_vec is not None, BLOCK_P=block_p, BLOCK_L=block_l, num_warps=4)
 
 

@@ -106,8 +106,8 @@ def guided_step(coefs: torch.Tensor, step_idx: torch.Tensor, x: torch.Tensor, ep
     if not runs_triton(x):
         _check_step_args(coefs, step_idx, x, eps_pair, x0_prev)
         return reference_step(coefs[step_idx.reshape(()).long()], x, eps_pair, cfg, x0_prev)
-    x_next, x0 = torch.empty_like(x, memory_format=torch.contiguous_format), \
-        torch.empty_like(x, memory_format=torch.contiguous_format)
+    x_next = torch.empty_like(x, memory_format=torch.contiguous_format)
+    x0 = torch.empty_like(x, memory_format=torch.contiguous_format)
     guided_step_into(coefs, step_idx, x, eps_pair, cfg, x0_prev, x_next, x0)
     return x_next, x0
 

@@ -1,0 +1,82 @@
+"""The AudioLDM mel frontend against librosa (an independent implementation), and WAV output."""
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from objaudio_rt.audio import MelConfig, load_wav, mel_basis, mel_spectrogram, save_wav
+from objaudio_rt.errors import ObjaudioError
+
+librosa = pytest.importorskip("librosa")
+
+
+def test_mel_basis_matches_librosa():
+    ours = mel_basis(MelConfig()).numpy()
+    ref = librosa.filters.mel(sr=16000, n_fft=1024, n_mels=64, fmin=0.0, fmax=8000.0, htk=False, norm="slaney")
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-7)
+
+
+def test_log_mel_matches_librosa_pipeline():
+    rng = np.random.default_rng(0)
+    t = np.arange(16000 * 2) / 16000
+    wave = (0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(t.size) + 0.2).astype(np.float32)
+    ours = mel_spectrogram(torch.from_numpy(wave))[0].numpy()                        # (frames, 64)
+    w = wave - wave.mean()
+    w = 0.5 * w / (np.abs(w).max() + 1e-8)
+    spec = np.abs(librosa.stft(w.astype(np.float64), n_fft=1024, hop_length=160, win_length=1024,
+                               window="hann", center=True, pad_mode="reflect"))
+    mel = librosa.feature.melspectrogram(S=spec, sr=16000, n_fft=1024, n_mels=64, fmin=0, fmax=8000,
+                                         htk=False, norm="slaney", power=1.0)
+    ref = np.log(np.clip(mel, 1e-5, None)).T
+    assert ours.shape == ref.shape == (16000 * 2 // 160 + 1, 64)
+    np.testing.assert_allclose(ours, ref, atol=2e-3)
+
+
+def test_frames_per_second():
+    assert mel_spectrogram(torch.randn(16000 * 10 + 384)).shape[1] == 1003
+    assert MelConfig().frames_per_second == 100
+
+
+def test_bad_waveforms_are_refused():
+    with pytest.raises(ObjaudioError, match="NaN"):
+        mel_spectrogram(torch.tensor([0.0, float("nan")] * 1000))
+    with pytest.raises(ObjaudioError, match="too short"):
+        mel_spectrogram(torch.zeros(100))
+
+
+def test_wav_round_trip_and_no_overwrite(tmp_path):
+    wave = torch.sin(torch.linspace(0, 100, 16000))
+    path = save_wav(tmp_path / "a.wav", wave)
+    data, sr = sf.read(path, dtype="float32")
+    assert sr == 16000 and data.dtype == np.float32
+    np.testing.assert_array_equal(data, wave.numpy())
+    with pytest.raises(ObjaudioError, match="already exists"):
+        save_wav(tmp_path / "a.wav", wave)
+    save_wav(tmp_path / "a.wav", wave * 0.5, force=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["a.wav"]          # no temporary left behind
+
+
+def test_wav_refuses_nan_and_leaves_nothing(tmp_path):
+    with pytest.raises(ObjaudioError, match="NaN"):
+        save_wav(tmp_path / "b.wav", torch.tensor([0.0, float("inf")]))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_wav_into_missing_folder(tmp_path):
+    with pytest.raises(ObjaudioError, match="does not exist"):
+        save_wav(tmp_path / "nope" / "c.wav", torch.zeros(10))
+
+
+def test_load_wav_resamples_to_16k(tmp_path):
+    t = np.arange(44100) / 44100
+    sf.write(tmp_path / "x.wav", np.stack([np.sin(2 * np.pi * 1000 * t)] * 2, 1), 44100)
+    wave = load_wav(tmp_path / "x.wav")
+    assert wave.shape == (16000,)
+    spectrum = np.abs(np.fft.rfft(wave.numpy()))
+    assert abs(int(np.argmax(spectrum)) - 1000) <= 1
+
+
+def test_load_wav_corrupt(tmp_path):
+    (tmp_path / "bad.wav").write_bytes(b"RIFF0000WAVEjunk")
+    with pytest.raises(ObjaudioError, match="cannot read audio"):
+        load_wav(tmp_path / "bad.wav")

@@ -1,0 +1,1 @@
+"""objaudio training package: SynthScenes, the stand-in sound classifier, training loops."""
