@@ -239,11 +239,16 @@ def make_backend(name: str, model: ObjaudioModel, device: torch.device):
     check(name in BACKENDS, f"unknown backend {name!r}: use one of {', '.join(BACKENDS)}")
     if name == "eager":
         return EagerBackend(model, device)
+    if name == "fast":
+        from .fast import FastBackend
+
+        return FastBackend(model, device)
     if name == "onnxruntime":
         from .backends_onnx import OnnxRuntimeBackend
+
         return OnnxRuntimeBackend(model, device)
     if name == "tensorrt":
         from .backends_trt import TensorRTBackend
+
         return TensorRTBackend(model, device)
-    raise NotImplementedError(f"backend {name!r} is not built yet (see the README's status table); "
-                              "use --backend eager")
+    raise AssertionError(f"backend {name!r} is listed in BACKENDS but not dispatched")
