@@ -15,7 +15,7 @@ JSON holds every time with p20/p50/p80. The denoise FLOP count comes from torch'
 FlopCounterMode on one UNet call at the run's shape (counted once, with the first backend).
 
 Backends: eager-fp32, eager-fp16, eager-bf16 (EagerBackend with the model in that dtype, except
-the small grounding module, which the pipeline feeds float32);
+the small grounding module, which every backend runs in float32);
 fast (FastBackend's defaults: fp16 UNet, graphed loop on CUDA), fast-bf16, fast-nograph (fused
 loop without the CUDA graph), fast-compile (torch.compile'd UNet inside the graph).
 """
@@ -54,11 +54,7 @@ def make_backend(spec: str, model: ObjaudioModel, device: torch.device):
     """A backend from its benchmark name (see the module docstring)."""
     check(spec in BACKEND_SPECS, f"unknown backend {spec!r}: use some of {', '.join(BACKEND_SPECS)}")
     if spec.startswith("eager-"):
-        backend = EagerBackend(model, device, DTYPES[spec.split("-")[1]])
-        # Pipeline.condition feeds the grounding module float32 weights and tokens, which a half
-        # grounding module rejects (a dtype mismatch in pooled_values): it stays float32 here.
-        backend.model.grounding.float()
-        return backend
+        return EagerBackend(model, device, DTYPES[spec.split("-")[1]])   # grounding stays fp32 (backends.py)
     variant = {"fast": {}, "fast-bf16": {"unet_dtype": torch.bfloat16}, "fast-nograph": {"cuda_graph": False},
                "fast-compile": {"compile_unet": True}}[spec]
     return FastBackend(model, device, dataclasses.replace(FastOptions.default_for(device), **variant))

@@ -6,6 +6,8 @@ tests/runtime/test_fast_backend.py. What changes on CUDA:
 - per-network dtypes (`FastOptions`): the UNet in fp16 by default; VAE and vocoder stay fp32
   unless chosen otherwise (their half-precision error is not measured yet); the latent, the
   condition and the sampler arithmetic stay fp32 throughout
+- grounding through the fused single-query kernel (kernels/grounding.py): the text attention
+  and the pooled value vector `weights V` for the selections of one image
 - attention through PyTorch SDPA (diffusers' `AttnProcessor2_0`), set explicitly
 - `device_loop`: the timestep and the sampler's coefficient row are read ON THE DEVICE at a
   device step counter, and each step's guidance + update is the fused kernel
@@ -29,6 +31,7 @@ import torch
 
 from .backends import EagerBackend
 from .errors import check
+from .kernels.grounding import fused_pooled_values
 from .kernels.sampler_step import guided_step, upload_coefs
 from .model import ObjaudioModel
 from .samplers import SamplerPlan
@@ -110,6 +113,24 @@ class FastBackend(EagerBackend):
             yield
         finally:
             self.dtype = saved
+
+    @torch.no_grad()
+    def text_attention(self, query: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """The fused single-query softmax path (kernels/grounding.py) where it applies; else eager."""
+        g = self.model.grounding
+        if self.device.type != "cuda" or g.cfg.attention != "dot" or g.heads != 1:
+            return super().text_attention(query, tokens)
+        _, a = fused_pooled_values(g, tokens.float(), query=query.float())
+        return a[:, None, :]                                               # (N, 1, P)
+
+    @torch.no_grad()
+    def grounding_condition(self, weights: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """c = MLP(weights V) with `weights V` from the fused pooled-value kernel on CUDA."""
+        g = self.model.grounding
+        if self.device.type != "cuda" or (weights.ndim == 3 and weights.shape[1] != 1):
+            return super().grounding_condition(weights, tokens)
+        o, _ = fused_pooled_values(g, tokens.float(), weights=weights.reshape(weights.shape[0], -1).float())
+        return g.mlp(o)
 
     @torch.no_grad()
     def unet_eps(self, x2: torch.Tensor, t: torch.Tensor, cond2: torch.Tensor) -> torch.Tensor:

@@ -119,7 +119,7 @@ class Pipeline:
         attn = None
         if texts:
             q = self.backend.text_embeds(**self.model.text_encoder.tokenize(texts, self.device))   # (N, Lq)
-            attn = self.model.grounding.attention(q, scene.tokens.expand(len(texts), -1, -1))   # (N, H, P)
+            attn = self.backend.text_attention(q, scene.tokens)                                   # (N, H, P)
             attn = attn.amax(dim=0) if len(texts) > 1 else attn[0]
             if pixel is None and len(texts) == 1:
                 return attn.detach(), None
@@ -173,7 +173,7 @@ class Pipeline:
     @torch.no_grad()
     def condition(self, scene: Scene, weights: torch.Tensor) -> torch.Tensor:
         """c = MLP(weights V): (1, cond_dim)."""
-        return self.model.grounding.condition_from_weights(weights[None].float(), scene.tokens)
+        return self.backend.grounding_condition(weights[None], scene.tokens)
 
     # ---- 4-6. denoise -> decode -> vocode --------------------------------------------------
     def generate(self, scene: Scene, selection: Selection | None = None, **options) -> torch.Tensor:
