@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 import scipy.fft
+import torch
+from torch.utils.data import Dataset
 
 SOUNDING_CLASSES = ("car", "bird", "dog", "bell", "water", "fire", "crowd", "siren")
 DISTRACTOR_CLASSES = ("tree", "house", "rock")
@@ -494,8 +496,8 @@ def generate_scene(seed: int, image_size: int = 112, seconds: float = 2.56, samp
 # Torch dataset and shards
 # --------------------------------------------------------------------------------------------
 
-class SynthScenesDataset:
-    """Scenes `0..n-1` of a split as tensors (a map-style torch Dataset; scenes are made on the fly).
+class SynthScenesDataset(Dataset):
+    """Scenes `0..n-1` of a split as tensors; scenes are made on the fly (no files needed).
 
     Item: image (3, H, W) float32 in [0, 1], masks (N, H, W) bool, classes (N,) int64 indices into
     ALL_CLASSES, sounding (N,) bool, stems (N_sounding, T) float32, mixture (T,) float32,
@@ -510,8 +512,6 @@ class SynthScenesDataset:
         return len(self.seeds)
 
     def __getitem__(self, i: int) -> dict:
-        import torch
-
         scene = generate_scene(self.seeds[i], self.image_size, self.seconds, self.sample_rate)
         return {"image": torch.from_numpy(scene.image).permute(2, 0, 1).float() / 255.0,
                 "masks": torch.from_numpy(scene.masks),
@@ -524,8 +524,6 @@ class SynthScenesDataset:
 
 def collate_scenes(items: list[dict]) -> dict:
     """Stack the fixed-size fields (image, mixture, seed); keep the per-object ones as lists."""
-    import torch
-
     return {"image": torch.stack([it["image"] for it in items]),
             "mixture": torch.stack([it["mixture"] for it in items]),
             "seed": torch.tensor([it["seed"] for it in items]),
