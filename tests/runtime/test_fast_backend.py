@@ -209,3 +209,20 @@ def test_cuda_compiled_unet_matches(tiny):
     ref = cuda_backends(tiny, unet_dtype=torch.float32).denoise(x, cond, plan, CFG, progress=False)
     out = cuda_backends(tiny, unet_dtype=torch.float32, compile_unet=True).denoise(x, cond, plan, CFG, progress=False)
     assert_close(out, ref, 1e-4, "compiled vs eager UNet in the graphed loop (fp32, tf32 off)")
+
+
+@needs_cuda
+@pytest.mark.usefixtures("no_tf32")
+def test_cuda_fused_grounding_matches_eager(tiny):
+    """The fast backend's text attention and weights-V come from the fused kernel; hold them to eager."""
+    fast = cuda_backends(tiny, unet_dtype=torch.float32)
+    eager = EagerBackend(copy.deepcopy(tiny), torch.device("cuda"))
+    g = torch.Generator().manual_seed(71)
+    c = tiny.config
+    tokens = torch.randn(1, c.image.num_patches, c.image.embed_dim, generator=g).cuda()
+    query = torch.nn.functional.normalize(torch.randn(5, c.text.projection_dim, generator=g), dim=-1).cuda()
+    weights = torch.rand(5, c.image.num_patches, generator=g).cuda()
+    weights = weights / weights.sum(-1, keepdim=True)
+    assert_close(fast.text_attention(query, tokens), eager.text_attention(query, tokens), 1e-5, "attention")
+    assert_close(fast.grounding_condition(weights, tokens), eager.grounding_condition(weights, tokens), 1e-5,
+                 "condition")
