@@ -107,7 +107,6 @@ class Pipeline:
         (each scaled to a peak of 1) is rescaled like a mask.
         """
         parts = (selection or Whole()).parts()
-        h, w = scene.size_hw
         pixel = None
         texts = []
         for part in parts:
@@ -128,10 +127,10 @@ class Pipeline:
         if pixel is not None:
             coverage = mask_to_patch_coverage(torch.from_numpy(pixel)[None].to(self.device),
                                               self.config.image.image_size, self.config.image.patch_size)
-        if attn is not None:
-            union = attn if coverage is None else torch.maximum(attn, coverage)     # (H, P)
+        if attn is None:
+            union = coverage                                                    # (1, P)
         else:
-            union = coverage
+            union = attn if coverage is None else torch.maximum(attn, coverage)  # (H, P)
         weights = rescale_patch_weights(union, self.calibration.attn_std, self.config.grounding.mask_rescale)
         return weights.detach(), pixel
 
