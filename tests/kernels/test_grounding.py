@@ -3,7 +3,7 @@ import copy
 
 import pytest
 import torch
-from kernel_checks import assert_verbose_allclose, reference_tolerance
+from .kernel_checks import assert_verbose_allclose, reference_tolerance
 
 from objaudio_rt.config import GroundingConfig
 from objaudio_rt.grounding import GroundingAttention

@@ -1,7 +1,7 @@
 """Fused guided sampler step (Triton, and the csrc/ CUDA twin) against samplers.reference_step."""
 import pytest
 import torch
-from kernel_checks import assert_verbose_allclose, reference_tolerance
+from .kernel_checks import assert_verbose_allclose, reference_tolerance
 
 from objaudio_rt.kernels import cuda_available, guided_step, guided_step_cuda, guided_step_into, upload_coefs
 from objaudio_rt.kernels._triton import INTERPRETED
