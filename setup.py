@@ -1,11 +1,34 @@
 """objaudio: object-aware image-to-audio generation (runtime, training, export, kernels)."""
+import os
+
 from setuptools import find_packages, setup
+
+
+def cuda_extension() -> dict:
+    """objaudio_rt._C from csrc/ where CUDA is available, or when OBJAUDIO_BUILD_CUDA=1 (needs torch
+    at build time: pip install --no-build-isolation -e .). Elsewhere the package is pure Python."""
+    forced = os.environ.get("OBJAUDIO_BUILD_CUDA") == "1"
+    try:
+        import torch
+        from torch.utils.cpp_extension import BuildExtension, CUDAExtension
+    except ImportError:
+        if forced:
+            raise RuntimeError("OBJAUDIO_BUILD_CUDA=1 needs torch installed first (and --no-build-isolation)")
+        return {}
+    if not (forced or torch.cuda.is_available()):
+        return {}
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+    ext = CUDAExtension("objaudio_rt._C", ["csrc/bindings.cpp", "csrc/objaudio_kernels.cu"],
+                        include_dirs=[os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")],
+                        extra_compile_args={"cxx": ["-O3"], "nvcc": ["-O3"]})
+    return {"ext_modules": [ext], "cmdclass": {"build_ext": BuildExtension}}
+
 
 setup(
     name="objaudio",
     version="0.1.0",
     description="Object-aware image-to-audio generation: an optimized inference engine",
-    packages=find_packages(include=["objaudio_rt", "objaudio_rt.*"]),
+    packages=find_packages(include=["objaudio_rt", "objaudio_rt.*", "export", "export.*"]),
     package_data={"objaudio_rt": ["assets/**/*"]},
     include_package_data=True,
     python_requires=">=3.10",
@@ -15,4 +38,5 @@ setup(
         "matplotlib", "tqdm",
     ],
     entry_points={"console_scripts": ["objaudio=objaudio_rt.cli:main"]},
+    **cuda_extension(),
 )

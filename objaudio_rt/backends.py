@@ -1,8 +1,9 @@
 """Backends run the networks; the pipeline above them is the same for all.
 
 `EagerBackend` is the plain PyTorch reference every other backend is held to. A backend
-provides: image_tokens, text_embeds, unet_eps, decode and vocode; the denoising loop
-(`denoise`) is shared and only overridden where a backend fuses or graphs it.
+provides: image_tokens, text_embeds, text_attention, grounding_condition, unet_eps, decode and
+vocode; the denoising loop (`denoise`) is shared and only overridden where a backend fuses or
+graphs it. The grounding module is small and always runs in float32.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ class EagerBackend:
 
     def __init__(self, model: ObjaudioModel, device: torch.device, dtype: torch.dtype = torch.float32):
         self.model = model.to(device=device, dtype=dtype).eval()
+        self.model.grounding.float()
         self.device, self.dtype = device, dtype
 
     @torch.no_grad()
@@ -28,6 +30,17 @@ class EagerBackend:
     @torch.no_grad()
     def text_embeds(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.model.text_encoder(input_ids.to(self.device), attention_mask.to(self.device)).float()
+
+    @torch.no_grad()
+    def text_attention(self, query: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """query: (N, Lq) text embeddings; tokens: (1, P, L). Returns the learned attention (N, H, P)."""
+        return self.model.grounding.attention(query.float(), tokens.float().expand(query.shape[0], -1, -1))
+
+    @torch.no_grad()
+    def grounding_condition(self, weights: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """weights: (B, P) or (B, H, P) replacing the attention; tokens: (1, P, L). Returns c (B, cond_dim)."""
+        tokens = tokens.float().expand(weights.shape[0], -1, -1)
+        return self.model.grounding.condition_from_weights(weights.float(), tokens)
 
     @torch.no_grad()
     def unet_eps(self, x2: torch.Tensor, t: torch.Tensor, cond2: torch.Tensor) -> torch.Tensor:

@@ -150,7 +150,7 @@ def cmd_demo(args) -> None:
     masks = sorted(DEMO.glob("mask_*.png"))
     check(len(masks) > 0, f"no demo masks in {DEMO}")
     meta = json.loads((DEMO / "scene.json").read_text()) if (DEMO / "scene.json").is_file() else {}
-    sounding = set(meta.get("sounding_classes", []))
+    sounding = {c for c, on in zip(meta.get("classes", []), meta.get("sounding", [])) if on}
     names = [m.stem.removeprefix("mask_") for m in masks]
     selections = [(f"object: {n}", f"{n}.wav", Mask(m)) for n, m in zip(names, masks)]
     union_items = [(n, m) for n, m in zip(names, masks) if not sounding or n in sounding][:2]

@@ -22,7 +22,7 @@ def _open_path(path: Path) -> np.ndarray:
         with Image.open(path) as im:
             w, h = im.size
             check(w * h <= MAX_PIXELS, f"image {path} is {w}x{h}: at most {MAX_PIXELS} pixels are accepted")
-            return np.asarray(im.convert("RGB"))
+            return np.array(im.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, ObjaudioError):
             raise

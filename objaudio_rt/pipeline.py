@@ -107,7 +107,6 @@ class Pipeline:
         (each scaled to a peak of 1) is rescaled like a mask.
         """
         parts = (selection or Whole()).parts()
-        h, w = scene.size_hw
         pixel = None
         texts = []
         for part in parts:
@@ -119,7 +118,7 @@ class Pipeline:
         attn = None
         if texts:
             q = self.backend.text_embeds(**self.model.text_encoder.tokenize(texts, self.device))   # (N, Lq)
-            attn = self.model.grounding.attention(q, scene.tokens.expand(len(texts), -1, -1))   # (N, H, P)
+            attn = self.backend.text_attention(q, scene.tokens)                                   # (N, H, P)
             attn = attn.amax(dim=0) if len(texts) > 1 else attn[0]
             if pixel is None and len(texts) == 1:
                 return attn.detach(), None
@@ -128,10 +127,10 @@ class Pipeline:
         if pixel is not None:
             coverage = mask_to_patch_coverage(torch.from_numpy(pixel)[None].to(self.device),
                                               self.config.image.image_size, self.config.image.patch_size)
-        if attn is not None:
-            union = attn if coverage is None else torch.maximum(attn, coverage)     # (H, P)
+        if attn is None:
+            union = coverage                                                    # (1, P)
         else:
-            union = coverage
+            union = attn if coverage is None else torch.maximum(attn, coverage)  # (H, P)
         weights = rescale_patch_weights(union, self.calibration.attn_std, self.config.grounding.mask_rescale)
         return weights.detach(), pixel
 
@@ -173,7 +172,7 @@ class Pipeline:
     @torch.no_grad()
     def condition(self, scene: Scene, weights: torch.Tensor) -> torch.Tensor:
         """c = MLP(weights V): (1, cond_dim)."""
-        return self.model.grounding.condition_from_weights(weights[None].float(), scene.tokens)
+        return self.backend.grounding_condition(weights[None], scene.tokens)
 
     # ---- 4-6. denoise -> decode -> vocode --------------------------------------------------
     def generate(self, scene: Scene, selection: Selection | None = None, **options) -> torch.Tensor:
@@ -228,8 +227,8 @@ class Pipeline:
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
+    check(str(device).split(":")[0] in ("cpu", "cuda"), f"unknown device {device!r}: use cpu or cuda")
     device = torch.device(device)
-    check(device.type in ("cpu", "cuda"), f"unknown device {device}: use cpu or cuda")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ObjaudioError("CUDA is not available on this machine: use --device cpu")
     return device
@@ -239,5 +238,16 @@ def make_backend(name: str, model: ObjaudioModel, device: torch.device):
     check(name in BACKENDS, f"unknown backend {name!r}: use one of {', '.join(BACKENDS)}")
     if name == "eager":
         return EagerBackend(model, device)
-    raise NotImplementedError(f"backend {name!r} is not built yet (see the README's status table); "
-                              "use --backend eager")
+    if name == "fast":
+        from .fast import FastBackend
+
+        return FastBackend(model, device)
+    if name == "onnxruntime":
+        from .backends_onnx import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(model, device)
+    if name == "tensorrt":
+        from .backends_trt import TensorRTBackend
+
+        return TensorRTBackend(model, device)
+    raise AssertionError(f"backend {name!r} is listed in BACKENDS but not dispatched")

@@ -23,7 +23,7 @@ def save_overview(path: str | os.PathLike, image: np.ndarray, items: list[tuple[
     fig, axes = plt.subplots(rows, 3, figsize=(11, 2.6 * rows), squeeze=False,
                              gridspec_kw={"width_ratios": [1, 1, 2.4]})
     for row, (label, gen) in zip(axes, items):
-        row[0].imshow(image)
+        row[0].imshow(image, interpolation="nearest")
         if gen.mask is not None:
             overlay = np.zeros((*gen.mask.shape, 4), np.float32)
             overlay[..., 0], overlay[..., 3] = 1.0, 0.45 * gen.mask
@@ -32,7 +32,8 @@ def save_overview(path: str | os.PathLike, image: np.ndarray, items: list[tuple[
         weights = gen.weights.float()
         weights = weights.mean(0) if weights.ndim == 2 else weights
         grid = int(round(weights.numel() ** 0.5))
-        row[1].imshow(weights.reshape(grid, grid).numpy(), cmap="magma")
+        row[1].imshow(weights.reshape(grid, grid).numpy(), cmap="magma", vmin=0.0,
+                      vmax=max(float(weights.max()), 1e-6))
         row[1].set_title("patch weights", fontsize=9)
         seconds = gen.wave.numel() / gen.sample_rate
         row[2].imshow(gen.mel.T.numpy(), origin="lower", aspect="auto", cmap="viridis",

@@ -1,5 +1,17 @@
+"""Shared fixtures. Where there is no GPU, Triton kernels run through Triton's CPU interpreter.
+
+`triton.jit` chooses interpreted mode when a kernel is defined, so TRITON_INTERPRET must be set
+before anything imports objaudio_rt.kernels (runtime and kernel tests alike); pytest loads this
+file first. On a GPU machine the kernels stay compiled and the CUDA cases run the real kernels.
+"""
+import os
+
 import numpy as np
 import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(scope="session")

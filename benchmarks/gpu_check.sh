@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# One-shot GPU check for a machine with no network (see benchmarks/README.md).
+#
+#   OBJAUDIO_GIT_COMMIT=<hash> bash benchmarks/gpu_check.sh        # from the repository root, .whl/ beside it
+#
+# Stages, each under `timeout` and logging to $OUT (default ./out), all inside a ~340 s deadline:
+#   1. install the travelling wheels (.whl/) into /tmp/site            -> build.log
+#   2. build csrc/ (OBJAUDIO_BUILD_CUDA=1 setup.py build_ext), if any  -> build.log
+#   3. GPU tests: tests/kernels (compiled Triton) and tests/runtime -k cuda  -> gpu_tests.log
+#   4. latency, audioldm-s, 200 DDIM steps, eager-fp32,eager-fp16,fast   -> bench_ddim.json/.log
+#   5. latency, audioldm-s, 25 DPM++ steps, same backends               -> bench_dpmpp.json/.log
+#   6. the compiled-UNet test, only if time is left                     -> gpu_tests.log
+#   7. summary.txt, printed last
+# A failing stage is logged and the next one runs: the script always writes what it has.
+set -u
+cd "$(dirname "$0")/.."
+OUT="${OUT:-$PWD/out}"
+mkdir -p "$OUT"
+DEADLINE=340                  # seconds; the lease allows one 6-minute run
+START=$SECONDS
+SUMMARY="$OUT/summary.txt"
+: > "$SUMMARY"
+note() { echo "[gpu_check +$((SECONDS - START))s] $*" | tee -a "$SUMMARY" >&2; }
+left() { echo $((DEADLINE - (SECONDS - START))); }
+cap() {  # cap <max seconds> <seconds to keep for later stages>: this stage's timeout, at least 20 s
+    local t=$(( $(left) - $2 )); (( t > $1 )) && t=$1; (( t < 20 )) && t=20; echo "$t"
+}
+stage() {  # stage <name> <timeout> <log> <command...>
+    local name=$1 t=$2 log=$3; shift 3
+    note "$name: start (timeout ${t}s)"
+    timeout --kill-after=10 "$t" "$@" >> "$log" 2>&1
+    local rc=$?
+    if (( rc == 124 || rc == 137 )); then note "$name: TIMED OUT after ${t}s (rc $rc)"; else note "$name: rc $rc"; fi
+    return 0
+}
+
+# ---- 1. wheels --------------------------------------------------------------------------------
+BUILD_LOG="$OUT/build.log"
+{ echo "== environment"; date -u; python3 --version; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv 2>&1
+  python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)" 2>&1
+} >> "$BUILD_LOG"
+if ls .whl/*.whl > /dev/null 2>&1; then
+    mkdir -p /tmp/site
+    PIP="python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site"
+    # Pure-Python wheels in one call; any wheel with a CPython tag alone, so a tag mismatch costs only that wheel.
+    stage "install pure wheels" "$(cap 60 280)" "$BUILD_LOG" $PIP $(ls .whl/*-py3-none-any.whl .whl/*-py2.py3-none-any.whl 2>/dev/null)
+    for w in $(ls .whl/*.whl | grep -v -e '-py3-none-any.whl$' -e '-py2.py3-none-any.whl$'); do
+        stage "install $(basename "$w")" 30 "$BUILD_LOG" $PIP "$w"
+    done
+else
+    note "no .whl/ folder: diffusers, open_clip_torch and segment-anything must already be installed"
+fi
+export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+python3 -c "import diffusers, open_clip, segment_anything; print('imports ok: diffusers', diffusers.__version__)" >> "$BUILD_LOG" 2>&1 \
+    && note "python imports ok" || note "IMPORT FAILURE (see build.log): later stages will fail"
+
+# ---- 2. csrc ----------------------------------------------------------------------------------
+if ls csrc/*.cu csrc/*.cpp > /dev/null 2>&1 && grep -q OBJAUDIO_BUILD_CUDA setup.py; then
+    echo "== build_ext" >> "$BUILD_LOG"
+    stage "build csrc" "$(cap 90 250)" "$BUILD_LOG" env OBJAUDIO_BUILD_CUDA=1 python3 setup.py build_ext --inplace
+else
+    note "build csrc: skipped (no csrc/*.cu|*.cpp, or setup.py has no OBJAUDIO_BUILD_CUDA switch in this tree)"
+    echo "== build_ext skipped: no CUDA C++ extension in this tree" >> "$BUILD_LOG"
+fi
+
+# ---- 3. GPU tests -----------------------------------------------------------------------------
+TEST_LOG="$OUT/gpu_tests.log"
+export OBJAUDIO_TEST_COMPILED_TRITON=1           # tests/kernels: compiled Triton, the CUDA cases run
+if [ -d tests/kernels ]; then
+    # csrc is built in stage 2; its compile-only tests are for CI machines
+    stage "tests/kernels" "$(cap 90 220)" "$TEST_LOG" python3 -m pytest -q -rs tests/kernels --ignore=tests/kernels/test_csrc_build.py
+fi
+stage "tests/runtime -k cuda" "$(cap 100 200)" "$TEST_LOG" \
+    python3 -m pytest -q -rs tests/runtime -k "cuda and not compiled"
+
+# ---- 4-5. latency -----------------------------------------------------------------------------
+BACKENDS=eager-fp32,eager-fp16,fast
+stage "bench ddim 200" "$(cap 150 60)" "$OUT/bench_ddim.log" \
+    python3 -m benchmarks.latency --preset audioldm-s --device cuda --steps 200 --sampler ddim \
+        --backends "$BACKENDS" --repeats 3 --sam --json "$OUT/bench_ddim.json"
+stage "bench dpmpp 25" "$(cap 90 0)" "$OUT/bench_dpmpp.log" \
+    python3 -m benchmarks.latency --preset audioldm-s --device cuda --steps 25 --sampler dpmpp \
+        --backends "$BACKENDS" --repeats 5 --json "$OUT/bench_dpmpp.json"
+
+# ---- 6. optional: compiled UNet ---------------------------------------------------------------
+if (( $(left) > 60 )); then
+    stage "tests/runtime -k compiled" "$(cap 90 5)" "$TEST_LOG" python3 -m pytest -q -rs tests/runtime -k "cuda and compiled"
+else
+    note "compiled-UNet test skipped: $(left)s left"
+fi
+
+# ---- 7. summary -------------------------------------------------------------------------------
+{
+    echo "== tests"; grep -E "passed|failed|error|skipped" "$TEST_LOG" | grep -E "^[=0-9 ]" | tail -4
+    python3 - "$OUT" <<'EOF'
+import json, sys
+from pathlib import Path
+
+for name in ("bench_ddim", "bench_dpmpp"):
+    path = Path(sys.argv[1]) / f"{name}.json"
+    if not path.is_file():
+        print(f"== {name}: no JSON (see {name}.log)")
+        continue
+    r = json.loads(path.read_text())
+    c, p, rows = r["config"], r["provenance"], r["results"]
+    print(f"== {name}: {c['preset']} RANDOM weights, {c['sampler']} x {c['steps']}, {c['duration']:g} s audio, "
+          f"{p['device']}, torch {p['torch']}, triton {p['triton']}, commit {p['git_commit'][:12]}")
+    base = rows[0]["stages"]
+    print(f"{'backend':<13}{'denoise ms':>11}{'ms/step':>9}{'TFLOP/s':>9}{'vae ms':>8}{'voc ms':>8}{'e2e ms':>9}"
+          f"{'RTF':>8}{'e2e x':>7}{'den x':>7}{'MiB':>7}")
+    for row in rows:
+        s = row["stages"]
+        mem = row["peak_memory_bytes"]
+        print(f"{row['backend']:<13}{s['denoise']['median_s']*1e3:>11.1f}{row['denoise_per_step_s']*1e3:>9.3f}"
+              f"{row['denoise_tflops']:>9.1f}{s['vae']['median_s']*1e3:>8.1f}{s['vocoder']['median_s']*1e3:>8.1f}"
+              f"{s['end_to_end']['median_s']*1e3:>9.1f}{row['rtf']:>8.4f}"
+              f"{base['end_to_end']['median_s']/s['end_to_end']['median_s']:>6.2f}x"
+              f"{base['denoise']['median_s']/s['denoise']['median_s']:>6.2f}x{(mem or 0)/2**20:>7.0f}")
+EOF
+} >> "$SUMMARY" 2>&1
+note "done in $((SECONDS - START))s; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"
+cat "$SUMMARY"

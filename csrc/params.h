@@ -1,0 +1,54 @@
+/* Parameter blocks for the objaudio CUDA kernels: plain pointers, strides and sizes (C99).
+ *
+ * Every pointer is device memory. Element strides are in elements, not bytes. The same blocks
+ * are filled by the torch bindings (bindings.cpp) and by a C/C++ host through objaudio.h.
+ */
+#ifndef OBJAUDIO_PARAMS_H
+#define OBJAUDIO_PARAMS_H
+
+#include <stdint.h>
+
+typedef enum ObjaudioDtype {
+  OBJAUDIO_FLOAT32 = 0,
+  OBJAUDIO_FLOAT16 = 1,
+  OBJAUDIO_BFLOAT16 = 2
+} ObjaudioDtype;
+
+/* One guided sampler step (objaudio_rt/samplers.py), per element i < n, in float32:
+ *   eps = eps_u + cfg (eps_c - eps_u);  x_next = cx x + ce eps + cp x0_prev;  x0 = dx x + de eps
+ * The row (cx, ce, cp, dx, de) = coefs[*step] is read on the device: a loop (or a CUDA graph of
+ * it) advances *step on the device and never syncs with the host. */
+typedef struct ObjaudioStepParams {
+  const float* coefs;       /* (S, 5) float32 coefficient table, rows contiguous */
+  const int64_t* step;      /* one int64: the table row of this step, 0 <= *step < S */
+  const void* x;            /* (n) dtype: current latent, contiguous */
+  const void* eps_pair;     /* (2n) dtype: noise predictions, unconditional half first */
+  const void* x0_prev;      /* (n) dtype: previous data prediction, or NULL (the cp term is skipped) */
+  void* x_next;             /* (n) dtype, written */
+  void* x0;                 /* (n) dtype, written */
+  int64_t n;                /* elements of one latent batch (B * C * H * W) */
+  float cfg;                /* guidance scale */
+  ObjaudioDtype dtype;      /* of x, eps_pair, x0_prev, x_next, x0 */
+} ObjaudioStepParams;
+
+/* Single-query grounding pool (objaudio_rt/grounding.py), per selection b < batch, X = tokens + pe:
+ *   a = softmax_p(X_p . k_vec[b])  (or a = weights_in[b]);  pooled[b] = a X;  weights_out[b] = a */
+typedef struct ObjaudioGroundingParams {
+  const void* tokens;            /* (batch or 1, patches, dim) dtype, unit stride along dim */
+  int64_t tokens_batch_stride;   /* 0: one image shared by every selection */
+  int64_t tokens_row_stride;     /* between patches */
+  const void* pe;                /* (patches, dim) dtype, unit stride along dim */
+  int64_t pe_row_stride;
+  const float* k_vec;            /* (batch, dim) float32 contiguous, pre-scaled by 1/sqrt(d_k); NULL for masks */
+  const float* weights_in;       /* (batch, patches) float32 contiguous; NULL for the softmax path */
+  float* weights_out;            /* (batch, patches) float32, written */
+  float* pooled;                 /* (batch, dim) float32, written */
+  int32_t batch;
+  int32_t patches;               /* at most OBJAUDIO_MAX_PATCHES */
+  int32_t dim;
+  ObjaudioDtype dtype;           /* of tokens and pe */
+} ObjaudioGroundingParams;
+
+#define OBJAUDIO_MAX_PATCHES 4096
+
+#endif /* OBJAUDIO_PARAMS_H */

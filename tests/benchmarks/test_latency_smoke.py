@@ -1,0 +1,32 @@
+"""CI smoke test of benchmarks/latency.py: the tiny preset on the CPU, 2 steps, one timed run.
+
+It checks that the script runs and writes the JSON a comparison tool reads; no timing is asserted.
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+STAGES = {"image_encoder", "grounding", "denoise", "vae", "vocoder", "end_to_end"}
+
+
+def test_latency_tiny_cpu_writes_report(tmp_path):
+    out = tmp_path / "bench.json"
+    run = subprocess.run([sys.executable, "-m", "benchmarks.latency", "--preset", "tiny", "--device", "cpu",
+                          "--backends", "eager-fp32,fast", "--steps", "2", "--sampler", "dpmpp",
+                          "--repeats", "1", "--warmup", "0", "--json", str(out)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "RANDOM weights" in run.stdout and "end_to_end" in run.stdout
+    report = json.loads(out.read_text())
+    assert {"timestamp", "git_commit", "device", "torch", "triton", "cuda"} <= set(report["provenance"])
+    config = report["config"]
+    assert (config["preset"], config["steps"], config["sampler"], config["weights"]) == ("tiny", 2, "dpmpp", "random")
+    assert [r["backend"] for r in report["results"]] == ["eager-fp32", "fast"]
+    for r in report["results"]:
+        assert set(r["stages"]) == STAGES
+        for stats in r["stages"].values():
+            assert stats["p20_s"] <= stats["median_s"] <= stats["p80_s"] and len(stats["times_s"]) == 1
+        assert {"denoise_per_step_s", "rtf", "peak_memory_bytes", "unet_dtype", "latent_shape"} <= set(r)
+        assert r["rtf"] > 0

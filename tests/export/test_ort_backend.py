@@ -1,0 +1,62 @@
+"""OnnxRuntimeBackend: the pipeline end to end against eager, the cache, foreign ONNX folders."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from objaudio_rt.backends import EagerBackend
+from objaudio_rt.backends_onnx import OnnxRuntimeBackend, model_fingerprint
+from objaudio_rt.config import ModelConfig
+from objaudio_rt.errors import ObjaudioError
+from objaudio_rt.model import ObjaudioModel
+from objaudio_rt.pipeline import Pipeline
+from objaudio_rt.samplers import SamplerPlan
+
+
+def test_pipeline_onnxruntime_matches_eager(tmp_path, monkeypatch):
+    """Within twice the error eager float32 makes against eager float64 (plus rounding noise)."""
+    monkeypatch.setenv("OBJAUDIO_CACHE", str(tmp_path))
+    image = (np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)
+    eager = Pipeline.from_pretrained("tiny")
+    ort = Pipeline.from_pretrained("tiny", backend="onnxruntime")       # exports into the cache
+    fp = model_fingerprint(eager.model)
+    assert ort.backend.onnx_dir == tmp_path / "onnx" / fp[:32]
+    runs = {}
+    for name, pipe in (("eager", eager), ("ort", ort)):
+        scene = pipe.encode_image(image)
+        runs[name] = pipe.generate_many(scene, [None], steps=4, seed=3, progress=False)[0]
+        runs[name + "_scene"] = scene
+    # float64 reference from the same condition and noise as the eager float32 run
+    ref = EagerBackend(copy.deepcopy(eager.model), torch.device("cpu"), torch.float64)
+    cond = eager.condition(runs["eager_scene"], runs["eager"].weights).double()
+    shape, _ = eager.latent_shape(eager.config.clip_seconds)
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(3))[None].double()
+    mel64 = ref.decode(ref.denoise(noise, cond, SamplerPlan.build("ddim", 4), 2.0, progress=False))
+    scale = mel64.abs().max()
+    torch_err = (runs["eager"].mel - mel64[0]).abs().max()
+    ort_err = (runs["ort"].mel - mel64[0]).abs().max()
+    assert ort_err <= 2 * torch_err + 1e-6 * scale, (ort_err, torch_err)
+    wave_scale = runs["eager"].wave.abs().max()
+    assert (runs["ort"].wave - runs["eager"].wave).abs().max() <= 1e-4 * wave_scale
+    Pipeline.from_pretrained("tiny", backend="onnxruntime")            # second time: reads the cache
+
+
+def test_explicit_dir_from_other_weights_is_refused(tiny_export):
+    other = ObjaudioModel.random(ModelConfig.from_name("tiny"), seed=5)
+    with pytest.raises(ObjaudioError, match="exported from other weights"):
+        OnnxRuntimeBackend(other, torch.device("cpu"), onnx_dir=tiny_export)
+
+
+def test_explicit_dir_without_export(tmp_path, tiny_model):
+    with pytest.raises(ObjaudioError, match="not an ONNX export folder"):
+        OnnxRuntimeBackend(tiny_model, torch.device("cpu"), onnx_dir=tmp_path)
+
+
+def test_explicit_dir_runs_like_eager(tiny_export, tiny_model):
+    backend = OnnxRuntimeBackend(copy.deepcopy(tiny_model), torch.device("cpu"), onnx_dir=tiny_export)
+    eager = EagerBackend(copy.deepcopy(tiny_model), torch.device("cpu"))
+    z = torch.randn(2, 8, 12, 16) * 200          # |z| > 100: the NaN guard inside the graph clamps
+    assert torch.allclose(backend.decode(z), eager.decode(z), atol=1e-5)
+    ids = tiny_model.text_encoder.tokenize(["a dog barking", "a bell"])
+    assert torch.allclose(backend.text_embeds(**ids), eager.text_embeds(**ids), atol=1e-5)

@@ -1,0 +1,47 @@
+"""csrc/ compiles here (nvcc 13, no GPU needed): the kernels for A100 and H100, the C header from C."""
+import os
+import shutil
+import subprocess
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CSRC = ROOT / "csrc"
+NVCC = shutil.which("nvcc")
+needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc not on PATH")
+
+
+def run(cmd):
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, f"{' '.join(map(str, cmd))}\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+
+
+@needs_nvcc
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_kernels_compile(arch, tmp_path):
+    run([NVCC, "-c", "-O3", f"-arch={arch}", "-I", CSRC, CSRC / "objaudio_kernels.cu", "-o", tmp_path / "k.o"])
+
+
+@needs_nvcc
+def test_c_header_is_plain_c(tmp_path):
+    """A C host (a game engine) includes objaudio.h with a C compiler, not nvcc."""
+    src = tmp_path / "host.c"
+    src.write_text('#include "objaudio.h"\nint main(void) { ObjaudioStepParams p = {0};\n'
+                   '  return objaudio_guided_step(&p, 0) == OBJAUDIO_ERR_NULL_POINTER ? 0 : 1; }\n')
+    run([NVCC, "-x", "c", "-c", "-I", CSRC, src, "-o", tmp_path / "host.o"])
+
+
+@needs_nvcc
+@pytest.mark.skipif(os.environ.get("OBJAUDIO_TEST_BINDINGS") != "1",
+                    reason="parsing torch's headers for bindings.cpp takes ~30 s of CPU (~50 s on a shared "
+                           "2-core machine), over this test's budget; set OBJAUDIO_TEST_BINDINGS=1 to run it")
+def test_bindings_compile(tmp_path):
+    import torch
+    from torch.utils.cpp_extension import include_paths
+    cuda_libs = Path(torch.__file__).parent.parent / "nvidia" / "cu13" / "include"   # cusparse.h etc. from wheels
+    incs = [a for p in include_paths() for a in ("-I", p)]
+    run([NVCC, "-x", "c++", "-std=c++20", "-c", "-DTORCH_EXTENSION_NAME=_C", "-I", CSRC, *incs,
+         "-Xcompiler", f"-idirafter{cuda_libs}", "-I", sysconfig.get_paths()["include"], CSRC / "bindings.cpp",
+         "-o", tmp_path / "bindings.o"])

@@ -1,0 +1,183 @@
+"""Fused guided sampler step (Triton, and the csrc/ CUDA twin) against samplers.reference_step."""
+import pytest
+import torch
+from .kernel_checks import assert_verbose_allclose, reference_tolerance
+
+from objaudio_rt.kernels import cuda_available, guided_step, guided_step_cuda, guided_step_into, upload_coefs
+from objaudio_rt.kernels._triton import INTERPRETED
+from objaudio_rt.samplers import SamplerPlan, reference_step
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+SHAPES = [(1, 8, 13, 4), (3, 8, 65, 16)]
+CFG = 2.0
+interpreted = pytest.mark.skipif(not INTERPRETED, reason="needs TRITON_INTERPRET=1 (set by tests/conftest.py where there is no GPU)")
+on_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+compiled_triton = pytest.mark.skipif(INTERPRETED, reason="TRITON_INTERPRET=1: the CUDA cases need compiled kernels")
+
+
+def fake_model(x: torch.Tensor, t: int) -> torch.Tensor:
+    """Deterministic non-linear stand-in for the UNet's (2B: uncond, cond) output (as tests/runtime)."""
+    eps_u = torch.tanh(0.7 * x + 0.001 * t)
+    eps_c = torch.sin(1.3 * x) * 0.9 + 0.0005 * t
+    return torch.cat([eps_u, eps_c])
+
+
+def step_inputs(shape, dtype, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x, x0_prev = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+    eps_pair = torch.randn((2 * shape[0], *shape[1:]), generator=g)
+    return [t.to(device=device, dtype=dtype) for t in (x, eps_pair, x0_prev)]
+
+
+def check_step(launch, shape, dtype, with_prev, device):
+    """launch(coefs_dev, step_dev, x, eps_pair, x0_prev) -> (x_next, x0), against the reference."""
+    plan = SamplerPlan.build("dpmpp", 10)
+    i = 4                                                   # a second-order step: cp != 0
+    x, eps_pair, x0_prev = step_inputs(shape, dtype, device)
+    x0_prev = x0_prev if with_prev else None
+    out = launch(upload_coefs(plan, device), torch.tensor(i, device=device), x, eps_pair, x0_prev)
+    wide = [t.double() if t is not None else None for t in (x, eps_pair, x0_prev)]
+    truth = reference_step(plan.coefs[i], wide[0], wide[1], CFG, wide[2])
+    low = reference_step(plan.coefs[i], x, eps_pair, CFG, x0_prev)
+    for name, got, t, lo in zip(("x_next", "x0"), out, truth, low):
+        assert got.dtype == dtype
+        assert_verbose_allclose(got, t, reference_tolerance(t, lo, dtype), f"{name} {shape} {dtype}")
+
+
+def launch_into_poisoned(coefs, step, x, eps_pair, x0_prev):
+    x_next, x0 = torch.full_like(x, float("nan")), torch.full_like(x, float("nan"))
+    guided_step_into(coefs, step, x, eps_pair, CFG, x0_prev, x_next, x0)
+    return x_next, x0
+
+
+@interpreted
+@pytest.mark.parametrize("with_prev", [True, False])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_triton_step_matches_reference(shape, dtype, with_prev):
+    check_step(launch_into_poisoned, shape, dtype, with_prev, "cpu")
+
+
+@interpreted
+def test_triton_step_mixed_dtypes():
+    """The UNet may hand back fp16 eps for an fp32 latent: inputs are read at their own width."""
+    plan = SamplerPlan.build("dpmpp", 10)
+    x, eps_pair, x0_prev = step_inputs((2, 8, 13, 4), torch.float32, "cpu")
+    eps_half = eps_pair.half()
+    got = guided_step(upload_coefs(plan, "cpu"), torch.tensor(3), x, eps_half, CFG, x0_prev)
+    ref = reference_step(plan.coefs[3], x, eps_half, CFG, x0_prev)
+    for name, g, r in zip(("x_next", "x0"), got, ref):
+        assert_verbose_allclose(g, r, 4 * torch.finfo(torch.float32).eps * r.abs().max().item(), name)
+
+
+@interpreted
+def test_step_index_is_read_on_the_device():
+    """Advancing the device step counter in place changes the row used, with no new arguments."""
+    plan = SamplerPlan.build("ddim", 20)
+    coefs, step = upload_coefs(plan, "cpu"), torch.zeros((), dtype=torch.int64)
+    x, eps_pair, x0_prev = step_inputs((1, 8, 13, 4), torch.float32, "cpu")
+    x_next, x0 = torch.empty_like(x), torch.empty_like(x)
+    for i in range(3):
+        guided_step_into(coefs, step, x, eps_pair, CFG, x0_prev, x_next, x0)
+        ref = reference_step(plan.coefs[i], x, eps_pair, CFG, x0_prev)
+        assert_verbose_allclose(x_next, ref[0], 1e-5, f"x_next at step {i}")
+        step.add_(1)
+
+
+def run_trajectory(step_fn, plan, x):
+    """The denoising loop as a runtime would write it: table and counter on the device."""
+    coefs, step = upload_coefs(plan, x.device), torch.zeros((), dtype=torch.int64, device=x.device)
+    x0 = None
+    for t in plan.timesteps.tolist():
+        x, x0 = step_fn(coefs, step, x, fake_model(x, t), CFG, x0)
+        step.add_(1)
+    return x
+
+
+def reference_loop_step(coefs, step, x, eps_pair, cfg, x0_prev):
+    return reference_step(coefs[int(step)].double(), x, eps_pair, cfg, x0_prev)
+
+
+def check_trajectory(step_fn, sampler, steps, device):
+    plan = SamplerPlan.build(sampler, steps)
+    x = torch.randn((2, 8, 13, 4), generator=torch.Generator().manual_seed(1)).to(device)
+    got = run_trajectory(step_fn, plan, x)
+    want = run_trajectory(reference_loop_step, plan, x)
+    rel = ((got - want).norm() / want.norm()).item()
+    # Both run fp32 arithmetic; only rounding order (FMA contraction) differs, compounded over the steps.
+    assert rel < 1e-5, f"{sampler} x {steps}: relative error {rel:.2e}"
+    assert_verbose_allclose(got, want, 1e-4 * want.abs().max().item(), f"final latent {sampler} x {steps}")
+
+
+@interpreted
+@pytest.mark.parametrize("sampler,steps", [("dpmpp", 25), ("ddim", 50)])
+def test_triton_trajectory_matches_reference(sampler, steps):
+    check_trajectory(guided_step, sampler, steps, "cpu")
+
+
+@interpreted
+def test_custom_op_traces():
+    """The fake lets torch.compile trace the op in one graph, and opcheck's checks pass."""
+    plan = SamplerPlan.build("dpmpp", 10)
+    x, eps_pair, x0_prev = step_inputs((1, 8, 13, 4), torch.float32, "cpu")
+    args = (upload_coefs(plan, "cpu"), torch.tensor(2), x, eps_pair, CFG, x0_prev)
+    torch.library.opcheck(guided_step, args, test_utils=("test_schema", "test_faketensor"))
+    compiled = torch.compile(lambda *a: guided_step(*a), backend="aot_eager", fullgraph=True)
+    for got, want in zip(compiled(*args), guided_step(*args)):
+        assert_verbose_allclose(got, want, 0.0, "compiled vs eager")
+
+
+@on_cuda
+@compiled_triton
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_triton_step_on_cuda(shape, dtype):
+    check_step(launch_into_poisoned, shape, dtype, True, "cuda")
+
+
+@on_cuda
+@pytest.mark.skipif(not cuda_available(), reason="objaudio_rt._C not built (OBJAUDIO_BUILD_CUDA=1 pip install "
+                    "--no-build-isolation -e .)")
+@pytest.mark.parametrize("with_prev", [True, False])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_cuda_cpp_step_matches_reference(shape, dtype, with_prev):
+    check_step(lambda c, s, x, e, p: guided_step_cuda(c, s, x, e, CFG, p), shape, dtype, with_prev, "cuda")
+
+
+@on_cuda
+@compiled_triton
+@pytest.mark.parametrize("sampler,steps", [("dpmpp", 25), ("ddim", 50)])
+def test_triton_trajectory_on_cuda(sampler, steps):
+    check_trajectory(guided_step, sampler, steps, "cuda")
+
+
+@on_cuda
+@compiled_triton
+def test_cuda_graph_replays_the_loop():
+    """The whole loop captured once and replayed: the step counter advances inside the graph."""
+    plan = SamplerPlan.build("dpmpp", 25)
+    coefs = upload_coefs(plan, "cuda")
+    step = torch.zeros((), dtype=torch.int64, device="cuda")
+    x_start = torch.randn((2, 8, 13, 4), generator=torch.Generator().manual_seed(2)).cuda()
+    x, x0 = x_start.clone(), torch.zeros_like(x_start)
+    ts = plan.timesteps.tolist()
+
+    def loop():
+        xs, x0s = x, x0
+        for j, t in enumerate(ts):
+            xs, x0s = guided_step(coefs, step, xs, fake_model(xs, t), CFG, x0s if j else None)
+            step.add_(1)
+        return xs
+
+    loop()                                                   # warm up (compiles the kernels)
+    step.zero_()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = loop()
+    step.zero_()
+    graph.replay()
+    torch.cuda.synchronize()
+    want = run_trajectory(reference_loop_step, plan, x_start)
+    assert_verbose_allclose(out, want, 1e-4 * want.abs().max().item(), "graph-replayed final latent")

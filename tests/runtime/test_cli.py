@@ -1,0 +1,126 @@
+"""`objaudio` end to end on the tiny preset, and every bad input as one line + exit code 2."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image
+
+from objaudio_rt.cli import main
+
+FAST = ["--checkpoint", "tiny", "--steps", "2", "--duration", "0.64"]
+
+
+@pytest.fixture
+def files(tmp_path, scene_image, square_mask, disc_mask):
+    Image.fromarray(scene_image).save(tmp_path / "scene.png")
+    Image.fromarray((square_mask * 255).astype(np.uint8)).save(tmp_path / "square.png")
+    Image.fromarray((disc_mask * 255).astype(np.uint8)).save(tmp_path / "disc.png")
+    return tmp_path
+
+
+def run(*args):
+    return main([str(a) for a in args])
+
+
+def test_generate_writes_wav_and_picture(files, capsys):
+    out = files / "gen.wav"
+    assert run("generate", "--image", files / "scene.png", "--mask", files / "square.png", "--out", out, *FAST) == 0
+    data, sr = sf.read(out)
+    assert sr == 16000 and data.shape == (int(0.64 * 16000),) and np.isfinite(data).all()
+    assert Image.open(files / "gen.png").size[0] > 300          # scene | weights | spectrogram
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_union_text_and_whole_scene(files):
+    for i, extra in enumerate([["--mask", files / "square.png", "--mask", files / "disc.png"],
+                               ["--text", "a dog barking"], []]):
+        out = files / f"o{i}.wav"
+        assert run("generate", "--image", files / "scene.png", *extra, "--out", out, "--no-png", *FAST) == 0
+        assert out.exists() and not out.with_suffix(".png").exists()
+
+
+def test_same_seed_same_file(files):
+    a, b = files / "a.wav", files / "b.wav"
+    for out in (a, b):
+        run("generate", "--image", files / "scene.png", "--out", out, "--no-png", "--seed", "5", *FAST)
+    assert np.array_equal(sf.read(a)[0], sf.read(b)[0])
+
+
+def test_never_overwrites_without_force(files, capsys):
+    out = files / "x.wav"
+    out.write_bytes(b"precious")
+    assert run("generate", "--image", files / "scene.png", "--out", out, "--no-png", *FAST) == 2
+    assert out.read_bytes() == b"precious"
+    assert "already exists" in capsys.readouterr().err
+    assert run("generate", "--image", files / "scene.png", "--out", out, "--no-png", "--force", *FAST) == 0
+    assert out.read_bytes() != b"precious"
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--image", "{d}/missing.png"], "not found"),
+    (["--image", "{d}/garbage.png"], "not a readable image"),
+    (["--image", "{d}/tiny.png"], "at least 32"),
+    (["--mask", "{d}/small_mask.png"], "same size"),
+    (["--mask", "{d}/empty_mask.png"], "empty"),
+    (["--point", "10,10", "--sam-checkpoint", "{d}/sam_vit_b.pth"], "SAM checkpoint not found"),
+    (["--point", "10,10"], "sam-checkpoint"),
+    (["--box", "1,2,3"], "4 comma-separated"),
+    (["--point", "abc"], "comma-separated numbers"),
+    (["--point", "500,10", "--sam-checkpoint", "{d}/sam_vit_b.pth"], "outside"),
+    (["--duration", "0"], "duration"),
+    (["--duration", "-2"], "duration"),
+    (["--duration", "1000"], "duration"),
+    (["--steps", "0"], "steps"),
+    (["--cfg", "nan"], "cfg"),
+    (["--checkpoint", "audioldm-xxl"], "not found"),
+    (["--checkpoint", "{d}"], "missing config.json"),
+    (["--out", "{d}/nodir/x.wav"], "does not exist"),
+    (["--out", "{d}/x.mp3"], "must end in .wav"),
+    (["--device", "tpu"], "unknown device"),
+    (["--backend", "magic"], "unknown backend"),
+])
+def test_bad_input_is_one_clear_line(files, capsys, args, match):
+    (files / "garbage.png").write_bytes(b"this is not a png")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(files / "tiny.png")
+    Image.fromarray(np.full((5, 5), 255, np.uint8)).save(files / "small_mask.png")
+    Image.fromarray(np.zeros((80, 96), np.uint8)).save(files / "empty_mask.png")
+    args = [a.format(d=files) for a in args]
+    base = {"--image": str(files / "scene.png"), "--out": str(files / "bad.wav")}
+    for k in list(base):
+        if k in args:
+            del base[k]
+    argv = ["generate", *sum(([k, v] for k, v in base.items()), []), "--no-png"]
+    argv += [a for a in FAST if a not in ("--checkpoint", "tiny")] if "--checkpoint" in args else FAST
+    # later flags win in argparse, so the bad value must come last
+    argv += args
+    assert run(*argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("objaudio: error:") and match in err[0], err
+    assert not (files / "bad.wav").exists()
+
+
+def test_cli_process_has_no_traceback(files):
+    proc = subprocess.run([sys.executable, "-m", "objaudio_rt", "generate", "--image", str(files / "nope.png"),
+                           "--out", str(files / "o.wav")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "image file not found" in proc.stderr
+
+
+def test_info_on_saved_checkpoint(tmp_path, tiny_pipe, capsys):
+    ck = tiny_pipe.save_pretrained(tmp_path / "ck")
+    assert run("info", "--checkpoint", ck) == 0
+    out = capsys.readouterr().out
+    assert "preset       tiny" in out and "unet.safetensors" in out and "attn_std" in out
+    assert run("info", "--checkpoint", tmp_path / "none") == 2
+
+
+def test_demo(tmp_path, capsys):
+    from objaudio_rt.cli import DEMO
+
+    if not (DEMO / "scene.png").exists():
+        pytest.skip("the bundled demo scene is not in this checkout yet")
+    assert run("demo", "--out", tmp_path / "demo", *FAST) == 0
+    names = {p.name for p in (tmp_path / "demo").iterdir()}
+    assert "scene.wav" in names and "overview.png" in names and len(names) >= 4
