@@ -94,7 +94,7 @@ class Pipeline:
     def encode_image(self, image) -> Scene:
         """A path, PIL image or (H, W, 3) array -> Scene with CLIP patch tokens cached."""
         arr = load_image(image)
-        pixels = self.model.image_encoder.preprocess(torch.from_numpy(arr)[None])
+        pixels = self.model.image_encoder.preprocess(torch.from_numpy(arr)[None].to(self.device))
         return Scene(arr, self.backend.image_tokens(pixels))
 
     # ---- 2. selection -> patch weights -------------------------------------------------
