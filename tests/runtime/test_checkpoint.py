@@ -115,3 +115,20 @@ def test_save_refuses_to_overwrite_and_leaves_nothing_behind(saved, tiny_pipe, t
     finally:
         ck.save_file = original
     assert list(tmp_path.iterdir()) == []
+
+
+def test_embedded_default_model_loads_and_generates():
+    """The shipped checkpoint passes its own sha256 manifest and makes a finite clip."""
+    from objaudio_rt.checkpoint import default_checkpoint
+
+    path = default_checkpoint()
+    if path == "tiny":
+        pytest.skip("no embedded checkpoint in this checkout")
+    info = describe(path)
+    assert info["preset"] == "tiny-synth" and info["calibration"]["num_samples"] > 0
+    pipe = Pipeline.from_pretrained()
+    assert pipe.source == path
+    from objaudio_rt.cli import DEMO
+
+    wave = pipe.generate(pipe.encode_image(DEMO / "scene.png"), None, steps=2, duration=0.5, progress=False)
+    assert wave.shape == (8000,) and torch.isfinite(wave).all() and wave.abs().max() > 0
