@@ -35,6 +35,17 @@ if HAS_TRITON:
     import triton.language as tl
 
     @triton.jit
+    def _x_tile(tok, pe_ptr, p, p_in, l0, L: tl.constexpr, BLOCK_L: tl.constexpr):
+        """One (BLOCK_P, BLOCK_L) tile of X = tokens + PE in fp32, with its column indices and mask."""
+        l = l0 + tl.arange(0, BLOCK_L)
+        l_in = l < L
+        tile = p[:, None] * L + l[None, :]
+        m2 = p_in[:, None] & l_in[None, :]
+        x = tl.load(tok + tile, mask=m2, other=0.0).to(tl.float32) \
+            + tl.load(pe_ptr + tile, mask=m2, other=0.0).to(tl.float32)
+        return x, l, l_in
+
+    @triton.jit
     def _grounding_pool_kernel(tok_ptr, tok_bstride, pe_ptr, k_ptr, w_in_ptr, w_out_ptr, pooled_ptr, P,
                                L: tl.constexpr, HAS_QUERY: tl.constexpr, BLOCK_P: tl.constexpr,
                                BLOCK_L: tl.constexpr):
@@ -49,12 +60,7 @@ if HAS_TRITON:
         if HAS_QUERY:
             scores = tl.zeros([BLOCK_P], dtype=tl.float32)
             for l0 in range(0, L, BLOCK_L):
-                l = l0 + tl.arange(0, BLOCK_L)
-                l_in = l < L
-                tile = p[:, None] * L + l[None, :]
-                m2 = p_in[:, None] & l_in[None, :]
-                x = tl.load(tok + tile, mask=m2, other=0.0).to(tl.float32) \
-                    + tl.load(pe_ptr + tile, mask=m2, other=0.0).to(tl.float32)
+                x, l, l_in = _x_tile(tok, pe_ptr, p, p_in, l0, L, BLOCK_L)
                 k = tl.load(k_ptr + b * L + l, mask=l_in, other=0.0)
                 scores += tl.sum(x * k[None, :], axis=1)
             scores = tl.where(p_in, scores, float("-inf"))
@@ -65,12 +71,7 @@ if HAS_TRITON:
             a = tl.load(w_in_ptr + b * P + p, mask=p_in, other=0.0)
         tl.store(w_out_ptr + b * P + p, a, mask=p_in)
         for l0 in range(0, L, BLOCK_L):
-            l = l0 + tl.arange(0, BLOCK_L)
-            l_in = l < L
-            tile = p[:, None] * L + l[None, :]
-            m2 = p_in[:, None] & l_in[None, :]
-            x = tl.load(tok + tile, mask=m2, other=0.0).to(tl.float32) \
-                + tl.load(pe_ptr + tile, mask=m2, other=0.0).to(tl.float32)
+            x, l, l_in = _x_tile(tok, pe_ptr, p, p_in, l0, L, BLOCK_L)
             tl.store(pooled_ptr + b * L + l, tl.sum(a[:, None] * x, axis=0), mask=l_in)
 
 
