@@ -186,7 +186,6 @@ def model_contracts(model: ObjaudioModel) -> dict[str, Contract]:
     c, w = cfg.vae.latent_channels, cfg.mel.n_mels // cfg.vae.downsample_factor
     f_vae = cfg.vae.downsample_factor
     h = (1, latent_frames(model, cfg.clip_seconds), latent_frames(model, cfg.max_seconds))
-    hop = cfg.mel.hop_length
     p, l, lq, heads = cfg.image.num_patches, cfg.image.embed_dim, cfg.text.projection_dim, cfg.grounding.num_heads
     s, n = cfg.image.image_size, cfg.text.max_length
     batch = (1, 1, MAX_BATCH)

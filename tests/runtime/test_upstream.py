@@ -1,7 +1,6 @@
 """Upstream loaders, tested by writing random-weight models in the exact upstream formats."""
 import json
 
-import numpy as np
 import pytest
 import torch
 
