@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
+from .errors import check
 from .model import ObjaudioModel
 from .samplers import SamplerPlan, reference_step
 
@@ -59,6 +60,43 @@ class EagerBackend:
         for i in tqdm(range(plan.steps), desc=f"denoise ({plan.sampler})", disable=not progress, leave=False):
             eps2 = self.unet_eps(torch.cat([x, x]), timesteps[i], cond2)
             x, x0 = reference_step(plan.coefs[i], x, eps2, cfg, x0)
+        return x
+
+    @torch.no_grad()
+    def denoise_composed(self, x: torch.Tensor, conds: torch.Tensor, owner: torch.Tensor, weights: torch.Tensor,
+                         plan: SamplerPlan, cfg: float, progress: bool = True) -> torch.Tensor:
+        """Items conditioned on several parts each (a composed union; composable guidance).
+
+        x: (B, C, H, W) noise; conds: (R, cond_dim), one row per part; owner: (R,) int64, the item
+        each row belongs to (every item has at least one); weights: (R,) >= 0, summing to 1 per
+        item. Per step the UNet runs on the B unconditional rows and the R part rows, and
+
+            eps_c(b) = sum over rows r of item b of w_r eps(x_b, c_r),   eps = eps_u + cfg * (eps_c - eps_u)
+
+        i.e. an item's guidance direction is the weighted mean of its parts' directions. With one
+        row per item and weight 1 this is `denoise` exactly. Every backend runs this host loop
+        through its own `unet_eps` (the graphed loops cover one condition per item only).
+        """
+        b = x.shape[0]
+        check(conds.ndim == 2 and owner.shape == weights.shape == conds.shape[:1],
+              f"conds must be (R, cond_dim) with owner and weights (R,), got {tuple(conds.shape)}, "
+              f"{tuple(owner.shape)} and {tuple(weights.shape)}")
+        owner = owner.to(torch.int64).cpu()
+        check(bool(((owner >= 0) & (owner < b)).all()) and torch.unique(owner).numel() == b,
+              f"owner must name each of the {b} items at least once")
+        total = torch.zeros(b, dtype=torch.float64).index_add_(0, owner, weights.double().cpu())
+        check(bool((weights >= 0).all()) and bool(torch.allclose(total, torch.ones(b, dtype=torch.float64), atol=1e-5)),
+              "composition weights must be non-negative and sum to 1 per item")
+        owner = owner.to(self.device)
+        cond_rows = torch.cat([self.model.null_condition.to(conds.dtype).expand(b, -1), conds])      # (B + R, cond)
+        w = weights.to(self.device, torch.float32).view(-1, *([1] * (x.ndim - 1)))
+        timesteps = plan.timesteps.to(self.device)
+        x0 = None
+        for i in tqdm(range(plan.steps), desc=f"denoise ({plan.sampler}, composed)", disable=not progress,
+                      leave=False):
+            eps = self.unet_eps(torch.cat([x, x.index_select(0, owner)]), timesteps[i], cond_rows).float()
+            eps_c = torch.zeros_like(eps[:b]).index_add_(0, owner, eps[b:] * w)
+            x, x0 = reference_step(plan.coefs[i], x, torch.cat([eps[:b], eps_c]), cfg, x0)
         return x
 
     @torch.no_grad()

@@ -30,7 +30,10 @@ def _add_generation_flags(p: argparse.ArgumentParser) -> None:
                    help="checkpoint folder or preset name (default: the embedded default model)")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
     p.add_argument("--sampler", choices=("ddim", "dpmpp"), default=None)
-    p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default 2.0)")
+    p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
+    p.add_argument("--union", choices=("compose", "mask"), default="compose",
+                   help="several selections: compose = one condition per object, guidance averaged (default); "
+                        "mask = the paper's single union mask")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--duration", type=float, default=None, help="seconds (default: the model's clip length)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -107,7 +110,8 @@ def _pipeline(args):
 
 
 def _options(args) -> dict:
-    return dict(steps=args.steps, sampler=args.sampler, cfg=args.cfg, seed=args.seed, duration=args.duration)
+    return dict(steps=args.steps, sampler=args.sampler, cfg=args.cfg, seed=args.seed, duration=args.duration,
+                union=args.union)
 
 
 def cmd_generate(args) -> None:

@@ -23,6 +23,7 @@ from .samplers import SamplerPlan, check_cfg
 from .selection import Box, Mask, Points, Selection, Text, Whole
 
 BACKENDS = ("eager", "fast", "onnxruntime", "tensorrt")
+UNION_MODES = ("compose", "mask")
 
 
 @dataclass
@@ -42,6 +43,7 @@ class Generation:
     wave: torch.Tensor                 # (T,) float32, 16 kHz mono, on the CPU
     mel: torch.Tensor                  # (frames, n_mels) float32 log-mel that the vocoder heard
     weights: torch.Tensor              # (P,) or (H, P) patch weights that replaced the attention
+                                       # (a composed union: the elementwise max of its parts')
     mask: np.ndarray | None            # (H, W) pixel mask of the selection; None for text alone
     sample_rate: int
     seed: int
@@ -53,7 +55,9 @@ class Generation:
 class Pipeline:
     def __init__(self, model: ObjaudioModel, calibration: Calibration, device: str | torch.device = "cpu",
                  backend: str = "eager", sam_checkpoint: str | os.PathLike | None = None,
-                 source: str = "random"):
+                 source: str = "random", union: str = "compose"):
+        check(union in UNION_MODES, f"unknown union mode {union!r}: use one of {', '.join(UNION_MODES)}")
+        self.union = union
         self.config = model.config
         self.calibration = calibration
         self.device = _resolve_device(device)
@@ -67,7 +71,7 @@ class Pipeline:
     @classmethod
     def from_pretrained(cls, path_or_preset: str | os.PathLike | None = None, device: str = "cpu",
                         backend: str = "eager", sam_checkpoint: str | os.PathLike | None = None,
-                        seed: int = 0) -> "Pipeline":
+                        seed: int = 0, union: str = "compose") -> "Pipeline":
         """A checkpoint folder, or a preset name for random weights (`tiny`, `tiny-synth`, `audioldm-s`).
 
         None means the embedded default model (objaudio_rt/assets/tiny-synth when present).
@@ -81,9 +85,9 @@ class Pipeline:
             config = ModelConfig.from_name(path_or_preset)
             model = ObjaudioModel.random(config, seed)
             return cls(model, Calibration.uncalibrated(config.image.num_patches), device, backend,
-                       sam_checkpoint, source=f"random:{path_or_preset}:seed{seed}")
+                       sam_checkpoint, source=f"random:{path_or_preset}:seed{seed}", union=union)
         model, calibration = load_checkpoint(path_or_preset)
-        return cls(model, calibration, device, backend, sam_checkpoint, source=str(path_or_preset))
+        return cls(model, calibration, device, backend, sam_checkpoint, source=str(path_or_preset), union=union)
 
     def save_pretrained(self, folder: str | os.PathLike, force: bool = False) -> Path:
         from .checkpoint import save_checkpoint
@@ -181,12 +185,20 @@ class Pipeline:
 
     def generate_many(self, scene: Scene, selections: list[Selection | None], steps: int | None = None,
                       sampler: str | None = None, cfg: float | None = None, seed: int = 0,
-                      duration: float | None = None, progress: bool = True) -> list[Generation]:
+                      duration: float | None = None, progress: bool = True,
+                      union: str | None = None) -> list[Generation]:
         """One batched generation for several selections of one scene (e.g. clicking through objects).
 
         Each item's starting noise is drawn from its own generator seeded with `seed`, so an item's
         result does not depend on what else is in the batch.
+
+        `union` (default: the pipeline's, "compose") says how a union `A | B` is generated:
+        "compose" conditions on each part separately and averages their guidance directions
+        (`EagerBackend.denoise_composed`); "mask" is the paper's single union mask (the parts'
+        pixel masks unioned, one condition). A selection of one part is the same in both modes.
         """
+        union = self.union if union is None else union
+        check(union in UNION_MODES, f"unknown union mode {union!r}: use one of {', '.join(UNION_MODES)}")
         cfgs = self.config
         steps = cfgs.default_steps if steps is None else steps
         sampler = sampler or cfgs.default_sampler
@@ -199,18 +211,33 @@ class Pipeline:
         check(len(selections) > 0, "give at least one selection")
         plan = SamplerPlan.build(sampler, steps, cfgs.schedule)
 
-        resolved = [self.select(scene, s) for s in selections]
-        cond = torch.cat([self.condition(scene, w) for w, _ in resolved])            # (B, cond_dim)
+        groups = [self._resolve_parts(scene, s, union) for s in selections]        # per item: [(weights, pixel)]
+        conds = [torch.cat([self.condition(scene, w) for w, _ in g]) for g in groups]   # per item: (k, cond_dim)
         shape, n_samples = self.latent_shape(duration)
         noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(seed))
-                             for _ in resolved]).to(self.device)                      # (B, C, T/4, M/4)
-        z = self.backend.denoise(noise, cond, plan, cfg, progress=progress)
+                             for _ in groups]).to(self.device)                        # (B, C, T/4, M/4)
+        if all(len(c) == 1 for c in conds):
+            z = self.backend.denoise(noise, torch.cat(conds), plan, cfg, progress=progress)
+        else:                                  # a composed union: one row per part, guidance averaged
+            owner = torch.cat([torch.full((len(c),), i) for i, c in enumerate(conds)])
+            weights = torch.cat([torch.full((len(c),), 1.0 / len(c)) for c in conds])
+            z = self.backend.denoise_composed(noise, torch.cat(conds), owner, weights, plan, cfg, progress=progress)
         mel = self.backend.decode(z)                                                  # (B, T, n_mels)
         wave = self.backend.vocode(mel)[:, :n_samples].cpu()                          # (B, samples)
         check(bool(torch.isfinite(wave).all()), "generation produced NaN or inf samples: the checkpoint "
                                                  "may be damaged; try --backend eager or another checkpoint")
+        shown = [_combine_parts(g) for g in groups]
         return [Generation(wave[i], mel[i].cpu(), w.cpu(), m, cfgs.mel.sample_rate, seed, steps, sampler, cfg)
-                for i, (w, m) in enumerate(resolved)]
+                for i, (w, m) in enumerate(shown)]
+
+    def _resolve_parts(self, scene: Scene, selection: Selection | None,
+                       union: str) -> list[tuple[torch.Tensor, np.ndarray | None]]:
+        """The (weights, pixel mask) of each condition of one selection: one for a single part or
+        union="mask", one per part for a composed union."""
+        parts = (selection or Whole()).parts()
+        if union == "mask" or len(parts) == 1:
+            return [self.select(scene, selection)]
+        return [self.select(scene, part) for part in parts]
 
     def latent_shape(self, duration: float) -> tuple[tuple[int, int, int], int]:
         """AudioLDM's rule: frames = duration / hop-time, rounded up to the VAE factor.
@@ -224,6 +251,16 @@ class Pipeline:
             frames = int(math.ceil(frames / f)) * f
         frames = max(frames, f)
         return (c.vae.latent_channels, frames // f, c.mel.n_mels // f), int(duration * c.mel.sample_rate)
+
+
+def _combine_parts(parts: list[tuple[torch.Tensor, np.ndarray | None]]) -> tuple[torch.Tensor, np.ndarray | None]:
+    """What a Generation shows of a composed union: the parts' patch weights (elementwise max,
+    for display) and the union of their pixel masks."""
+    weights, pixel = parts[0]
+    for w, m in parts[1:]:
+        weights = torch.maximum(weights, w)
+        pixel = m if pixel is None else (pixel if m is None else np.maximum(pixel, m))
+    return weights, pixel
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:

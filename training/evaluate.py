@@ -7,7 +7,9 @@ Per test scene (seeds split_seeds("test", N, start=S)) the selections below are 
 one `Pipeline.generate_many` batch, and each result is classified (8 sigmoid outputs):
 
     object    mask on one sounding object of a scene with >= 2 of them; target: its class
-    union     mask on the first two sounding objects (union of masks); targets: both classes
+    union     masks on the first two sounding objects, `Mask(a) | Mask(b)`: the runtime's default
+              composed union (one condition per object, guidance averaged); targets: both classes
+    union_mask  the same two objects as the paper's single union mask `Mask(a | b)`
     silent    mask on a silent distractor (first one); target: nothing
     whole     the whole image (holistic); targets: all sounding classes
     text      the one-object caption ("a dog barking") of every sounding object, through the
@@ -18,6 +20,7 @@ Metrics (JSON):
     leakage           share of `object` selections in which another sounding class present in
                       the scene is detected (prob > 0.5)
     union_recall      share of `union` selections in which both classes are detected
+    union_recall_mask the same for `union_mask` selections (the paper's union mask)
     silent_accuracy   share of `silent` selections in which no class is detected
     text_vs_mask_gap  |mean target prob with text attention - mean target prob with the mask|
                       over paired text/mask selections of the same objects
@@ -55,7 +58,7 @@ DEFAULT_CLASSIFIER = Path(__file__).parent / "assets" / "classifier.safetensors"
 
 @dataclass
 class Item:
-    kind: str                      # object | union | silent | whole | text | pair_mask
+    kind: str                      # object | union | union_mask | silent | whole | text | pair_mask
     targets: list[str]             # sounding classes that should be heard
     others: list[str]              # other sounding classes present in the scene
     real: np.ndarray | None        # (T,) the real target audio; None for silent
@@ -84,9 +87,12 @@ def scene_selections(scene) -> tuple[list, list[Item]]:
             sels.append(Mask(scene.masks[i]))
             items.append(Item("object", [classes[i]], others, scene.stems[stem_of[i]]))
         a, b = sounding[:2]
+        both, rest = [classes[a], classes[b]], [classes[j] for j in sounding[2:]]
+        real = scene.stems[stem_of[a]] + scene.stems[stem_of[b]]
+        sels.append(Mask(scene.masks[a]) | Mask(scene.masks[b]))
+        items.append(Item("union", both, rest, real))
         sels.append(Mask(scene.masks[a] | scene.masks[b]))
-        items.append(Item("union", [classes[a], classes[b]], [classes[j] for j in sounding[2:]],
-                          scene.stems[stem_of[a]] + scene.stems[stem_of[b]]))
+        items.append(Item("union_mask", both, rest, real))
         mask_rows = {i: n for n, i in enumerate(sounding)}
     elif len(sounding) == 1:
         i = sounding[0]
@@ -136,8 +142,10 @@ def summarize(res: Results, scenes: int, steps: int, sampler: str, cfg: float) -
     obj = rows("object")
     object_accuracy = _mean([SOUNDING_CLASSES[int(probs[n].argmax())] == res.items[n].targets[0] for n in obj])
     leakage = _mean([any(probs[n, idx[c]] > 0.5 for c in res.items[n].others) for n in obj])
-    union = rows("union")
-    union_recall = _mean([all(probs[n, idx[c]] > 0.5 for c in res.items[n].targets) for n in union])
+    def recall(kind):
+        return _mean([all(probs[n, idx[c]] > 0.5 for c in res.items[n].targets) for n in rows(kind)])
+
+    union_recall, union_recall_mask = recall("union"), recall("union_mask")
     silent = rows("silent")
     silent_accuracy = _mean([not (probs[n] > 0.5).any() for n in silent])
     text_p = [probs[t, idx[res.items[t].targets[0]]] for t, _ in res.pairs]
@@ -155,13 +163,14 @@ def summarize(res: Results, scenes: int, steps: int, sampler: str, cfg: float) -
     text_acc, mask_acc = _mean(text_p), _mean(mask_p)
     return {
         "object_accuracy": object_accuracy, "leakage": leakage,
-        "union_recall": union_recall, "silent_accuracy": silent_accuracy,
+        "union_recall": union_recall, "union_recall_mask": union_recall_mask, "silent_accuracy": silent_accuracy,
         "text_vs_mask_gap": abs(text_acc - mask_acc) if text_p else None,
         "text_acc": text_acc, "mask_acc": mask_acc,
         "acc": acc, "fad": frechet_distance(gen_e, real_e) if len(target_rows) > 1 else None,
         "kl": float(kl), "is": inception,
         "scenes": scenes, "selections": len(res.items),
-        "counts": {k: int((kinds == k).sum()) for k in ("object", "union", "silent", "text", "whole", "pair_mask")},
+        "counts": {k: int((kinds == k).sum()) for k in ("object", "union", "union_mask", "silent", "text", "whole",
+                                                         "pair_mask")},
         "steps": steps, "sampler": sampler, "cfg": cfg,
     }
 

@@ -5,13 +5,14 @@ import numpy as np
 import pytest
 
 from objaudio_rt.config import ModelConfig
+from objaudio_rt.selection import Mask
 from objaudio_rt.model import Calibration, ObjaudioModel
 from objaudio_rt.checkpoint import save_checkpoint
 from training.classifier import SoundClassifier, save_classifier
 from training.evaluate import main, mu_law_decode, mu_law_encode, scene_selections
 from training.synthscenes import generate_scene, split_seeds
 
-KEYS = ("object_accuracy", "leakage", "union_recall", "silent_accuracy", "text_vs_mask_gap", "acc", "fad",
+KEYS = ("object_accuracy", "leakage", "union_recall", "union_recall_mask", "silent_accuracy", "text_vs_mask_gap", "acc", "fad",
         "kl", "is", "scenes", "steps", "sampler")
 
 
@@ -52,11 +53,15 @@ def test_evaluate_json_keys_and_ranges(files):
 def test_scene_selections_cover_objects_unions_silent_and_text():
     scene = next(generate_scene(s) for s in split_seeds("test", 50)
                  if sum(generate_scene(s).sounding) >= 2 and not all(generate_scene(s).sounding))
-    _, items = scene_selections(scene)
+    sels, items = scene_selections(scene)
     kinds = [it.kind for it in items]
     n = sum(scene.sounding)
     assert kinds.count("object") == n and kinds.count("text") == n
     assert kinds.count("union") == 1 and kinds.count("silent") == 1 and kinds.count("whole") == 1
+    composed, paper = sels[kinds.index("union")], sels[kinds.index("union_mask")]
+    assert len(composed.parts()) == 2 and isinstance(paper, Mask)        # Mask(a) | Mask(b) vs Mask(a | b)
+    np.testing.assert_array_equal(paper.mask, composed.parts()[0].mask | composed.parts()[1].mask)
+    assert items[kinds.index("union")].targets == items[kinds.index("union_mask")].targets
     for it in items:
         if it.kind == "text":
             assert items[it.pair].kind == "object" and items[it.pair].targets == it.targets
