@@ -63,6 +63,7 @@ class LdmConfig:
     attn_weight: float = 0.0
     mask_prob: float = 0.0
     grad_clip: float = 1.0
+    freeze_unet: bool = False         # train the grounding only (the paper's "frozen diffusion" ablation)
 
 
 @dataclass
@@ -101,15 +102,15 @@ class Denoiser(nn.Module):
     def forward(self, z0, text, tokens, cover, use_mask, drop, t, noise):
         """z0: (B, C, h, w); text: (B, Lq); tokens: (B, P, L); cover: (B, P) or None;
         use_mask, drop: (B,) bool; t: (B,) int64; noise like z0. Returns (mse, attn_loss, attn_std)."""
-        a = self.grounding.attention(text, tokens)[:, 0]                             # (B, P)
+        a = self.grounding.attention(text, tokens)                                   # (B, H, P)
         std = a.detach().std(dim=-1, unbiased=False).mean()
         weights = a
         if cover is not None and bool(use_mask.any()):
             has = cover.sum(-1) > 0
             sub = use_mask & has
             safe = torch.where(has[:, None], cover, torch.ones_like(cover))
-            masked = rescale_patch_weights(safe, float(self.attn_std), "moments")     # (B, P)
-            weights = torch.where(sub[:, None], masked, a)
+            masked = rescale_patch_weights(safe, float(self.attn_std), "moments")     # (B, P), every head
+            weights = torch.where(sub[:, None, None], masked[:, None, :], a)
         c = self.grounding.condition_from_weights(weights, tokens)                   # (B, cond)
         c = torch.where(drop[:, None], self.null.expand_as(c), c)
         acp = self.acp[t].view(-1, 1, 1, 1)
@@ -122,8 +123,8 @@ class Denoiser(nn.Module):
             text_rows = (~use_mask) & (peak[:, 0] > 0)
             if bool(text_rows.any()):
                 w = cover / peak.clamp_min(1e-6)
-                mass = (a * w).sum(-1).clamp_min(1e-6)
-                attn_loss = -(mass.log() * text_rows).sum() / text_rows.sum()
+                mass = (a * w[:, None, :]).sum(-1).clamp_min(1e-6)                   # (B, H)
+                attn_loss = -(mass.log().mean(-1) * text_rows).sum() / text_rows.sum()
         return mse, attn_loss, std
 
 
@@ -143,8 +144,9 @@ def train_ldm(model: ObjaudioModel, data: LatentSet, budget: StageBudget, cfg: L
     rank = dist.get_rank() if dist.is_initialized() else 0
     acp = torch.from_numpy(alphas_cumprod(model.config.schedule))
     den = Denoiser(model.unet, model.grounding, model.config.unet.cond_dim, acp, cfg).to(device).train()
+    den.unet.requires_grad_(not cfg.freeze_unet)
     ema = copy.deepcopy(den).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
-    opt = torch.optim.AdamW(den.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
+    opt = torch.optim.AdamW([p for p in den.parameters() if p.requires_grad], lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
                             weight_decay=cfg.weight_decay)
     start_step = 0
     if resume is not None and resume.is_file():

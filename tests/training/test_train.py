@@ -158,3 +158,27 @@ def test_init_from_rebuilds_a_component_whose_preset_sizes_changed(tmp_path):
     assert new.config.vocoder == ModelConfig.from_name("tiny").vocoder
     assert new.config.unet == config.unet
     assert new.config.default_cfg == ModelConfig.from_name("tiny").default_cfg
+
+
+def test_ablation_variants_train_a_fresh_grounding_and_report_a_table(synth_run, tmp_path):
+    from training.ablate import VARIANTS
+    from training.ablate import main as ablate
+
+    out = tmp_path / "ablate"
+    rc = ablate(["--init-from", str(synth_run / "model"), "--out", str(out), "--cache", str(synth_run / "cache"),
+                 "--max-steps", "2", "--batch", "4", "--eval-scenes", "1", "--steps", "2", "--threads", "2"])
+    assert rc == 0
+    rows = json.loads((out / "ablation.json").read_text())
+    assert list(rows) == list(VARIANTS)
+    init, _ = load_checkpoint(synth_run / "model")
+    for name, spec in VARIANTS.items():
+        model, _ = load_checkpoint(out / name / "model")
+        assert (model.config.grounding.attention, model.config.grounding.num_heads) == (spec["attention"],
+                                                                                        spec["num_heads"])
+        unet_same = all(torch.equal(a, b) for a, b in zip(model.unet.state_dict().values(),
+                                                          init.unet.state_dict().values()))
+        assert unet_same == spec["freeze_unet"], name                    # frozen: the UNet is untouched
+        assert json.loads((out / name / "train.json").read_text())["steps"] == 2
+        assert 0.0 <= rows[name]["acc"] <= 1.0 and rows[name]["scenes"] == 1
+    assert (out / "ablation.md").read_text().count("\n") == 2 + len(VARIANTS)
+    assert ablate(["--init-from", str(synth_run / "model"), "--out", str(out), "--variants", "paper,sparse"]) == 2
