@@ -198,14 +198,21 @@ def generate(pipe: Pipeline, seeds: list[int], steps: int, sampler: str, cfg: fl
     return waves, mels
 
 
+LAYOUT = 2       # clips files: 2 = per two-object scene a composed union and a union mask; 1 = a union mask only
+
+
 @torch.no_grad()
 def score(classifier, seeds: list[int], scene_waves: list[np.ndarray], seconds: float,
-          device: str | torch.device = "cpu") -> Results:
-    """Classify generated and real audio of every selection (the scenes are regenerated from seeds)."""
+          device: str | torch.device = "cpu", layout: int = LAYOUT) -> Results:
+    """Classify generated and real audio of every selection (the scenes are regenerated from seeds).
+
+    layout 1: clips saved before composed unions existed; their one union clip is the union mask."""
     res = Results()
     classifier = classifier.to(device).eval()
     for seed, gen in zip(seeds, scene_waves):
         _, items = scene_selections(generate_scene(seed, seconds=seconds))
+        if layout == 1:
+            items = [it for it in items if it.kind != "union"]
         if not items:
             continue
         if len(items) != len(gen):
@@ -305,12 +312,12 @@ def main(argv=None) -> int:
             t = time.time()
             scene_waves, scene_mels = generate(pipe, seeds, steps, sampler, cfg)
             seconds = pipe.config.clip_seconds
-            meta = {"steps": steps, "sampler": sampler, "cfg": cfg, "clip_seconds": seconds,
+            meta = {"layout": LAYOUT, "steps": steps, "sampler": sampler, "cfg": cfg, "clip_seconds": seconds,
                     "generate_seconds": round(time.time() - t, 1), "device": str(pipe.device),
                     "checkpoint": str(args.checkpoint)}
             if args.save_audio is not None:
                 save_audio(args.save_audio, seeds, scene_waves, scene_mels, meta)
-        res = score(classifier, seeds, scene_waves, seconds)
+        res = score(classifier, seeds, scene_waves, seconds, layout=meta.get("layout", 1))
     except ObjaudioError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -71,3 +71,29 @@ def test_mu_law_round_trip():
     x = np.linspace(-1, 1, 1001, dtype=np.float32)
     assert np.abs(mu_law_decode(mu_law_encode(x)) - x).max() < 0.05      # 8 bits: coarse near full scale
     assert np.abs(mu_law_decode(mu_law_encode(np.zeros(4, np.float32)))).max() < 1e-3
+
+
+def test_rescoring_clips_saved_before_composed_unions(files, tmp_path):
+    """Layout 1 files (no "layout" in their meta) hold one union clip per scene: the union mask."""
+    from training.evaluate import load_audio, save_audio
+
+    clips = files / "clips.npz"
+    if not clips.is_file():
+        test_evaluate_json_keys_and_ranges(files)
+    seeds, waves, meta = load_audio(clips)
+    mels = np.load(clips)["mels"]
+    bounds = np.cumsum([0] + [len(w) for w in waves])
+    old_waves, old_mels = [], []
+    for seed, w, a in zip(seeds, waves, bounds[:-1]):
+        keep = [n for n, it in enumerate(scene_selections(generate_scene(seed))[1]) if it.kind != "union"]
+        old_waves.append(w[keep])
+        old_mels.append(mels[a:a + len(w)][keep])
+    legacy = tmp_path / "legacy.npz"
+    save_audio(legacy, seeds, old_waves, old_mels, {k: v for k, v in meta.items() if k != "layout"})
+    out = tmp_path / "legacy.json"
+    assert main(["--checkpoint", "-", "--json", str(out), "--classifier", str(files / "classifier.safetensors"),
+                 "--rescore", str(legacy)]) == 0
+    result = json.loads(out.read_text())
+    assert result["union_recall"] is None and result["counts"]["union"] == 0
+    assert result["counts"]["union_mask"] == sum(1 for s in seeds
+                                                 if sum(generate_scene(s).sounding) >= 2)
