@@ -21,8 +21,10 @@ only through the mask). Kept for every variant alike: the attention loss (`attn_
 lets a from-scratch grounding become object-focused within minutes. The ablation (iii), an
 audio query, needs CLAP's audio tower at training time and is not run here.
 
-Writes DIR/<variant>/model (checkpoint), DIR/<variant>/eval.json, and DIR/ablation.json +
-DIR/ablation.md (the table). A variant whose eval.json exists is not run again (resume).
+Writes DIR/<variant>/model (checkpoint), DIR/<variant>/eval_<start>_<scenes>.json, and
+DIR/ablation.json + DIR/ablation.md (the table). Resume: a variant whose checkpoint exists is not
+trained again, and one already evaluated on the same test scenes is not evaluated again (so a
+rerun with more --eval-scenes only evaluates).
 """
 from __future__ import annotations
 
@@ -151,11 +153,13 @@ def main(argv=None) -> int:
         rows = {}
         for name in names:
             folder = args.out / name
-            done = folder / "eval.json"
-            if not done.is_file():
+            done = folder / f"eval_{args.eval_start}_{args.eval_scenes}.json"
+            ckpt = folder / "model"
+            if not (folder / "train.json").is_file() or not (ckpt / "manifest.json").is_file():
                 print(f"[ablate] {name}: training {args.minutes:g} min", file=sys.stderr)
                 ckpt = train_variant(name, args.init_from, data, folder, args.minutes, args.batch, args.lr,
                                      args.seed, device, args.max_steps)
+            if not done.is_file():
                 print(f"[ablate] {name}: evaluating on {len(seeds)} test scenes", file=sys.stderr)
                 result = evaluate_variant(ckpt, seeds, classifier, args.steps, args.cfg)
                 result["train"] = json.loads((folder / "train.json").read_text())

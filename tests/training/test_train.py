@@ -181,4 +181,10 @@ def test_ablation_variants_train_a_fresh_grounding_and_report_a_table(synth_run,
         assert json.loads((out / name / "train.json").read_text())["steps"] == 2
         assert 0.0 <= rows[name]["acc"] <= 1.0 and rows[name]["scenes"] == 1
     assert (out / "ablation.md").read_text().count("\n") == 2 + len(VARIANTS)
+    # a rerun on more test scenes evaluates again without training again
+    trained = (out / "frozen" / "model" / "grounding.safetensors").read_bytes()
+    assert ablate(["--init-from", str(synth_run / "model"), "--out", str(out), "--cache", str(synth_run / "cache"),
+                   "--variants", "frozen", "--eval-scenes", "2", "--steps", "2"]) == 0
+    assert (out / "frozen" / "model" / "grounding.safetensors").read_bytes() == trained
+    assert json.loads((out / "frozen" / "eval_100_2.json").read_text())["scenes"] == 2
     assert ablate(["--init-from", str(synth_run / "model"), "--out", str(out), "--variants", "paper,sparse"]) == 2
