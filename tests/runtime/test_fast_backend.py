@@ -72,6 +72,17 @@ def test_fast_on_cpu_equals_eager_bit_for_bit(tiny, sampler, steps):
     assert torch.equal(fast.vocode(mel), eager.vocode(mel))
 
 
+def test_fast_composed_on_cpu_equals_eager_bit_for_bit(tiny):
+    eager = EagerBackend(copy.deepcopy(tiny), torch.device("cpu"))
+    fast = FastBackend(copy.deepcopy(tiny), torch.device("cpu"))
+    plan = SamplerPlan.build("dpmpp", 4, tiny.config.schedule)
+    x, _ = inputs(tiny, 2, seed=13)
+    _, conds = inputs(tiny, 3, seed=14)
+    owner, weights = torch.tensor([0, 1, 1]), torch.tensor([1.0, 0.5, 0.5])
+    assert torch.equal(fast.denoise_composed(x, conds, owner, weights, plan, CFG, progress=False),
+                       eager.denoise_composed(x, conds, owner, weights, plan, CFG, progress=False))
+
+
 def test_fast_pipeline_on_cpu_equals_eager():
     waves = {}
     for name in ("eager", "fast"):
@@ -135,6 +146,21 @@ def test_cuda_graph_replay_equals_device_loop(tiny, sampler, steps):
         ref = plain.denoise(x, cond, plan, CFG, progress=False)
         assert_close(out, ref, 1e-5, f"graph replay vs device loop (seed {seed})")
     assert graphed.graphed_loops() == 1
+
+
+@needs_cuda
+@pytest.mark.usefixtures("no_tf32")
+def test_cuda_composed_union_fast_matches_eager(tiny):
+    """A composed union runs the host loop through the fast backend's own UNet (fp32 here)."""
+    fast = cuda_backends(tiny, unet_dtype=torch.float32)
+    eager = EagerBackend(copy.deepcopy(tiny), torch.device("cuda"))
+    plan = SamplerPlan.build("dpmpp", 5, tiny.config.schedule)
+    x, _ = inputs(tiny, 2, seed=37, device="cuda")
+    _, conds = inputs(tiny, 3, seed=38, device="cuda")
+    owner, weights = torch.tensor([0, 1, 1]), torch.tensor([1.0, 0.5, 0.5])
+    ref = eager.denoise_composed(x, conds, owner, weights, plan, CFG, progress=False)
+    out = fast.denoise_composed(x, conds, owner, weights, plan, CFG, progress=False)
+    assert_close(out, ref, 1e-5, "fast composed vs eager composed")
 
 
 @needs_cuda
