@@ -80,8 +80,8 @@ def train_variant(name: str, init: Path, data: LatentSet, out: Path, minutes: fl
     cfg = LdmConfig(lr=lr, warmup_steps=50, attn_weight=0.1, mask_prob=0.0, ema_decay=0.99,
                     freeze_unet=spec["freeze_unet"])
     out.mkdir(parents=True, exist_ok=True)
-    metrics = train_ldm(model, data, StageBudget(seconds=minutes * 60, max_steps=max_steps, batch_size=batch, lr=lr), cfg,
-                        out / "ldm.csv", device, seed)
+    budget = StageBudget(seconds=minutes * 60, max_steps=max_steps, batch_size=batch, lr=lr)
+    metrics = train_ldm(model, data, budget, cfg, out / "ldm.csv", device, seed)
     calibration = calibrate(model, data, device, num=2048)
     metrics.update(variant=name, calibration=calibration.to_dict(), minutes=minutes, **spec)
     (out / "train.json").write_text(json.dumps(metrics, indent=2))

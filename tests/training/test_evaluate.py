@@ -12,8 +12,8 @@ from training.classifier import SoundClassifier, save_classifier
 from training.evaluate import main, mu_law_decode, mu_law_encode, scene_selections
 from training.synthscenes import generate_scene, split_seeds
 
-KEYS = ("object_accuracy", "leakage", "union_recall", "union_recall_mask", "silent_accuracy", "text_vs_mask_gap", "acc", "fad",
-        "kl", "is", "scenes", "steps", "sampler")
+KEYS = ("object_accuracy", "leakage", "union_recall", "union_recall_mask", "silent_accuracy", "text_vs_mask_gap",
+        "acc", "fad", "kl", "is", "scenes", "steps", "sampler")
 
 
 @pytest.fixture(scope="module")
