@@ -41,6 +41,22 @@ def test_union_text_and_whole_scene(files):
         assert out.exists() and not out.with_suffix(".png").exists()
 
 
+def test_union_modes_on_the_command_line(files):
+    """--union mask with two --mask flags is the pixel union as one mask; the default composes."""
+    Image.fromarray(np.maximum(np.array(Image.open(files / "square.png")),
+                               np.array(Image.open(files / "disc.png")))).save(files / "both.png")
+    two = ["--mask", files / "square.png", "--mask", files / "disc.png"]
+    outs = {}
+    for name, extra in (("mask", [*two, "--union", "mask"]), ("one", ["--mask", files / "both.png"]),
+                        ("composed", two)):
+        outs[name] = files / f"{name}.wav"
+        assert run("generate", "--image", files / "scene.png", *extra, "--out", outs[name], "--no-png", *FAST) == 0
+    assert np.array_equal(sf.read(outs["mask"])[0], sf.read(outs["one"])[0])
+    with pytest.raises(SystemExit) as exc:                         # argparse's choices: usage + error, exit 2
+        run("generate", "--image", files / "scene.png", *two, "--union", "sum", "--out", files / "x.wav")
+    assert exc.value.code == 2
+
+
 def test_same_seed_same_file(files):
     a, b = files / "a.wav", files / "b.wav"
     for out in (a, b):
