@@ -268,9 +268,7 @@ def load_model(checkpoint: str | None, preset: str | None, random_init: bool, se
     if preset is not None:
         check(random_init, f"--preset {preset} has no trained weights: add --random-init, or give --checkpoint DIR")
         check(checkpoint is None, "give either --checkpoint or --preset, not both")
-        pipe = Pipeline.from_pretrained(preset, seed=seed)
-        check(pipe.source.startswith("random:"), f"--preset {preset}: a folder named {preset} exists here; "
-                                                 "run from another directory or use --checkpoint")
+        pipe = Pipeline.from_pretrained(f"random:{preset}", seed=seed)
         return pipe.model, pipe.source, None
     check(not random_init, "--random-init goes with --preset NAME")
     checkpoint = checkpoint or default_checkpoint()

@@ -86,8 +86,8 @@ def pil_to_rgb(im, where: str = "image") -> np.ndarray:
         if _has_alpha(im):
             rgba = im.convert("RGBA")
             white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
-        return np.asarray(im.convert("RGB"))
+            return np.array(Image.alpha_composite(white, rgba).convert("RGB"))
+        return np.array(im.convert("RGB"))
     except ValueError as exc:
         raise ObjaudioError(f"{where} is in {im.mode} mode, which cannot be converted to RGB ({exc}): "
                             "save it as RGB") from None

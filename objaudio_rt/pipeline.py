@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from .selection import Box, Mask, Points, Selection, Text, Whole
 
 BACKENDS = ("eager", "fast", "onnxruntime", "tensorrt")
 UNION_MODES = ("compose", "mask")
+RANDOM = "random:"                     # "random:tiny": random weights, only ever when asked for by name
+MAX_SEED = 2 ** 64 - 1                 # torch.Generator.manual_seed takes 64-bit seeds
 
 
 @dataclass
@@ -55,7 +58,7 @@ class Generation:
 class Pipeline:
     def __init__(self, model: ObjaudioModel, calibration: Calibration, device: str | torch.device = "cpu",
                  backend: str = "eager", sam_checkpoint: str | os.PathLike | None = None,
-                 source: str = "random", union: str = "compose"):
+                 source: str = "random", union: str = "compose", sam_type: str | None = None):
         check(union in UNION_MODES, f"unknown union mode {union!r}: use one of {', '.join(UNION_MODES)}")
         self.union = union
         self.config = model.config
@@ -65,29 +68,38 @@ class Pipeline:
         self.model = self.backend.model
         self.source = source
         self._sam_checkpoint = sam_checkpoint
+        self._sam_type = sam_type
         self._segmenter = None
+        self._sam_lock = threading.Lock()      # builds the segmenter and each scene's SAM embedding once
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path_or_preset: str | os.PathLike | None = None, device: str = "cpu",
                         backend: str = "eager", sam_checkpoint: str | os.PathLike | None = None,
-                        seed: int = 0, union: str = "compose") -> "Pipeline":
-        """A checkpoint folder, or a preset name for random weights (`tiny`, `tiny-synth`, `audioldm-s`).
+                        seed: int = 0, union: str = "compose", sam_type: str | None = None) -> "Pipeline":
+        """A checkpoint folder; the embedded model by its preset name (`tiny-synth`); or random weights,
+        only when asked for by name: `random:tiny`, `random:tiny-synth`, `random:audioldm-s` (from `seed`).
 
-        None means the embedded default model (objaudio_rt/assets/tiny-synth when present).
+        None means the embedded default model (objaudio_rt/assets/tiny-synth). `source` says which.
         """
-        from .checkpoint import default_checkpoint, load_checkpoint
+        from .checkpoint import default_checkpoint, embedded_checkpoint, load_checkpoint
         from .config import PRESETS, ModelConfig
 
         if path_or_preset is None:
             path_or_preset = default_checkpoint()
-        if isinstance(path_or_preset, str) and path_or_preset in PRESETS and not Path(path_or_preset).exists():
-            config = ModelConfig.from_name(path_or_preset)
+        options = dict(device=device, backend=backend, sam_checkpoint=sam_checkpoint, union=union, sam_type=sam_type)
+        name = path_or_preset if isinstance(path_or_preset, str) else None
+        if name is not None and name.startswith(RANDOM):
+            config = ModelConfig.from_name(name[len(RANDOM):])
             model = ObjaudioModel.random(config, seed)
-            return cls(model, Calibration.uncalibrated(config.image.num_patches), device, backend,
-                       sam_checkpoint, source=f"random:{path_or_preset}:seed{seed}", union=union)
+            return cls(model, Calibration.uncalibrated(config.image.num_patches),
+                       source=f"{name}:seed{seed} (random weights)", **options)
+        if name in PRESETS and not Path(name).exists():
+            path_or_preset = embedded_checkpoint(name)
+            check(path_or_preset is not None, f"preset {name!r} has no trained weights here: pass 'random:{name}' "
+                                              "for random weights, or a checkpoint folder")
         model, calibration = load_checkpoint(path_or_preset)
-        return cls(model, calibration, device, backend, sam_checkpoint, source=str(path_or_preset), union=union)
+        return cls(model, calibration, source=str(path_or_preset), **options)
 
     def save_pretrained(self, folder: str | os.PathLike, force: bool = False) -> Path:
         from .checkpoint import save_checkpoint
@@ -145,15 +157,12 @@ class Pipeline:
         if isinstance(part, Mask):
             return load_mask(part.mask, (h, w))
         if isinstance(part, Points):
+            part.check_inside((h, w))
             pts = np.array(part.coords, np.float32)
-            for x, y in pts:
-                check(0 <= x < w and 0 <= y < h, f"point ({x:g}, {y:g}) is outside the {w}x{h} image")
             labels = np.array(part.labels if part.labels is not None else [1] * len(pts), np.int64)
             mask = self._sam(scene).predict(scene.sam, points=pts, labels=labels)
         elif isinstance(part, Box):
-            x0, y0, x1, y1 = part.box
-            check(x0 >= 0 and y0 >= 0 and x1 <= w and y1 <= h,
-                  f"box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) is outside the {w}x{h} image")
+            part.check_inside((h, w))
             mask = self._sam(scene).predict(scene.sam, box=np.array(part.box, np.float32))
         else:
             raise ObjaudioError(f"unknown selection type {type(part).__name__}")
@@ -161,15 +170,16 @@ class Pipeline:
         return mask.astype(np.float32)
 
     def _sam(self, scene: Scene):
-        from .sam import SamSegmenter, load_sam
+        """The segmenter, and the scene's SAM embedding computed once; safe from several threads
+        (SamSegmenter serializes its own predictions)."""
+        from .sam import NEED_SAM, SamSegmenter, load_sam
 
-        if self._segmenter is None:
-            if self._sam_checkpoint is None:
-                raise ObjaudioError("points and boxes need Segment Anything: pass --sam-checkpoint "
-                                    "(e.g. sam_vit_b_01ec64.pth), or select with --mask or --text")
-            self._segmenter = SamSegmenter(load_sam(self._sam_checkpoint, device=str(self.device)))
-        if scene.sam is None:
-            scene.sam = self._segmenter.embed(scene.image)          # cached per image
+        with self._sam_lock:
+            if self._segmenter is None:
+                check(self._sam_checkpoint is not None, NEED_SAM)
+                self._segmenter = SamSegmenter(load_sam(self._sam_checkpoint, self._sam_type, device=str(self.device)))
+            if scene.sam is None:
+                scene.sam = self._segmenter.embed(scene.image)          # cached per image
         return self._segmenter
 
     # ---- 3. patch weights -> condition ---------------------------------------------------
@@ -205,9 +215,8 @@ class Pipeline:
         cfg = cfgs.default_cfg if cfg is None else float(cfg)
         duration = cfgs.clip_seconds if duration is None else float(duration)
         check_cfg(cfg)
-        check(isinstance(seed, int) and seed >= 0, f"seed must be a non-negative integer, got {seed!r}")
-        check(math.isfinite(duration) and 0 < duration <= cfgs.max_seconds,
-              f"duration must be in (0, {cfgs.max_seconds:g}] seconds for this model, got {duration}")
+        check_seed(seed)
+        check_duration(duration, cfgs)
         check(len(selections) > 0, "give at least one selection")
         plan = SamplerPlan.build(sampler, steps, cfgs.schedule)
 
@@ -251,6 +260,18 @@ class Pipeline:
             frames = int(math.ceil(frames / f)) * f
         frames = max(frames, f)
         return (c.vae.latent_channels, frames // f, c.mel.n_mels // f), int(duration * c.mel.sample_rate)
+
+
+def check_seed(seed) -> None:
+    check(isinstance(seed, int) and 0 <= seed <= MAX_SEED,
+          f"seed must be an integer in [0, 2**64 - 1] (what torch.Generator takes), got {seed!r}")
+
+
+def check_duration(duration: float, config) -> None:
+    """From one latent frame (VAE factor x hop: 0.04 s for every preset) to the model's max_seconds."""
+    shortest = config.vae.downsample_factor * config.mel.hop_length / config.mel.sample_rate
+    check(math.isfinite(duration) and shortest <= duration <= config.max_seconds,
+          f"duration must be in [{shortest:g}, {config.max_seconds:g}] seconds for this model, got {duration}")
 
 
 def _combine_parts(parts: list[tuple[torch.Tensor, np.ndarray | None]]) -> tuple[torch.Tensor, np.ndarray | None]:

@@ -26,6 +26,21 @@ from .config import ScheduleConfig
 from .errors import ObjaudioError, check
 
 SAMPLERS = ("ddim", "dpmpp")
+MAX_CFG = 100.0     # guidance scales in use are 1-10; far beyond, the guided update leaves fp16's range
+
+
+def max_steps(schedule: ScheduleConfig = ScheduleConfig()) -> int:
+    """The most steps both samplers can take on this schedule: num_train_timesteps - 1 (999).
+
+    DDIM's leading spacing with offset 1 would ask for t = 1000 at 1000 steps (diffusers' own
+    DDIMScheduler fails there too), and DPM-Solver++'s steps + 1 rounded linspace points over
+    [0, 999] repeat a timestep beyond 999 steps (a zero step size)."""
+    return schedule.num_train_timesteps - 1
+
+
+def check_steps(steps, schedule: ScheduleConfig = ScheduleConfig()) -> None:
+    check(isinstance(steps, int) and 0 < steps <= max_steps(schedule),
+          f"steps must be an integer in [1, {max_steps(schedule)}], got {steps!r}")
 
 
 def alphas_cumprod(schedule: ScheduleConfig) -> np.ndarray:
@@ -48,9 +63,7 @@ class SamplerPlan:
     @staticmethod
     def build(sampler: str, steps: int, schedule: ScheduleConfig = ScheduleConfig()) -> "SamplerPlan":
         check(sampler in SAMPLERS, f"unknown sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
-        check(isinstance(steps, int) and steps > 0, f"steps must be a positive integer, got {steps!r}")
-        check(steps <= schedule.num_train_timesteps,
-              f"steps must be at most {schedule.num_train_timesteps}, got {steps}")
+        check_steps(steps, schedule)
         acp = alphas_cumprod(schedule)
         if sampler == "ddim":
             return _ddim_plan(acp, steps, schedule.num_train_timesteps)
@@ -119,5 +132,5 @@ def reference_step(coefs: torch.Tensor, x: torch.Tensor, eps_pair: torch.Tensor,
 
 
 def check_cfg(cfg: float) -> None:
-    if not np.isfinite(cfg) or cfg < 1.0:
-        raise ObjaudioError(f"cfg (guidance scale) must be a finite number >= 1, got {cfg!r}")
+    if not np.isfinite(cfg) or not 1.0 <= cfg <= MAX_CFG:
+        raise ObjaudioError(f"cfg (guidance scale) must be a number in [1, {MAX_CFG:g}], got {cfg!r}")

@@ -19,8 +19,8 @@ def test_pipeline_onnxruntime_matches_eager(tmp_path, monkeypatch):
     """Within twice the error eager float32 makes against eager float64 (plus rounding noise)."""
     monkeypatch.setenv("OBJAUDIO_CACHE", str(tmp_path))
     image = (np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)
-    eager = Pipeline.from_pretrained("tiny")
-    ort = Pipeline.from_pretrained("tiny", backend="onnxruntime")       # exports into the cache
+    eager = Pipeline.from_pretrained("random:tiny")
+    ort = Pipeline.from_pretrained("random:tiny", backend="onnxruntime")       # exports into the cache
     fp = model_fingerprint(eager.model)
     assert ort.backend.onnx_dir == tmp_path / "onnx" / fp[:32]
     runs = {}
@@ -46,7 +46,7 @@ def test_pipeline_onnxruntime_matches_eager(tmp_path, monkeypatch):
     union = [pipe.generate_many(runs[name + "_scene"], [Mask(left) | Mask(right)], steps=3, seed=4,
                                 progress=False)[0].mel for name, pipe in (("eager", eager), ("ort", ort))]
     assert (union[1] - union[0]).abs().max() <= 1e-4 * union[0].abs().max()
-    Pipeline.from_pretrained("tiny", backend="onnxruntime")            # second time: reads the cache
+    Pipeline.from_pretrained("random:tiny", backend="onnxruntime")            # second time: reads the cache
 
 
 def test_explicit_dir_from_other_weights_is_refused(tiny_export):
