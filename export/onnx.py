@@ -34,6 +34,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -91,9 +92,11 @@ def _export_one(contract: Contract, out: Path, fp16: bool) -> list[str]:
         path = tmp / f"{contract.name}.onnx"
         args = contract.sample_inputs("opt", values=contract.trace_values)
         # not under no_grad: nn.MultiheadAttention (open_clip) then takes a fused path ONNX lacks
-        torch.onnx.export(contract.module.eval(), args, str(path), dynamo=False,
-                          input_names=contract.input_names, output_names=contract.output_names,
-                          dynamic_axes=contract.dynamic_axes(), opset_version=OPSET)
+        with warnings.catch_warnings():     # the tracer's notes on Python control flow are for exporter authors
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            torch.onnx.export(contract.module.eval(), args, str(path), dynamo=False,
+                              input_names=contract.input_names, output_names=contract.output_names,
+                              dynamic_axes=contract.dynamic_axes(), opset_version=OPSET)
         if fp16:
             _convert_fp16(path)
         files = sorted((p.name for p in tmp.iterdir()), key=lambda n: n == path.name)

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from .backends import EagerBackend
 from .errors import check
@@ -94,9 +95,11 @@ class FastBackend(EagerBackend):
         self.options = options if options is not None else FastOptions.default_for(self.device)
         from diffusers.models.attention_processor import AttnProcessor2_0
 
-        unet = self.model.unet.to(self.options.unet_dtype)
+        # nn.Module.to, not diffusers' override: that one only adds a "should be kept in float32"
+        # warning for modules these networks do not have in float32 anyway
+        unet = nn.Module.to(self.model.unet, self.options.unet_dtype)
         unet.set_attn_processor(AttnProcessor2_0())
-        self.model.vae.to(self.options.vae_dtype)
+        nn.Module.to(self.model.vae, self.options.vae_dtype)
         self.model.vocoder.to(self.options.vocoder_dtype)
         self._unet = torch.compile(unet) if self.options.compile_unet else unet
         self._graphs: OrderedDict[tuple, GraphedLoop] = OrderedDict()

@@ -156,3 +156,28 @@ def test_cli_help_and_input_checks_load_no_model_libraries(files):
     proc = subprocess.run([sys.executable, "-c", code, "generate", "--image", str(files / "nope.png"),
                            "--out", str(files / "o.wav")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "loaded []" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_no_library_warnings_reach_the_user(tiny_pipe, scene_image, recwarn):
+    """matplotlib's missing-glyph warnings (emoji, CJK labels) and diffusers' float32 notice when
+    the fast backend casts its networks are not printed."""
+    import logging
+
+    from objaudio_rt.fast import FastBackend
+    from objaudio_rt.model import ObjaudioModel
+    from objaudio_rt.viz import render_overview
+
+    gen = tiny_pipe.generate_many(tiny_pipe.encode_image(scene_image), [None], steps=1, duration=0.32,
+                                  progress=False)[0]
+    png = render_overview(scene_image, [("🔔 鐘の音", gen)])
+    assert png[:4] == b"\x89PNG"
+    assert not [w for w in recwarn if "Glyph" in str(w.message)]
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("diffusers").addHandler(handler)
+    try:
+        FastBackend(ObjaudioModel.random(tiny_pipe.config, 0), tiny_pipe.device)
+    finally:
+        logging.getLogger("diffusers").removeHandler(handler)
+    assert not [r for r in records if "float32" in r.getMessage()]
