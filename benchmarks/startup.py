@@ -45,7 +45,8 @@ def _wall(argv: list[str], expect_rc: int) -> float:
 
 def _cases(threads: list[str], tmp: Path) -> list[tuple[str, list[str], int]]:
     cases = [("--help", ["--help"], 0),
-             ("bad input (missing image)", ["generate", "--image", str(tmp / "none.png"), "--out", str(tmp / "x.wav")], 2)]
+             ("bad input (missing image)",
+              ["generate", "--image", str(tmp / "none.png"), "--out", str(tmp / "x.wav")], 2)]
     for t in threads:
         argv = ["generate", "--image", str(DEMO / "scene.png"), "--mask", str(DEMO / "mask_bird.png"),
                 "--out", str(tmp / "o.wav"), "--no-png", "--force"]
@@ -62,7 +63,8 @@ def provenance() -> dict:
         commit = ""
     return {"timestamp": datetime.now(timezone.utc).isoformat(), "python": platform.python_version(),
             "torch": torch.__version__, "cpu_count": os.cpu_count(), "platform": platform.platform(),
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "git_commit": os.environ.get("OBJAUDIO_GIT_COMMIT", commit)}
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "git_commit": os.environ.get("OBJAUDIO_GIT_COMMIT", commit)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -125,7 +125,8 @@ def _check_options(args) -> None:
     check_seed(args.seed)
     check(args.threads is None or args.threads >= 1, f"--threads must be at least 1, got {args.threads}")
     check(args.format in WAV_FORMATS, f"unknown --format {args.format!r}: use one of {', '.join(WAV_FORMATS)}")
-    check(args.sam_type in (None, *SAM_TYPES), f"unknown --sam-type {args.sam_type!r}: use one of {', '.join(SAM_TYPES)}")
+    check(args.sam_type in (None, *SAM_TYPES),
+          f"unknown --sam-type {args.sam_type!r}: use one of {', '.join(SAM_TYPES)}")
     config = peek_config(args.checkpoint)
     if args.duration is not None and config is not None:
         check_duration(args.duration, config)
@@ -240,9 +241,11 @@ def cmd_demo(args) -> None:
 
 
 def cmd_info(args) -> None:
-    from .checkpoint import default_checkpoint, describe
+    from .checkpoint import default_checkpoint, describe, embedded_checkpoint
 
     folder = args.checkpoint or default_checkpoint()
+    if not Path(folder).exists():
+        folder = embedded_checkpoint(folder) or folder              # the embedded model by its name
     if not Path(folder).exists():
         raise ObjaudioError(f"{folder} is not a checkpoint folder (presets such as {folder!r} have no file to "
                             "describe; save one with Pipeline.save_pretrained)")

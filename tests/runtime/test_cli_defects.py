@@ -29,7 +29,8 @@ def run(*args):
 
 
 def one_line_error(capsys, match):
-    err = [line for line in capsys.readouterr().err.strip().splitlines() if line.strip() and not line.startswith("denoise")]
+    err = [line for line in capsys.readouterr().err.strip().splitlines()
+           if line.strip() and not line.startswith("denoise")]                 # the progress bar
     assert len(err) == 1 and err[0].startswith("objaudio: error:") and match in err[0], err
 
 
