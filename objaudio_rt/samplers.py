@@ -26,7 +26,10 @@ from .config import ScheduleConfig
 from .errors import ObjaudioError, check
 
 SAMPLERS = ("ddim", "dpmpp")
-MAX_CFG = 100.0     # guidance scales in use are 1-10; far beyond, the guided update leaves fp16's range
+# Guidance scales in use are 1-10 (AudioLDM 2, tiny-synth 4). The guided update grows with cfg until the
+# network's activations overflow (1e30 ended in NaN); tiny-synth's float32 loop was measured still finite
+# at 1000, so 100 leaves a margin of ten for fp16 networks and other checkpoints.
+MAX_CFG = 100.0
 
 
 def max_steps(schedule: ScheduleConfig = ScheduleConfig()) -> int:
