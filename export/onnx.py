@@ -92,8 +92,9 @@ def _export_one(contract: Contract, out: Path, fp16: bool) -> list[str]:
         path = tmp / f"{contract.name}.onnx"
         args = contract.sample_inputs("opt", values=contract.trace_values)
         # not under no_grad: nn.MultiheadAttention (open_clip) then takes a fused path ONNX lacks
-        with warnings.catch_warnings():     # the tracer's notes on Python control flow are for exporter authors
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        with warnings.catch_warnings():     # the tracer's and exporter's notes are for exporter authors; --verify
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)      # checks the graphs' results instead
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")
             torch.onnx.export(contract.module.eval(), args, str(path), dynamo=False,
                               input_names=contract.input_names, output_names=contract.output_names,
                               dynamic_axes=contract.dynamic_axes(), opset_version=OPSET)

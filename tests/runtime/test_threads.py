@@ -13,7 +13,7 @@ import torch
 from objaudio_rt import Mask, Pipeline, Points, Text
 from objaudio_rt.sam import SamSegmenter
 
-ROUNDS = 10
+ROUNDS = 16
 
 
 @pytest.fixture(scope="module")
