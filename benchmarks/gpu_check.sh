@@ -11,7 +11,8 @@
 #   5. latency, audioldm-s, 25 DPM++ steps, same backends               -> bench_dpmpp.json/.log
 #   6. the compiled-UNet test, only if time is left                     -> gpu_tests.log
 #   7. summary.txt, printed last
-# A failing stage is logged and the next one runs: the script always writes what it has.
+# A failing stage is logged and the next one runs: the script always writes what it has, and
+# exits 1 when any stage failed or timed out (0 only when every stage that ran passed).
 set -u
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/out}"
@@ -19,6 +20,7 @@ mkdir -p "$OUT"
 DEADLINE=340                  # seconds; the lease allows one 6-minute run
 START=$SECONDS
 SUMMARY="$OUT/summary.txt"
+FAILED=0                      # stages that failed or timed out
 : > "$SUMMARY"
 note() { echo "[gpu_check +$((SECONDS - START))s] $*" | tee -a "$SUMMARY" >&2; }
 left() { echo $((DEADLINE - (SECONDS - START))); }
@@ -31,6 +33,7 @@ stage() {  # stage <name> <timeout> <log> <command...>
     timeout --kill-after=10 "$t" "$@" >> "$log" 2>&1
     local rc=$?
     if (( rc == 124 || rc == 137 )); then note "$name: TIMED OUT after ${t}s (rc $rc)"; else note "$name: rc $rc"; fi
+    (( rc != 0 )) && FAILED=$((FAILED + 1))
     return 0
 }
 
@@ -52,7 +55,7 @@ else
 fi
 export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 python3 -c "import diffusers, open_clip, segment_anything; print('imports ok: diffusers', diffusers.__version__)" >> "$BUILD_LOG" 2>&1 \
-    && note "python imports ok" || note "IMPORT FAILURE (see build.log): later stages will fail"
+    && note "python imports ok" || { note "IMPORT FAILURE (see build.log): later stages will fail"; FAILED=$((FAILED + 1)); }
 
 # ---- 2. csrc ----------------------------------------------------------------------------------
 if ls csrc/*.cu csrc/*.cpp > /dev/null 2>&1 && grep -q OBJAUDIO_BUILD_CUDA setup.py; then
@@ -118,5 +121,6 @@ for name in ("bench_ddim", "bench_dpmpp"):
               f"{base['denoise']['median_s']/s['denoise']['median_s']:>6.2f}x{(mem or 0)/2**20:>7.0f}")
 EOF
 } >> "$SUMMARY" 2>&1
-note "done in $((SECONDS - START))s; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"
+note "done in $((SECONDS - START))s; $FAILED stage(s) failed; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"
 cat "$SUMMARY"
+(( FAILED == 0 ))

@@ -36,6 +36,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -93,9 +94,12 @@ def _export_one(contract: Contract, out: Path, fp16: bool) -> list[str]:
         path = tmp / f"{contract.name}.onnx"
         args = contract.sample_inputs("opt", values=contract.trace_values)
         # not under no_grad: nn.MultiheadAttention (open_clip) then takes a fused path ONNX lacks
-        torch.onnx.export(contract.module.eval(), args, str(path), dynamo=False,
-                          input_names=contract.input_names, output_names=contract.output_names,
-                          dynamic_axes=contract.dynamic_axes(), opset_version=OPSET)
+        with warnings.catch_warnings():     # the tracer's and exporter's notes are for exporter authors; --verify
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)      # checks the graphs' results instead
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")
+            torch.onnx.export(contract.module.eval(), args, str(path), dynamo=False,
+                              input_names=contract.input_names, output_names=contract.output_names,
+                              dynamic_axes=contract.dynamic_axes(), opset_version=OPSET)
         if fp16:
             _convert_fp16(path)
         files = sorted((p.name for p in tmp.iterdir()), key=lambda n: n == path.name)
@@ -270,9 +274,7 @@ def load_model(checkpoint: str | None, preset: str | None, random_init: bool, se
     if preset is not None:
         check(random_init, f"--preset {preset} has no trained weights: add --random-init, or give --checkpoint DIR")
         check(checkpoint is None, "give either --checkpoint or --preset, not both")
-        pipe = Pipeline.from_pretrained(preset, seed=seed)
-        check(pipe.source.startswith("random:"), f"--preset {preset}: a folder named {preset} exists here; "
-                                                 "run from another directory or use --checkpoint")
+        pipe = Pipeline.from_pretrained(f"random:{preset}", seed=seed)
         return pipe.model, pipe.source, None
     check(not random_init, "--random-init goes with --preset NAME")
     checkpoint = checkpoint or default_checkpoint()

@@ -4,11 +4,20 @@
     pipe = Pipeline.from_pretrained()                 # the embedded default model
     scene = pipe.encode_image("scene.png")
     wave = pipe.generate(scene, Mask("dog.png") | Text("a bird chirping"), seed=0)
-"""
-from .config import ModelConfig
-from .errors import ObjaudioError
-from .pipeline import Generation, Pipeline, Scene
-from .selection import Box, Mask, Points, Text, Whole
 
-__all__ = ["Pipeline", "Scene", "Generation", "Mask", "Points", "Box", "Text", "Whole", "ModelConfig",
-           "ObjaudioError"]
+The names below are imported when first used, so `objaudio --help` and the CLI's input checks
+run before torch and the model libraries load.
+"""
+import importlib
+
+_EXPORTS = {"Pipeline": ".pipeline", "Scene": ".pipeline", "Generation": ".pipeline", "Mask": ".selection",
+            "Points": ".selection", "Box": ".selection", "Text": ".selection", "Whole": ".selection",
+            "ModelConfig": ".config", "ObjaudioError": ".errors"}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'objaudio_rt' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name], __name__), name)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
+import struct
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -120,39 +120,36 @@ def load_wav(path: str | os.PathLike, sample_rate: int = 16000) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(mono))
 
 
-def atomic_write(path: str | os.PathLike, write, force: bool = False) -> Path:
-    """Write a file through a temporary name in the same folder, then rename it into place.
+WAV_FORMATS = ("float", "pcm16")
 
-    `write(tmp_path)` produces the file. Refuses to replace an existing file unless `force`.
-    A failure leaves neither a half-written file nor a stray temporary behind.
+
+def wav_bytes(wave: torch.Tensor | np.ndarray, sample_rate: int = 16000, fmt: str = "float") -> bytes:
+    """A mono WAV file's bytes: "float" (32-bit IEEE float, the model's samples unchanged) or "pcm16"
+    (16-bit integers, clipped to [-1, 1], readable by every player and Python's `wave` module).
+
+    The header is written here, field by field, so the same samples always give the same bytes
+    (libsndfile adds a PEAK chunk with a timestamp).
     """
-    path = Path(path)
-    if path.exists() and not force:
-        raise ObjaudioError(f"{path} already exists: choose another path or pass --force to overwrite it")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise ObjaudioError(f"cannot write {path}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise ObjaudioError(f"cannot write {path}: folder {parent} is not writable")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + path.suffix, dir=parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    check(fmt in WAV_FORMATS, f"unknown WAV format {fmt!r}: use one of {', '.join(WAV_FORMATS)}")
+    data = wave.detach().cpu().numpy() if isinstance(wave, torch.Tensor) else np.asarray(wave)
+    data = data.astype(np.float32).reshape(-1)
+    check(data.size > 0, "refusing to write a WAV with no samples")
+    check(bool(np.isfinite(data).all()), "refusing to write a waveform with NaN or inf samples")
+    if fmt == "pcm16":
+        samples = np.round(np.clip(data, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+        fmt_chunk = struct.pack("<HHIIHH", 1, 1, sample_rate, sample_rate * 2, 2, 16)      # PCM
+        chunks = [(b"fmt ", fmt_chunk), (b"data", samples)]
+    else:
+        samples = data.astype("<f4").tobytes()
+        fmt_chunk = struct.pack("<HHIIHHH", 3, 1, sample_rate, sample_rate * 4, 4, 32, 0)  # IEEE float
+        chunks = [(b"fmt ", fmt_chunk), (b"fact", struct.pack("<I", data.size)), (b"data", samples)]
+    body = b"".join(tag + struct.pack("<I", len(c)) + c + b"\0" * (len(c) % 2) for tag, c in chunks)
+    return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WAVE" + body
 
 
 def save_wav(path: str | os.PathLike, wave: torch.Tensor | np.ndarray, sample_rate: int = 16000,
-             force: bool = False) -> Path:
-    """Write a mono float WAV atomically; never overwrites an existing file unless `force`."""
-    import soundfile as sf
+             force: bool = False, fmt: str = "float") -> Path:
+    """Write a mono WAV atomically (see `wav_bytes`); never overwrites an existing file unless `force`."""
+    from .outputs import write_together
 
-    data = wave.detach().cpu().numpy() if isinstance(wave, torch.Tensor) else np.asarray(wave)
-    data = data.astype(np.float32).reshape(-1)
-    check(bool(np.isfinite(data).all()), "refusing to write a waveform with NaN or inf samples")
-    return atomic_write(path, lambda tmp: sf.write(tmp, data, sample_rate, subtype="FLOAT", format="WAV"),
-                        force=force)
+    return write_together([(path, wav_bytes(wave, sample_rate, fmt))], force=force)[0]

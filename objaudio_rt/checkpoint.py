@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -22,7 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .config import ModelConfig
+from .config import PRESETS, ModelConfig
 from .encoders import load_tokenizer
 from .errors import ObjaudioError, check
 from .model import COMPONENTS, Calibration, ObjaudioModel
@@ -32,10 +33,16 @@ VERSION = 1
 ASSETS = Path(__file__).parent / "assets"
 
 
+def embedded_checkpoint(preset: str) -> str | None:
+    """The folder of the embedded model trained at this preset (assets/<preset>), or None."""
+    path = ASSETS / preset
+    return str(path) if (path / "config.json").is_file() else None
+
+
 def default_checkpoint() -> str:
-    """The embedded default model, or the random `tiny` preset until one is trained."""
-    path = ASSETS / "tiny-synth"
-    return str(path) if (path / "config.json").is_file() else "tiny"
+    """The embedded default model (`tiny-synth`), or random `tiny` weights (the output says so) in a
+    checkout that lacks it."""
+    return embedded_checkpoint("tiny-synth") or "random:tiny"
 
 
 def sha256_file(path: Path) -> str:
@@ -85,7 +92,7 @@ def read_config(folder: str | os.PathLike) -> tuple[ModelConfig, Calibration, di
     """Parse config.json and manifest.json, and verify every file's sha256. Returns (config, calibration, manifest)."""
     folder = Path(folder)
     check(folder.is_dir(), f"checkpoint folder not found: {folder} (give a folder written by save_pretrained, "
-                           "or a preset name: tiny, tiny-synth, audioldm-s)")
+                           "the embedded model's name tiny-synth, or random:PRESET for random weights)")
     for name in ("config.json", "manifest.json"):
         check((folder / name).is_file(), f"checkpoint {folder} is missing {name}: it is incomplete; copy it again")
     try:
@@ -96,7 +103,12 @@ def read_config(folder: str | os.PathLike) -> tuple[ModelConfig, Calibration, di
     check(raw.get("format") == FORMAT, f"{folder} is not an objaudio checkpoint (config.json format is "
                                        f"{raw.get('format')!r}); use `objaudio assemble` for upstream weights")
     check(raw.get("version") == VERSION, f"checkpoint version {raw.get('version')} is not supported (need {VERSION})")
-    files = manifest.get("files", {})
+    check(isinstance(manifest, dict) and isinstance(manifest.get("files"), dict),
+          f"manifest.json of {folder} has no \"files\" table: the checkpoint is damaged; copy it again")
+    for key in ("model", "calibration"):
+        check(isinstance(raw.get(key), dict), f"config.json of {folder} has no \"{key}\" section: the checkpoint "
+                                              "is damaged or was edited by hand; copy it again")
+    files = manifest["files"]
     for name in COMPONENTS:
         check(f"{name}.safetensors" in files, f"manifest of {folder} does not list {name}.safetensors")
     for rel, digest in files.items():
@@ -105,9 +117,27 @@ def read_config(folder: str | os.PathLike) -> tuple[ModelConfig, Calibration, di
         actual = sha256_file(path)
         check(actual == digest, f"checksum mismatch for {path}: expected {digest[:12]}..., got {actual[:12]}...; "
                                 "the file is corrupt or was changed; copy the checkpoint again")
-    config = ModelConfig.from_dict(raw["model"])
-    calibration = Calibration(**raw["calibration"])
+    try:
+        config = ModelConfig.from_dict(raw["model"])
+        calibration = Calibration(**raw["calibration"])
+    except (TypeError, KeyError) as exc:
+        raise ObjaudioError(f"config.json of {folder} does not describe a model ({exc}): the checkpoint is "
+                            "damaged or was edited by hand; copy it again") from None
     return config, calibration, manifest
+
+
+def peek_config(path_or_preset: str | os.PathLike | None) -> ModelConfig | None:
+    """The model's settings without loading or hashing anything (for checking options early);
+    None where they cannot be read (the loader then says why)."""
+    name = str(path_or_preset) if path_or_preset is not None else default_checkpoint()
+    if name.startswith("random:"):
+        name = name[len("random:"):]
+        return ModelConfig.from_name(name) if name in PRESETS else None
+    folder = Path(embedded_checkpoint(name) or name) if name in PRESETS else Path(name)
+    try:
+        return ModelConfig.from_dict(json.loads((folder / "config.json").read_text())["model"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def load_checkpoint(folder: str | os.PathLike) -> tuple[ObjaudioModel, Calibration]:
@@ -122,7 +152,8 @@ def load_checkpoint(folder: str | os.PathLike) -> tuple[ObjaudioModel, Calibrati
         try:
             state = load_file(str(path))
         except (SafetensorError, OSError) as exc:
-            raise ObjaudioError(f"cannot read {path}: {exc}; the file is truncated or corrupt") from None
+            raise ObjaudioError(f"cannot read {path}: {str(exc).splitlines()[0]}; the file is truncated or "
+                                "corrupt") from None
         try:
             _component_module(model, name).load_state_dict(state, strict=True)
         except RuntimeError as exc:
@@ -132,11 +163,18 @@ def load_checkpoint(folder: str | os.PathLike) -> tuple[ObjaudioModel, Calibrati
 
 def describe(folder: str | os.PathLike) -> dict:
     """What `objaudio info` prints: preset, sizes, hashes, calibration."""
+    from safetensors import safe_open
+
     config, calibration, manifest = read_config(folder)
     sizes = {}
     for name in COMPONENTS:
-        state = load_file(str(Path(folder) / f"{name}.safetensors"))
-        sizes[name] = sum(t.numel() for t in state.values())
+        path = Path(folder) / f"{name}.safetensors"
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                sizes[name] = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+        except (SafetensorError, OSError) as exc:
+            raise ObjaudioError(f"cannot read {path}: {str(exc).splitlines()[0]}; the file is truncated or "
+                                "corrupt (its manifest entry was written for the damaged file)") from None
     return {"checkpoint": str(folder), "preset": config.name, "parameters": sizes,
             "total_parameters": sum(sizes.values()), "calibration": calibration.to_dict(),
             "clip_seconds": config.clip_seconds, "max_seconds": config.max_seconds,

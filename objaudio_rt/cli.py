@@ -28,15 +28,18 @@ def _pair(text: str, n: int, what: str) -> tuple[float, ...]:
 
 def _add_generation_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None,
-                   help="checkpoint folder or preset name (default: the embedded default model)")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
+                   help="checkpoint folder, the embedded model's name tiny-synth (the default), or random:PRESET "
+                        "for random weights (random:tiny, random:tiny-synth, random:audioldm-s)")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps, 1-999 (default: the model's)")
     p.add_argument("--sampler", choices=SAMPLERS, default=None)
-    p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
+    p.add_argument("--cfg", type=float, default=None,
+                   help="classifier-free guidance scale, 1-100 (default: the model's; tiny-synth: 4)")
     p.add_argument("--union", choices=UNION_MODES, default=UNION_MODES[0],
                    help="several selections: compose = one condition per object, guidance averaged (default); "
                         "mask = the paper's single union mask")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--duration", type=float, default=None, help="seconds (default: the model's clip length)")
+    p.add_argument("--seed", type=int, default=0, help="0 to 2**64-1")
+    p.add_argument("--duration", type=float, default=None,
+                   help="seconds, from one latent frame (0.04 s) to the model's maximum (default: its clip length)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--backend", choices=BACKENDS, default="eager",
                    help="eager (the reference), fast (fused kernels; on CUDA an fp16 UNet and a CUDA graph), "
@@ -46,7 +49,13 @@ def _add_generation_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cuda-graph", action="store_true", help="fast: run the loop step by step, not as a graph")
     p.add_argument("--onnx-dir", default=None, help="onnxruntime: the export folder (default: the cache folder)")
     p.add_argument("--sam-checkpoint", default=None, help="SAM .pth, needed for --point and --box")
-    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    p.add_argument("--sam-type", default=None,
+                   help="vit_b, vit_l or vit_h: the SAM model type, when the .pth file's name does not say it")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: OMP_NUM_THREADS if set, else the cores not already busy, at most 4)")
+    p.add_argument("--format", default="float",
+                   help="WAV samples: float = 32-bit float (default), pcm16 = 16-bit integers")
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs (never an input)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--box", action="append", default=[], help="x0,y0,x1,y1 box (needs SAM)")
     g.add_argument("--text", action="append", default=[], help="phrase selecting through the learned attention")
     g.add_argument("--out", required=True, help="output WAV path")
-    g.add_argument("--png", default=None, help="overview picture (default: OUT with .png)")
+    g.add_argument("--png", default=None, help="overview picture, a .png (default: OUT.overview.png)")
     g.add_argument("--no-png", action="store_true", help="do not write the overview picture")
     _add_generation_flags(g)
 
@@ -82,15 +91,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _selection(args):
+def _selection(args, size_hw: tuple[int, int]):
+    """The selection the flags describe, every part checked against the image (no model needed)."""
+    from .images import load_mask
+    from .sam import NEED_SAM, check_sam_file
     from .selection import Box, Mask, Points, Text
 
-    parts = [Mask(m) for m in args.mask] + [Text(t) for t in args.text]
+    parts = [Mask(load_mask(m, size_hw)) for m in args.mask] + [Text(t) for t in args.text]
     parts += [Box(_pair(b, 4, "--box")) for b in args.box]
     if args.point or args.bg_point:
         check(bool(args.point), "--bg-point needs at least one --point on the object")
         coords = [_pair(p, 2, "--point") for p in args.point] + [_pair(p, 2, "--bg-point") for p in args.bg_point]
         parts.append(Points(tuple(coords), (1,) * len(args.point) + (0,) * len(args.bg_point)))
+    for p in parts:
+        if isinstance(p, (Points, Box)):
+            p.check_inside(size_hw)
+            check(args.sam_checkpoint is not None, NEED_SAM)
+            check_sam_file(args.sam_checkpoint)
     if not parts:
         return None                                    # the whole scene
     sel = parts[0]
@@ -99,21 +116,40 @@ def _selection(args):
     return sel
 
 
-def _check_writable(path: Path, force: bool) -> None:
-    import os
+def _check_options(args) -> None:
+    """The flags, checked before the model loads: the run options through RunOptions against the
+    model's settings where its config can be read without loading it (else the loader says why)."""
+    from .audio import WAV_FORMATS
+    from .checkpoint import peek_config
+    from .sam import SAM_TYPES
 
-    if path.exists() and not force:
-        raise ObjaudioError(f"{path} already exists: choose another path or pass --force to overwrite it")
-    parent = path.parent if str(path.parent) else Path(".")
-    check(parent.is_dir(), f"cannot write {path}: folder {parent} does not exist")
-    check(os.access(parent, os.W_OK), f"cannot write {path}: folder {parent} is not writable")
+    check(args.threads is None or args.threads >= 1, f"--threads must be at least 1, got {args.threads}")
+    check(args.format in WAV_FORMATS, f"unknown --format {args.format!r}: use one of {', '.join(WAV_FORMATS)}")
+    check(args.sam_type in (None, *SAM_TYPES),
+          f"unknown --sam-type {args.sam_type!r}: use one of {', '.join(SAM_TYPES)}")
+    config = peek_config(args.checkpoint)
+    if config is not None:
+        _run_options(args).resolve(config)
+
+
+def _inputs(args) -> list[Path]:
+    """Every file the run reads: no output may be one of them."""
+    files = [Path(p) for p in [getattr(args, "image", None), *getattr(args, "mask", []), args.sam_checkpoint] if p]
+    if args.checkpoint and Path(args.checkpoint).is_dir():
+        files += [p for p in Path(args.checkpoint).rglob("*") if p.is_file()]
+    return files
 
 
 def _pipeline(args):
     from .pipeline import Pipeline
+    from .threads import use_threads
 
-    return Pipeline.from_pretrained(args.checkpoint, device=args.device, backend=args.backend,
-                                    sam_checkpoint=args.sam_checkpoint, backend_options=_backend_options(args))
+    use_threads(args.threads)
+    pipe = Pipeline.from_pretrained(args.checkpoint, device=args.device, backend=args.backend,
+                                    sam_checkpoint=args.sam_checkpoint, sam_type=args.sam_type,
+                                    backend_options=_backend_options(args))
+    print(f"model: {pipe.source}")
+    return pipe
 
 
 def _backend_options(args) -> dict:
@@ -123,30 +159,43 @@ def _backend_options(args) -> dict:
     return {k: v for k, v in given.items() if v is not None}
 
 
+def _run_options(args):
+    from .options import RunOptions
+
+    return RunOptions(args.steps, args.sampler, args.cfg, args.seed, args.duration, args.union)
+
+
 def _options(args) -> dict:
-    return dict(steps=args.steps, sampler=args.sampler, cfg=args.cfg, seed=args.seed, duration=args.duration,
-                union=args.union)
+    import dataclasses
+
+    return dataclasses.asdict(_run_options(args))
 
 
 def cmd_generate(args) -> None:
-    from .audio import save_wav
-    from .viz import save_overview
+    from .audio import wav_bytes
+    from .images import load_image
+    from .outputs import check_outputs, write_together
+    from .viz import render_overview
 
     out = Path(args.out)
     check(out.suffix.lower() == ".wav", f"--out must end in .wav, got {out}")
-    png = None if args.no_png else Path(args.png) if args.png else out.with_suffix(".png")
-    _check_writable(out, args.force)
-    if png is not None:
-        _check_writable(png, args.force)
-    selection = _selection(args)
+    check(not (args.no_png and args.png), "--no-png and --png contradict each other: give one of them")
+    png = None if args.no_png else Path(args.png) if args.png else out.with_suffix(".overview.png")
+    check(png is None or png.suffix.lower() == ".png", f"--png must end in .png (the picture is a PNG), got {png}")
+    _check_options(args)
+    image = load_image(args.image)
+    selection = _selection(args, image.shape[:2])
+    outputs = [out] + ([png] if png is not None else [])
+    check_outputs(outputs, _inputs(args), force=args.force)
     pipe = _pipeline(args)
-    scene = pipe.encode_image(args.image)
+    scene = pipe.encode_image(image)
     start = time.perf_counter()
     gen = pipe.generate_many(scene, [selection], **_options(args))[0]
     elapsed = time.perf_counter() - start
-    save_wav(out, gen.wave, gen.sample_rate, force=args.force)
+    files = [(out, wav_bytes(gen.wave, gen.sample_rate, args.format))]
     if png is not None:
-        save_overview(png, scene.image, [(_describe(args), gen)], force=args.force)
+        files.append((png, render_overview(scene.image, [(_describe(args), gen)])))
+    write_together(files, force=args.force)
     print(f"wrote {out} ({gen.wave.numel() / gen.sample_rate:.2f} s, {gen.sampler} {gen.steps} steps, "
           f"cfg {gen.cfg:g}, seed {gen.seed}, {elapsed:.1f} s)" + (f" and {png}" if png else ""))
 
@@ -158,13 +207,17 @@ def _describe(args) -> str:
 
 
 def cmd_demo(args) -> None:
-    from .audio import save_wav
+    from .audio import wav_bytes
+    from .outputs import check_outputs, write_together
     from .selection import Mask, Whole
-    from .viz import save_overview
+    from .viz import render_overview
 
     check((DEMO / "scene.png").is_file(), f"the bundled demo scene is missing from {DEMO}: reinstall objaudio")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    check(not out.exists() or out.is_dir(), f"--out {out} is a file: demo writes a folder of files; give a folder")
+    parent = out.parent if str(out.parent) else Path(".")
+    check(out.is_dir() or parent.is_dir(), f"cannot create {out}: folder {parent} does not exist")
+    _check_options(args)
     masks = sorted(DEMO.glob("mask_*.png"))
     check(len(masks) > 0, f"no demo masks in {DEMO}")
     meta = json.loads((DEMO / "scene.json").read_text()) if (DEMO / "scene.json").is_file() else {}
@@ -177,28 +230,37 @@ def cmd_demo(args) -> None:
         selections.append((f"union: {n0} + {n1}", f"{n0}+{n1}.wav", Mask(m0) | Mask(m1)))
     selections.append(("whole scene", "scene.wav", Whole()))
     targets = [out / name for _, name, _ in selections] + [out / "overview.png"]
-    for t in targets:
-        _check_writable(t, args.force)
+    if out.is_dir():
+        check_outputs(targets, _inputs(args), force=args.force)
 
     pipe = _pipeline(args)
-    print(f"model: {pipe.source}")
     scene = pipe.encode_image(DEMO / "scene.png")
     start = time.perf_counter()
     gens = pipe.generate_many(scene, [s for _, _, s in selections], **_options(args))
     elapsed = time.perf_counter() - start
-    for (label, name, _), gen in zip(selections, gens):
-        save_wav(out / name, gen.wave, gen.sample_rate, force=args.force)
+    files = [(out / name, wav_bytes(g.wave, g.sample_rate, args.format)) for (_, name, _), g in zip(selections, gens)]
+    files.append((out / "overview.png",
+                  render_overview(scene.image, [(label, g) for (label, _, _), g in zip(selections, gens)])))
+    created = not out.exists()
+    out.mkdir(exist_ok=True)
+    try:
+        write_together(files, force=args.force)
+    except BaseException:
+        if created:
+            out.rmdir()
+        raise
+    for (label, name, _), _ in zip(selections, gens):
         print(f"wrote {out / name}  ({label})")
-    save_overview(out / "overview.png", scene.image, [(label, g) for (label, _, _), g in zip(selections, gens)],
-                  force=args.force)
     print(f"wrote {out / 'overview.png'}  ({len(gens)} generations in {elapsed:.1f} s, "
           f"{gens[0].sampler} {gens[0].steps} steps)")
 
 
 def cmd_info(args) -> None:
-    from .checkpoint import default_checkpoint, describe
+    from .checkpoint import default_checkpoint, describe, embedded_checkpoint
 
     folder = args.checkpoint or default_checkpoint()
+    if not Path(folder).exists():
+        folder = embedded_checkpoint(folder) or folder              # the embedded model by its name
     if not Path(folder).exists():
         raise ObjaudioError(f"{folder} is not a checkpoint folder (presets such as {folder!r} have no file to "
                             "describe; save one with Pipeline.save_pretrained)")

@@ -1,7 +1,17 @@
-"""Reading and checking images and masks. Every problem becomes an ObjaudioError that says what to do."""
+"""Reading and checking images and masks. Every problem becomes an ObjaudioError that says what to do.
+
+Both are read the way an image viewer shows them: the EXIF orientation is applied (a phone photo
+and a mask drawn on it as displayed agree), 16-bit and 32-bit greyscale are scaled from their
+full range (65535 is white), palette, CMYK, YCbCr and HSV images are converted to RGB, and an
+image with transparency is shown over white. A mask whose alpha channel varies (a cut-out, the
+usual export of image editors) is its alpha; otherwise a mask is its brightness: each pixel's
+brightest channel / the mode's white (a soft mask stays soft). Modes that cannot be shown
+faithfully (LAB, float images outside [0, 1]) are refused.
+"""
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,31 +22,109 @@ from .errors import ObjaudioError, check
 MIN_SIDE = 32          # pixels; smaller images carry too little for a 7x7 patch grid
 MAX_SIDE = 8192        # pixels; larger images are refused rather than resized silently
 MAX_PIXELS = 40_000_000
+_WIDE_GREY = ("I;16", "I;16L", "I;16B", "I;16N", "I")       # integer greyscale, white = 65535
+_REFUSED = ("LAB",)
 
 
-def _open_path(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+def _open(path: Path, what: str):
+    """Open an image file with its EXIF orientation applied and its size checked before decoding."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
-    check(path.is_file(), f"image file not found: {path}")
+    check(not path.is_dir(), f"{what} {path} is a folder: give an image file")
+    check(path.is_file(), f"{what} file not found: {path}")
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)   # we refuse by our own limit
+            im = Image.open(path)
             w, h = im.size
-            check(w * h <= MAX_PIXELS, f"image {path} is {w}x{h}: at most {MAX_PIXELS} pixels are accepted")
-            return np.array(im.convert("RGB"))
+            check(w * h <= MAX_PIXELS, f"{what} {path} is {w}x{h}: at most {MAX_PIXELS // 1_000_000} megapixels "
+                                       "are accepted; resize it first")
+            im.load()
+            return ImageOps.exif_transpose(im)
+    except Image.DecompressionBombError:
+        raise ObjaudioError(f"{what} {path} is too large: at most {MAX_PIXELS // 1_000_000} megapixels are "
+                            "accepted; resize it first") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, ObjaudioError):
             raise
-        raise ObjaudioError(f"cannot read image {path}: the file is not a readable image ({exc})") from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ObjaudioError(f"cannot read {what} {path}: the file is not a readable image ({reason})") from None
+
+
+def _has_alpha(im) -> bool:
+    return "A" in im.getbands() or "a" in im.getbands() or "transparency" in im.info
+
+
+def _grey_unit(im, where: str) -> np.ndarray | None:
+    """(H, W) float32 in [0, 1] for the wide greyscale modes (16/32-bit integer, float); None otherwise."""
+    if im.mode in _WIDE_GREY:
+        arr = np.asarray(im).astype(np.float64)
+        check(arr.min() >= 0 and arr.max() <= 65535,
+              f"{where}: 32-bit integer pixels must be in [0, 65535] (16-bit), got [{arr.min():g}, {arr.max():g}]")
+        return (arr / 65535.0).astype(np.float32)
+    if im.mode == "F":
+        arr = np.asarray(im).astype(np.float32)
+        check(bool(np.isfinite(arr).all()), f"{where} contains NaN or inf values")
+        check(arr.min() >= 0.0 and arr.max() <= 1.0, f"{where}: a float image must hold values in [0, 1]")
+        return arr
+    return None
+
+
+def _check_mode(im, where: str) -> None:
+    check(im.mode not in _REFUSED, f"{where} is in {im.mode} mode, which is not read here: save it as RGB")
+
+
+def pil_to_rgb(im, where: str = "image") -> np.ndarray:
+    """A PIL image of any mode -> (H, W, 3) uint8 RGB as a viewer shows it (transparency over white)."""
+    from PIL import Image
+
+    _check_mode(im, where)
+    grey = _grey_unit(im, where)
+    if grey is not None:
+        return np.repeat((grey * 255.0 + 0.5).astype(np.uint8)[..., None], 3, axis=2)
+    try:
+        if _has_alpha(im):
+            rgba = im.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return np.array(Image.alpha_composite(white, rgba).convert("RGB"))
+        return np.array(im.convert("RGB"))
+    except ValueError as exc:
+        raise ObjaudioError(f"{where} is in {im.mode} mode, which cannot be converted to RGB ({exc}): "
+                            "save it as RGB") from None
+
+
+def pil_to_mask(im, where: str = "mask") -> np.ndarray:
+    """A PIL image of any mode -> (H, W) float32 in [0, 1]: the alpha channel where it varies,
+    else each pixel's brightest channel (see the module docstring)."""
+    _check_mode(im, where)
+    grey = _grey_unit(im, where)
+    if grey is not None:
+        return grey
+    try:
+        if _has_alpha(im):
+            alpha = np.asarray(im.convert("RGBA"))[..., 3]
+            if alpha.min() != alpha.max():
+                return alpha.astype(np.float32) / 255.0
+        if im.mode == "1":
+            return np.asarray(im, dtype=np.float32)
+        if im.mode == "L":
+            return np.asarray(im).astype(np.float32) / 255.0
+        return np.asarray(im.convert("RGB")).max(axis=2).astype(np.float32) / 255.0
+    except ValueError as exc:
+        raise ObjaudioError(f"{where} is in {im.mode} mode, which cannot be read as a mask ({exc}): "
+                            "save it as a greyscale PNG") from None
 
 
 def load_image(image) -> np.ndarray:
     """A path, PIL image, (H, W, 3) array or tensor -> (H, W, 3) uint8 RGB, with its size checked."""
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     if isinstance(image, (str, os.PathLike)):
-        arr = _open_path(Path(image))
+        path = Path(image)
+        with _open(path, "image") as im:
+            arr = pil_to_rgb(im, str(path))
     elif isinstance(image, Image.Image):
-        arr = np.asarray(image.convert("RGB"))
+        arr = pil_to_rgb(ImageOps.exif_transpose(image))
     elif isinstance(image, (np.ndarray, torch.Tensor)):
         arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else image
         check(arr.ndim == 3 and arr.shape[2] in (3, 4),
@@ -58,23 +146,18 @@ def load_image(image) -> np.ndarray:
 def load_mask(mask, size_hw: tuple[int, int]) -> np.ndarray:
     """A path, PIL image, array or tensor -> (H, W) float32 in [0, 1] matching the image size.
 
-    Greyscale images count pixel values / 255 (so a soft mask stays soft); bool arrays count
-    True as 1; a colour mask image counts any non-black pixel. The mask must have the image's
-    size: it is never resized silently.
+    Files and PIL images are read as the module docstring says; bool arrays count True as 1,
+    integer arrays value / 255 (or 0/1 as is), float arrays must be in [0, 1]. The mask must
+    have the image's size: it is never resized silently.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps
 
     if isinstance(mask, (str, os.PathLike)):
         path = Path(mask)
-        check(path.is_file(), f"mask file not found: {path}")
-        try:
-            with Image.open(path) as im:
-                arr = np.asarray(im.convert("L") if im.mode not in ("1", "L", "I", "F") else im)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise ObjaudioError(f"cannot read mask {path}: the file is not a readable image ({exc})") from None
-        where = str(path)
+        with _open(path, "mask") as im:
+            arr, where = pil_to_mask(im, str(path)), str(path)
     elif isinstance(mask, Image.Image):
-        arr, where = np.asarray(mask.convert("L")), "mask"
+        arr, where = pil_to_mask(ImageOps.exif_transpose(mask)), "mask"
     elif isinstance(mask, (np.ndarray, torch.Tensor)):
         arr = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
         where = "mask"

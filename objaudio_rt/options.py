@@ -23,6 +23,25 @@ SAMPLERS = ("ddim", "dpmpp")
 UNION_MODES = ("compose", "mask")
 BACKENDS = ("eager", "fast", "onnxruntime", "tensorrt")
 DTYPE_NAMES = ("fp32", "fp16", "bf16")
+# Guidance scales in use are 1-10 (AudioLDM 2, tiny-synth 4). The guided update grows with cfg until the
+# network's activations overflow (1e30 ended in NaN); tiny-synth's float32 loop was measured still finite
+# at 1000, so 100 leaves a margin of ten for fp16 networks and other checkpoints.
+MAX_CFG = 100.0
+MAX_SEED = 2 ** 64 - 1                # torch.Generator.manual_seed takes 64-bit seeds
+
+
+def max_steps(num_train_timesteps: int) -> int:
+    """The most steps both samplers can take on a schedule of `num_train_timesteps`: that minus 1 (999).
+
+    DDIM's leading spacing with offset 1 would ask for t = 1000 at 1000 steps (diffusers' own
+    DDIMScheduler fails there too), and DPM-Solver++'s steps + 1 rounded linspace points over
+    [0, 999] repeat a timestep beyond 999 steps (a zero step size)."""
+    return num_train_timesteps - 1
+
+
+def shortest_duration(config: ModelConfig) -> float:
+    """One latent frame (VAE factor x hop: 0.04 s for every preset), in seconds."""
+    return config.vae.downsample_factor * config.mel.hop_length / config.mel.sample_rate
 
 
 @dataclass(frozen=True)
@@ -46,12 +65,17 @@ class RunOptions:
             seed=self.seed,
             duration=config.clip_seconds if self.duration is None else float(self.duration),
             union=self.union or union)
-        check(isinstance(run.steps, int) and run.steps > 0, f"steps must be a positive integer, got {run.steps!r}")
+        top = max_steps(config.schedule.num_train_timesteps)
+        check(isinstance(run.steps, int) and 0 < run.steps <= top,
+              f"steps must be an integer in [1, {top}], got {run.steps!r}")
         check(run.sampler in SAMPLERS, f"unknown sampler {run.sampler!r}: use one of {', '.join(SAMPLERS)}")
-        check(math.isfinite(run.cfg) and run.cfg >= 1.0,
-              f"cfg (guidance scale) must be a finite number >= 1, got {run.cfg!r}")
-        check(isinstance(run.seed, int) and run.seed >= 0, f"seed must be a non-negative integer, got {run.seed!r}")
-        check(math.isfinite(run.duration) and 0 < run.duration <= config.max_seconds,
-              f"duration must be in (0, {config.max_seconds:g}] seconds for this model, got {run.duration}")
+        check(math.isfinite(run.cfg) and 1.0 <= run.cfg <= MAX_CFG,
+              f"cfg (guidance scale) must be a number in [1, {MAX_CFG:g}], got {run.cfg!r}")
+        check(isinstance(run.seed, int) and 0 <= run.seed <= MAX_SEED,
+              f"seed must be an integer in [0, 2**64 - 1] (what torch.Generator takes), got {run.seed!r}")
+        shortest = shortest_duration(config)
+        check(math.isfinite(run.duration) and shortest <= run.duration <= config.max_seconds,
+              f"duration must be in [{shortest:g}, {config.max_seconds:g}] seconds for this model, "
+              f"got {run.duration}")
         check(run.union in UNION_MODES, f"unknown union mode {run.union!r}: use one of {', '.join(UNION_MODES)}")
         return run

@@ -7,13 +7,14 @@
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .backends import BACKENDS, make_backend
+from .backends import make_backend
 from .denoise import Conditions, denoise
 from .errors import ObjaudioError, check
 from .grounding import mask_to_patch_coverage, rescale_patch_weights
@@ -23,6 +24,7 @@ from .options import UNION_MODES, RunOptions
 from .samplers import SamplerPlan
 from .selection import Box, Mask, Points, Selection, Text, Whole
 
+RANDOM = "random:"                     # "random:tiny": random weights, only ever when asked for by name
 
 @dataclass
 class Scene:
@@ -53,7 +55,8 @@ class Generation:
 class Pipeline:
     def __init__(self, model: ObjaudioModel, calibration: Calibration, device: str | torch.device = "cpu",
                  backend: str = "eager", sam_checkpoint: str | os.PathLike | None = None,
-                 source: str = "random", union: str = "compose", backend_options: dict | None = None):
+                 source: str = "random", union: str = "compose", backend_options: dict | None = None,
+                 sam_type: str | None = None):
         """backend: one of backends.BACKENDS; backend_options: that backend's options
         (backends.backend_options(name), e.g. unet_dtype="fp16" for fast)."""
         check(union in UNION_MODES, f"unknown union mode {union!r}: use one of {', '.join(UNION_MODES)}")
@@ -65,31 +68,40 @@ class Pipeline:
         self.model = model                    # for its tokenizer, image preprocessing and save_pretrained
         self.source = source
         self._sam_checkpoint = sam_checkpoint
+        self._sam_type = sam_type
         self._segmenter = None
+        self._sam_lock = threading.Lock()      # builds the segmenter and each scene's SAM embedding once
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path_or_preset: str | os.PathLike | None = None, device: str = "cpu",
                         backend: str = "eager", sam_checkpoint: str | os.PathLike | None = None,
-                        seed: int = 0, union: str = "compose", backend_options: dict | None = None) -> "Pipeline":
-        """A checkpoint folder, or a preset name for random weights (`tiny`, `tiny-synth`, `audioldm-s`).
+                        seed: int = 0, union: str = "compose", backend_options: dict | None = None,
+                        sam_type: str | None = None) -> "Pipeline":
+        """A checkpoint folder; the embedded model by its preset name (`tiny-synth`); or random weights,
+        only when asked for by name: `random:tiny`, `random:tiny-synth`, `random:audioldm-s` (from `seed`).
 
-        None means the embedded default model (objaudio_rt/assets/tiny-synth when present).
+        None means the embedded default model (objaudio_rt/assets/tiny-synth). `source` says which.
         """
-        from .checkpoint import default_checkpoint, load_checkpoint
+        from .checkpoint import default_checkpoint, embedded_checkpoint, load_checkpoint
         from .config import PRESETS, ModelConfig
 
         if path_or_preset is None:
             path_or_preset = default_checkpoint()
-        if isinstance(path_or_preset, str) and path_or_preset in PRESETS and not Path(path_or_preset).exists():
-            config = ModelConfig.from_name(path_or_preset)
+        options = dict(device=device, backend=backend, sam_checkpoint=sam_checkpoint, union=union,
+                       backend_options=backend_options, sam_type=sam_type)
+        name = path_or_preset if isinstance(path_or_preset, str) else None
+        if name is not None and name.startswith(RANDOM):
+            config = ModelConfig.from_name(name[len(RANDOM):])
             model = ObjaudioModel.random(config, seed)
-            return cls(model, Calibration.uncalibrated(config.image.num_patches), device, backend,
-                       sam_checkpoint, source=f"random:{path_or_preset}:seed{seed}", union=union,
-                       backend_options=backend_options)
+            return cls(model, Calibration.uncalibrated(config.image.num_patches),
+                       source=f"{name}:seed{seed} (random weights)", **options)
+        if name in PRESETS and not Path(name).exists():
+            path_or_preset = embedded_checkpoint(name)
+            check(path_or_preset is not None, f"preset {name!r} has no trained weights here: pass 'random:{name}' "
+                                              "for random weights, or a checkpoint folder")
         model, calibration = load_checkpoint(path_or_preset)
-        return cls(model, calibration, device, backend, sam_checkpoint, source=str(path_or_preset), union=union,
-                   backend_options=backend_options)
+        return cls(model, calibration, source=str(path_or_preset), **options)
 
     def save_pretrained(self, folder: str | os.PathLike, force: bool = False) -> Path:
         from .checkpoint import save_checkpoint
@@ -147,15 +159,12 @@ class Pipeline:
         if isinstance(part, Mask):
             return load_mask(part.mask, (h, w))
         if isinstance(part, Points):
+            part.check_inside((h, w))
             pts = np.array(part.coords, np.float32)
-            for x, y in pts:
-                check(0 <= x < w and 0 <= y < h, f"point ({x:g}, {y:g}) is outside the {w}x{h} image")
             labels = np.array(part.labels if part.labels is not None else [1] * len(pts), np.int64)
             mask = self._sam(scene).predict(scene.sam, points=pts, labels=labels)
         elif isinstance(part, Box):
-            x0, y0, x1, y1 = part.box
-            check(x0 >= 0 and y0 >= 0 and x1 <= w and y1 <= h,
-                  f"box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) is outside the {w}x{h} image")
+            part.check_inside((h, w))
             mask = self._sam(scene).predict(scene.sam, box=np.array(part.box, np.float32))
         else:
             raise ObjaudioError(f"unknown selection type {type(part).__name__}")
@@ -163,15 +172,16 @@ class Pipeline:
         return mask.astype(np.float32)
 
     def _sam(self, scene: Scene):
-        from .sam import SamSegmenter, load_sam
+        """The segmenter, and the scene's SAM embedding computed once; safe from several threads
+        (SamSegmenter serializes its own predictions)."""
+        from .sam import NEED_SAM, SamSegmenter, load_sam
 
-        if self._segmenter is None:
-            if self._sam_checkpoint is None:
-                raise ObjaudioError("points and boxes need Segment Anything: pass --sam-checkpoint "
-                                    "(e.g. sam_vit_b_01ec64.pth), or select with --mask or --text")
-            self._segmenter = SamSegmenter(load_sam(self._sam_checkpoint, device=str(self.device)))
-        if scene.sam is None:
-            scene.sam = self._segmenter.embed(scene.image)          # cached per image
+        with self._sam_lock:
+            if self._segmenter is None:
+                check(self._sam_checkpoint is not None, NEED_SAM)
+                self._segmenter = SamSegmenter(load_sam(self._sam_checkpoint, self._sam_type, device=str(self.device)))
+            if scene.sam is None:
+                scene.sam = self._segmenter.embed(scene.image)          # cached per image
         return self._segmenter
 
     # ---- 3. patch weights -> condition ---------------------------------------------------

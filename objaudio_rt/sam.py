@@ -6,6 +6,8 @@ each click then costs only the prompt encoder and mask decoder.
 from __future__ import annotations
 
 import os
+import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +17,15 @@ import torch
 from .errors import ObjaudioError, check
 
 SAM_TYPES = ("vit_b", "vit_l", "vit_h")
+NEED_SAM = ("points and boxes need Segment Anything: pass --sam-checkpoint (e.g. sam_vit_b_01ec64.pth), "
+            "or select with --mask or --text")
+
+
+def check_sam_file(checkpoint: str | os.PathLike) -> Path:
+    path = Path(checkpoint)
+    check(not path.is_dir(), f"SAM checkpoint {path} is a folder: give the .pth file")
+    check(path.is_file(), f"SAM checkpoint not found: {path} (download sam_vit_b_01ec64.pth from the SAM release)")
+    return path
 
 
 @dataclass
@@ -31,16 +42,20 @@ def load_sam(checkpoint: str | os.PathLike, model_type: str | None = None, devic
     """
     from segment_anything import sam_model_registry
 
-    path = Path(checkpoint)
-    check(path.is_file(), f"SAM checkpoint not found: {path} (download sam_vit_b_01ec64.pth from the SAM release)")
+    path = check_sam_file(checkpoint)
     if model_type is None:
         model_type = next((t for t in SAM_TYPES if t in path.name), None)
-        check(model_type is not None, f"cannot tell the SAM model type from {path.name}: pass one of {SAM_TYPES}")
-    check(model_type in SAM_TYPES, f"unknown SAM model type {model_type!r}: use one of {SAM_TYPES}")
+        check(model_type is not None, f"cannot tell the SAM model type from the name {path.name}: pass --sam-type "
+                                      f"({', '.join(SAM_TYPES)})")
+    check(model_type in SAM_TYPES, f"unknown SAM model type {model_type!r}: use one of {', '.join(SAM_TYPES)}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ObjaudioError(f"cannot read SAM checkpoint {path}: {exc}") from None
+        with warnings.catch_warnings():        # its pickle-protocol notes are not for the user either
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:        # torch's message advises weights_only=False, which would run the file's code
+        raise ObjaudioError(f"cannot read SAM checkpoint {path}: it is not a plain PyTorch state dict "
+                            "(damaged, or holds pickled code, which is never run); use the official .pth") from None
+    check(isinstance(state, dict), f"cannot read SAM checkpoint {path}: it holds no state dict")
     sam = sam_model_registry[model_type](checkpoint=None)
     try:
         sam.load_state_dict(state, strict=True)
@@ -50,24 +65,30 @@ def load_sam(checkpoint: str | os.PathLike, model_type: str | None = None, devic
 
 
 class SamSegmenter:
+    """SAM's predictor holds one image's state (set_image, then predict): every use of it takes
+    this segmenter's lock, so threads clicking on different scenes never see each other's image."""
+
     def __init__(self, sam):
         from segment_anything import SamPredictor
 
         self.predictor = SamPredictor(sam)
+        self._lock = threading.Lock()
 
     @torch.no_grad()
     def embed(self, image: np.ndarray) -> SamEmbedding:
         """image: (H, W, 3) uint8 RGB."""
-        self.predictor.set_image(image)
-        p = self.predictor
-        return SamEmbedding(p.features, tuple(p.original_size), tuple(p.input_size))
+        with self._lock:
+            self.predictor.set_image(image)
+            p = self.predictor
+            return SamEmbedding(p.features, tuple(p.original_size), tuple(p.input_size))
 
     @torch.no_grad()
     def predict(self, emb: SamEmbedding, points: np.ndarray | None = None, labels: np.ndarray | None = None,
                 box: np.ndarray | None = None) -> np.ndarray:
         """Best of SAM's three masks for the prompt. Returns (H, W) bool."""
-        p = self.predictor
-        p.features, p.original_size, p.input_size, p.is_image_set = (
-            emb.features, emb.original_size, emb.input_size, True)
-        masks, scores, _ = p.predict(point_coords=points, point_labels=labels, box=box, multimask_output=True)
+        with self._lock:
+            p = self.predictor
+            p.features, p.original_size, p.input_size, p.is_image_set = (
+                emb.features, emb.original_size, emb.input_size, True)
+            masks, scores, _ = p.predict(point_coords=points, point_labels=labels, box=box, multimask_output=True)
         return masks[int(np.argmax(scores))]

@@ -24,7 +24,12 @@ import torch
 
 from .config import ScheduleConfig
 from .errors import check
-from .options import SAMPLERS
+from .options import SAMPLERS, max_steps
+
+
+def check_steps(steps, schedule: ScheduleConfig = ScheduleConfig()) -> None:
+    top = max_steps(schedule.num_train_timesteps)
+    check(isinstance(steps, int) and 0 < steps <= top, f"steps must be an integer in [1, {top}], got {steps!r}")
 
 
 def alphas_cumprod(schedule: ScheduleConfig) -> np.ndarray:
@@ -47,9 +52,7 @@ class SamplerPlan:
     @staticmethod
     def build(sampler: str, steps: int, schedule: ScheduleConfig = ScheduleConfig()) -> "SamplerPlan":
         check(sampler in SAMPLERS, f"unknown sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
-        check(isinstance(steps, int) and steps > 0, f"steps must be a positive integer, got {steps!r}")
-        check(steps <= schedule.num_train_timesteps,
-              f"steps must be at most {schedule.num_train_timesteps}, got {steps}")
+        check_steps(steps, schedule)
         acp = alphas_cumprod(schedule)
         if sampler == "ddim":
             return _ddim_plan(acp, steps, schedule.num_train_timesteps)
@@ -120,4 +123,3 @@ def reference_step(coefs: torch.Tensor, x: torch.Tensor, eps_pair: torch.Tensor,
         x_next = x_next + c[2] * x0_prev.float()
     x0 = c[3] * xf + c[4] * eps
     return x_next.to(x.dtype), x0.to(x.dtype)
-

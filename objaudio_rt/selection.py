@@ -41,6 +41,11 @@ class Points(Selection):
             check(any(v == 1 for v in labels), "Points needs at least one point labelled 1 (object)")
             object.__setattr__(self, "labels", labels)
 
+    def check_inside(self, size_hw: tuple[int, int]) -> None:
+        h, w = size_hw
+        for x, y in self.coords:
+            check(0 <= x < w and 0 <= y < h, f"point ({x:g}, {y:g}) is outside the {w}x{h} image")
+
 
 @dataclass(frozen=True)
 class Box(Selection):
@@ -52,6 +57,12 @@ class Box(Selection):
         box = tuple(float(v) for v in self.box)
         check(box[2] > box[0] and box[3] > box[1], f"Box {box} is empty: need x1 > x0 and y1 > y0")
         object.__setattr__(self, "box", box)
+
+    def check_inside(self, size_hw: tuple[int, int]) -> None:
+        h, w = size_hw
+        x0, y0, x1, y1 = self.box
+        check(x0 >= 0 and y0 >= 0 and x1 <= w and y1 <= h,
+              f"box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) is outside the {w}x{h} image")
 
 
 @dataclass(frozen=True)

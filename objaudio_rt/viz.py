@@ -1,19 +1,34 @@
 """A picture to go next to the WAVs: the scene, each selection and each generated spectrogram."""
 from __future__ import annotations
 
+import io
 import os
+import warnings
 
 import numpy as np
-
-from .audio import atomic_write
 
 
 def save_overview(path: str | os.PathLike, image: np.ndarray, items: list[tuple[str, object]],
                   force: bool = False) -> None:
-    """One row per generation: [scene with the selection overlaid | patch weights | log-mel].
+    """Write `render_overview` to `path` atomically; never overwrites an existing file unless `force`."""
+    from .outputs import write_together
 
-    image: (H, W, 3) uint8; items: (label, Generation) pairs.
+    write_together([(path, render_overview(image, items))], force=force)
+
+
+def render_overview(image: np.ndarray, items: list[tuple[str, object]]) -> bytes:
+    """A PNG, one row per generation: [scene with the selection overlaid | patch weights | log-mel].
+
+    image: (H, W, 3) uint8; items: (label, Generation) pairs. A label with characters the font
+    lacks (emoji, CJK) shows boxes for them; matplotlib's per-glyph warnings are not printed.
     """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font", category=UserWarning)
+        warnings.filterwarnings("ignore", message=r"Matplotlib currently does not support", category=UserWarning)
+        return _render(image, items)
+
+
+def _render(image: np.ndarray, items: list[tuple[str, object]]) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -45,5 +60,7 @@ def save_overview(path: str | os.PathLike, image: np.ndarray, items: list[tuple[
             ax.set_xticks([])
             ax.set_yticks([])
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"), force=force)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=90, format="png")
     plt.close(fig)
+    return buf.getvalue()

@@ -18,7 +18,7 @@ if not torch.cuda.is_available():
 def tiny_pipe():
     from objaudio_rt import Pipeline
 
-    return Pipeline.from_pretrained("tiny", device="cpu", seed=0)
+    return Pipeline.from_pretrained("random:tiny", device="cpu", seed=0)
 
 
 @pytest.fixture(scope="session")

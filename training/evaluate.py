@@ -283,7 +283,7 @@ def load_audio(path: Path, revocode: str | None = None) -> tuple[list[int], list
 @command("python -m training.evaluate")
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder (or a preset name: random weights)")
+    p.add_argument("--checkpoint", required=True, help="checkpoint folder (or random:PRESET for random weights)")
     p.add_argument("--seed-start", type=int, default=0, help="first test-split seed index")
     p.add_argument("--scenes", type=int, default=150)
     p.add_argument("--json", required=True, type=Path)

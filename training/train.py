@@ -70,7 +70,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="tiny-synth", help="tiny-synth, tiny (tests) or audioldm-s")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--budget-minutes", type=float, default=45.0, help="wall-clock budget of all stages")
+    p.add_argument("--budget-minutes", type=float, default=45.0,
+                   help="minutes of wall clock shared by the stages' training loops, counted from the start, "
+                        "so building the SynthScenes cache (first run only) uses it up first; each stage still runs "
+                        "its setup (e.g. encoding the latent set) and at least one step, and the final "
+                        "calibration and checkpoint come on top: a 1-minute budget runs several minutes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stage", default="all", help="all, or one of: " + ", ".join(STAGES + ("preprocess",)))
     p.add_argument("--max-steps", type=int, default=None, help="cap every stage's steps (smoke tests)")

@@ -6,6 +6,7 @@ and the sampler arithmetic stay float32, and grounding always runs in float32 (b
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from ..model import ObjaudioModel
 from ..networks import UNetEps, VAEDecodeToMel
@@ -25,8 +26,8 @@ class EagerBackend(Backend):
         self.vae_dtype = vae_dtype or dtype
         self.vocoder_dtype = vocoder_dtype or dtype
         for network, net_dtype in (("unet", self.unet_dtype), ("vae", self.vae_dtype), ("vocoder", self.vocoder_dtype)):
-            if net_dtype != dtype:
-                getattr(self.model, network).to(net_dtype)
+            if net_dtype != dtype:          # nn.Module.to: diffusers' own adds a "keep in float32" notice
+                nn.Module.to(getattr(self.model, network), net_dtype)   # for modules these nets lack
         self.unet = UNetEps(self.model.unet)
         self.vae_to_mel = VAEDecodeToMel(self.model.vae)
         self.vocoder = self.model.vocoder

@@ -9,7 +9,7 @@ from PIL import Image
 
 from objaudio_rt.cli import main
 
-FAST = ["--checkpoint", "tiny", "--steps", "2", "--duration", "0.64"]
+FAST = ["--checkpoint", "random:tiny", "--steps", "2", "--duration", "0.64"]
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def test_generate_writes_wav_and_picture(files, capsys):
     assert run("generate", "--image", files / "scene.png", "--mask", files / "square.png", "--out", out, *FAST) == 0
     data, sr = sf.read(out)
     assert sr == 16000 and data.shape == (int(0.64 * 16000),) and np.isfinite(data).all()
-    assert Image.open(files / "gen.png").size[0] > 300          # scene | weights | spectrogram
+    assert Image.open(files / "gen.overview.png").size[0] > 300          # scene | weights | spectrogram
     assert "wrote" in capsys.readouterr().out
 
 
@@ -38,7 +38,7 @@ def test_union_text_and_whole_scene(files):
                                ["--text", "a dog barking"], []]):
         out = files / f"o{i}.wav"
         assert run("generate", "--image", files / "scene.png", *extra, "--out", out, "--no-png", *FAST) == 0
-        assert out.exists() and not out.with_suffix(".png").exists()
+        assert out.exists() and not out.with_suffix(".overview.png").exists()
 
 
 def test_union_modes_on_the_command_line(files):
@@ -108,7 +108,7 @@ def test_bad_input_is_one_clear_line(files, capsys, args, match):
         if k in args:
             del base[k]
     argv = ["generate", *sum(([k, v] for k, v in base.items()), []), "--no-png"]
-    argv += [a for a in FAST if a not in ("--checkpoint", "tiny")] if "--checkpoint" in args else FAST
+    argv += [a for a in FAST if a not in ("--checkpoint", "random:tiny")] if "--checkpoint" in args else FAST
     # later flags win in argparse, so the bad value must come last
     argv += args
     assert run(*argv) == 2

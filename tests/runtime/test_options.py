@@ -17,7 +17,7 @@ def test_defaults_come_from_the_model():
 
 
 @pytest.mark.parametrize("options,match", [
-    (dict(steps=0), "steps must be a positive integer"), (dict(sampler="euler"), "unknown sampler"),
+    (dict(steps=0), r"steps must be an integer in \[1, 999\]"), (dict(sampler="euler"), "unknown sampler"),
     (dict(cfg=0.5), "cfg"), (dict(cfg=float("nan")), "cfg"), (dict(seed=-1), "seed"),
     (dict(duration=0.0), "duration"), (dict(duration=1e6), "duration"), (dict(union="both"), "union mode"),
 ])

@@ -142,7 +142,7 @@ def test_cuda_request_without_cuda():
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     with pytest.raises(ObjaudioError, match="CUDA is not available"):
-        Pipeline.from_pretrained("tiny", device="cuda")
+        Pipeline.from_pretrained("random:tiny", device="cuda")
 
 
 # ---- unions: composed (one condition per part) and the paper's single union mask ----------------

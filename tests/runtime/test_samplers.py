@@ -72,3 +72,29 @@ def test_bad_steps_are_refused(bad):
 def test_unknown_sampler_is_refused():
     with pytest.raises(ObjaudioError, match="unknown sampler"):
         SamplerPlan.build("euler", 10)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpmpp"])
+def test_the_stated_maximum_steps_work_and_one_more_is_refused(sampler):
+    """999 steps (max_steps) give finite tables with distinct timesteps; 1000 was an IndexError (DDIM)
+    and a division by zero (DPM-Solver++) and is now one clear error."""
+    from objaudio_rt.errors import ObjaudioError
+    from objaudio_rt.options import max_steps
+
+    plan = SamplerPlan.build(sampler, max_steps(1000))
+    assert plan.steps == 999 and torch.isfinite(plan.coefs).all()
+    assert plan.timesteps.unique().numel() == 999
+    with pytest.raises(ObjaudioError, match=r"\[1, 999\]"):
+        SamplerPlan.build(sampler, 1000)
+
+
+def test_cfg_is_bounded_where_the_update_breaks():
+    from objaudio_rt.config import ModelConfig
+    from objaudio_rt.errors import ObjaudioError
+    from objaudio_rt.options import MAX_CFG, RunOptions
+
+    config = ModelConfig.from_name("tiny")
+    assert RunOptions(cfg=MAX_CFG).resolve(config).cfg == MAX_CFG
+    for bad in (1e30, MAX_CFG * 1.01, 0.5, float("nan")):
+        with pytest.raises(ObjaudioError, match="cfg"):
+            RunOptions(cfg=bad).resolve(config)

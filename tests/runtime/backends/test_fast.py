@@ -106,7 +106,7 @@ def test_fast_composed_on_cpu_equals_eager_bit_for_bit(tiny):
 def test_fast_pipeline_on_cpu_equals_eager():
     waves = {}
     for name in ("eager", "fast"):
-        pipe = Pipeline.from_pretrained("tiny", device="cpu", backend=name, seed=5)
+        pipe = Pipeline.from_pretrained("random:tiny", device="cpu", backend=name, seed=5)
         scene = pipe.encode_image(np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8))
         mask = np.zeros((40, 56), np.float32)
         mask[5:30, 10:40] = 1

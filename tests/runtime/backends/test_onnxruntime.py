@@ -24,12 +24,12 @@ def test_pipeline_onnxruntime_matches_eager(tmp_path, monkeypatch):
     """Within twice the error eager float32 makes against eager float64 (plus rounding noise)."""
     monkeypatch.setenv("OBJAUDIO_CACHE", str(tmp_path))
     image = (np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)
-    eager = Pipeline.from_pretrained("tiny")
+    eager = Pipeline.from_pretrained("random:tiny")
     with pytest.raises(ObjaudioError, match="python -m export.onnx --cache"):     # the runtime never exports
-        Pipeline.from_pretrained("tiny", backend="onnxruntime")
+        Pipeline.from_pretrained("random:tiny", backend="onnxruntime")
     assert export_main(["--preset", "tiny", "--random-init", "--cache", "--quiet",
                         "--only", "unet,vae_decoder,vocoder,image_encoder,text_encoder"]) == 0
-    ort = Pipeline.from_pretrained("tiny", backend="onnxruntime")       # reads the cache folder
+    ort = Pipeline.from_pretrained("random:tiny", backend="onnxruntime")       # reads the cache folder
     fp = model_fingerprint(eager.model)
     assert ort.backend.onnx_dir == tmp_path / "onnx" / fp[:32]
     runs = {}

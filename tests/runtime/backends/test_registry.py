@@ -40,5 +40,5 @@ def test_bad_backend_or_option_is_one_clear_error(tiny_model, name, options, mat
 def test_onnxruntime_without_graphs_names_the_command(tmp_path, monkeypatch):
     monkeypatch.setenv("OBJAUDIO_CACHE", str(tmp_path))
     with pytest.raises(ObjaudioError, match=r"python -m export\.onnx --cache"):
-        Pipeline.from_pretrained("tiny", backend="onnxruntime")
+        Pipeline.from_pretrained("random:tiny", backend="onnxruntime")
     assert not any(tmp_path.iterdir())                               # the runtime exported nothing
