@@ -98,7 +98,7 @@ def create_app(service: Service) -> FastAPI:
 
     @app.get("/v1/scenes/{scene_id}/image")
     async def scene_image(scene_id: str):
-        return Response(service.scene_png(scene_id), media_type="image/png")
+        return Response(await service.scene_png(scene_id), media_type="image/png")
 
     @app.post("/v1/segment")
     async def segment(request: Request):

@@ -29,8 +29,10 @@ DEMO_ID = "demo"
 
 class Service:
     def __init__(self, pipe: Pipeline, limits: ServeLimits = ServeLimits(),
-                 submit: Callable[[Job], Awaitable[list[Generation]]] | None = None):
-        """`submit` runs one job through some batcher; default: this process's MicroBatcher."""
+                 submit: Callable[[Job], Awaitable[list[Generation]]] | None = None, shared_scenes=None):
+        """`submit` runs one job through some batcher (default: this process's MicroBatcher).
+        `shared_scenes` (async `put(scene_id, pixels, masks)`, `get(scene_id) -> (pixels, masks) | None`) lets
+        several replicas serve one scene: a replica that lacks a scene fetches its pixels and encodes them."""
         self.pipe, self.limits = pipe, limits
         self.has_sam = pipe._sam_checkpoint is not None          # the pipeline loads SAM on its first click
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="objaudio-model")
@@ -38,6 +40,7 @@ class Service:
         self.batcher = MicroBatcher(lambda jobs: run_jobs(pipe, jobs), self.executor,
                                     limits.batch_window_ms / 1000.0, limits.max_batch, limits.max_queue)
         self.submit = submit or self.batcher.submit
+        self.shared_scenes = shared_scenes
 
     def describe(self) -> dict:
         backend = type(self.pipe.backend).__name__.removesuffix("Backend").lower()
@@ -47,7 +50,7 @@ class Service:
                              "duration": self.pipe.config.clip_seconds,
                              "max_duration": min(self.pipe.config.max_seconds, self.limits.max_duration)}}
 
-    async def _on_model_thread(self, fn, *args):
+    async def on_model_thread(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     # ---- scenes ------------------------------------------------------------------------
@@ -57,9 +60,23 @@ class Service:
 
     async def add_pixels(self, scene_id: str, pixels: np.ndarray, masks=(), pinned: bool = False) -> dict:
         if scene_id not in self.scenes:
-            scene = await self._on_model_thread(self.pipe.encode_image, pixels)
+            scene = await self.on_model_thread(self.pipe.encode_image, pixels)
             self.scenes.put(scene_id, SceneEntry(scene, list(masks), pinned))
+            if self.shared_scenes is not None and not pinned:
+                await self.shared_scenes.put(scene_id, pixels, list(masks))
         return self.scenes.get(scene_id).describe(scene_id)
+
+    async def entry(self, scene_id: str) -> SceneEntry:
+        """A cached scene; one another replica holds is fetched and encoded here first."""
+        if scene_id not in self.scenes and self.shared_scenes is not None:
+            found = await self.shared_scenes.get(scene_id)
+            if found is not None:
+                pixels, masks = found
+                scene = await self.on_model_thread(self.pipe.encode_image, pixels)
+                self.scenes.put(scene_id, SceneEntry(scene, masks))
+        if scene_id == DEMO_ID and DEMO_ID not in self.scenes:
+            await self.demo_scene()
+        return self.scenes.get(scene_id)
 
     async def demo_scene(self) -> dict:
         """The bundled demo scene with its object masks, as the scene id "demo"."""
@@ -72,24 +89,24 @@ class Service:
             return await self.add_pixels(DEMO_ID, pixels, masks, pinned=True)
         return self.scenes.get(DEMO_ID).describe(DEMO_ID)
 
-    def scene_png(self, scene_id: str) -> bytes:
-        return png_bytes(self.scenes.get(scene_id).scene.image)
+    async def scene_png(self, scene_id: str) -> bytes:
+        return png_bytes((await self.entry(scene_id)).scene.image)
 
     # ---- segment -----------------------------------------------------------------------
     async def segment(self, req: SegmentRequest) -> bytes:
-        entry = self.scenes.get(req.scene_id)
+        entry = await self.entry(req.scene_id)
         check(self.has_sam,
               "this server has no Segment Anything checkpoint: restart it with --sam-checkpoint "
               "(e.g. sam_vit_b_01ec64.pth), or select with a mask, mask_index or text")
         parts = [p for p in (req.points, req.box) if p is not None]
         selection = parts[0] if len(parts) == 1 else parts[0] | parts[1]
-        _, pixel = await self._on_model_thread(self.pipe.select, entry.scene, selection)
+        _, pixel = await self.on_model_thread(self.pipe.select, entry.scene, selection)
         return png_bytes(pixel)
 
     # ---- generate ----------------------------------------------------------------------
     async def generate(self, req: GenerateRequest) -> list[Generation]:
         """Generations: one per selection then the mix with stems, else the mix alone."""
-        entry = self.scenes.get(req.scene_id)
+        entry = await self.entry(req.scene_id)
         o, model = req.options, self.pipe.config
         check(o.duration is None or o.duration <= model.max_seconds,
               f"'duration' must be at most {model.max_seconds:g} s for this model, got {o.duration:g}")
@@ -116,7 +133,7 @@ class Service:
         if key == "whole":
             return Whole()
         if key in ("points", "box"):
-            _, pixel = await self._on_model_thread(self.pipe.select, entry.scene, value)
+            _, pixel = await self.on_model_thread(self.pipe.select, entry.scene, value)
             return Mask(pixel)
         return value                                                    # Text
 

@@ -93,12 +93,14 @@ async function openScene(info) {
   const canvas = $("canvas"), side = 448, aspect = info.width / info.height;
   canvas.width = aspect >= 1 ? side : Math.round(side * aspect);
   canvas.height = aspect >= 1 ? Math.round(side / aspect) : side;
-  state.masks = await Promise.all(info.masks.map(async (m) => ({ ...m, pixels: await maskFrom(`data:image/png;base64,${m.png}`) })));
+  state.masks = await Promise.all(info.masks.map(
+    async (m) => ({ ...m, pixels: await maskFrom(`data:image/png;base64,${m.png}`) })));
   $("drop-hint").hidden = true;
   $("canvas").dataset.sceneId = info.scene_id;
   renderChips(); draw();
   const how = state.masks.length ? `${state.masks.length} object masks: click an object`
-    : state.health && state.health.sam ? "click an object (Segment Anything)" : "no object masks and no SAM on the server: type a phrase or hear the whole scene";
+    : state.health && state.health.sam ? "click an object (Segment Anything)"
+    : "no object masks and no SAM on the server: type a phrase or hear the whole scene";
   message(`scene ${info.width}×${info.height} — ${how}`);
 }
 
@@ -155,7 +157,10 @@ async function generate() {
                  stems: $("stems").checked, format: "json", ...settings() };
   const start = performance.now();
   $("progress").hidden = false;
-  const timer = setInterval(() => { $("elapsed").textContent = `generating… ${((performance.now() - start) / 1000).toFixed(1)} s`; }, 100);
+  const tick = () => {
+    $("elapsed").textContent = `generating… ${((performance.now() - start) / 1000).toFixed(1)} s`;
+  };
+  const timer = setInterval(tick, 100);
   message("");
   try {
     const response = await api("/v1/generate", { method: "POST", signal: controller.signal,
@@ -194,14 +199,16 @@ function showResult(result, seconds) {
   $("result").dataset.stems = result.stems.length;
   const mixAudio = document.querySelector("#mix audio");
   mixAudio.play().catch(() => { /* autoplay may be blocked until the user interacts */ });
-  message(`${result.sampler} ${result.steps} steps, cfg ${result.cfg}, seed ${result.seed} — ${seconds.toFixed(1)} s`);
+  message(`${result.sampler} ${result.steps} steps, cfg ${result.cfg}, seed ${result.seed} — ` +
+          `${seconds.toFixed(1)} s`);
 }
 
 function pixelAt(event) {
   const r = $("canvas").getBoundingClientRect();
-  return { cx: event.clientX - r.left, cy: event.clientY - r.top,
-           x: Math.min(state.scene.width - 1, Math.max(0, Math.floor((event.clientX - r.left) / r.width * state.scene.width))),
-           y: Math.min(state.scene.height - 1, Math.max(0, Math.floor((event.clientY - r.top) / r.height * state.scene.height))) };
+  const cx = event.clientX - r.left, cy = event.clientY - r.top;
+  const clamp = (v, n) => Math.min(n - 1, Math.max(0, Math.floor(v)));
+  return { cx, cy, x: clamp(cx / r.width * state.scene.width, state.scene.width),
+           y: clamp(cy / r.height * state.scene.height, state.scene.height) };
 }
 
 function wireCanvas() {
@@ -212,7 +219,8 @@ function wireCanvas() {
     if (!press) return;
     const p = pixelAt(e);
     if (Math.hypot(p.cx - press.cx, p.cy - press.cy) > DRAG_PX)
-      draw({ x: Math.min(p.cx, press.cx), y: Math.min(p.cy, press.cy), w: Math.abs(p.cx - press.cx), h: Math.abs(p.cy - press.cy) });
+      draw({ x: Math.min(p.cx, press.cx), y: Math.min(p.cy, press.cy),
+             w: Math.abs(p.cx - press.cx), h: Math.abs(p.cy - press.cy) });
   });
   canvas.addEventListener("mouseup", async (e) => {
     if (!press) return;
@@ -220,7 +228,8 @@ function wireCanvas() {
     press = null;
     try {
       if (Math.hypot(end.cx - start.cx, end.cy - start.cy) > DRAG_PX) {
-        const box = [Math.min(start.x, end.x), Math.min(start.y, end.y), Math.max(start.x, end.x) + 1, Math.max(start.y, end.y) + 1];
+        const box = [Math.min(start.x, end.x), Math.min(start.y, end.y),
+                     Math.max(start.x, end.x) + 1, Math.max(start.y, end.y) + 1];
         await choose(await segmented({ box }, `box ${box.join(",")}`), add);
       } else {
         await choose(await selectionAt(end.x, end.y), add);
@@ -245,8 +254,11 @@ async function init() {
   $("demo").addEventListener("click", async () => {
     try { await openScene(await (await api("/v1/demo")).json()); } catch (e) { message(e.message, true); }
   });
-  $("whole").addEventListener("click", () => state.scene && choose({ request: { whole: true }, label: "whole scene" }, false));
-  $("clear").addEventListener("click", () => { state.selections = []; renderChips(); draw(); $("result").replaceChildren(); });
+  $("whole").addEventListener("click",
+    () => state.scene && choose({ request: { whole: true }, label: "whole scene" }, false));
+  $("clear").addEventListener("click", () => {
+    state.selections = []; renderChips(); draw(); $("result").replaceChildren();
+  });
   $("phrase-form").addEventListener("submit", (e) => {
     e.preventDefault();
     const text = $("phrase").value.trim();

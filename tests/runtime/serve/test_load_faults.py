@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from .conftest import FAST, start
+from .conftest import FAST, batch_tolerance, start
 
 N_CLIENTS = 50
 
@@ -24,22 +24,16 @@ def wave_of(response) -> np.ndarray:
     return data
 
 
-def request_for(k: int) -> dict:
-    """Requests on two scenes, several selections and seeds: batches hold compatible groups and odd ones."""
-    sels = [[{"mask_index": k % 4}], [{"mask_index": 0}, {"mask_index": 2}], [{"whole": True}]][k % 3]
-    return {"scene_id": "demo" if k % 5 else "upload", "selections": sels, "seed": FAST["seed"] + (k % 2),
+KINDS = [("demo", [{"mask_index": 0}], 0), ("demo", [{"mask_index": 2}], 0), ("demo", [{"mask_index": 0}], 1),
+         ("demo", [{"mask_index": 0}, {"mask_index": 2}], 0), ("upload", [{"whole": True}], 0)]
+
+
+def request_for(k: int, upload_id: str) -> dict:
+    """Two scenes, single selections, a composed union and two seeds: a batch holds compatible groups
+    (one generate_many call each) and odd ones."""
+    scene, sels, seed = KINDS[k % len(KINDS)]
+    return {"scene_id": "demo" if scene == "demo" else upload_id, "selections": sels, "seed": FAST["seed"] + seed,
             "steps": FAST["steps"], "duration": FAST["duration"]}
-
-
-def batch_tolerance(pipe, scene) -> float:
-    """How far a batch item may sit from the same item run alone: float32 kernels block differently at
-    another batch size. Measured here on the pipeline itself (alone vs in a batch of 8), times 4."""
-    from objaudio_rt import Whole
-
-    opts = dict(steps=FAST["steps"], duration=FAST["duration"], seed=FAST["seed"], progress=False)
-    alone = pipe.generate_many(scene, [Whole()], **opts)[0].wave
-    batch = pipe.generate_many(scene, [Whole()] * 8, **opts)[0].wave
-    return 4 * max(float((alone - batch).abs().max()), float(np.finfo(np.float32).eps) * float(alone.abs().max()))
 
 
 def test_fifty_concurrent_requests_match_each_alone(live):
@@ -51,11 +45,7 @@ def test_fifty_concurrent_requests_match_each_alone(live):
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="PNG")
     upload = client.post("/v1/scenes", files={"image": ("u.png", buf.getvalue(), "image/png")}).json()
-    bodies = [request_for(k) for k in range(N_CLIENTS)]
-    for b in bodies:
-        b["scene_id"] = upload["scene_id"] if b["scene_id"] == "upload" else "demo"
-        if b["scene_id"] != "demo":
-            b["selections"] = [{"whole": True}]
+    bodies = [request_for(k, upload["scene_id"]) for k in range(N_CLIENTS)]
 
     distinct = {json.dumps(b, sort_keys=True): b for b in bodies}
     alone = {key: wave_of(client.post("/v1/generate", json=b)) for key, b in distinct.items()}
@@ -109,6 +99,10 @@ def test_faults_get_clear_errors_and_the_service_keeps_serving(live):
         assert r.status_code == 400 and words in r.json()["error"], (body, r.text)
 
     _disconnect_mid_generation(live.port, {**ok, "steps": 8})
+    deadline = time.monotonic() + 120
+    while live.service.batcher.pending and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert live.service.batcher.pending == 0, "the abandoned request is still held"
     wave_of(client.post("/v1/generate", json=ok))                     # still serving
     assert client.get("/health").json()["status"] == "ok"
 
