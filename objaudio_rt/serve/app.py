@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -24,6 +26,7 @@ from .service import Service, encode_wav, generation_json
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("objaudio.serve")
+PROCESS = f"{socket.gethostname()}:{os.getpid()}"
 
 
 class ClientGone(Exception):
@@ -67,6 +70,12 @@ def create_app(service: Service) -> FastAPI:
     async def _ours(request: Request, exc: Exception):
         log.exception("internal error on %s %s", request.method, request.url.path)
         return error(500, f"internal error ({type(exc).__name__}); the service logged it")
+
+    @app.middleware("http")
+    async def _process(request: Request, call_next):
+        response = await call_next(request)
+        response.headers["X-Objaudio-Process"] = PROCESS                # which replica answered (scale-out)
+        return response
 
     @app.get("/", include_in_schema=False)
     async def page():

@@ -44,7 +44,9 @@ class Service:
 
     def describe(self) -> dict:
         backend = type(self.pipe.backend).__name__.removesuffix("Backend").lower()
-        return {"status": "ok", "model": self.pipe.source, "device": str(self.pipe.device), "backend": backend,
+        source = self.pipe.source                          # a preset, or a checkpoint folder: its name only
+        model = source if source.startswith("random:") else Path(source).name
+        return {"status": "ok", "model": model, "device": str(self.pipe.device), "backend": backend,
                 "sam": self.has_sam, "sample_rate": self.pipe.config.mel.sample_rate,
                 "defaults": {"steps": self.pipe.config.default_steps, "cfg": self.pipe.config.default_cfg,
                              "duration": self.pipe.config.clip_seconds,
