@@ -224,6 +224,8 @@ def cmd_assemble(args) -> None:
 
 def cmd_serve(args) -> None:
     try:
+        import uvicorn  # noqa: F401  (imported here only to say what to install)
+
         from .serve.main import run
     except ImportError as exc:
         raise ObjaudioError(f"objaudio serve needs the web extra ({exc.name} is missing): "

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from ..errors import ObjaudioError
+
 
 @dataclass(frozen=True)
 class ServeLimits:
@@ -25,7 +27,5 @@ class ServeLimits:
         """`default`, or `unbatched` (the same limits, each request run alone: the benchmark's baseline)."""
         presets = {"default": cls(), "unbatched": cls(max_batch=1, batch_window_ms=0.0)}
         if name not in presets:
-            from ..errors import ObjaudioError
-
             raise ObjaudioError(f"unknown serve limits preset {name!r}: use one of {', '.join(presets)}")
         return replace(presets[name], **overrides)

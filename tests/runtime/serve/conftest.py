@@ -1,7 +1,8 @@
 """A real uvicorn server on a loopback port, in a thread, around a small random-weight model.
 
-MODEL is the one line to change when random presets are asked for as "random:tiny"
-(OBJAUDIO_SERVE_TEST_MODEL overrides it, e.g. "embedded" to take the README's screenshot).
+MODEL: random weights at the `tiny` preset, asked for as "random:tiny" where the runtime has that
+spelling (`pipeline.RANDOM`), else "tiny"; OBJAUDIO_SERVE_TEST_MODEL overrides it, e.g. "embedded" to
+take the README's screenshot.
 """
 import os
 
@@ -9,10 +10,12 @@ import httpx
 import numpy as np
 import pytest
 
+from objaudio_rt import pipeline
+
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-MODEL = os.environ.get("OBJAUDIO_SERVE_TEST_MODEL", "tiny")
+MODEL = os.environ.get("OBJAUDIO_SERVE_TEST_MODEL", "random:tiny" if hasattr(pipeline, "RANDOM") else "tiny")
 FAST = {"steps": 2, "duration": 0.32, "seed": 7}          # a generate request's options: seconds on 2 cores
 
 

@@ -35,10 +35,6 @@ def inside(name: str) -> tuple[int, int]:
     return int(xs[k]), int(ys[k])
 
 
-def audio_seconds(page, selector: str) -> float:
-    return page.eval_on_selector(selector, "a => a.duration")
-
-
 def test_click_to_hear_in_chromium(live, tmp_path):
     duration = FAST["duration"]
     ready = ("([sel, want]) => { const a = document.querySelector(sel); "
