@@ -67,8 +67,7 @@ def create_app(service: Service) -> FastAPI:
         return error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
-    async def _ours(request: Request, exc: Exception):
-        log.exception("internal error on %s %s", request.method, request.url.path)
+    async def _ours(_: Request, exc: Exception):                      # uvicorn logs the traceback
         return error(500, f"internal error ({type(exc).__name__}); the service logged it")
 
     @app.middleware("http")

@@ -110,8 +110,9 @@ class Service:
         """Generations: one per selection then the mix with stems, else the mix alone."""
         entry = await self.entry(req.scene_id)
         o, model = req.options, self.pipe.config
-        check(o.duration is None or o.duration <= model.max_seconds,
-              f"'duration' must be at most {model.max_seconds:g} s for this model, got {o.duration:g}")
+        if o.duration is not None:
+            check(o.duration <= model.max_seconds,
+                  f"'duration' must be at most {model.max_seconds:g} s for this model, got {o.duration:g}")
         if o.cfg is not None:
             check_cfg(o.cfg)
         parts = [await self._runtime_selection(entry, sel) for sel in req.selections]

@@ -104,6 +104,8 @@ def test_faults_get_clear_errors_and_the_service_keeps_serving(live):
         time.sleep(0.1)
     assert live.service.batcher.pending == 0, "the abandoned request is still held"
     wave_of(client.post("/v1/generate", json=ok))                     # still serving
+    defaults = wave_of(client.post("/v1/generate", json={"scene_id": "demo", "steps": FAST["steps"]}))
+    assert defaults.shape == (int(live.service.pipe.config.clip_seconds * 16000),)   # whole scene, model's clip
     assert client.get("/health").json()["status"] == "ok"
 
 
