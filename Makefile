@@ -2,19 +2,26 @@
 PY      := .venv/bin/python
 STAMP   := .venv/.installed
 
-.PHONY: demo test clean
+.PHONY: demo test clean chromium
 
-$(STAMP): requirements.txt setup.py
+$(STAMP): requirements.txt requirements-serve.txt setup.py
 	python3 -m venv .venv
-	.venv/bin/pip install -q -r requirements.txt
+	.venv/bin/pip install -q -r requirements.txt -r requirements-serve.txt
 	.venv/bin/pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m objaudio_rt demo --out demo_out --force
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PY) -m pytest -q
+
+# The page's browser test drives Debian's chromium (Playwright's own browser download cannot work here).
+chromium:
+	@test -x /usr/bin/chromium || if [ "$$(id -u)" = 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	else echo "chromium is missing and this is not root: the browser test will be skipped" \
+		"(sudo apt-get install chromium)"; fi
 
 clean:
 	rm -rf .venv demo_out build *.egg-info

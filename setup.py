@@ -39,7 +39,7 @@ setup(
     version="0.1.0",
     description="Object-aware image-to-audio generation: an optimized inference engine",
     packages=find_packages(include=["objaudio_rt", "objaudio_rt.*", "export", "export.*"]),
-    package_data={"objaudio_rt": ["assets/**/*"]},
+    package_data={"objaudio_rt": ["assets/**/*", "serve/static/*"]},
     include_package_data=True,
     python_requires=">=3.10",
     install_requires=[
@@ -47,6 +47,10 @@ setup(
         "segment-anything>=1.0", "safetensors", "soundfile", "numpy", "scipy", "pillow",
         "matplotlib", "tqdm",
     ],
+    extras_require={
+        "serve": ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9"],
+        "ray": ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9", "ray[serve]>=2.40"],
+    },
     entry_points={"console_scripts": ["objaudio=objaudio_rt.cli:main"]},
     **cuda_extension(),
 )

@@ -1,4 +1,4 @@
-"""`objaudio` command line: generate, demo, info, assemble.
+"""`objaudio` command line: generate, demo, info, assemble, serve.
 
 Library errors (ObjaudioError) become one line on stderr and exit code 2 (errors.command, the
 wrapper every entry point shares); nothing else prints a traceback for bad input.
@@ -81,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="what a checkpoint holds")
     i.add_argument("--checkpoint", default=None)
     i.add_argument("--json", action="store_true", help="print JSON")
+
+    s = sub.add_parser("serve", help="the click-to-hear page and the HTTP API (needs objaudio[serve])")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--checkpoint", default=None, help="checkpoint folder or preset (default: the embedded model)")
+    s.add_argument("--device", default="cpu", help="cpu or cuda")
+    s.add_argument("--backend", default="eager", help="eager (other backends: see the README)")
+    s.add_argument("--sam-checkpoint", default=None, help="SAM .pth: clicks and boxes on any image")
 
     a = sub.add_parser("assemble", help="build a checkpoint from upstream AudioLDM + open_clip weights")
     a.add_argument("--audioldm", required=True, help="AudioLDM folder in diffusers layout")
@@ -290,10 +298,23 @@ def cmd_assemble(args) -> None:
     print(f"wrote {out}")
 
 
+def cmd_serve(args) -> None:
+    try:
+        import uvicorn  # noqa: F401  (imported here only to say what to install)
+
+        from .serve.main import run
+    except ImportError as exc:
+        raise ObjaudioError(f"objaudio serve needs the web extra ({exc.name} is missing): "
+                            "pip install 'objaudio[serve]'") from None
+    run(args.host, args.port, checkpoint=args.checkpoint, device=args.device, backend=args.backend,
+        sam_checkpoint=args.sam_checkpoint)
+
+
 @command("objaudio")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    {"generate": cmd_generate, "demo": cmd_demo, "info": cmd_info, "assemble": cmd_assemble}[args.command](args)
+    {"generate": cmd_generate, "demo": cmd_demo, "info": cmd_info, "assemble": cmd_assemble,
+     "serve": cmd_serve}[args.command](args)
     return 0
 
 

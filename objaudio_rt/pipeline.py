@@ -72,6 +72,11 @@ class Pipeline:
         self._segmenter = None
         self._sam_lock = threading.Lock()      # builds the segmenter and each scene's SAM embedding once
 
+    @property
+    def can_segment(self) -> bool:
+        """Whether points and boxes can be resolved: a SAM checkpoint was given (loaded on first use)."""
+        return self._sam_checkpoint is not None
+
     # ---- construction -------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path_or_preset: str | os.PathLike | None = None, device: str = "cpu",
