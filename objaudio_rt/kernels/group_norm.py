@@ -91,6 +91,8 @@ def group_norm_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
 def _spatial_stride(t: torch.Tensor) -> int | None:
     """The stride of the flattened H*W index when (H, W) is one strided run (NCHW and channels_last are)."""
     _, _, h, w = t.shape
+    if w == 1:
+        return t.stride(2)
     return t.stride(3) if h == 1 or t.stride(2) == w * t.stride(3) else None
 
 
