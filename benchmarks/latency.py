@@ -227,7 +227,8 @@ def print_throughput(report: dict) -> None:
     print(f"{'backend':<14}{'selections':>11}{'ms/call':>10}{'ms/selection':>14}{'ms/sel-step':>13}{'graphs':>8}")
     for r in report["results"]:
         for t in r["throughput"]:
-            graphs = "-" if t["graphs_after_timing"] is None else f"{t['graphs_after_warmup']}->{t['graphs_after_timing']}"
+            held = t["graphs_after_warmup"], t["graphs_after_timing"]
+            graphs = "-" if held[1] is None else f"{held[0]}->{held[1]}"
             print(f"{r['backend']:<14}{t['selections']:>11}{t['per_call_s'] * 1e3:>10.1f}"
                   f"{t['per_selection_s'] * 1e3:>14.2f}{t['per_selection_step_ms']:>13.3f}{graphs:>8}")
 

@@ -104,8 +104,8 @@ def summarise(items: list[tuple[str, float]], steps: int, top: int) -> dict:
         "count_per_step": len(items) / steps,
         "busy_ms_per_step": total_us / 1e3 / steps,
         "mean_us": total_us / max(len(items), 1),
-        "categories": {k: {"count_per_step": round(v["count_per_step"], 2), "share_of_time": round(v["share_of_time"], 4)}
-                       for k, v in cats.items()},
+        "categories": {k: {"count_per_step": round(v["count_per_step"], 2),
+                           "share_of_time": round(v["share_of_time"], 4)} for k, v in cats.items()},
         "top": [{"name": n[:160], "category": category(n), "share_of_time": round(sum(t) / total_us, 4),
                  "count_per_step": round(len(t) / steps, 2), "mean_us": round(sum(t) / len(t), 2)}
                 for n, t in ranked],
@@ -198,7 +198,8 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     specs = [s.strip() for s in args.backends.split(",") if s.strip()]
     for s in specs:
-        check(ALIASES.get(s, s) in BACKEND_SPECS, f"unknown backend {s!r}: use some of eager, {', '.join(BACKEND_SPECS)}")
+        check(ALIASES.get(s, s) in BACKEND_SPECS,
+              f"unknown backend {s!r}: use some of eager, {', '.join(BACKEND_SPECS)}")
     model = ObjaudioModel.random(config, args.seed)
     results = []
     for spec in specs:

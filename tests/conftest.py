@@ -42,3 +42,20 @@ def square_mask() -> np.ndarray:
 def disc_mask() -> np.ndarray:
     yy, xx = np.mgrid[:80, :96]
     return (yy - 55) ** 2 + (xx - 70) ** 2 < 15 ** 2
+
+
+@pytest.fixture(scope="session")
+def aoti_package(tmp_path_factory):
+    """The tiny UNet compiled once per session by export.aoti (CPU, fp32, the tiny clip's latent shape).
+
+    The build is the slowest step of the suite (an inductor C++ compile), so every AOTI test shares it.
+    """
+    from export.aoti import build_package, default_frames
+    from objaudio_rt.config import ModelConfig
+    from objaudio_rt.model import ObjaudioModel
+
+    model = ObjaudioModel.random(ModelConfig.from_name("tiny"), seed=0)
+    folder = tmp_path_factory.mktemp("aoti")
+    info = build_package(model, torch.device("cpu"), torch.float32, default_frames(model), 4, folder, "random:tiny")
+    shape = tuple(int(s) for s in info["latent_shape"].split("x"))
+    return {"model": model, "dir": folder, "info": info, "latent_shape": shape}

@@ -1,0 +1,57 @@
+"""AOTInductor packages of the tiny UNet on the CPU: build once, load, match eager, refuse stale packages.
+
+The build (torch.export + inductor + a C++ compile) is the expensive part, so the session builds
+one package (tests/conftest.py `aoti_package`) and every test here reads it.
+"""
+import json
+import shutil
+
+import pytest
+import torch
+
+from objaudio_rt.aoti import UNetCall, load_package, package_name
+from objaudio_rt.backends_onnx import model_fingerprint
+from objaudio_rt.errors import ObjaudioError
+from tests.kernels.kernel_checks import assert_verbose_allclose, reference_tolerance
+
+CPU = torch.device("cpu")
+
+
+def test_package_and_sidecar(aoti_package):
+    info = aoti_package["info"]
+    assert info["format"] == "objaudio-aoti-package" and info["dtype"] == "fp32"
+    assert info["torch_version"] == torch.__version__ and info["platform"].startswith("cpu ")
+    assert info["checkpoint"] == model_fingerprint(aoti_package["model"])
+    assert info["check"]["rel_err_vs_module"] < 1e-4                  # the builder's own check, batch 6
+
+
+@pytest.mark.parametrize("unet_batch", [2, 8])
+def test_loaded_package_matches_the_eager_unet(aoti_package, unet_batch):
+    model, shape = aoti_package["model"], aoti_package["latent_shape"]
+    engine = load_package(model_fingerprint(model), CPU, torch.float32, shape, aoti_package["dir"])
+    assert engine.covers(torch.empty(unet_batch, *shape)) and not engine.covers(torch.empty(unet_batch, 8, 3, 3))
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(unet_batch, *shape, generator=g)
+    cond = torch.randn(unet_batch, model.config.unet.cond_dim, generator=g)
+    t = torch.tensor([613])
+    call = UNetCall(model.unet)
+    with torch.no_grad():
+        got, low = engine(x, t, cond), call(x, t, cond)
+        truth = UNetCall(model.unet.double())(x.double(), t, cond.double())
+        model.unet.float()
+    assert_verbose_allclose(got, truth, reference_tolerance(truth, low, torch.float32), f"AOTI UNet batch {unet_batch}")
+
+
+def test_stale_or_missing_packages_are_refused(aoti_package, tmp_path):
+    model, shape = aoti_package["model"], aoti_package["latent_shape"]
+    fingerprint = model_fingerprint(model)
+    with pytest.raises(ObjaudioError, match="engine not found.*python -m export.aoti"):
+        load_package(fingerprint, CPU, torch.float16, shape, aoti_package["dir"])
+    src = aoti_package["dir"] / package_name(CPU, torch.float32, shape)
+    shutil.copy(src, tmp_path / src.name)
+    sidecar = json.loads(src.with_name(src.name + ".json").read_text())
+    (tmp_path / (src.name + ".json")).write_text(json.dumps({**sidecar, "torch_version": "2.0.0"}))
+    with pytest.raises(ObjaudioError, match="stale: built for torch version 2.0.0"):
+        load_package(fingerprint, CPU, torch.float32, shape, tmp_path)
+    with pytest.raises(ObjaudioError, match="stale: built for checkpoint weights"):
+        load_package("0" * 64, CPU, torch.float32, shape, aoti_package["dir"])
