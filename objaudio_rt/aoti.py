@@ -102,3 +102,33 @@ def load_package(fingerprint: str, device: torch.device, dtype: torch.dtype, lat
                             f"{rebuild_command(checkpoint, device, dtype, latent_shape)}") from None
     check(runner is not None, f"{path} holds no model; {rebuild_command(checkpoint, device, dtype, latent_shape)}")
     return AotiUNet(path, sidecar, runner)
+
+
+class PackageCache:
+    """The packages one backend may use, looked up per latent shape on first use.
+
+    `required` False: use a package when the folder holds one for this model, device, dtype and
+    shape, else the caller runs its module (a stale package still raises: rebuild or delete it).
+    `required` True: a missing package, or an input outside its batch range, raises.
+    """
+
+    def __init__(self, fingerprint: str, device: torch.device, dtype: torch.dtype, required: bool,
+                 folder: str | os.PathLike | None = None):
+        self.fingerprint, self.device, self.dtype = fingerprint, device, dtype
+        self.required, self.folder = required, folder
+        self._by_shape: dict[tuple, AotiUNet | None] = {}
+
+    def for_input(self, x: torch.Tensor) -> AotiUNet | None:
+        """The package that runs the UNet input x (N, C, H, W), or None (run the module)."""
+        shape = tuple(x.shape[1:])
+        if shape not in self._by_shape:
+            path = package_dir(self.fingerprint, self.folder) / package_name(self.device, self.dtype, shape)
+            present = path.is_file() or Path(f"{path}.json").is_file()
+            self._by_shape[shape] = (load_package(self.fingerprint, self.device, self.dtype, shape, self.folder)
+                                     if present or self.required else None)
+        engine = self._by_shape[shape]
+        if engine is not None and not engine.covers(x):
+            check(not self.required, f"UNet batch {x.shape[0]} is outside the package's 2..{engine.max_unet_batch}: "
+                                     f"rebuild it with a larger --max-batch")
+            return None
+        return engine

@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 
-from objaudio_rt.aoti import UNetCall, load_package, package_name
+from objaudio_rt.aoti import PackageCache, UNetCall, load_package, package_name
 from objaudio_rt.backends_onnx import model_fingerprint
 from objaudio_rt.errors import ObjaudioError
 from tests.kernels.kernel_checks import assert_verbose_allclose, reference_tolerance
@@ -55,3 +55,17 @@ def test_stale_or_missing_packages_are_refused(aoti_package, tmp_path):
         load_package(fingerprint, CPU, torch.float32, shape, tmp_path)
     with pytest.raises(ObjaudioError, match="stale: built for checkpoint weights"):
         load_package("0" * 64, CPU, torch.float32, shape, aoti_package["dir"])
+
+
+def test_package_cache_uses_a_package_only_where_one_fits(aoti_package, tmp_path):
+    model, shape = aoti_package["model"], aoti_package["latent_shape"]
+    fingerprint = model_fingerprint(model)
+    x = torch.zeros(2, *shape)
+    assert PackageCache(fingerprint, CPU, torch.float32, False, tmp_path).for_input(x) is None    # none built
+    with pytest.raises(ObjaudioError, match="python -m export.aoti"):
+        PackageCache(fingerprint, CPU, torch.float32, True, tmp_path).for_input(x)
+    cache = PackageCache(fingerprint, CPU, torch.float32, False, aoti_package["dir"])
+    assert cache.for_input(x) is not None
+    assert cache.for_input(torch.zeros(64, *shape)) is None                    # past --max-batch: the module
+    with pytest.raises(ObjaudioError, match="larger --max-batch"):
+        PackageCache(fingerprint, CPU, torch.float32, True, aoti_package["dir"]).for_input(torch.zeros(64, *shape))
