@@ -27,7 +27,7 @@ import gc
 import json
 import re
 import sys
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -55,7 +55,7 @@ CATEGORIES = (
 )
 CATEGORY_NAMES = tuple(name for name, _ in CATEGORIES) + ("other",)
 _PATTERNS = tuple((name, re.compile(rx, re.IGNORECASE)) for name, rx in CATEGORIES)
-CONTAINERS = re.compile(r"^(## |Torch-Compiled Region|CompiledFunction|ProfilerStep|<|aoti|AOTI)")
+CONTAINERS = re.compile(r"^(## |Torch-Compiled Region|CompiledFunction|ProfilerStep|<)")
 
 
 def category(name: str) -> str:
@@ -66,8 +66,9 @@ def category(name: str) -> str:
 
 
 def is_cpu_op(name: str) -> bool:
-    """An operator call or a compiled kernel, not a user annotation around them."""
-    return not CONTAINERS.match(name) and (name.startswith("aten::") or "::" in name or "fused" in name)
+    """An operator call (eager, or an AOTInductor package's call through its `aoti_torch_*` shim) or a
+    compiled kernel; not a user annotation around them."""
+    return not CONTAINERS.match(name) and ("::" in name or "fused" in name or name.startswith("aoti_torch_"))
 
 
 def outermost_ops(events) -> list:

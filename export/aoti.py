@@ -72,8 +72,10 @@ def build_package(model: ObjaudioModel, device: torch.device, dtype: torch.dtype
     from torch._inductor import aoti_compile_and_package
     from torch._inductor import config as inductor_config
 
-    # On a CPU every generated kernel records itself in torch.profiler, so benchmarks.profile counts it.
-    with torch.no_grad(), inductor_config.patch({"cpp.enable_kernel_profile": device.type == "cpu"}):
+    # freezing: weights become constants, so inductor folds them and fuses convolutions with their bias and
+    # pointwise neighbours (oneDNN post-ops on a CPU). On a CPU every generated kernel records itself in
+    # torch.profiler, so benchmarks.profile counts it.
+    with torch.no_grad(), inductor_config.patch({"freezing": True, "cpp.enable_kernel_profile": device.type == "cpu"}):
         aoti_compile_and_package(program, package_path=str(tmp))
     compile_s = time.perf_counter() - t0
     sidecar = {"format": SIDECAR_FORMAT, **expected_sidecar(fingerprint, device, dtype, latent_shape),
