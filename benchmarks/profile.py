@@ -41,14 +41,15 @@ from objaudio_rt.pipeline import Pipeline
 from objaudio_rt.samplers import SamplerPlan
 
 ALIASES = {"eager": "eager-fp32"}
-# First match wins: layout before elementwise (a copy kernel is "elementwise" by name), norm before gemm.
+# First match wins: normalisation first (a compiled kernel named "..._group_norm_permute" is a norm),
+# layout before elementwise (a copy kernel is "elementwise" by name).
 CATEGORIES = (
+    ("normalisation", r"norm|Moments|ComputeFusedParams"),
     ("layout", r"nchwToNhwc|nhwcToNchw|memcpy|memset|transpose|permute|contiguous|aten::copy_|aten::clone|"
                r"aten::to$|aten::_to_copy|copy_kernel|CatArrayBatched|aten::cat"),
     ("attention", r"flash|fmha|attention|softmax|sdpa|scaled_dot_product"),
-    ("normalisation", r"norm|Moments|ComputeFusedParams|group_norm|layer_norm"),
-    ("gemm/conv", r"gemm|conv|cutlass|xmma|cublas|nvjet|implicit|sm\d\d_|aten::mm|aten::bmm|aten::addmm|"
-                  r"aten::linear|aten::matmul|aten::baddbmm|mkldnn|triton_tem"),
+    ("gemm/conv", r"gemm|conv|cutlass|xmma|cublas|nvjet|implicit|sm\d\d_|aten::mm|aten::bmm|aten::addmm|linear|"
+                  r"aten::matmul|aten::baddbmm|mkldnn|_mm_out|triton_tem"),
     ("elementwise", r"elementwise|vectorized|unrolled|reduce|triton_poi|triton_red|triton_per|cpp_fused|silu|gelu|"
                     r"geglu|aten::(add|sub|mul|div|silu|gelu|exp|sin|cos|neg|sigmoid|where|clamp|pow|rsqrt|"
                     r"mean|sum|fill_|zero_|arange|index_select|lerp|addcmul)"),
