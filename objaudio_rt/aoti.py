@@ -55,8 +55,11 @@ def package_name(device: torch.device, dtype: torch.dtype, latent_shape: tuple[i
     return f"unet-{device.type}-{DTYPE_NAMES[dtype]}-{'x'.join(map(str, latent_shape))}.pt2"
 
 
-def package_dir(fingerprint: str, folder: str | os.PathLike | None = None) -> Path:
-    return Path(folder) if folder is not None else cache_root() / "aoti" / fingerprint[:32]
+def package_dir(fingerprint: str, folder: str | os.PathLike | None = None, root: Path | None = None) -> Path:
+    """`folder` when given, else the model's folder in the cache (`root`, default cache_root())."""
+    if folder is not None:
+        return Path(folder)
+    return (root if root is not None else cache_root()) / "aoti" / fingerprint[:32]
 
 
 def expected_sidecar(fingerprint: str, device: torch.device, dtype: torch.dtype,

@@ -15,10 +15,18 @@ tests/runtime/test_fast_backend.py. What changes on CUDA:
 - that loop is captured once per (batch, latent shape, condition shape, sampler, steps, cfg,
   schedule) into a CUDA graph with static input/output buffers, kept in a small LRU cache;
   one `denoise` is then one graph replay
-- optionally `torch.compile` for the UNet (`compile_unet`, off by default: not yet measured)
+- the UNet (and VAE) in channels_last with fused modules swapped in (objaudio_rt.unet_patch:
+  GroupNorm+SiLU with the time-embedding add in one Triton kernel, GEGLU in one kernel), the VAE
+  in fp16 (its measured fp16 error: benchmarks/precision.py)
+- the UNet from an AOTInductor package (objaudio_rt.aoti, built by `python -m export.aoti`) when
+  the cache holds one for this model, device, dtype and latent shape (`aoti`: None = when there
+  is one, True = required, False = never); on a CPU this is the fast path (inductor's fused C++
+  kernels and oneDNN calls)
+- optionally `torch.compile` for the UNet (`compile_unet`: measured by benchmarks `fast-compile`)
 
-On a CPU the default options are the eager ones (fp32, no graph) and `denoise` is EagerBackend's,
-so the fast backend's results there equal the eager backend's bit for bit.
+On a CPU the default options are otherwise the eager ones (fp32, no graph, no fused modules: off
+CUDA their ops are the PyTorch references) and `denoise` is EagerBackend's: without a package the
+results there equal the eager backend's bit for bit; with one, within the tolerance its tests derive.
 """
 from __future__ import annotations
 
@@ -29,12 +37,15 @@ from dataclasses import dataclass
 
 import torch
 
+from .aoti import PackageCache
 from .backends import EagerBackend
+from .backends_onnx import model_fingerprint
 from .errors import check
 from .kernels.grounding import fused_pooled_values
 from .kernels.sampler_step import guided_step, upload_coefs
 from .model import ObjaudioModel
 from .samplers import SamplerPlan
+from .unet_patch import patch_unet, to_channels_last
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 WARMUP_STEPS = 3          # loop steps run on a side stream before capture (handles, Triton JIT, both kernel variants)
@@ -43,11 +54,14 @@ WARMUP_STEPS = 3          # loop steps run on a side stream before capture (hand
 @dataclass(frozen=True)
 class FastOptions:
     unet_dtype: torch.dtype = torch.float16
-    vae_dtype: torch.dtype = torch.float32
+    vae_dtype: torch.dtype = torch.float16      # fp16 VAE error 2.7e-4 vs float64 (benchmarks/precision.py)
     vocoder_dtype: torch.dtype = torch.float32
     cuda_graph: bool = True              # capture the whole denoising loop (CUDA only)
     graph_cache_size: int = 4            # captured loops kept (LRU); each holds its own memory pool
     compile_unet: bool = False           # torch.compile the UNet (default mode; works inside the graph)
+    fused_modules: bool = True           # UNet + VAE: fused GroupNorm/GEGLU modules, channels_last (unet_patch)
+    aoti: bool | None = None             # AOTInductor UNet package: None = when the cache has one, True = required
+    aoti_dir: str | None = None          # package folder (default: the cache, objaudio_rt.aoti.package_dir)
 
     def __post_init__(self):
         for name in ("unet_dtype", "vae_dtype", "vocoder_dtype"):
@@ -60,7 +74,7 @@ class FastOptions:
         """fp16 UNet and a graphed loop on CUDA; on a CPU the eager equivalents (fp32, no graph)."""
         if device.type == "cuda":
             return FastOptions()
-        return FastOptions(unet_dtype=torch.float32, cuda_graph=False)
+        return FastOptions(unet_dtype=torch.float32, vae_dtype=torch.float32, cuda_graph=False, fused_modules=False)
 
 
 @dataclass
@@ -90,13 +104,21 @@ class FastBackend(EagerBackend):
     name = "fast"
 
     def __init__(self, model: ObjaudioModel, device: torch.device, options: FastOptions | None = None):
+        options = options if options is not None else FastOptions.default_for(device)
+        fingerprint = model_fingerprint(model) if options.aoti is not False else None        # before any cast
         super().__init__(model, device, torch.float32)      # encoders and grounding stay fp32
-        self.options = options if options is not None else FastOptions.default_for(self.device)
+        self.options = options
         from diffusers.models.attention_processor import AttnProcessor2_0
 
         unet = self.model.unet.to(self.options.unet_dtype)
         unet.set_attn_processor(AttnProcessor2_0())
         self.model.vae.to(self.options.vae_dtype)
+        if self.options.fused_modules:
+            for network in (unet, self.model.vae):
+                patch_unet(network)
+                to_channels_last(network)
+        self.packages = None if fingerprint is None else PackageCache(
+            fingerprint, self.device, self.options.unet_dtype, bool(self.options.aoti), self.options.aoti_dir)
         self.model.vocoder.to(self.options.vocoder_dtype)
         self._unet = torch.compile(unet) if self.options.compile_unet else unet
         self._graphs: OrderedDict[tuple, GraphedLoop] = OrderedDict()
@@ -134,9 +156,17 @@ class FastBackend(EagerBackend):
 
     @torch.no_grad()
     def unet_eps(self, x2: torch.Tensor, t: torch.Tensor, cond2: torch.Tensor) -> torch.Tensor:
-        """x2: (2B, C, H, W); t: () or (1,) int64 on the device; cond2: (2B, cond_dim). Returns eps (2B, ...)."""
+        """x2: (2B, C, H, W); t: () or (1,) int64 on the device; cond2: (2B, cond_dim). Returns eps (2B, ...).
+
+        The package for this input's shape if the cache has one; else the (patched, channels_last) module."""
         dt = self.options.unet_dtype
-        return self._unet(x2.to(dt), t, encoder_hidden_states=None, class_labels=cond2.to(dt)).sample
+        x2, cond2 = x2.to(dt), cond2.to(dt)
+        package = self.packages.for_input(x2) if self.packages is not None else None
+        if package is not None:
+            return package(x2, t, cond2)
+        if self.options.fused_modules:
+            x2 = x2.contiguous(memory_format=torch.channels_last)
+        return self._unet(x2, t, encoder_hidden_states=None, class_labels=cond2).sample
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,7 @@ It checks the report's shape and that the counts are real profiler counts (posit
 summing to the total); the fast/eager ratio is a figure the profiler reports, not asserted here.
 """
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,11 +14,13 @@ from benchmarks.profile import CATEGORY_NAMES, category
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_profile_tiny_cpu_writes_report(tmp_path):
+def test_profile_tiny_cpu_writes_report(tmp_path, aoti_package):
+    """With the session's AOTInductor package in its cache, `fast` is the CPU fast path (the package)."""
     out = tmp_path / "P.json"
+    env = {**os.environ, "OBJAUDIO_CACHE": str(aoti_package["cache"])}
     run = subprocess.run([sys.executable, "-m", "benchmarks.profile", "--preset", "tiny", "--device", "cpu",
                           "--backends", "eager,fast", "--steps", "1", "--json", str(out)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+                         cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "operator calls (CPU)" in run.stdout and "RANDOM weights" in run.stdout
     report = json.loads(out.read_text())
@@ -30,8 +33,9 @@ def test_profile_tiny_cpu_writes_report(tmp_path):
         total = sum(c["count_per_step"] for c in r["categories"].values())
         assert abs(total - r["ops_per_step"]) < 0.1 * len(CATEGORY_NAMES)
         assert r["top"] and all({"name", "category", "share_of_time", "count_per_step"} <= set(t) for t in r["top"])
-    eager = {t["name"] for t in report["results"][0]["top"]}
+    eager, fast = ({t["name"] for t in r["top"]} for r in report["results"])
     assert "aten::conv2d" in eager                         # outermost calls, not the convolution's internals
+    assert any(name.startswith("aoti_torch_") for name in fast)     # the package's calls, counted as operators
 
 
 def test_categories_of_known_kernel_names():

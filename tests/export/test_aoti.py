@@ -3,6 +3,8 @@
 The build (torch.export + inductor + a C++ compile) is the expensive part, so the session builds
 one package (tests/conftest.py `aoti_package`) and every test here reads it.
 """
+import copy
+import dataclasses
 import json
 import shutil
 
@@ -37,8 +39,7 @@ def test_loaded_package_matches_the_eager_unet(aoti_package, unet_batch):
     call = UNetCall(model.unet)
     with torch.no_grad():
         got, low = engine(x, t, cond), call(x, t, cond)
-        truth = UNetCall(model.unet.double())(x.double(), t, cond.double())
-        model.unet.float()
+        truth = UNetCall(copy.deepcopy(model.unet).double())(x.double(), t, cond.double())
     assert_verbose_allclose(got, truth, reference_tolerance(truth, low, torch.float32), f"AOTI UNet batch {unet_batch}")
 
 
@@ -69,3 +70,25 @@ def test_package_cache_uses_a_package_only_where_one_fits(aoti_package, tmp_path
     assert cache.for_input(torch.zeros(64, *shape)) is None                    # past --max-batch: the module
     with pytest.raises(ObjaudioError, match="larger --max-batch"):
         PackageCache(fingerprint, CPU, torch.float32, True, aoti_package["dir"]).for_input(torch.zeros(64, *shape))
+
+
+def test_fast_backend_runs_the_package_on_the_cpu_within_the_derived_tolerance(aoti_package):
+    """The CPU fast path: the loop through the package, held to a float64 eager loop (tolerance: twice
+    the float32 eager loop's own error), and the cache picks the package up without being told."""
+    from objaudio_rt.backends import EagerBackend
+    from objaudio_rt.fast import FastBackend, FastOptions
+    from objaudio_rt.samplers import SamplerPlan
+
+    model, shape = aoti_package["model"], aoti_package["latent_shape"]
+    plan = SamplerPlan.build("dpmpp", 3, model.config.schedule)
+    g = torch.Generator().manual_seed(5)
+    x, cond = torch.randn(2, *shape, generator=g), torch.randn(2, model.config.unet.cond_dim, generator=g)
+    truth = EagerBackend(copy.deepcopy(model), CPU, torch.float64).denoise(x.double(), cond.double(), plan, 2.0,
+                                                                            progress=False)
+    low = EagerBackend(copy.deepcopy(model), CPU).denoise(x, cond, plan, 2.0, progress=False)
+    options = dataclasses.replace(FastOptions.default_for(CPU), aoti_dir=str(aoti_package["dir"]))
+    fast = FastBackend(copy.deepcopy(model), CPU, options)
+    got = fast.denoise(x, cond, plan, 2.0, progress=False)
+    assert fast.packages.for_input(torch.cat([x, x])) is not None
+    assert_verbose_allclose(got, truth, reference_tolerance(truth, low, torch.float32), "fast (AOTI) loop")
+    assert not torch.equal(got, low)                          # the package ran, not the module
