@@ -33,8 +33,9 @@ from pathlib import Path
 import torch
 from torch.autograd import DeviceType
 
-from benchmarks.latency import BACKEND_SPECS, describe_backend, make_backend, provenance, sync
+from benchmarks.latency import SPECS, describe_backend, provenance, sync
 from objaudio_rt.config import ModelConfig
+from objaudio_rt.denoise import Conditions, denoise
 from objaudio_rt.errors import ObjaudioError, check
 from objaudio_rt.model import Calibration, ObjaudioModel
 from objaudio_rt.pipeline import Pipeline
@@ -116,20 +117,22 @@ def summarise(items: list[tuple[str, float]], steps: int, top: int) -> dict:
 
 def profile_backend(spec: str, model: ObjaudioModel, args, device: torch.device) -> dict:
     config = model.config
-    pipe = Pipeline(model, Calibration.uncalibrated(config.image.num_patches), device, backend="eager")
-    backend = make_backend(ALIASES.get(spec, spec), pipe.model, device)
+    name, options = SPECS[ALIASES.get(spec, spec)]
+    backend = Pipeline(model, Calibration.uncalibrated(config.image.num_patches), device, backend=name,
+                       backend_options=options).backend
     plan = SamplerPlan.build(args.sampler, args.steps, config.schedule)
-    shape, _ = pipe.latent_shape(args.duration)                                    # (C, H, W)
+    shape, _ = config.latent_shape(args.duration)                                  # (C, H, W)
     gen = torch.Generator().manual_seed(args.seed)
     noise = torch.randn((args.batch, *shape), generator=gen).to(device)           # (B, C, H, W)
     cond = torch.randn((args.batch, config.unet.cond_dim), generator=gen).to(device)               # (B, cond_dim)
-    backend.denoise(noise, cond, plan, args.cfg, progress=False)                   # warm-up: capture, compile, JIT
+    rows = Conditions.single(cond)
+    denoise(backend, noise, rows, plan, args.cfg, progress=False)                  # warm-up: capture, compile, JIT
     sync(device)
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=activities) as prof:
-        backend.denoise(noise, cond, plan, args.cfg, progress=False)
+        denoise(backend, noise, rows, plan, args.cfg, progress=False)
         sync(device)
     events = prof.events()
     result = {"backend": spec, "device": str(device), **describe_backend(backend), "steps": args.steps,
@@ -179,7 +182,7 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="audioldm-s")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--backends", default="eager,fast", help=f"some of eager, {', '.join(BACKEND_SPECS)}")
+    ap.add_argument("--backends", default="eager,fast", help=f"some of eager, {', '.join(SPECS)}")
     ap.add_argument("--steps", type=int, default=3, help="guided steps profiled (after one untimed loop)")
     ap.add_argument("--sampler", default="dpmpp")
     ap.add_argument("--cfg", type=float, default=2.0)
@@ -200,8 +203,8 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     specs = [s.strip() for s in args.backends.split(",") if s.strip()]
     for s in specs:
-        check(ALIASES.get(s, s) in BACKEND_SPECS,
-              f"unknown backend {s!r}: use some of eager, {', '.join(BACKEND_SPECS)}")
+        check(ALIASES.get(s, s) in SPECS,
+              f"unknown backend {s!r}: use some of eager, {', '.join(SPECS)}")
     model = ObjaudioModel.random(config, args.seed)
     results = []
     for spec in specs:

@@ -25,7 +25,7 @@ import torch
 from export.onnx import load_model
 from objaudio_rt.aoti import (DTYPE_NAMES, SIDECAR_FORMAT, UNetCall, expected_sidecar, load_package, package_dir,
                               package_name)
-from objaudio_rt.backends_onnx import model_fingerprint
+from objaudio_rt.artifacts import model_fingerprint
 from objaudio_rt.errors import ObjaudioError, check
 from objaudio_rt.model import ObjaudioModel
 from objaudio_rt.unet_patch import to_channels_last
@@ -35,11 +35,7 @@ DTYPES = {name: dtype for dtype, name in DTYPE_NAMES.items()}
 
 def default_frames(model: ObjaudioModel) -> int:
     """Latent frames of the model's default clip (the pipeline's rule, Pipeline.latent_shape)."""
-    from objaudio_rt.model import Calibration
-    from objaudio_rt.pipeline import Pipeline
-
-    pipe = Pipeline(model, Calibration.uncalibrated(model.config.image.num_patches), "cpu")
-    (_, frames, _), _ = pipe.latent_shape(model.config.clip_seconds)
+    (_, frames, _), _ = model.config.latent_shape(model.config.clip_seconds)
     return frames
 
 

@@ -6,7 +6,7 @@ batch (2 x selections, for guidance) dynamic from 2 to `max_unet_batch`. It is t
 checkpoint's weights (baked into the package). Its sidecar `X.pt2.json` records the torch
 version, the platform (GPU name and compute capability, or the CPU architecture and vector ISA
 inductor compiled for), the checkpoint fingerprint, dtype and shape; `load_package` checks them
-with the TensorRT engines' sidecar check (backends_trt.check_engine_sidecar) and refuses a stale
+with the TensorRT engines' sidecar check (backends.tensorrt.check_engine_sidecar) and refuses a stale
 package, naming what changed and the command that rebuilds it.
 
 Packages live in `cache_root()/aoti/<fingerprint[:32]>/` unless a folder is given.
@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .backends_onnx import cache_root
-from .backends_trt import check_engine_sidecar
+from .artifacts import cache_root
+from .backends.tensorrt import check_engine_sidecar
 from .errors import ObjaudioError, check
 
 SIDECAR_FORMAT = "objaudio-aoti-package"

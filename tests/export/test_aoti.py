@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from objaudio_rt.aoti import PackageCache, UNetCall, load_package, package_name
-from objaudio_rt.backends_onnx import model_fingerprint
+from objaudio_rt.artifacts import model_fingerprint
 from objaudio_rt.errors import ObjaudioError
 from tests.kernels.kernel_checks import assert_verbose_allclose, reference_tolerance
 
@@ -75,20 +75,21 @@ def test_package_cache_uses_a_package_only_where_one_fits(aoti_package, tmp_path
 def test_fast_backend_runs_the_package_on_the_cpu_within_the_derived_tolerance(aoti_package):
     """The CPU fast path: the loop through the package, held to a float64 eager loop (tolerance: twice
     the float32 eager loop's own error), and the cache picks the package up without being told."""
-    from objaudio_rt.backends import EagerBackend
-    from objaudio_rt.fast import FastBackend, FastOptions
+    from objaudio_rt.backends.eager import EagerBackend
+    from objaudio_rt.backends.fast import FastBackend, FastOptions
+    from objaudio_rt.denoise import Conditions, denoise
     from objaudio_rt.samplers import SamplerPlan
 
     model, shape = aoti_package["model"], aoti_package["latent_shape"]
     plan = SamplerPlan.build("dpmpp", 3, model.config.schedule)
     g = torch.Generator().manual_seed(5)
     x, cond = torch.randn(2, *shape, generator=g), torch.randn(2, model.config.unet.cond_dim, generator=g)
-    truth = EagerBackend(copy.deepcopy(model), CPU, torch.float64).denoise(x.double(), cond.double(), plan, 2.0,
-                                                                            progress=False)
-    low = EagerBackend(copy.deepcopy(model), CPU).denoise(x, cond, plan, 2.0, progress=False)
+    truth = denoise(EagerBackend(copy.deepcopy(model), CPU, torch.float64), x.double(),
+                    Conditions.single(cond.double()), plan, 2.0, progress=False)
+    low = denoise(EagerBackend(copy.deepcopy(model), CPU), x, Conditions.single(cond), plan, 2.0, progress=False)
     options = dataclasses.replace(FastOptions.default_for(CPU), aoti_dir=str(aoti_package["dir"]))
     fast = FastBackend(copy.deepcopy(model), CPU, options)
-    got = fast.denoise(x, cond, plan, 2.0, progress=False)
+    got = denoise(fast, x, Conditions.single(cond), plan, 2.0, progress=False)
     assert fast.packages.for_input(torch.cat([x, x])) is not None
     assert_verbose_allclose(got, truth, reference_tolerance(truth, low, torch.float32), "fast (AOTI) loop")
     assert not torch.equal(got, low)                          # the package ran, not the module
