@@ -23,7 +23,7 @@ import torch
 
 from benchmarks.latency import provenance
 from objaudio_rt.aoti import UNetCall
-from objaudio_rt.errors import ObjaudioError
+from objaudio_rt.errors import command
 from objaudio_rt.pipeline import Pipeline
 
 DTYPES = {"fp64": torch.float64, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -63,6 +63,7 @@ class DecodeCall(torch.nn.Module):
         return self.vae.decode(z / self.vae.config.scaling_factor).sample.squeeze(1)      # (B, T, n_mels)
 
 
+@command("python -m benchmarks.precision")
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default=None, help="checkpoint folder or preset (default: the embedded model)")
@@ -98,8 +99,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except ObjaudioError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(main())

@@ -36,7 +36,7 @@ from torch.autograd import DeviceType
 from benchmarks.latency import SPECS, describe_backend, provenance, sync
 from objaudio_rt.config import ModelConfig
 from objaudio_rt.denoise import Conditions, denoise
-from objaudio_rt.errors import ObjaudioError, check
+from objaudio_rt.errors import check, command
 from objaudio_rt.model import Calibration, ObjaudioModel
 from objaudio_rt.pipeline import Pipeline
 from objaudio_rt.samplers import SamplerPlan
@@ -198,6 +198,7 @@ def parse_args(argv):
     return args, config
 
 
+@command("python -m benchmarks.profile")
 def main(argv=None) -> int:
     args, config = parse_args(argv)
     device = torch.device(args.device)
@@ -223,8 +224,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except ObjaudioError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(main())

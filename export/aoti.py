@@ -26,7 +26,7 @@ from export.onnx import load_model
 from objaudio_rt.aoti import (DTYPE_NAMES, SIDECAR_FORMAT, UNetCall, expected_sidecar, load_package, package_dir,
                               package_name)
 from objaudio_rt.artifacts import model_fingerprint
-from objaudio_rt.errors import ObjaudioError, check
+from objaudio_rt.errors import check, command
 from objaudio_rt.model import ObjaudioModel
 from objaudio_rt.unet_patch import to_channels_last
 
@@ -110,19 +110,16 @@ def _parse_args(argv):
     return p.parse_args(argv)
 
 
+@command("python -m export.aoti")
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    try:
-        device = torch.device(args.device)
-        check(device.type in ("cpu", "cuda"), f"--device must be cpu or cuda, got {args.device}")
-        check(device.type == "cpu" or torch.cuda.is_available(), "--device cuda but no CUDA device here")
-        dtype = DTYPES[args.dtype or ("fp16" if device.type == "cuda" else "fp32")]
-        model, source, _ = load_model(args.checkpoint, args.preset, args.random_init, args.seed)
-        frames = args.frames or default_frames(model)
-        info = build_package(model, device, dtype, frames, args.max_batch, args.out, source)
-    except ObjaudioError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    device = torch.device(args.device)
+    check(device.type in ("cpu", "cuda"), f"--device must be cpu or cuda, got {args.device}")
+    check(device.type == "cpu" or torch.cuda.is_available(), "--device cuda but no CUDA device here")
+    dtype = DTYPES[args.dtype or ("fp16" if device.type == "cuda" else "fp32")]
+    model, source, _ = load_model(args.checkpoint, args.preset, args.random_init, args.seed)
+    frames = args.frames or default_frames(model)
+    info = build_package(model, device, dtype, frames, args.max_batch, args.out, source)
     print(f"{info['path']}\n  {info['platform']}, {info['dtype']}, latent {info['latent_shape']}, UNet batch 2.."
           f"{info['max_unet_batch']}\n  export {info['export_s']:.1f} s, compile {info['compile_s']:.1f} s, load "
           f"{info['load_s']:.2f} s, rel. error vs module {info['check']['rel_err_vs_module']:.1e}")
