@@ -182,6 +182,55 @@ def bench_backend(spec: str, model: ObjaudioModel, args, device: torch.device, i
     return result
 
 
+def graphs_held(backend) -> int | None:
+    """How many captured loops the backend's graph cache holds (None: it does not graph its loop)."""
+    return len(backend.graphs) if backend.graphs is not None else None
+
+
+def bench_throughput(spec: str, model: ObjaudioModel, args, device: torch.device, image: np.ndarray,
+                     mask: np.ndarray) -> dict:
+    """generate_many at each of `args.throughput` selection counts: per call and per selection.
+
+    Each batch size is warmed up once (the fast backend captures its loop for that shape there),
+    then timed `--repeats` times; `graphs_after_warmup` == `graphs_after_timing` shows the timed
+    calls replayed the captured loops without recapturing.
+    """
+    name, options = SPECS[spec]
+    pipe = Pipeline(model, Calibration.uncalibrated(model.config.image.num_patches), device, backend=name,
+                    backend_options=options)
+    scene = pipe.encode_image(image)
+    selection = Mask(mask)
+    rows = []
+    for batch in args.throughput:
+        def call():
+            return pipe.generate_many(scene, [selection] * batch, steps=args.steps, sampler=args.sampler,
+                                      cfg=args.cfg, seed=0, duration=args.duration, progress=False)
+
+        for _ in range(max(args.warmup, 1)):                                  # the first captures this shape
+            call()
+        sync(device)
+        warm_graphs = graphs_held(pipe.backend)
+        stats, _ = timed(call, device, 0, args.repeats)
+        per_call = stats["median_s"]
+        rows.append({"selections": batch, "per_call_s": per_call, "per_selection_s": per_call / batch,
+                     "per_selection_step_ms": per_call / batch / args.steps * 1e3, "call": stats,
+                     "graphs_after_warmup": warm_graphs, "graphs_after_timing": graphs_held(pipe.backend)})
+    return {"backend": spec, **describe_backend(pipe.backend), "throughput": rows}
+
+
+def print_throughput(report: dict) -> None:
+    c = report["config"]
+    print(f"\nobjaudio throughput: {c['preset']} (RANDOM weights), {c['sampler']} x {c['steps']} steps, "
+          f"{c['duration']:g} s clips, generate_many end to end, device {report['provenance']['device']}")
+    print(f"{'backend':<14}{'selections':>11}{'ms/call':>10}{'ms/selection':>14}{'ms/sel-step':>13}{'graphs':>8}")
+    for r in report["results"]:
+        for t in r["throughput"]:
+            held = t["graphs_after_warmup"], t["graphs_after_timing"]
+            graphs = "-" if held[1] is None else f"{held[0]}->{held[1]}"
+            print(f"{r['backend']:<14}{t['selections']:>11}{t['per_call_s'] * 1e3:>10.1f}"
+                  f"{t['per_selection_s'] * 1e3:>14.2f}{t['per_selection_step_ms']:>13.3f}{graphs:>8}")
+
+
 def provenance(device: torch.device) -> dict:
     def version(mod):
         try:
@@ -281,11 +330,20 @@ def parse_args(argv):
     ap.add_argument("--warmup", type=int, default=1, help="untimed runs per stage (fast denoise always >= 1)")
     ap.add_argument("--sam", action="store_true", help="also time SAM vit_b (random weights; slow on a CPU)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--throughput", default=None,
+                    help="comma-separated selection counts (e.g. 1,4,8,16): time generate_many per call and per "
+                         "selection at each, instead of the per-stage table")
     ap.add_argument("--json", default=None, help="write the full report here")
     args = ap.parse_args(argv)
     config = ModelConfig.from_name(args.preset)
     args.duration = config.clip_seconds if args.duration is None else args.duration
     args.repeats = args.repeats or (5 if args.device.startswith("cuda") else 1)
+    if args.throughput is not None:
+        try:
+            args.throughput = [int(b) for b in args.throughput.split(",") if b.strip()]
+        except ValueError:
+            raise ObjaudioError(f"--throughput takes selection counts like 1,4,8,16, got {args.throughput!r}") from None
+        check(args.throughput and min(args.throughput) >= 1, "--throughput counts must be >= 1")
     return args, config
 
 
@@ -307,7 +365,10 @@ def main(argv=None) -> int:
     results = []
     for spec in specs:
         print(f"[latency] {spec} ...", file=sys.stderr, flush=True)
-        results.append(bench_backend(spec, copy.deepcopy(model), args, device, image, mask, sam, shared))
+        if args.throughput:
+            results.append(bench_throughput(spec, copy.deepcopy(model), args, device, image, mask))
+        else:
+            results.append(bench_backend(spec, copy.deepcopy(model), args, device, image, mask, sam, shared))
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -315,7 +376,7 @@ def main(argv=None) -> int:
         "provenance": provenance(device),
         "config": {"preset": args.preset, "weights": "random", "steps": args.steps, "sampler": args.sampler,
                    "cfg": args.cfg, "duration": args.duration, "batch": args.batch, "repeats": args.repeats,
-                   "warmup": args.warmup, "sam": args.sam, "image_hw": list(IMAGE_HW),
+                   "warmup": args.warmup, "sam": args.sam, "image_hw": list(IMAGE_HW), "throughput": args.throughput,
                    "unet_call_flops": shared.get("unet_call_flops"),
                    "parameters": model.num_parameters()},
         "results": results,
@@ -323,7 +384,10 @@ def main(argv=None) -> int:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=1))
-    print_table(report)
+    if args.throughput:
+        print_throughput(report)
+    else:
+        print_table(report)
     return 0
 
 

@@ -5,6 +5,7 @@ before anything imports objaudio_rt.kernels (runtime and kernel tests alike); py
 file first. On a GPU machine the kernels stay compiled and the CUDA cases run the real kernels.
 """
 import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -12,6 +13,9 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# A fresh artefact cache per session: no test reads the developer's exported graphs or compiled packages
+# (a package there would change what the fast backend runs).
+os.environ["OBJAUDIO_CACHE"] = tempfile.mkdtemp(prefix="objaudio-test-cache-")
 
 
 @pytest.fixture(scope="session")
@@ -69,3 +73,24 @@ def tiny_export(tmp_path_factory, tiny_model, tiny_sam):
     export_networks(tiny_model, out, MODEL_NETWORKS + SAM_NETWORKS, source="random:tiny:seed0",
                     sam=tiny_sam, sam_source="random:tiny", progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def aoti_package(tmp_path_factory):
+    """The tiny UNet (random, seed 0) compiled once per session by export.aoti (CPU, fp32, the tiny clip's
+    latent shape), in a cache folder of its own: `cache` is what OBJAUDIO_CACHE must name to use it.
+
+    The build is the slowest step of the suite (an inductor C++ compile), so every AOTI test shares it.
+    """
+    from export.aoti import build_package, default_frames
+    from objaudio_rt.aoti import package_dir
+    from objaudio_rt.artifacts import model_fingerprint
+    from objaudio_rt.config import ModelConfig
+    from objaudio_rt.model import ObjaudioModel
+
+    model = ObjaudioModel.random(ModelConfig.from_name("tiny"), seed=0)
+    cache = tmp_path_factory.mktemp("cache")
+    folder = package_dir(model_fingerprint(model), root=cache)
+    info = build_package(model, torch.device("cpu"), torch.float32, default_frames(model), 4, folder, "random:tiny")
+    shape = tuple(int(s) for s in info["latent_shape"].split("x"))
+    return {"model": model, "dir": folder, "cache": cache, "info": info, "latent_shape": shape}

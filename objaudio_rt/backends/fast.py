@@ -3,9 +3,9 @@
 Reference: `EagerBackend` (eager.py), which this subclasses and is held to by
 tests/runtime/backends/test_fast.py. What changes on CUDA:
 
-- per-network dtypes (`FastOptions`): the UNet in fp16 by default; VAE and vocoder stay fp32
-  unless chosen otherwise (their half-precision error is not measured yet); the latent, the
-  condition and the sampler arithmetic stay fp32 throughout
+- per-network dtypes (`FastOptions`): the UNet and the VAE in fp16 by default, the vocoder fp32
+  (benchmarks/precision.py: fp16 error vs float64 on the trained model, CPU: UNet 6.9e-4, VAE
+  2.7e-4, vocoder 5.7e-3); the latent, the condition and the sampler arithmetic stay fp32
 - grounding through the fused single-query kernel (kernels/grounding.py): the text attention
   and the pooled value vector `weights V` for the selections of one image
 - attention through PyTorch SDPA (diffusers' `AttnProcessor2_0`), set explicitly
@@ -14,10 +14,19 @@ tests/runtime/backends/test_fast.py. What changes on CUDA:
 - the loop (denoise.guided_loop, the same one every backend runs) is captured as a CUDA graph per
   shapes, sampler, steps and schedule, in a bounded LRU cache (cuda_graph.py); single selections
   and composed unions alike, and any guidance value replays the same graph
-- optionally `torch.compile` for the UNet (`compile_unet`, off by default: not yet measured)
+- the UNet (and VAE) in channels_last with fused modules swapped in (objaudio_rt.unet_patch:
+  GroupNorm+SiLU with the time-embedding add in one Triton kernel, GEGLU in one kernel), the VAE
+  in fp16 (its measured fp16 error: benchmarks/precision.py)
+- the UNet from an AOTInductor package (objaudio_rt.aoti, built by `python -m export.aoti`) when
+  the cache holds one for this model, device, dtype and latent shape (`aoti`: None = when there
+  is one, True = required, False = never); on a CPU this is the fast path (inductor's fused C++
+  kernels and oneDNN calls), so a CPU fast run matches eager within a derived tolerance, not bit
+  for bit, when a package is used
+- optionally `torch.compile` for the UNet (`compile_unet`: measured by benchmarks `fast-compile`)
 
-On a CPU the default options are the eager ones (fp32, no graph) and the step is the reference,
-so the fast backend's results there equal the eager backend's bit for bit.
+On a CPU the default options are otherwise the eager ones (fp32, no graph, no fused modules: off
+CUDA their ops are the PyTorch references) and the step is the reference: without a package the
+fast backend's results there equal the eager backend's bit for bit.
 """
 from __future__ import annotations
 
@@ -25,9 +34,12 @@ from dataclasses import dataclass
 
 import torch
 
+from ..aoti import PackageCache
+from ..artifacts import model_fingerprint
 from ..errors import check
 from ..kernels.grounding import fused_pooled_values
 from ..model import ObjaudioModel
+from ..unet_patch import patch_unet, to_channels_last
 from .base import DTYPES
 from .cuda_graph import CudaGraphCache
 from .eager import EagerBackend
@@ -37,11 +49,14 @@ from .fused import fused_step
 @dataclass(frozen=True)
 class FastOptions:
     unet_dtype: torch.dtype = torch.float16
-    vae_dtype: torch.dtype = torch.float32
+    vae_dtype: torch.dtype = torch.float16      # fp16 VAE error 2.7e-4 vs float64 (benchmarks/precision.py)
     vocoder_dtype: torch.dtype = torch.float32
     cuda_graph: bool = True              # capture the whole denoising loop (CUDA only)
     graph_cache_size: int = 4            # captured loops kept (LRU); each holds its own memory pool
     compile_unet: bool = False           # torch.compile the UNet (default mode; works inside the graph)
+    fused_modules: bool = True           # UNet + VAE: fused GroupNorm/GEGLU modules, channels_last (unet_patch)
+    aoti: bool | None = None             # AOTInductor UNet package: None = when the cache has one, True = required
+    aoti_dir: str | None = None          # package folder (default: the cache, objaudio_rt.aoti.package_dir)
 
     def __post_init__(self):
         for name in ("unet_dtype", "vae_dtype", "vocoder_dtype"):
@@ -53,7 +68,8 @@ class FastOptions:
     def default_for(device: torch.device, **changes) -> "FastOptions":
         """fp16 UNet and a graphed loop on CUDA; on a CPU the eager equivalents (fp32, no graph);
         `changes` override either."""
-        base = {} if device.type == "cuda" else {"unet_dtype": torch.float32, "cuda_graph": False}
+        base = {} if device.type == "cuda" else {"unet_dtype": torch.float32, "vae_dtype": torch.float32,
+                                                  "cuda_graph": False, "fused_modules": False}
         return FastOptions(**{**base, **changes})
 
 
@@ -62,11 +78,18 @@ class FastBackend(EagerBackend):
 
     def __init__(self, model: ObjaudioModel, device: torch.device, options: FastOptions | None = None):
         self.options = options if options is not None else FastOptions.default_for(device)
+        fingerprint = model_fingerprint(model) if self.options.aoti is not False else None     # before any cast
         super().__init__(model, device, torch.float32, unet_dtype=self.options.unet_dtype,
                          vae_dtype=self.options.vae_dtype, vocoder_dtype=self.options.vocoder_dtype)
         from diffusers.models.attention_processor import AttnProcessor2_0
 
         self.model.unet.set_attn_processor(AttnProcessor2_0())
+        if self.options.fused_modules:
+            for network in (self.model.unet, self.model.vae):
+                patch_unet(network)
+                to_channels_last(network)
+        self.packages = None if fingerprint is None else PackageCache(
+            fingerprint, device, self.unet_dtype, bool(self.options.aoti), self.options.aoti_dir)
         if self.options.compile_unet:
             self.unet = torch.compile(self.unet)
         if device.type == "cuda" and self.options.cuda_graph:
@@ -90,8 +113,20 @@ class FastBackend(EagerBackend):
         o, _ = fused_pooled_values(g, tokens.float(), weights=weights.reshape(weights.shape[0], -1).float())
         return g.mlp(o)
 
+    @torch.no_grad()
+    def unet_eps(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """The package for this input's shape if there is one; else the (patched, channels_last) module."""
+        dt = self.unet_dtype
+        x, cond = x.to(dt), cond.to(dt)
+        package = self.packages.for_input(x) if self.packages is not None else None
+        if package is not None:
+            return package(x, t, cond)
+        if self.options.fused_modules:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.unet(x, t, cond)
+
     def step(self, tables, i, x, eps_pair, cfg, x0_prev):
-        """The fused kernel on CUDA; the reference elsewhere (so a CPU run equals eager bit for bit)."""
+        """The fused kernel on CUDA; the reference elsewhere."""
         if self.device.type != "cuda":
             return super().step(tables, i, x, eps_pair, cfg, x0_prev)
         return fused_step(tables, i, x, eps_pair, cfg, x0_prev)

@@ -30,3 +30,16 @@ def test_latency_tiny_cpu_writes_report(tmp_path):
             assert stats["p20_s"] <= stats["median_s"] <= stats["p80_s"] and len(stats["times_s"]) == 1
         assert {"denoise_per_step_s", "rtf", "peak_memory_bytes", "unet_dtype", "latent_shape"} <= set(r)
         assert r["rtf"] > 0
+
+
+def test_throughput_tiny_cpu_times_each_batch(tmp_path):
+    out = tmp_path / "throughput.json"
+    run = subprocess.run([sys.executable, "-m", "benchmarks.latency", "--preset", "tiny", "--device", "cpu",
+                          "--backends", "fast", "--steps", "1", "--throughput", "1,2", "--repeats", "1",
+                          "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "objaudio throughput" in run.stdout
+    (row,) = json.loads(out.read_text())["results"]
+    assert [t["selections"] for t in row["throughput"]] == [1, 2]
+    for t in row["throughput"]:
+        assert t["per_call_s"] > 0 and abs(t["per_selection_s"] * t["selections"] - t["per_call_s"]) < 1e-9

@@ -1,0 +1,130 @@
+"""Build the ahead-of-time compiled UNet package (AOTInductor) the fast backend loads in seconds.
+
+    python -m export.aoti --device cpu                                   # the embedded model, CPU, fp32
+    python -m export.aoti --preset audioldm-s --random-init --device cuda --dtype fp16 --max-batch 16
+
+One package per checkpoint, device kind, dtype and latent shape (`--frames`: latent frames, default
+the model's clip), with the UNet batch dynamic from 2 to 2 x `--max-batch` selections. The UNet is
+exported with torch.export and compiled by inductor (`aoti_compile_and_package`); the package and
+its sidecar (objaudio_rt.aoti: torch version, platform, checkpoint fingerprint, dtype, shape) go to
+the cache the runtime reads (`$OBJAUDIO_CACHE/aoti/<fingerprint>/`) unless `--out` says otherwise.
+Before the package is published it is loaded back and run against the module it was built from.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from export.onnx import load_model
+from objaudio_rt.aoti import (DTYPE_NAMES, SIDECAR_FORMAT, UNetCall, expected_sidecar, load_package, package_dir,
+                              package_name)
+from objaudio_rt.artifacts import model_fingerprint
+from objaudio_rt.errors import check, command
+from objaudio_rt.model import ObjaudioModel
+from objaudio_rt.unet_patch import to_channels_last
+
+DTYPES = {name: dtype for dtype, name in DTYPE_NAMES.items()}
+
+
+def default_frames(model: ObjaudioModel) -> int:
+    """Latent frames of the model's default clip (the pipeline's rule, Pipeline.latent_shape)."""
+    (_, frames, _), _ = model.config.latent_shape(model.config.clip_seconds)
+    return frames
+
+
+def build_package(model: ObjaudioModel, device: torch.device, dtype: torch.dtype, frames: int, max_batch: int,
+                  folder: str | os.PathLike | None = None, source: str = "") -> dict:
+    """Export, compile, verify and publish one package. Returns its sidecar (with timings and the check)."""
+    check(max_batch >= 1 and frames >= 1, "--max-batch and --frames must be >= 1")
+    cfg = model.config
+    fingerprint = model_fingerprint(model)
+    latent_shape = (cfg.unet.latent_channels, frames, cfg.mel.n_mels // cfg.vae.downsample_factor)
+    unet = copy.deepcopy(model.unet).to(device=device, dtype=dtype).eval()
+    if device.type == "cuda":
+        to_channels_last(unet)
+    call = UNetCall(unet)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, *latent_shape, generator=g).to(device, dtype)                       # (2B, C, H, W)
+    t = torch.tensor([cfg.schedule.num_train_timesteps // 2], device=device)                 # (1,) int64
+    cond = torch.randn(2, cfg.unet.cond_dim, generator=g).to(device, dtype)                  # (2B, cond_dim)
+    unet_batch = torch.export.Dim("unet_batch", min=2, max=2 * max_batch)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        program = torch.export.export(call, (x, t, cond), dynamic_shapes={"x": {0: unet_batch}, "t": None,
+                                                                           "cond": {0: unet_batch}})
+    export_s = time.perf_counter() - t0
+    out_dir = package_dir(fingerprint, folder)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / package_name(device, dtype, latent_shape)
+    tmp = path.with_suffix(".partial.pt2")
+    t0 = time.perf_counter()
+    from torch._inductor import aoti_compile_and_package
+    from torch._inductor import config as inductor_config
+
+    # freezing: weights become constants, so inductor folds them and fuses convolutions with their bias and
+    # pointwise neighbours (oneDNN post-ops on a CPU). On a CPU every generated kernel records itself in
+    # torch.profiler, so benchmarks.profile counts it.
+    with torch.no_grad(), inductor_config.patch({"freezing": True, "cpp.enable_kernel_profile": device.type == "cpu"}):
+        aoti_compile_and_package(program, package_path=str(tmp))
+    compile_s = time.perf_counter() - t0
+    sidecar = {"format": SIDECAR_FORMAT, **expected_sidecar(fingerprint, device, dtype, latent_shape),
+               "max_unet_batch": 2 * max_batch, "source": source, "export_s": round(export_s, 2),
+               "compile_s": round(compile_s, 2)}
+    tmp_sidecar = Path(f"{tmp}.json")
+    tmp_sidecar.write_text(json.dumps(sidecar, indent=1))
+    os.replace(tmp, path)
+    os.replace(tmp_sidecar, Path(f"{path}.json"))
+    t0 = time.perf_counter()
+    engine = load_package(fingerprint, device, dtype, latent_shape, out_dir)
+    sidecar["load_s"] = round(time.perf_counter() - t0, 3)
+    xb = torch.cat([x, x.flip(0), x])                                                         # UNet batch 6
+    cb = torch.cat([cond, cond.flip(0), cond])
+    with torch.no_grad():
+        ref, got = call(xb, t, cb).float(), engine(xb, t, cb).float()
+    sidecar["check"] = {"unet_batch": xb.shape[0],
+                        "rel_err_vs_module": ((got - ref).norm() / ref.norm()).item()}
+    Path(f"{path}.json").write_text(json.dumps(sidecar, indent=1))
+    sidecar["path"] = str(path)
+    return sidecar
+
+
+def _parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m export.aoti", description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", help="checkpoint folder (default: the embedded model)")
+    p.add_argument("--preset", help="a preset name (tiny, tiny-synth, audioldm-s); needs --random-init")
+    p.add_argument("--random-init", action="store_true", help="random weights for --preset")
+    p.add_argument("--seed", type=int, default=0, help="seed of --random-init weights")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+                   help="UNet dtype (default: fp16 on cuda, else fp32)")
+    p.add_argument("--frames", type=int, default=None, help="latent frames (default: the model's clip)")
+    p.add_argument("--max-batch", type=int, default=16, help="most selections per call (UNet batch 2x this)")
+    p.add_argument("--out", default=None, help="package folder (default: the runtime's cache)")
+    return p.parse_args(argv)
+
+
+@command("python -m export.aoti")
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    device = torch.device(args.device)
+    check(device.type in ("cpu", "cuda"), f"--device must be cpu or cuda, got {args.device}")
+    check(device.type == "cpu" or torch.cuda.is_available(), "--device cuda but no CUDA device here")
+    dtype = DTYPES[args.dtype or ("fp16" if device.type == "cuda" else "fp32")]
+    model, source, _ = load_model(args.checkpoint, args.preset, args.random_init, args.seed)
+    frames = args.frames or default_frames(model)
+    info = build_package(model, device, dtype, frames, args.max_batch, args.out, source)
+    print(f"{info['path']}\n  {info['platform']}, {info['dtype']}, latent {info['latent_shape']}, UNet batch 2.."
+          f"{info['max_unet_batch']}\n  export {info['export_s']:.1f} s, compile {info['compile_s']:.1f} s, load "
+          f"{info['load_s']:.2f} s, rel. error vs module {info['check']['rel_err_vs_module']:.1e}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

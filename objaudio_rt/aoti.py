@@ -1,0 +1,137 @@
+"""Ahead-of-time compiled UNet packages (AOTInductor): built once by `python -m export.aoti`, loaded in seconds.
+
+A package `unet-<device>-<dtype>-<C>x<H>x<W>.pt2` holds the whole UNet (`UNetCall`: x, t, cond ->
+eps) compiled by inductor for one device kind, one dtype and one latent shape, with the UNet
+batch (2 x selections, for guidance) dynamic from 2 to `max_unet_batch`. It is tied to the
+checkpoint's weights (baked into the package). Its sidecar `X.pt2.json` records the torch
+version, the platform (GPU name and compute capability, or the CPU architecture and vector ISA
+inductor compiled for), the checkpoint fingerprint, dtype and shape; `load_package` checks them
+with the TensorRT engines' sidecar check (backends.tensorrt.check_engine_sidecar) and refuses a stale
+package, naming what changed and the command that rebuilds it.
+
+Packages live in `cache_root()/aoti/<fingerprint[:32]>/` unless a folder is given.
+"""
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .artifacts import cache_root
+from .backends.tensorrt import check_engine_sidecar
+from .errors import ObjaudioError, check
+
+SIDECAR_FORMAT = "objaudio-aoti-package"
+CHECKED = {"torch_version": "torch version", "platform": "platform", "checkpoint": "checkpoint weights",
+           "dtype": "UNet dtype", "latent_shape": "latent shape"}
+DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
+class UNetCall(nn.Module):
+    """The UNet as the guided loop calls it: (x (N, C, H, W), t (1,) int64, cond (N, cond_dim)) -> eps."""
+
+    def __init__(self, unet: nn.Module):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return self.unet(x, t, encoder_hidden_states=None, class_labels=cond).sample
+
+
+def current_platform(device: torch.device) -> str:
+    """What a package's machine code is built for: the GPU model, or the CPU architecture and vector ISA."""
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return f"cuda sm_{major}{minor} {torch.cuda.get_device_name(device)}"
+    from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+    return f"cpu {platform.machine()} {pick_vec_isa() or 'scalar'}"
+
+
+def package_name(device: torch.device, dtype: torch.dtype, latent_shape: tuple[int, int, int]) -> str:
+    return f"unet-{device.type}-{DTYPE_NAMES[dtype]}-{'x'.join(map(str, latent_shape))}.pt2"
+
+
+def package_dir(fingerprint: str, folder: str | os.PathLike | None = None, root: Path | None = None) -> Path:
+    """`folder` when given, else the model's folder in the cache (`root`, default cache_root())."""
+    if folder is not None:
+        return Path(folder)
+    return (root if root is not None else cache_root()) / "aoti" / fingerprint[:32]
+
+
+def expected_sidecar(fingerprint: str, device: torch.device, dtype: torch.dtype,
+                     latent_shape: tuple[int, int, int]) -> dict:
+    return {"torch_version": torch.__version__, "platform": current_platform(device), "checkpoint": fingerprint,
+            "dtype": DTYPE_NAMES[dtype], "latent_shape": "x".join(map(str, latent_shape))}
+
+
+def rebuild_command(checkpoint: str, device: torch.device, dtype: torch.dtype, latent_shape) -> str:
+    return (f"build it with `python -m export.aoti --checkpoint {checkpoint} --device {device.type} "
+            f"--dtype {DTYPE_NAMES[dtype]} --frames {latent_shape[1]}`")
+
+
+class AotiUNet:
+    """A loaded package: call it like `UNetCall` for inputs of its dtype, latent shape and batch range."""
+
+    def __init__(self, path: Path, sidecar: dict, runner):
+        self.path, self.sidecar, self._runner = path, sidecar, runner
+        self.latent_shape = tuple(int(s) for s in sidecar["latent_shape"].split("x"))
+        self.max_unet_batch = int(sidecar["max_unet_batch"])
+
+    def covers(self, x: torch.Tensor) -> bool:
+        """Whether a UNet input (N, C, H, W) is inside this package's shape profile."""
+        return tuple(x.shape[1:]) == self.latent_shape and 2 <= x.shape[0] <= self.max_unet_batch
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return self._runner(x.contiguous(), t.reshape(1), cond.contiguous())
+
+
+def load_package(fingerprint: str, device: torch.device, dtype: torch.dtype, latent_shape: tuple[int, int, int],
+                 folder: str | os.PathLike | None = None, checkpoint: str = "CHECKPOINT") -> AotiUNet:
+    """Load and check the package for this model, device, dtype and latent shape (ObjaudioError if stale/absent)."""
+    path = package_dir(fingerprint, folder) / package_name(device, dtype, latent_shape)
+    sidecar = check_engine_sidecar(path, expected_sidecar(fingerprint, device, dtype, latent_shape),
+                                   fmt=SIDECAR_FORMAT, checked=CHECKED,
+                                   rebuild=rebuild_command(checkpoint, device, dtype, latent_shape))
+    try:
+        from torch._inductor import aoti_load_package
+
+        runner = aoti_load_package(str(path))
+    except (RuntimeError, OSError) as exc:
+        raise ObjaudioError(f"could not load the compiled package {path} ({str(exc).splitlines()[0][:200]}); "
+                            f"{rebuild_command(checkpoint, device, dtype, latent_shape)}") from None
+    check(runner is not None, f"{path} holds no model; {rebuild_command(checkpoint, device, dtype, latent_shape)}")
+    return AotiUNet(path, sidecar, runner)
+
+
+class PackageCache:
+    """The packages one backend may use, looked up per latent shape on first use.
+
+    `required` False: use a package when the folder holds one for this model, device, dtype and
+    shape, else the caller runs its module (a stale package still raises: rebuild or delete it).
+    `required` True: a missing package, or an input outside its batch range, raises.
+    """
+
+    def __init__(self, fingerprint: str, device: torch.device, dtype: torch.dtype, required: bool,
+                 folder: str | os.PathLike | None = None):
+        self.fingerprint, self.device, self.dtype = fingerprint, device, dtype
+        self.required, self.folder = required, folder
+        self._by_shape: dict[tuple, AotiUNet | None] = {}
+
+    def for_input(self, x: torch.Tensor) -> AotiUNet | None:
+        """The package that runs the UNet input x (N, C, H, W), or None (run the module)."""
+        shape = tuple(x.shape[1:])
+        if shape not in self._by_shape:
+            path = package_dir(self.fingerprint, self.folder) / package_name(self.device, self.dtype, shape)
+            present = path.is_file() or Path(f"{path}.json").is_file()
+            self._by_shape[shape] = (load_package(self.fingerprint, self.device, self.dtype, shape, self.folder)
+                                     if present or self.required else None)
+        engine = self._by_shape[shape]
+        if engine is not None and not engine.covers(x):
+            check(not self.required, f"UNet batch {x.shape[0]} is outside the package's 2..{engine.max_unet_batch}: "
+                                     f"rebuild it with a larger --max-batch")
+            return None
+        return engine
