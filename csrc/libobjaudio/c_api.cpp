@@ -298,6 +298,14 @@ objaudio_status objaudio_generate_stems(objaudio_engine* engine, const objaudio_
         objaudio::Options options = check_options(requests[0], s);
         std::vector<objaudio::Item> items;
         std::vector<float*> out;
+        size_t rows = 0;    // UNet rows per step: one unconditional row per item, one per condition
+        for (size_t i = 0; i < n_requests; ++i) {
+            const objaudio_request& r = requests[i];
+            rows += 1 + (r.n_masks > 1 && r.union_mode == OBJAUDIO_UNION_COMPOSE ? r.n_masks : 1);
+        }
+        OBJ_CHECK(rows <= static_cast<size_t>(s.max_rows),
+                  "too many selections in one call: requests plus composed masks need " + std::to_string(rows) +
+                      " UNet rows, this engine takes at most " + std::to_string(s.max_rows));
         for (size_t i = 0; i < n_requests; ++i) {
             objaudio::Options o = check_options(requests[i], s);
             OBJ_CHECK(o.table == options.table && o.cfg == options.cfg,
