@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from objaudio_rt.backends_onnx import model_fingerprint
+from objaudio_rt.artifacts import model_fingerprint
 from objaudio_rt.checkpoint import sha256_file
 from objaudio_rt.errors import ObjaudioError, check
 from objaudio_rt.model import Calibration, ObjaudioModel

@@ -123,7 +123,7 @@ def test_host_program_matches_python_pipeline(build, engine, demo_files, pipe, t
     """Same seed, same noise (the library draws it with torch's CPU generator): the waveform equals the
     Python pipeline's within a multiple of what another float32 runtime (onnxruntime, same graphs)
     differs from eager PyTorch on the same generation."""
-    from objaudio_rt.backends_onnx import OnnxRuntimeBackend
+    from objaudio_rt.backends.onnxruntime import OnnxRuntimeBackend
     from objaudio_rt.selection import Mask
 
     usage = run([build / "objaudio-generate", "--help"]).stdout
