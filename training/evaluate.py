@@ -45,7 +45,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from objaudio_rt.errors import ObjaudioError
+from objaudio_rt.errors import ObjaudioError, command
+from objaudio_rt.options import SAMPLERS, RunOptions
 from objaudio_rt.pipeline import Pipeline
 from objaudio_rt.selection import Mask, Text, Whole
 
@@ -279,6 +280,7 @@ def load_audio(path: Path, revocode: str | None = None) -> tuple[list[int], list
     return [int(s) for s in data["seeds"]], [waves[a:b] for a, b in zip(bounds[:-1], bounds[1:])], meta
 
 
+@command("python -m training.evaluate")
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="checkpoint folder (or a preset name: random weights)")
@@ -286,7 +288,7 @@ def main(argv=None) -> int:
     p.add_argument("--scenes", type=int, default=150)
     p.add_argument("--json", required=True, type=Path)
     p.add_argument("--steps", type=int, default=None, help="default: the checkpoint's default_steps")
-    p.add_argument("--sampler", choices=("ddim", "dpmpp"), default=None)
+    p.add_argument("--sampler", choices=SAMPLERS, default=None)
     p.add_argument("--cfg", type=float, default=None)
     p.add_argument("--classifier", type=Path, default=DEFAULT_CLASSIFIER)
     p.add_argument("--device", default="cpu")
@@ -298,29 +300,23 @@ def main(argv=None) -> int:
                    help="with --rescore: re-synthesise the saved mels with this checkpoint's vocoder")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    try:
-        classifier = load_classifier(args.classifier)
-        if args.rescore is not None:
-            seeds, scene_waves, meta = load_audio(args.rescore, args.revocode)
-            seconds = meta["clip_seconds"]
-        else:
-            pipe = Pipeline.from_pretrained(args.checkpoint, device=args.device)
-            steps = args.steps or pipe.config.default_steps
-            sampler = args.sampler or pipe.config.default_sampler
-            cfg = pipe.config.default_cfg if args.cfg is None else args.cfg
-            seeds = split_seeds("test", args.scenes, start=args.seed_start)
-            t = time.time()
-            scene_waves, scene_mels = generate(pipe, seeds, steps, sampler, cfg)
-            seconds = pipe.config.clip_seconds
-            meta = {"layout": LAYOUT, "steps": steps, "sampler": sampler, "cfg": cfg, "clip_seconds": seconds,
-                    "generate_seconds": round(time.time() - t, 1), "device": str(pipe.device),
-                    "checkpoint": str(args.checkpoint)}
-            if args.save_audio is not None:
-                save_audio(args.save_audio, seeds, scene_waves, scene_mels, meta)
-        res = score(classifier, seeds, scene_waves, seconds, layout=meta.get("layout", 1))
-    except ObjaudioError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    classifier = load_classifier(args.classifier)
+    if args.rescore is not None:
+        seeds, scene_waves, meta = load_audio(args.rescore, args.revocode)
+        seconds = meta["clip_seconds"]
+    else:
+        pipe = Pipeline.from_pretrained(args.checkpoint, device=args.device)
+        run = RunOptions(steps=args.steps, sampler=args.sampler, cfg=args.cfg).resolve(pipe.config)
+        seeds = split_seeds("test", args.scenes, start=args.seed_start)
+        t = time.time()
+        scene_waves, scene_mels = generate(pipe, seeds, run.steps, run.sampler, run.cfg)
+        seconds = pipe.config.clip_seconds
+        meta = {"layout": LAYOUT, "steps": run.steps, "sampler": run.sampler, "cfg": run.cfg, "clip_seconds": seconds,
+                "generate_seconds": round(time.time() - t, 1), "device": str(pipe.device),
+                "checkpoint": str(args.checkpoint)}
+        if args.save_audio is not None:
+            save_audio(args.save_audio, seeds, scene_waves, scene_mels, meta)
+    res = score(classifier, seeds, scene_waves, seconds, layout=meta.get("layout", 1))
     result = summarize(res, len(seeds), meta["steps"], meta["sampler"], meta["cfg"])
     n = max(1, result["selections"])
     result.update({"generate_seconds": meta["generate_seconds"], "device": meta["device"],
