@@ -1,0 +1,332 @@
+// The C ABI (objaudio_engine.h): checks every argument, turns every C++ exception into a status code
+// plus the calling thread's last-error message, and never lets one cross into the host.
+#include <cmath>
+#include <cstring>
+#include <mutex>
+#include <new>
+#include <string>
+#include <thread>
+#include <unordered_map>
+
+#include "engine.h"
+#include "objaudio_engine.h"
+
+struct objaudio_engine {
+    std::unique_ptr<objaudio::Engine> engine;
+    mutable std::mutex errors_mutex;
+    mutable std::unordered_map<std::thread::id, std::string> errors;   // per calling thread
+
+    void set_error(const std::string& message) const {
+        std::lock_guard<std::mutex> lock(errors_mutex);
+        errors[std::this_thread::get_id()] = message;
+    }
+};
+
+struct objaudio_scene {
+    objaudio::Scene scene;
+    const objaudio_engine* owner = nullptr;
+};
+
+namespace {
+
+using objaudio::Failure;
+
+constexpr uint32_t kMinSide = 32;              // objaudio_rt/images.py MIN_SIDE
+constexpr uint32_t kMaxSide = 8192;            // MAX_SIDE
+constexpr uint64_t kMaxPixels = 40000000;      // MAX_PIXELS
+
+#define OBJ_CHECK(cond, msg) \
+    do { if (!(cond)) throw Failure(OBJAUDIO_ERR_INVALID_ARGUMENT, msg); } while (0)
+
+// Runs `body`; maps what it throws to a status and records the message for this thread on `eng`.
+template <typename F>
+objaudio_status guarded(const objaudio_engine* eng, F&& body) {
+    if (eng == nullptr) return OBJAUDIO_ERR_INVALID_ARGUMENT;
+    try {
+        body();
+        return OBJAUDIO_OK;
+    } catch (const Failure& f) {
+        eng->set_error(f.what());
+        return f.status;
+    } catch (const std::bad_alloc&) {
+        eng->set_error("out of memory");
+        return OBJAUDIO_ERR_OUT_OF_MEMORY;
+    } catch (const std::exception& e) {
+        eng->set_error(std::string("internal error: ") + e.what());
+        return OBJAUDIO_ERR_RUNTIME;
+    } catch (...) {
+        eng->set_error("internal error (unknown exception)");
+        return OBJAUDIO_ERR_RUNTIME;
+    }
+}
+
+void check_image_size(uint32_t width, uint32_t height) {
+    OBJ_CHECK(width >= kMinSide && height >= kMinSide,
+              "image is " + std::to_string(width) + "x" + std::to_string(height) + ": each side must be at least 32");
+    OBJ_CHECK(width <= kMaxSide && height <= kMaxSide,
+              "image is " + std::to_string(width) + "x" + std::to_string(height) +
+                  ": each side must be at most 8192; resize it first");
+    OBJ_CHECK(static_cast<uint64_t>(width) * height <= kMaxPixels, "image has more than 40000000 pixels");
+}
+
+const char* sampler_name(int32_t sampler, const objaudio::EngineSpec& s) {
+    switch (sampler) {
+        case OBJAUDIO_SAMPLER_DEFAULT: return s.default_sampler.c_str();
+        case OBJAUDIO_SAMPLER_DDIM: return "ddim";
+        case OBJAUDIO_SAMPLER_DPMPP: return "dpmpp";
+        default: throw Failure(OBJAUDIO_ERR_INVALID_ARGUMENT, "unknown sampler " + std::to_string(sampler) +
+                                                              ": use OBJAUDIO_SAMPLER_DDIM or OBJAUDIO_SAMPLER_DPMPP");
+    }
+}
+
+std::string offered(const objaudio::EngineSpec& s) {
+    std::string out;
+    for (int v : s.offered_steps) out += (out.empty() ? "" : ", ") + std::to_string(v);
+    return out;
+}
+
+objaudio::Options check_options(const objaudio_request& r, const objaudio::EngineSpec& s) {
+    OBJ_CHECK(r.struct_size >= sizeof(objaudio_request), "request.struct_size is wrong: initialise the request "
+                                                         "with objaudio_request_init");
+    OBJ_CHECK(r.steps >= 0, "steps must be positive, got " + std::to_string(r.steps));
+    const int steps = r.steps == 0 ? s.default_steps : r.steps;
+    const auto& tables = s.samplers.at(sampler_name(r.sampler, s));
+    OBJ_CHECK(tables.count(steps), "this engine has sampler tables for " + offered(s) + " steps, not " +
+                                       std::to_string(steps) + ": choose one of those (or rebuild the engine)");
+    OBJ_CHECK(std::isfinite(r.cfg), "cfg (guidance scale) must be a finite number >= 1, got NaN or inf");
+    const double cfg = r.cfg == 0.0f ? s.default_cfg : static_cast<double>(r.cfg);
+    OBJ_CHECK(cfg >= 1.0, "cfg (guidance scale) must be a finite number >= 1, got " + std::to_string(cfg));
+    return objaudio::Options{&tables.at(steps), cfg};
+}
+
+objaudio::Item check_item(const objaudio_request& r, const objaudio_scene& sc, const objaudio::EngineSpec& s) {
+    objaudio::Item item;
+    const int max_masks = s.max_rows - 1;
+    OBJ_CHECK(r.n_masks <= static_cast<size_t>(max_masks),
+              std::to_string(r.n_masks) + " masks: at most " + std::to_string(max_masks) + " per generation");
+    OBJ_CHECK(r.n_masks == 0 || r.masks != nullptr, "request.masks is NULL but n_masks is " + std::to_string(r.n_masks));
+    OBJ_CHECK(r.union_mode == OBJAUDIO_UNION_COMPOSE || r.union_mode == OBJAUDIO_UNION_MASK,
+              "unknown union_mode " + std::to_string(r.union_mode) + ": use OBJAUDIO_UNION_COMPOSE or OBJAUDIO_UNION_MASK");
+    if (r.n_masks > 0) {
+        OBJ_CHECK(r.mask_width == sc.scene.width && r.mask_height == sc.scene.height,
+                  "mask is " + std::to_string(r.mask_width) + "x" + std::to_string(r.mask_height) + " but the image is " +
+                      std::to_string(sc.scene.width) + "x" + std::to_string(sc.scene.height) +
+                      ": make the mask the same size as the image");
+    }
+    const size_t npix = static_cast<size_t>(sc.scene.width) * sc.scene.height;
+    for (size_t k = 0; k < r.n_masks; ++k) {
+        const uint8_t* m = r.masks[k];
+        OBJ_CHECK(m != nullptr, "mask " + std::to_string(k) + " is NULL");
+        bool any = false;
+        for (size_t i = 0; i < npix && !any; ++i) any = m[i] != 0;
+        OBJ_CHECK(any, "mask " + std::to_string(k) + " is empty (all zero): it selects nothing; draw the object's region");
+        item.masks.push_back(m);
+    }
+    item.union_mask = r.union_mode == OBJAUDIO_UNION_MASK;
+    item.seed = r.seed;
+    if (r.noise != nullptr) {
+        OBJ_CHECK(r.noise_count == s.latent_numel(), "noise holds " + std::to_string(r.noise_count) +
+                                                         " floats; this engine's latent needs " +
+                                                         std::to_string(s.latent_numel()) + " (C * H * W)");
+        for (size_t i = 0; i < r.noise_count; ++i)
+            OBJ_CHECK(std::isfinite(r.noise[i]), "noise contains NaN or inf");
+        item.noise = r.noise;
+    } else {
+        OBJ_CHECK(r.noise_count == 0, "noise_count is set but noise is NULL");
+    }
+    return item;
+}
+
+void check_scene(const objaudio_engine* eng, const objaudio_scene* scene) {
+    OBJ_CHECK(scene != nullptr, "scene is NULL: encode the image with objaudio_scene_encode first");
+    OBJ_CHECK(scene->owner == eng, "scene was encoded by another engine: encode it with this one");
+}
+
+void write_message(char* error, size_t error_size, const std::string& message) {
+    if (error == nullptr || error_size == 0) return;
+    const size_t n = message.size() < error_size - 1 ? message.size() : error_size - 1;
+    std::memcpy(error, message.data(), n);
+    error[n] = '\0';
+}
+
+}  // namespace
+
+extern "C" {
+
+uint32_t objaudio_abi_version(void) { return OBJAUDIO_ABI_VERSION; }
+
+const char* objaudio_status_string(objaudio_status status) {
+    switch (status) {
+        case OBJAUDIO_OK: return "ok";
+        case OBJAUDIO_ERR_INVALID_ARGUMENT: return "invalid argument";
+        case OBJAUDIO_ERR_IO: return "i/o error";
+        case OBJAUDIO_ERR_ENGINE_CORRUPT: return "engine missing, altered or malformed";
+        case OBJAUDIO_ERR_INCOMPATIBLE: return "engine built for another device, runtime or version";
+        case OBJAUDIO_ERR_BUFFER_TOO_SMALL: return "output buffer too small";
+        case OBJAUDIO_ERR_RUNTIME: return "runtime error";
+        case OBJAUDIO_ERR_OUT_OF_MEMORY: return "out of memory";
+    }
+    return "unknown status";
+}
+
+void objaudio_open_options_init(objaudio_open_options* options) {
+    if (options == nullptr) return;
+    std::memset(options, 0, sizeof *options);
+    options->struct_size = sizeof *options;
+    options->max_concurrent = 2;
+    options->verify_files = 1;
+}
+
+void objaudio_request_init(objaudio_request* request) {
+    if (request == nullptr) return;
+    std::memset(request, 0, sizeof *request);
+    request->struct_size = sizeof *request;
+}
+
+objaudio_status objaudio_engine_open(const char* engine_dir, const objaudio_open_options* options,
+                                     objaudio_engine** engine, char* error, size_t error_size) {
+    write_message(error, error_size, "");
+    if (engine == nullptr) {
+        write_message(error, error_size, "engine (the output pointer) is NULL");
+        return OBJAUDIO_ERR_INVALID_ARGUMENT;
+    }
+    *engine = nullptr;
+    objaudio_open_options opts;
+    objaudio_open_options_init(&opts);
+    try {
+        if (engine_dir == nullptr || engine_dir[0] == '\0')
+            throw Failure(OBJAUDIO_ERR_INVALID_ARGUMENT, "engine_dir is NULL or empty: give the engine folder");
+        if (options != nullptr) {
+            if (options->struct_size != sizeof(objaudio_open_options))
+                throw Failure(OBJAUDIO_ERR_INVALID_ARGUMENT, "options.struct_size is wrong: initialise the options "
+                                                             "with objaudio_open_options_init");
+            opts = *options;
+        }
+        if (opts.max_concurrent < 1 || opts.max_concurrent > 64)
+            throw Failure(OBJAUDIO_ERR_INVALID_ARGUMENT, "max_concurrent must be in [1, 64]");
+        auto handle = std::make_unique<objaudio_engine>();
+        handle->engine = objaudio::Engine::open(engine_dir, opts.max_concurrent, opts.verify_files != 0);
+        *engine = handle.release();
+        return OBJAUDIO_OK;
+    } catch (const Failure& f) {
+        write_message(error, error_size, f.what());
+        return f.status;
+    } catch (const std::bad_alloc&) {
+        write_message(error, error_size, "out of memory while opening the engine");
+        return OBJAUDIO_ERR_OUT_OF_MEMORY;
+    } catch (const std::exception& e) {
+        write_message(error, error_size, std::string("cannot open the engine: ") + e.what());
+        return OBJAUDIO_ERR_RUNTIME;
+    } catch (...) {
+        write_message(error, error_size, "cannot open the engine (unknown exception)");
+        return OBJAUDIO_ERR_RUNTIME;
+    }
+}
+
+void objaudio_engine_close(objaudio_engine* engine) { delete engine; }
+
+const char* objaudio_last_error(const objaudio_engine* engine) {
+    if (engine == nullptr) return "engine is NULL";
+    std::lock_guard<std::mutex> lock(engine->errors_mutex);
+    auto it = engine->errors.find(std::this_thread::get_id());
+    return it == engine->errors.end() ? "" : it->second.c_str();
+}
+
+objaudio_status objaudio_engine_get_info(objaudio_engine* engine, objaudio_engine_info* info) {
+    return guarded(engine, [&] {
+        OBJ_CHECK(info != nullptr, "info is NULL");
+        const objaudio::EngineSpec& s = engine->engine->spec();
+        std::memset(info, 0, sizeof *info);
+        info->struct_size = sizeof *info;
+        info->sample_rate = s.sample_rate;
+        info->clip_samples = s.clip_samples;
+        info->latent_channels = s.latent_c;
+        info->latent_frames = s.latent_h;
+        info->latent_bins = s.latent_w;
+        info->image_size = s.image_size;
+        info->default_steps = s.default_steps;
+        info->default_cfg = static_cast<float>(s.default_cfg);
+        info->default_sampler = s.default_sampler == "ddim" ? OBJAUDIO_SAMPLER_DDIM : OBJAUDIO_SAMPLER_DPMPP;
+        info->max_masks = s.max_rows - 1;
+        info->max_stems = s.max_stems;
+        for (int v : s.offered_steps)
+            if (info->n_offered_steps < 16) info->offered_steps[info->n_offered_steps++] = v;
+        std::strncpy(info->device, s.device.c_str(), sizeof info->device - 1);
+    });
+}
+
+objaudio_status objaudio_scene_encode(objaudio_engine* engine, const uint8_t* rgb, uint32_t width, uint32_t height,
+                                      objaudio_scene** scene) {
+    return guarded(engine, [&] {
+        OBJ_CHECK(scene != nullptr, "scene (the output pointer) is NULL");
+        *scene = nullptr;
+        OBJ_CHECK(rgb != nullptr, "rgb is NULL: pass height rows of width * 3 bytes");
+        check_image_size(width, height);
+        auto handle = std::make_unique<objaudio_scene>();
+        handle->scene = engine->engine->encode(rgb, width, height);
+        handle->owner = engine;
+        *scene = handle.release();
+    });
+}
+
+void objaudio_scene_free(objaudio_scene* scene) { delete scene; }
+
+objaudio_status objaudio_scene_tokens(objaudio_engine* engine, const objaudio_scene* scene, float* tokens,
+                                      size_t capacity, size_t* count) {
+    return guarded(engine, [&] {
+        check_scene(engine, scene);
+        const std::vector<float>& t = scene->scene.tokens;
+        if (count != nullptr) *count = t.size();
+        OBJ_CHECK(tokens != nullptr, "tokens is NULL");
+        if (capacity < t.size())
+            throw Failure(OBJAUDIO_ERR_BUFFER_TOO_SMALL, "tokens holds " + std::to_string(capacity) + " floats; the scene "
+                                                         "has " + std::to_string(t.size()));
+        std::memcpy(tokens, t.data(), t.size() * sizeof(float));
+    });
+}
+
+objaudio_status objaudio_generate_stems(objaudio_engine* engine, const objaudio_scene* scene,
+                                        const objaudio_request* requests, size_t n_requests, float* const* pcm,
+                                        size_t capacity) {
+    return guarded(engine, [&] {
+        const objaudio::EngineSpec& s = engine->engine->spec();
+        check_scene(engine, scene);
+        OBJ_CHECK(requests != nullptr, "requests is NULL");
+        OBJ_CHECK(n_requests >= 1 && n_requests <= static_cast<size_t>(s.max_stems),
+                  "n_requests must be in [1, " + std::to_string(s.max_stems) + "], got " + std::to_string(n_requests));
+        OBJ_CHECK(pcm != nullptr, "pcm is NULL");
+        objaudio::Options options = check_options(requests[0], s);
+        std::vector<objaudio::Item> items;
+        std::vector<float*> out;
+        size_t rows = 0;    // UNet rows per step: one unconditional row per item, one per condition
+        for (size_t i = 0; i < n_requests; ++i) {
+            const objaudio_request& r = requests[i];
+            rows += 1 + (r.n_masks > 1 && r.union_mode == OBJAUDIO_UNION_COMPOSE ? r.n_masks : 1);
+        }
+        OBJ_CHECK(rows <= static_cast<size_t>(s.max_rows),
+                  "too many selections in one call: requests plus composed masks need " + std::to_string(rows) +
+                      " UNet rows, this engine takes at most " + std::to_string(s.max_rows));
+        for (size_t i = 0; i < n_requests; ++i) {
+            objaudio::Options o = check_options(requests[i], s);
+            OBJ_CHECK(o.table == options.table && o.cfg == options.cfg,
+                      "all requests of one generate_stems call must share steps, sampler and cfg");
+            items.push_back(check_item(requests[i], *scene, s));
+            OBJ_CHECK(pcm[i] != nullptr, "pcm[" + std::to_string(i) + "] is NULL");
+            out.push_back(pcm[i]);
+        }
+        if (capacity < s.clip_samples)
+            throw Failure(OBJAUDIO_ERR_BUFFER_TOO_SMALL, "pcm holds " + std::to_string(capacity) + " samples; a clip is " +
+                                                         std::to_string(s.clip_samples) + " (objaudio_engine_get_info)");
+        engine->engine->generate(scene->scene, items, options, out);
+    });
+}
+
+objaudio_status objaudio_generate(objaudio_engine* engine, const objaudio_scene* scene,
+                                  const objaudio_request* request, float* pcm, size_t capacity, size_t* n_written) {
+    if (n_written != nullptr) *n_written = 0;
+    objaudio_status st = objaudio_generate_stems(engine, scene, request, 1, &pcm, capacity);
+    if (st == OBJAUDIO_OK && n_written != nullptr) *n_written = engine->engine->spec().clip_samples;
+    return st;
+}
+
+}  // extern "C"

@@ -1,0 +1,227 @@
+#include "spec.h"
+
+#include <openssl/evp.h>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <sstream>
+
+#include "json.h"
+
+namespace objaudio {
+namespace {
+
+constexpr size_t kMaxJsonBytes = 64u << 20;
+
+std::string join(const std::string& dir, const std::string& rel) {
+    return dir.empty() || dir.back() == '/' ? dir + rel : dir + "/" + rel;
+}
+
+std::string read_text(const std::string& path, const std::string& what) {
+    std::ifstream f(path, std::ios::binary);
+    if (!f) throw Failure(OBJAUDIO_ERR_ENGINE_CORRUPT, what + " not found: " + path +
+                                                           " (build the engine with python -m export.engine)");
+    f.seekg(0, std::ios::end);
+    std::streamoff size = f.tellg();
+    if (size < 0 || static_cast<size_t>(size) > kMaxJsonBytes)
+        throw Failure(OBJAUDIO_ERR_ENGINE_CORRUPT, what + " is not a readable file of at most 64 MiB: " + path);
+    f.seekg(0);
+    std::string text(static_cast<size_t>(size), '\0');
+    f.read(text.data(), size);
+    if (!f) throw Failure(OBJAUDIO_ERR_IO, "cannot read " + path);
+    return text;
+}
+
+std::string sha256_file(const std::string& path) {
+    std::FILE* f = std::fopen(path.c_str(), "rb");
+    if (!f) throw Failure(OBJAUDIO_ERR_ENGINE_CORRUPT, "engine file missing: " + path +
+                                                       " (rebuild the engine with python -m export.engine)");
+    std::unique_ptr<std::FILE, int (*)(std::FILE*)> closer(f, std::fclose);
+    std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+    if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1)
+        throw Failure(OBJAUDIO_ERR_OUT_OF_MEMORY, "cannot start a sha256 digest");
+    std::vector<unsigned char> buf(1 << 20);
+    size_t n;
+    while ((n = std::fread(buf.data(), 1, buf.size(), f)) > 0) EVP_DigestUpdate(ctx.get(), buf.data(), n);
+    if (std::ferror(f)) throw Failure(OBJAUDIO_ERR_IO, "cannot read " + path);
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_DigestFinal_ex(ctx.get(), digest, &len);
+    std::string hex;
+    char two[3];
+    for (unsigned int i = 0; i < len; ++i) {
+        std::snprintf(two, sizeof two, "%02x", digest[i]);
+        hex += two;
+    }
+    return hex;
+}
+
+bool safe_relative_path(const std::string& rel) {
+    return !rel.empty() && rel[0] != '/' && rel.find("..") == std::string::npos;
+}
+
+void verify_manifest(const std::string& dir, const EngineSpec& spec) {
+    json::Value manifest;
+    try {
+        manifest = json::parse(read_text(join(dir, "manifest.json"), "manifest.json"));
+    } catch (const json::Error& e) {
+        throw Failure(OBJAUDIO_ERR_ENGINE_CORRUPT, "manifest.json is not valid JSON (" + std::string(e.what()) + ")");
+    }
+    const auto& files = manifest.at("files");
+    if (files.kind != json::Value::Kind::Object) throw Failure(OBJAUDIO_ERR_ENGINE_CORRUPT, "manifest.json: no file list");
+    std::vector<std::string> required = {"engine.json"};
+    for (const auto& [name, rel] : spec.networks) required.push_back(rel);
+    for (const std::string& rel : required)
+        if (!files.has(rel))
+            throw Failure(OBJAUDIO_ERR_ENGINE_CORRUPT, "manifest.json does not list " + rel + ": rebuild the engine");
+    for (const auto& [rel, digest] : files.object) {
+        if (!safe_relative_path(rel)) throw Failure(OBJAUDIO_ERR_ENGINE_CORRUPT, "manifest.json names a bad path " + rel);
+        std::string got = sha256_file(join(dir, rel));
+        if (got != digest.as_string("files." + rel))
+            throw Failure(OBJAUDIO_ERR_ENGINE_CORRUPT, "engine file " + rel + " was altered (its sha256 differs from "
+                                                       "manifest.json): rebuild the engine with python -m export.engine");
+    }
+}
+
+SamplerTable read_table(const json::Value& v, const std::string& path) {
+    SamplerTable t;
+    for (double s : v.at("timesteps", path).as_numbers(path + ".timesteps")) {
+        if (s < 0 || s >= 1000000 || s != std::floor(s)) throw json::Error(path + ".timesteps holds a bad timestep");
+        t.timesteps.push_back(static_cast<int64_t>(s));
+    }
+    for (const json::Value& row : v.at("coefs", path).as_array(path + ".coefs")) {
+        std::vector<double> r = row.as_numbers(path + ".coefs[]");
+        if (r.size() != 5) throw json::Error(path + ".coefs rows must hold 5 numbers");
+        t.coefs.push_back({r[0], r[1], r[2], r[3], r[4]});
+    }
+    if (t.timesteps.empty() || t.coefs.size() != t.timesteps.size())
+        throw json::Error(path + ": timesteps and coefs must have the same, non-zero length");
+    return t;
+}
+
+int positive(long long v, const std::string& path, long long most = 1 << 24) {
+    if (v <= 0 || v > most) throw json::Error("field '" + path + "' is out of range");
+    return static_cast<int>(v);
+}
+
+EngineSpec parse_spec(const json::Value& e) {
+    EngineSpec s;
+    const auto& rt = e.at("runtime");
+    s.torch_version = rt.at("torch_version", "runtime").as_string("runtime.torch_version");
+    s.device = rt.at("device", "runtime").as_string("runtime.device");
+    s.model_name = e.at("model").at("name", "model").as_string("model.name");
+
+    const auto& audio = e.at("audio");
+    s.sample_rate = positive(audio.at("sample_rate", "audio").as_int("audio.sample_rate"), "audio.sample_rate");
+    s.clip_samples = positive(audio.at("clip_samples", "audio").as_int("audio.clip_samples"), "audio.clip_samples");
+    std::vector<double> shape = e.at("latent").at("shape", "latent").as_numbers("latent.shape");
+    if (shape.size() != 3) throw json::Error("latent.shape must be [C, H, W]");
+    s.latent_c = positive(static_cast<long long>(shape[0]), "latent.shape", 4096);
+    s.latent_h = positive(static_cast<long long>(shape[1]), "latent.shape", 4096);
+    s.latent_w = positive(static_cast<long long>(shape[2]), "latent.shape", 4096);
+
+    const auto& img = e.at("image");
+    s.image_size = positive(img.at("size", "image").as_int("image.size"), "image.size", 4096);
+    s.patch_size = positive(img.at("patch_size", "image").as_int("image.patch_size"), "image.patch_size", 4096);
+    s.num_patches = positive(img.at("num_patches", "image").as_int("image.num_patches"), "image.num_patches");
+    s.token_dim = positive(img.at("token_dim", "image").as_int("image.token_dim"), "image.token_dim");
+    if (s.image_size % s.patch_size || (s.image_size / s.patch_size) * (s.image_size / s.patch_size) != s.num_patches)
+        throw json::Error("image.size, image.patch_size and image.num_patches disagree");
+    std::vector<double> mean = img.at("mean", "image").as_numbers("image.mean");
+    std::vector<double> std = img.at("std", "image").as_numbers("image.std");
+    if (mean.size() != 3 || std.size() != 3) throw json::Error("image.mean and image.std must hold 3 numbers");
+    for (int i = 0; i < 3; ++i) {
+        if (!(std[i] > 0)) throw json::Error("image.std must be positive");
+        s.mean[i] = mean[i];
+        s.std[i] = std[i];
+    }
+
+    const auto& mask = e.at("mask");
+    s.mask_rescale = mask.at("rescale", "mask").as_string("mask.rescale");
+    if (s.mask_rescale != "moments" && s.mask_rescale != "sum") throw json::Error("mask.rescale must be moments or sum");
+    s.attn_std = mask.at("attn_std", "mask").as_number("mask.attn_std");
+    if (!std::isfinite(s.attn_std) || s.attn_std < 0) throw json::Error("mask.attn_std must be finite and >= 0");
+
+    const auto& g = e.at("grounding");
+    s.heads = positive(g.at("num_heads", "grounding").as_int("grounding.num_heads"), "grounding.num_heads", 1024);
+    s.cond_dim = positive(g.at("cond_dim", "grounding").as_int("grounding.cond_dim"), "grounding.cond_dim");
+    for (double v : g.at("null_condition", "grounding").as_numbers("grounding.null_condition"))
+        s.null_condition.push_back(static_cast<float>(v));
+    if (static_cast<int>(s.null_condition.size()) != s.cond_dim)
+        throw json::Error("grounding.null_condition must hold cond_dim numbers");
+
+    for (const auto& [sampler, tables] : e.at("samplers").object)
+        for (const auto& [steps, table] : tables.object)
+            s.samplers[sampler][std::stoi(steps)] = read_table(table, "samplers." + sampler + "." + steps);
+    for (double v : e.at("offered_steps").as_numbers("offered_steps")) s.offered_steps.push_back(static_cast<int>(v));
+    for (const char* name : {"ddim", "dpmpp"})
+        for (int steps : s.offered_steps)
+            if (!s.samplers[name].count(steps))
+                throw json::Error(std::string("samplers.") + name + " has no table for " + std::to_string(steps) + " steps");
+
+    const auto& d = e.at("defaults");
+    s.default_steps = positive(d.at("steps", "defaults").as_int("defaults.steps"), "defaults.steps");
+    s.default_sampler = d.at("sampler", "defaults").as_string("defaults.sampler");
+    s.default_cfg = d.at("cfg", "defaults").as_number("defaults.cfg");
+    if (!s.samplers.count(s.default_sampler) || !s.samplers[s.default_sampler].count(s.default_steps))
+        throw json::Error("defaults name a sampler or step count the engine has no table for");
+
+    const auto& lim = e.at("limits");
+    s.max_rows = positive(lim.at("max_rows", "limits").as_int("limits.max_rows"), "limits.max_rows", 1024);
+    s.max_stems = positive(lim.at("max_stems", "limits").as_int("limits.max_stems"), "limits.max_stems", 1024);
+    if (s.max_rows < 2) throw json::Error("limits.max_rows must be at least 2");
+
+    for (const char* name : {"image_encoder", "grounding_condition", "unet", "vae_decoder", "vocoder"}) {
+        const std::string path = std::string("networks.") + name;
+        std::string rel = e.at("networks").at(name, "networks").at("file", path).as_string(path + ".file");
+        if (!safe_relative_path(rel)) throw json::Error(path + ".file is not a path inside the engine folder");
+        s.networks[name] = rel;
+    }
+    return s;
+}
+
+}  // namespace
+
+EngineSpec read_engine_spec(const std::string& dir, bool verify_files) {
+    json::Value e;
+    try {
+        e = json::parse(read_text(join(dir, "engine.json"), "engine.json"));
+    } catch (const json::Error& err) {
+        throw Failure(OBJAUDIO_ERR_ENGINE_CORRUPT, "engine.json is not valid JSON (" + std::string(err.what()) +
+                                                   "): rebuild the engine");
+    }
+    EngineSpec spec;
+    try {
+        if (e.at("format").as_string("format") != kEngineFormat)
+            throw Failure(OBJAUDIO_ERR_INCOMPATIBLE, dir + " is not an objaudio engine folder (format field)");
+        long long version = e.at("version").as_int("version");
+        if (version != kEngineVersion)
+            throw Failure(OBJAUDIO_ERR_INCOMPATIBLE, "engine format version " + std::to_string(version) +
+                                                     " but this libobjaudio reads version " +
+                                                     std::to_string(kEngineVersion) + ": rebuild the engine");
+        const std::string runtime = e.at("runtime").at("name", "runtime").as_string("runtime.name");
+        if (runtime != kRuntime)
+            throw Failure(OBJAUDIO_ERR_INCOMPATIBLE, "engine built for runtime '" + runtime + "', this libobjaudio runs '" +
+                                                     kRuntime + "' engines");
+        spec = parse_spec(e);
+    } catch (const json::Error& err) {
+        throw Failure(OBJAUDIO_ERR_ENGINE_CORRUPT, "engine.json: " + std::string(err.what()) + ": rebuild the engine");
+    } catch (const std::invalid_argument&) {
+        throw Failure(OBJAUDIO_ERR_ENGINE_CORRUPT, "engine.json: a sampler table is keyed by a non-number");
+    } catch (const std::out_of_range&) {
+        throw Failure(OBJAUDIO_ERR_ENGINE_CORRUPT, "engine.json: a number is out of range");
+    }
+    spec.dir = dir;
+    if (verify_files) {
+        try {
+            verify_manifest(dir, spec);
+        } catch (const json::Error& err) {
+            throw Failure(OBJAUDIO_ERR_ENGINE_CORRUPT, "manifest.json: " + std::string(err.what()));
+        }
+    }
+    return spec;
+}
+
+}  // namespace objaudio

@@ -1,0 +1,56 @@
+// The engine folder's description (engine.json) and its integrity check (manifest.json): no torch here.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "objaudio_engine.h"
+
+namespace objaudio {
+
+constexpr int kEngineVersion = 1;                 // export/engine.py ENGINE_VERSION
+constexpr const char* kEngineFormat = "objaudio-engine";
+constexpr const char* kRuntime = "libtorch-aoti";  // export/engine.py RUNTIME
+
+// Thrown inside the library; the C API turns it into a status code and the thread's last error.
+struct Failure : std::runtime_error {
+    objaudio_status status;
+    Failure(objaudio_status s, const std::string& message) : std::runtime_error(message), status(s) {}
+};
+
+struct SamplerTable {
+    std::vector<int64_t> timesteps;            // (S,) the UNet's t at each step
+    std::vector<std::array<double, 5>> coefs;  // (S, 5): cx, ce, cp, dx, de (objaudio_rt/samplers.py)
+};
+
+struct EngineSpec {
+    std::string dir, device, torch_version, model_name;
+    int sample_rate = 0;
+    size_t clip_samples = 0;
+    int latent_c = 0, latent_h = 0, latent_w = 0;
+    int image_size = 0, patch_size = 0, num_patches = 0, token_dim = 0;
+    std::array<double, 3> mean{}, std{};
+    std::string mask_rescale;                  // "moments" or "sum"
+    double attn_std = 0.0;                     // the calibration sigma
+    int heads = 1, cond_dim = 0;
+    std::vector<float> null_condition;         // (cond_dim,)
+    std::map<std::string, std::map<int, SamplerTable>> samplers;   // "ddim"/"dpmpp" -> steps -> table
+    std::vector<int> offered_steps;
+    int default_steps = 0;
+    std::string default_sampler;
+    double default_cfg = 0.0;
+    int max_rows = 0, max_stems = 0;           // UNet rows per call; requests per generate_stems
+    std::map<std::string, std::string> networks;   // name -> path inside the folder
+
+    size_t latent_numel() const { return static_cast<size_t>(latent_c) * latent_h * latent_w; }
+};
+
+// Reads engine.json, checks format, version and runtime name, and (when verify_files) every file's
+// sha256 against manifest.json. Device and torch version are checked by the caller, which knows them.
+EngineSpec read_engine_spec(const std::string& dir, bool verify_files);
+
+}  // namespace objaudio

@@ -1,0 +1,152 @@
+/* libobjaudio: object-aware image-to-audio generation from a C or C++ host, no Python in the process.
+ *
+ *   objaudio_engine* eng;  objaudio_scene* scene;  char err[512];
+ *   if (objaudio_abi_version() != OBJAUDIO_ABI_VERSION) ...                 (header and library agree)
+ *   objaudio_engine_open("engines/tiny-synth-cpu", NULL, &eng, err, sizeof err);
+ *   objaudio_scene_encode(eng, rgb, width, height, &scene);                 (CLIP patch tokens, kept)
+ *   objaudio_request req;  objaudio_request_init(&req);
+ *   req.masks = masks;  req.n_masks = 1;  req.steps = 20;  req.cfg = 4.0f;  req.seed = 7;
+ *   objaudio_generate(eng, scene, &req, pcm, capacity, &n_written);         (16 kHz mono float PCM)
+ *   objaudio_last_error(eng);  objaudio_scene_free(scene);  objaudio_engine_close(eng);
+ *
+ * Conventions
+ * - Every call returns an objaudio_status; OBJAUDIO_OK is 0. After a failed call on an engine,
+ *   objaudio_last_error(engine) returns a one-line message saying what to do. The message is kept
+ *   per engine AND per calling thread, so two threads never read each other's errors.
+ *   objaudio_engine_open, which has no engine yet, writes its message into the caller's buffer.
+ * - The caller owns every buffer it passes (images, masks, noise, PCM); the library copies what it
+ *   keeps and never frees or retains a caller's pointer after a call returns.
+ * - Handles are opaque. There is no global state: everything lives in an engine or a scene.
+ * - Thread safety: ONE ENGINE MAY BE USED FROM SEVERAL THREADS AT ONCE (open it with
+ *   options.max_concurrent >= the number of threads that generate together; more wait their turn).
+ *   A scene is immutable after encoding and may be shared between threads. Close an engine only
+ *   after every other call on it has returned and its scenes are freed.
+ * - Selections: pixel masks (one, or a union of several) and the whole scene (n_masks == 0).
+ *   Points, boxes and text selections need Segment Anything or the text encoder and stay
+ *   Python-only for now (objaudio_rt).
+ */
+#ifndef OBJAUDIO_ENGINE_H
+#define OBJAUDIO_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define OBJAUDIO_API __declspec(dllexport)
+#else
+#define OBJAUDIO_API __attribute__((visibility("default")))
+#endif
+
+/* Bumped on any incompatible change of this header's types or functions. */
+#define OBJAUDIO_ABI_VERSION 1
+
+typedef enum objaudio_status {
+    OBJAUDIO_OK = 0,
+    OBJAUDIO_ERR_INVALID_ARGUMENT = 1,  /* a null pointer, a size out of range, NaN cfg, steps <= 0, ... */
+    OBJAUDIO_ERR_IO = 2,                /* a file could not be read */
+    OBJAUDIO_ERR_ENGINE_CORRUPT = 3,    /* an engine file is missing, altered (sha256) or malformed */
+    OBJAUDIO_ERR_INCOMPATIBLE = 4,      /* engine built for another device, runtime or format version */
+    OBJAUDIO_ERR_BUFFER_TOO_SMALL = 5,  /* the caller's output buffer cannot hold the result */
+    OBJAUDIO_ERR_RUNTIME = 6,           /* a network failed to run, or produced NaN/inf */
+    OBJAUDIO_ERR_OUT_OF_MEMORY = 7
+} objaudio_status;
+
+typedef enum objaudio_sampler {
+    OBJAUDIO_SAMPLER_DEFAULT = 0,       /* the engine's default (engine.json "defaults") */
+    OBJAUDIO_SAMPLER_DDIM = 1,
+    OBJAUDIO_SAMPLER_DPMPP = 2          /* DPM-Solver++ (2M) */
+} objaudio_sampler;
+
+typedef enum objaudio_union {
+    OBJAUDIO_UNION_COMPOSE = 0,         /* one condition per mask, guidance directions averaged (default) */
+    OBJAUDIO_UNION_MASK = 1             /* the paper's union mask: masks unioned pixel-wise, one condition */
+} objaudio_union;
+
+typedef struct objaudio_engine objaudio_engine;
+typedef struct objaudio_scene objaudio_scene;
+
+typedef struct objaudio_open_options {
+    uint32_t struct_size;       /* sizeof(objaudio_open_options); set by objaudio_open_options_init */
+    int32_t max_concurrent;     /* generations that may run at once on this engine (>= 1; default 2) */
+    int32_t verify_files;       /* 1 (default): check every file's sha256 against the manifest */
+} objaudio_open_options;
+
+typedef struct objaudio_request {
+    uint32_t struct_size;       /* sizeof(objaudio_request); set by objaudio_request_init */
+    const uint8_t* const* masks;/* n_masks masks, each mask_width * mask_height bytes, row-major,
+                                   0 = outside, 255 = inside (values between are a soft mask) */
+    size_t n_masks;             /* 0: the whole scene */
+    uint32_t mask_width, mask_height;   /* must equal the scene image's size */
+    int32_t union_mode;         /* objaudio_union, for n_masks > 1 */
+    int32_t sampler;            /* objaudio_sampler */
+    int32_t steps;              /* 0: the engine's default; otherwise one of the engine's offered counts */
+    float cfg;                  /* guidance scale >= 1; NaN is refused; 0 means the engine's default */
+    uint64_t seed;              /* initial noise = torch.randn(latent_shape, generator=torch.Generator()
+                                   .manual_seed(seed)), exactly as the Python pipeline draws it */
+    const float* noise;         /* optional: the initial latent noise itself (noise_count floats,
+                                   C*H*W row-major, see objaudio_engine_info); overrides seed */
+    size_t noise_count;
+} objaudio_request;
+
+typedef struct objaudio_engine_info {
+    uint32_t struct_size;
+    int32_t sample_rate;        /* 16000 */
+    size_t clip_samples;        /* samples one generation writes */
+    int32_t latent_channels, latent_frames, latent_bins;   /* the noise shape (C, H, W) */
+    int32_t image_size;         /* the CLIP input side the image is resized to */
+    int32_t default_steps;
+    float default_cfg;
+    int32_t default_sampler;    /* objaudio_sampler */
+    int32_t max_masks;          /* most masks (conditions) one generation may carry */
+    int32_t max_stems;          /* most requests objaudio_generate_stems takes at once */
+    int32_t n_offered_steps;
+    int32_t offered_steps[16];  /* the step counts the engine holds coefficient tables for */
+    char device[16];            /* "cpu" or "cuda" */
+} objaudio_engine_info;
+
+OBJAUDIO_API uint32_t objaudio_abi_version(void);
+OBJAUDIO_API const char* objaudio_status_string(objaudio_status status);
+
+OBJAUDIO_API void objaudio_open_options_init(objaudio_open_options* options);
+OBJAUDIO_API void objaudio_request_init(objaudio_request* request);
+
+/* Opens an engine folder (python -m export.engine): checks engine.json, the format, runtime and
+ * device it was built for and (unless options->verify_files == 0) every file's sha256, then loads
+ * the networks. options may be NULL. On failure *engine is NULL and a message is written into
+ * error (error_size bytes, NUL-terminated; error may be NULL). */
+OBJAUDIO_API objaudio_status objaudio_engine_open(const char* engine_dir, const objaudio_open_options* options,
+                                                  objaudio_engine** engine, char* error, size_t error_size);
+OBJAUDIO_API void objaudio_engine_close(objaudio_engine* engine);       /* NULL is ignored */
+OBJAUDIO_API objaudio_status objaudio_engine_get_info(objaudio_engine* engine, objaudio_engine_info* info);
+
+/* The message of the calling thread's last failed call on engine ("" if none; a fixed text for NULL).
+ * Valid until this thread's next call on the engine. */
+OBJAUDIO_API const char* objaudio_last_error(const objaudio_engine* engine);
+
+/* Encodes an RGB image (height rows of width * 3 bytes, no padding) into CLIP patch tokens. */
+OBJAUDIO_API objaudio_status objaudio_scene_encode(objaudio_engine* engine, const uint8_t* rgb, uint32_t width,
+                                                   uint32_t height, objaudio_scene** scene);
+OBJAUDIO_API void objaudio_scene_free(objaudio_scene* scene);           /* NULL is ignored */
+/* Copies the scene's patch tokens (P * L floats) into tokens; *count receives P * L. */
+OBJAUDIO_API objaudio_status objaudio_scene_tokens(objaudio_engine* engine, const objaudio_scene* scene,
+                                                   float* tokens, size_t capacity, size_t* count);
+
+/* One generation: writes info.clip_samples float samples (16 kHz mono) into pcm. n_written may be NULL. */
+OBJAUDIO_API objaudio_status objaudio_generate(objaudio_engine* engine, const objaudio_scene* scene,
+                                               const objaudio_request* request, float* pcm, size_t capacity,
+                                               size_t* n_written);
+
+/* Several selections of one scene in one batched run (e.g. one stem per object): request i's clip goes
+ * to pcm[i] (capacity floats each). All requests must share steps, sampler and cfg. */
+OBJAUDIO_API objaudio_status objaudio_generate_stems(objaudio_engine* engine, const objaudio_scene* scene,
+                                                     const objaudio_request* requests, size_t n_requests,
+                                                     float* const* pcm, size_t capacity);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* OBJAUDIO_ENGINE_H */

@@ -1,0 +1,201 @@
+"""Build the engine folder that libobjaudio (csrc/libobjaudio) loads: no Python at run time.
+
+    python -m export.engine --out ENGINE [--checkpoint DIR] [--device cpu|cuda] [--no-onnx] [--force]
+
+ENGINE/
+    engine.json        every constant the host-side math needs (see `engine_constants`), the runtime
+                       and device the networks were compiled for, and each network's contract
+    networks/*.pt2     the five networks the runtime runs, as AOTInductor packages (LibTorch's
+                       `torch::inductor::AOTIModelPackageLoader` loads them): image_encoder,
+                       grounding_condition, unet, vae_decoder, vocoder
+    onnx/              the same networks (and the text/grounding-attention graphs) as ONNX, from
+                       export.onnx, for hosts that already run ONNX (Unreal NNE, Unity Sentis)
+    manifest.json      sha256 of every file above; libobjaudio checks them on open
+
+Shapes: the engine generates clips of the model's `clip_seconds` (the latent length is fixed);
+the UNet takes 2..2*MAX_BATCH rows (unconditional rows plus one row per condition), every other
+network batch 1. An AOTInductor package holds machine code for the CPU (or GPU) it was compiled
+on and works with the torch version it was compiled with: engine.json records both and the
+library refuses another torch version or device.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from objaudio_rt.artifacts import model_fingerprint
+from objaudio_rt.checkpoint import sha256_file
+from objaudio_rt.errors import check, command
+from objaudio_rt.model import Calibration, ObjaudioModel
+from objaudio_rt.samplers import SAMPLERS, SamplerPlan
+
+from .contracts import MAX_BATCH, Contract, latent_frames, model_contracts
+from .onnx import MODEL_NETWORKS, export_networks, write_json_atomic
+
+ENGINE_FORMAT = "objaudio-engine"
+ENGINE_VERSION = 1           # bump with csrc/libobjaudio/engine.cpp's kEngineVersion on any layout change
+RUNTIME = "libtorch-aoti"
+ENGINE_JSON, MANIFEST = "engine.json", "manifest.json"
+NETWORKS = ("image_encoder", "grounding_condition", "unet", "vae_decoder", "vocoder")
+OFFERED_STEPS = (10, 20, 25, 50, 100, 200)
+
+
+# ---- constants ----------------------------------------------------------------------------------
+def sampler_tables(model: ObjaudioModel, steps: tuple[int, ...]) -> dict:
+    """sampler -> str(steps) -> {"timesteps": (S,) ints, "coefs": (S, 5) floats}, from SamplerPlan."""
+    tables = {}
+    for sampler in SAMPLERS:
+        tables[sampler] = {}
+        for s in steps:
+            plan = SamplerPlan.build(sampler, s, model.config.schedule)
+            tables[sampler][str(s)] = {"timesteps": plan.timesteps.tolist(), "coefs": plan.coefs.tolist()}
+    return tables
+
+
+def engine_constants(model: ObjaudioModel, calibration: Calibration) -> dict:
+    """What libobjaudio computes on the host, and with which numbers (names as in objaudio_rt)."""
+    from objaudio_rt.pipeline import Pipeline
+
+    cfg = model.config
+    (c, h, w), n_samples = Pipeline.latent_shape(model, cfg.clip_seconds)
+    steps = tuple(sorted(set(OFFERED_STEPS) | {cfg.default_steps}))
+    return {
+        "audio": {"sample_rate": cfg.mel.sample_rate, "clip_seconds": cfg.clip_seconds, "clip_samples": n_samples,
+                  "hop_length": cfg.mel.hop_length, "n_mels": cfg.mel.n_mels, "mel_frames": h * cfg.vae.downsample_factor},
+        "latent": {"shape": [c, h, w], "noise": "torch.randn((C, H, W), generator=torch.Generator().manual_seed(seed))"},
+        "image": {  # objaudio_rt.encoders.ImageEncoder.preprocess
+            "size": cfg.image.image_size, "patch_size": cfg.image.patch_size,
+            "grid": [cfg.image.image_size // cfg.image.patch_size] * 2, "num_patches": cfg.image.num_patches,
+            "token_dim": cfg.image.embed_dim, "mean": list(cfg.image.mean), "std": list(cfg.image.std),
+            "preprocess": "x = rgb / 255; resize the whole image (no crop) to size x size, bicubic, antialias, "
+                          "align_corners false; x = (clamp(x, 0, 1) - mean) / std; layout (1, 3, size, size)"},
+        "mask": {  # objaudio_rt.images.load_mask + grounding.mask_to_patch_coverage + rescale_patch_weights
+            "read": "uint8 / 255 (a mask whose largest value is 1 counts 1 as inside); must match the image size",
+            "pool": "area-resize to size x size, then average over each patch_size x patch_size patch (row-major)",
+            "rescale": cfg.grounding.mask_rescale, "attn_std": calibration.attn_std,
+            "rescale_rule": "p = r / sum(r); s = min(attn_std / std(p), (1/P) / (1/P - min(p))) (s = 1 if std(p) "
+                            "= 0); m = 1/P + s (p - 1/P)  ('sum': m = p)",
+            "union": "compose: one condition per mask, eps_c = mean of the parts' eps; mask: pixel-wise max"},
+        "grounding": {"num_heads": cfg.grounding.num_heads, "cond_dim": cfg.unet.cond_dim,
+                      "null_condition": model.null_condition.float().tolist()},
+        "vae": {"scaling_factor": cfg.vae.scaling_factor, "nan_guard": "if max |z| > 100: z = clamp(z, -10, 10)",
+                "note": "both applied inside the vae_decoder network"},
+        "guidance": "eps = eps_u + cfg * (eps_c - eps_u); x_next = cx x + ce eps + cp x0_prev; x0 = dx x + de eps",
+        "samplers": sampler_tables(model, steps),
+        "offered_steps": list(steps),
+        "defaults": {"steps": cfg.default_steps, "sampler": cfg.default_sampler, "cfg": cfg.default_cfg},
+        "limits": {"max_rows": 2 * MAX_BATCH, "max_stems": MAX_BATCH},
+    }
+
+
+# ---- networks -----------------------------------------------------------------------------------
+def _compile_one(contract: Contract, path: Path, device: torch.device, clip_frames: int) -> None:
+    """torch.export the contract's wrapper at the engine's shapes, AOTInductor-compile it into `path`."""
+    f = 4   # the VAE's time factor (mel frames per latent frame), as contracts.model_contracts uses
+    values = {"B": 1, "B2": 2, "H": clip_frames, "T": f * clip_frames}
+    args = tuple(a.to(device) for a in contract.sample_inputs("opt", values=values))
+    dynamic = None
+    if contract.name == "unet":
+        rows = torch.export.Dim("rows", min=2, max=2 * MAX_BATCH)
+        dynamic = ({0: rows}, None, {0: rows})
+    module = contract.module.to(device).eval()
+    with torch.no_grad():
+        program = torch.export.export(module, args, dynamic_shapes=dynamic)
+        torch._inductor.aoti_compile_and_package(program, package_path=str(path))
+
+
+def _engine_contract(contract: Contract, clip_frames: int) -> dict:
+    d = contract.to_dict()
+    d["fixed"] = {"B": 1, "H": clip_frames, "T": 4 * clip_frames}
+    d["dynamic"] = {"B2": [2, 2 * MAX_BATCH]} if contract.name == "unet" else {}
+    return d
+
+
+def build_engine(model: ObjaudioModel, calibration: Calibration, out: str | os.PathLike, device: str = "cpu",
+                 source: str = "", onnx: bool = True, force: bool = False, progress: bool = True) -> dict:
+    """Write the engine folder `out` (see the module docstring); returns engine.json's content.
+
+    Everything is built in a temporary sibling folder and renamed into place at the end, so an
+    interrupted build never leaves a half-written engine where an old one was."""
+    check(device in ("cpu", "cuda"), f"unknown device {device!r}: use cpu or cuda")
+    if device == "cuda":
+        check(torch.cuda.is_available(), "--device cuda compiles the networks for the GPU of this machine, and "
+                                         "this machine has none: build the engine on the GPU machine")
+    out = Path(out)
+    if out.exists():
+        check(force, f"{out} exists: pass --force to replace it, or choose another --out")
+        check((out / ENGINE_JSON).is_file() or not any(out.iterdir()),
+              f"{out} is not an engine folder: refusing to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part"))
+    try:
+        model = model.to(device).eval()
+        cfg = model.config
+        clip_frames = latent_frames(model, cfg.clip_seconds)
+        contracts = model_contracts(model)
+        (tmp / "networks").mkdir()
+        networks = {}
+        bar = tqdm(NETWORKS, desc="compile engine", disable=not progress)
+        for name in bar:
+            bar.set_postfix_str(name)
+            start = time.perf_counter()
+            rel = f"networks/{name}.pt2"
+            _compile_one(contracts[name], tmp / rel, torch.device(device), clip_frames)
+            networks[name] = {"file": rel, "compile_seconds": round(time.perf_counter() - start, 2),
+                              "contract": _engine_contract(contracts[name], clip_frames)}
+        model = model.cpu()
+        if onnx:
+            export_networks(model, tmp / "onnx", MODEL_NETWORKS, source=source, progress=progress)
+        engine = {"format": ENGINE_FORMAT, "version": ENGINE_VERSION,
+                  "runtime": {"name": RUNTIME, "torch_version": torch.__version__.split("+")[0], "device": device},
+                  "model": {"name": cfg.name, "source": source, "fingerprint": model_fingerprint(model)},
+                  "networks": networks, "onnx": "onnx/export_manifest.json" if onnx else None,
+                  **engine_constants(model, calibration)}
+        write_json_atomic(tmp / ENGINE_JSON, engine)
+        files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
+        write_json_atomic(tmp / MANIFEST, {"format": f"{ENGINE_FORMAT}-manifest",
+                                           "files": {f: sha256_file(tmp / f) for f in files}})
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+        return engine
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m export.engine", description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", help="checkpoint folder (default: the embedded model)")
+    p.add_argument("--out", required=True, help="engine folder to write")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device the networks are compiled for")
+    p.add_argument("--no-onnx", action="store_true", help="leave out the ONNX graphs")
+    p.add_argument("--force", action="store_true", help="replace an existing engine folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p.parse_args(argv)
+
+
+@command("python -m export.engine")
+def main(argv: list[str] | None = None) -> int:
+    from objaudio_rt.pipeline import Pipeline
+
+    args = _parse_args(argv)
+    pipe = Pipeline.from_pretrained(args.checkpoint)          # None: the embedded model
+    check(math.isfinite(pipe.calibration.attn_std), "the checkpoint's calibration sigma is not finite")
+    start = time.perf_counter()
+    build_engine(pipe.model, pipe.calibration, args.out, args.device, pipe.source, onnx=not args.no_onnx,
+                 force=args.force, progress=not args.quiet)
+    print(f"engine written to {args.out} ({args.device}, {time.perf_counter() - start:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

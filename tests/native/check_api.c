@@ -1,0 +1,304 @@
+/* libobjaudio's C API checked from C (tests/native/test_native.py builds and runs it, once under
+ * AddressSanitizer + UBSan): bad inputs return the right status and a message, never a crash; the
+ * same seed gives the same waveform; caller-given noise equals seed noise; two threads generate at
+ * once on one engine and get what they get alone; last errors stay per thread.
+ *
+ *   objaudio-check-api ENGINE_DIR NOISE_FILE SEED
+ * NOISE_FILE holds C*H*W float32 values: torch.randn((C, H, W), generator=torch.Generator().manual_seed(SEED)).
+ * Exit 0 when every check passes; the last line is "N passed, M failed".
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "objaudio_engine.h"
+
+static int passed, failed;
+
+#define CHECK(cond, ...)                                          \
+    do {                                                          \
+        if (cond) {                                               \
+            ++passed;                                             \
+        } else {                                                  \
+            ++failed;                                             \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);           \
+            printf(__VA_ARGS__);                                  \
+            printf("\n");                                         \
+        }                                                         \
+    } while (0)
+
+/* The call returns `want` and leaves a non-empty message for this thread. */
+#define EXPECT_STATUS(eng, call, want)                                                            \
+    do {                                                                                          \
+        objaudio_status got_ = (call);                                                            \
+        const char* msg_ = objaudio_last_error(eng);                                              \
+        CHECK(got_ == (want) && msg_ && msg_[0], "%s -> %d (want %d), message '%s'", #call, got_, \
+              (int)(want), msg_ ? msg_ : "(null)");                                               \
+        if (got_ == (want)) printf("ok   %-28s %s\n", objaudio_status_string(got_), msg_);       \
+    } while (0)
+
+#define W 64
+#define H 48
+#define CHECK_STEPS 10
+
+static uint8_t rgb[W * H * 3], mask[W * H], empty_mask[W * H], mask2[W * H];
+
+typedef struct {
+    objaudio_engine* eng;
+    objaudio_scene* scene;
+    uint64_t seed;
+    float* pcm;
+    size_t n;
+    objaudio_status status;
+    int bad_first;     /* make a failing call first: its message must stay this thread's */
+    char error[256];
+} job;
+
+static objaudio_status generate_seed(objaudio_engine* eng, objaudio_scene* scene, uint64_t seed, float* pcm,
+                                     size_t n) {
+    const uint8_t* masks[1] = {mask};
+    objaudio_request r;
+    objaudio_request_init(&r);
+    r.masks = masks;
+    r.n_masks = 1;
+    r.mask_width = W;
+    r.mask_height = H;
+    r.steps = CHECK_STEPS;
+    r.sampler = OBJAUDIO_SAMPLER_DDIM;
+    r.cfg = 3.0f;
+    r.seed = seed;
+    return objaudio_generate(eng, scene, &r, pcm, n, NULL);
+}
+
+static void* run_job(void* arg) {
+    job* j = arg;
+    if (j->bad_first) {
+        objaudio_request r;
+        objaudio_request_init(&r);
+        r.steps = -3;
+        objaudio_generate(j->eng, j->scene, &r, j->pcm, j->n, NULL);
+    }
+    j->status = generate_seed(j->eng, j->scene, j->seed, j->pcm, j->n);
+    snprintf(j->error, sizeof j->error, "%s", objaudio_last_error(j->eng));
+    return NULL;
+}
+
+static int same(const float* a, const float* b, size_t n) { return memcmp(a, b, n * sizeof(float)) == 0; }
+
+int main(int argc, char** argv) {
+    if (argc != 4) {
+        fprintf(stderr, "usage: objaudio-check-api ENGINE_DIR NOISE_FILE SEED\n");
+        return 2;
+    }
+    const char* dir = argv[1];
+    uint64_t seed = strtoull(argv[3], NULL, 10);
+    for (int i = 0; i < W * H; ++i) {
+        int x = i % W, y = i / W;
+        rgb[3 * i] = (uint8_t)(4 * x);
+        rgb[3 * i + 1] = (uint8_t)(5 * y);
+        rgb[3 * i + 2] = (uint8_t)((x * y) & 255);
+        mask[i] = (x > 10 && x < 30 && y > 8 && y < 30) ? 255 : 0;
+        mask2[i] = (x > 40 && y > 20) ? 255 : 0;
+    }
+    CHECK(objaudio_abi_version() == OBJAUDIO_ABI_VERSION, "ABI %u vs header %d", objaudio_abi_version(),
+          OBJAUDIO_ABI_VERSION);
+
+    /* ---- open -------------------------------------------------------------------------------- */
+    char err[512];
+    objaudio_engine* eng = (objaudio_engine*)0x1;
+    objaudio_open_options opts;
+    objaudio_open_options_init(&opts);
+    CHECK(objaudio_engine_open(dir, NULL, NULL, err, sizeof err) == OBJAUDIO_ERR_INVALID_ARGUMENT && err[0],
+          "NULL out pointer: %s", err);
+    CHECK(objaudio_engine_open(NULL, NULL, &eng, err, sizeof err) == OBJAUDIO_ERR_INVALID_ARGUMENT && !eng && err[0],
+          "NULL dir: %s", err);
+    CHECK(objaudio_engine_open("/nonexistent/engine", NULL, &eng, err, sizeof err) == OBJAUDIO_ERR_ENGINE_CORRUPT &&
+              strstr(err, "engine.json"), "missing engine: %s", err);
+    printf("ok   missing engine: %s\n", err);
+    CHECK(objaudio_engine_open(dir, NULL, &eng, NULL, 0) == OBJAUDIO_OK, "open with no error buffer");
+    objaudio_engine_close(eng);
+    opts.struct_size = 3;
+    CHECK(objaudio_engine_open(dir, &opts, &eng, err, sizeof err) == OBJAUDIO_ERR_INVALID_ARGUMENT, "struct_size: %s", err);
+    objaudio_open_options_init(&opts);
+    opts.max_concurrent = 0;
+    CHECK(objaudio_engine_open(dir, &opts, &eng, err, sizeof err) == OBJAUDIO_ERR_INVALID_ARGUMENT, "max_concurrent: %s", err);
+    objaudio_open_options_init(&opts);
+    opts.max_concurrent = 2;
+    objaudio_status st = objaudio_engine_open(dir, &opts, &eng, err, sizeof err);
+    CHECK(st == OBJAUDIO_OK, "open %s: %s", dir, err);
+    if (st != OBJAUDIO_OK) {
+        printf("%d passed, %d failed\n", passed, failed);
+        return 1;
+    }
+    objaudio_engine_info info;
+    CHECK(objaudio_engine_get_info(eng, &info) == OBJAUDIO_OK, "info");
+    EXPECT_STATUS(eng, objaudio_engine_get_info(eng, NULL), OBJAUDIO_ERR_INVALID_ARGUMENT);
+    CHECK(objaudio_engine_get_info(NULL, &info) == OBJAUDIO_ERR_INVALID_ARGUMENT, "NULL engine");
+    CHECK(strcmp(objaudio_last_error(NULL), "") != 0, "last_error(NULL) says something");
+    const size_t n = info.clip_samples, numel = (size_t)info.latent_channels * info.latent_frames * info.latent_bins;
+
+    /* ---- scene ------------------------------------------------------------------------------- */
+    objaudio_scene* scene = NULL;
+    EXPECT_STATUS(eng, objaudio_scene_encode(eng, NULL, W, H, &scene), OBJAUDIO_ERR_INVALID_ARGUMENT);
+    EXPECT_STATUS(eng, objaudio_scene_encode(eng, rgb, 0, H, &scene), OBJAUDIO_ERR_INVALID_ARGUMENT);
+    EXPECT_STATUS(eng, objaudio_scene_encode(eng, rgb, 100000, 100000, &scene), OBJAUDIO_ERR_INVALID_ARGUMENT);
+    EXPECT_STATUS(eng, objaudio_scene_encode(eng, rgb, W, H, NULL), OBJAUDIO_ERR_INVALID_ARGUMENT);
+    CHECK(objaudio_scene_encode(eng, rgb, W, H, &scene) == OBJAUDIO_OK, "encode: %s", objaudio_last_error(eng));
+
+    /* ---- generate: bad requests ------------------------------------------------------------- */
+    float* pcm = malloc(n * sizeof(float));
+    float* pcm2 = malloc(n * sizeof(float));
+    float* noise = malloc(numel * sizeof(float));
+    const uint8_t* one[1] = {mask};
+    const uint8_t* empty[1] = {empty_mask};
+    const uint8_t* with_null[2] = {mask, NULL};
+    objaudio_request r;
+#define RESET()                 \
+    objaudio_request_init(&r);  \
+    r.masks = one;              \
+    r.n_masks = 1;              \
+    r.mask_width = W;           \
+    r.mask_height = H;          \
+    r.steps = CHECK_STEPS
+    RESET();
+    EXPECT_STATUS(eng, objaudio_generate(eng, NULL, &r, pcm, n, NULL), OBJAUDIO_ERR_INVALID_ARGUMENT);
+    EXPECT_STATUS(eng, objaudio_generate(eng, scene, NULL, pcm, n, NULL), OBJAUDIO_ERR_INVALID_ARGUMENT);
+    EXPECT_STATUS(eng, objaudio_generate(eng, scene, &r, NULL, n, NULL), OBJAUDIO_ERR_INVALID_ARGUMENT);
+    CHECK(objaudio_generate(NULL, scene, &r, pcm, n, NULL) == OBJAUDIO_ERR_INVALID_ARGUMENT, "NULL engine");
+    EXPECT_STATUS(eng, objaudio_generate(eng, scene, &r, pcm, n - 1, NULL), OBJAUDIO_ERR_BUFFER_TOO_SMALL);
+    EXPECT_STATUS(eng, objaudio_generate(eng, scene, &r, pcm, 0, NULL), OBJAUDIO_ERR_BUFFER_TOO_SMALL);
+    r.mask_width = W + 1;
+    EXPECT_STATUS(eng, objaudio_generate(eng, scene, &r, pcm, n, NULL), OBJAUDIO_ERR_INVALID_ARGUMENT);
+    RESET();
+    r.masks = empty;
+    EXPECT_STATUS(eng, objaudio_generate(eng, scene, &r, pcm, n, NULL), OBJAUDIO_ERR_INVALID_ARGUMENT);
+    RESET();
+    r.masks = with_null;
+    r.n_masks = 2;
+    EXPECT_STATUS(eng, objaudio_generate(eng, scene, &r, pcm, n, NULL), OBJAUDIO_ERR_INVALID_ARGUMENT);
+    RESET();
+    r.masks = NULL;
+    EXPECT_STATUS(eng, objaudio_generate(eng, scene, &r, pcm, n, NULL), OBJAUDIO_ERR_INVALID_ARGUMENT);
+    RESET();
+    r.n_masks = (size_t)-1;
+    EXPECT_STATUS(eng, objaudio_generate(eng, scene, &r, pcm, n, NULL), OBJAUDIO_ERR_INVALID_ARGUMENT);
+    RESET();
+    r.steps = -1;
+    EXPECT_STATUS(eng, objaudio_generate(eng, scene, &r, pcm, n, NULL), OBJAUDIO_ERR_INVALID_ARGUMENT);
+    RESET();
+    r.steps = 7;
+    EXPECT_STATUS(eng, objaudio_generate(eng, scene, &r, pcm, n, NULL), OBJAUDIO_ERR_INVALID_ARGUMENT);
+    RESET();
+    r.cfg = NAN;
+    EXPECT_STATUS(eng, objaudio_generate(eng, scene, &r, pcm, n, NULL), OBJAUDIO_ERR_INVALID_ARGUMENT);
+    RESET();
+    r.cfg = 0.5f;
+    EXPECT_STATUS(eng, objaudio_generate(eng, scene, &r, pcm, n, NULL), OBJAUDIO_ERR_INVALID_ARGUMENT);
+    RESET();
+    r.sampler = 42;
+    EXPECT_STATUS(eng, objaudio_generate(eng, scene, &r, pcm, n, NULL), OBJAUDIO_ERR_INVALID_ARGUMENT);
+    RESET();
+    r.union_mode = 9;
+    EXPECT_STATUS(eng, objaudio_generate(eng, scene, &r, pcm, n, NULL), OBJAUDIO_ERR_INVALID_ARGUMENT);
+    RESET();
+    r.struct_size = 0;
+    EXPECT_STATUS(eng, objaudio_generate(eng, scene, &r, pcm, n, NULL), OBJAUDIO_ERR_INVALID_ARGUMENT);
+    RESET();
+    r.noise = noise;
+    r.noise_count = numel - 1;
+    EXPECT_STATUS(eng, objaudio_generate(eng, scene, &r, pcm, n, NULL), OBJAUDIO_ERR_INVALID_ARGUMENT);
+    for (size_t i = 0; i < numel; ++i) noise[i] = 0.0f;
+    noise[numel / 2] = NAN;
+    r.noise_count = numel;
+    EXPECT_STATUS(eng, objaudio_generate(eng, scene, &r, pcm, n, NULL), OBJAUDIO_ERR_INVALID_ARGUMENT);
+    size_t count = 0;
+    float tok[4];
+    EXPECT_STATUS(eng, objaudio_scene_tokens(eng, scene, tok, 4, &count), OBJAUDIO_ERR_BUFFER_TOO_SMALL);
+    CHECK(count > 4, "token count %zu", count);
+
+    /* ---- the same seed gives the same waveform; caller noise equals seed noise ---------------------- */
+    size_t written = 0;
+    st = generate_seed(eng, scene, seed, pcm, n);
+    CHECK(st == OBJAUDIO_OK, "generate: %s", objaudio_last_error(eng));
+    st = generate_seed(eng, scene, seed, pcm2, n);
+    CHECK(st == OBJAUDIO_OK && same(pcm, pcm2, n), "same seed, same waveform");
+    double energy = 0;
+    for (size_t i = 0; i < n; ++i) energy += (double)pcm[i] * pcm[i];
+    CHECK(energy > 0 && isfinite(energy), "a finite, non-silent clip (energy %g)", energy);
+    FILE* f = fopen(argv[2], "rb");
+    CHECK(f && fread(noise, sizeof(float), numel, f) == numel, "read %s (%zu floats)", argv[2], numel);
+    if (f) fclose(f);
+    RESET();
+    r.sampler = OBJAUDIO_SAMPLER_DDIM;
+    r.cfg = 3.0f;
+    r.seed = seed + 1;      /* ignored: noise wins */
+    r.noise = noise;
+    r.noise_count = numel;
+    st = objaudio_generate(eng, scene, &r, pcm2, n, &written);
+    CHECK(st == OBJAUDIO_OK && written == n && same(pcm, pcm2, n), "given noise == torch.randn(seed) noise");
+
+    /* ---- unions, whole scene, stems ----------------------------------------------------------- */
+    const uint8_t* two[2] = {mask, mask2};
+    RESET();
+    r.masks = two;
+    r.n_masks = 2;
+    CHECK(objaudio_generate(eng, scene, &r, pcm2, n, NULL) == OBJAUDIO_OK, "composed union: %s", objaudio_last_error(eng));
+    r.union_mode = OBJAUDIO_UNION_MASK;
+    CHECK(objaudio_generate(eng, scene, &r, pcm2, n, NULL) == OBJAUDIO_OK, "mask union: %s", objaudio_last_error(eng));
+    RESET();
+    r.n_masks = 0;
+    CHECK(objaudio_generate(eng, scene, &r, pcm2, n, NULL) == OBJAUDIO_OK, "whole scene: %s", objaudio_last_error(eng));
+    objaudio_request reqs[2];
+    objaudio_request_init(&reqs[0]);
+    reqs[0].masks = one;
+    reqs[0].n_masks = 1;
+    reqs[0].mask_width = W;
+    reqs[0].mask_height = H;
+    reqs[0].steps = CHECK_STEPS;
+    reqs[0].sampler = OBJAUDIO_SAMPLER_DDIM;
+    reqs[0].cfg = 3.0f;
+    reqs[0].seed = seed;
+    reqs[1] = reqs[0];
+    reqs[1].n_masks = 0;
+    float* outs[2] = {pcm2, malloc(n * sizeof(float))};
+    st = objaudio_generate_stems(eng, scene, reqs, 2, outs, n);
+    CHECK(st == OBJAUDIO_OK, "stems: %s", objaudio_last_error(eng));
+    double diff = 0;
+    for (size_t i = 0; i < n; ++i) diff = fmax(diff, fabs((double)pcm2[i] - pcm[i]));
+    CHECK(diff < 1e-3, "a stem equals its lone generation (max diff %g)", diff);
+    reqs[1].steps = 20;
+    EXPECT_STATUS(eng, objaudio_generate_stems(eng, scene, reqs, 2, outs, n), OBJAUDIO_ERR_INVALID_ARGUMENT);
+    EXPECT_STATUS(eng, objaudio_generate_stems(eng, scene, reqs, 0, outs, n), OBJAUDIO_ERR_INVALID_ARGUMENT);
+    free(outs[1]);
+
+    /* ---- two threads at once on one engine -------------------------------------------------- */
+    job jobs[2];
+    pthread_t th[2];
+    for (int k = 0; k < 2; ++k) {
+        jobs[k] = (job){eng, scene, seed + (uint64_t)k, malloc(n * sizeof(float)), n, OBJAUDIO_ERR_RUNTIME, k, ""};
+        pthread_create(&th[k], NULL, run_job, &jobs[k]);
+    }
+    for (int k = 0; k < 2; ++k) pthread_join(th[k], NULL);
+    float* alone = malloc(n * sizeof(float));
+    for (int k = 0; k < 2; ++k) {
+        CHECK(jobs[k].status == OBJAUDIO_OK, "thread %d: %s", k, jobs[k].error);
+        generate_seed(eng, scene, jobs[k].seed, alone, n);
+        CHECK(same(jobs[k].pcm, alone, n), "thread %d's clip equals the same seed generated alone", k);
+        free(jobs[k].pcm);
+    }
+    CHECK(jobs[0].error[0] == '\0', "thread 0 made no failing call, its last error is '%s'", jobs[0].error);
+    CHECK(strstr(jobs[1].error, "steps") != NULL, "thread 1 keeps its own last error: '%s'", jobs[1].error);
+    free(alone);
+
+    objaudio_scene_free(scene);
+    objaudio_scene_free(NULL);
+    objaudio_engine_close(eng);
+    objaudio_engine_close(NULL);
+    free(pcm);
+    free(pcm2);
+    free(noise);
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
