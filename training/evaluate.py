@@ -67,6 +67,7 @@ from .synthscenes import ALL_CLASSES, SOUNDING_CLASSES, generate_scene, split_se
 
 DEFAULT_CLASSIFIER = Path(__file__).parent / "assets" / "classifier.safetensors"
 UNION_MODES = ("compose", "mask", "both")     # which union selections a scene gets (see the docstring)
+ITEM_KINDS = ("object", "union", "union_mask", "pair_mask", "text", "silent", "whole")
 
 
 @dataclass
@@ -100,8 +101,9 @@ class Results:
     mels: list[np.ndarray | None] = field(default_factory=list)   # (frames, n_mels) its log-mel, if known
 
 
-def scene_selections(scene, union_mode: str = "both") -> tuple[list, list[Item]]:
-    """The selections of one scene and what each should sound like (see the module docstring)."""
+def scene_selections(scene, union_mode: str = "both", kinds: tuple[str, ...] | None = None) -> tuple[list, list[Item]]:
+    """The selections of one scene and what each should sound like (see the module docstring).
+    `kinds`: keep only these kinds (a text item whose paired mask is dropped gets pair -1)."""
     check(union_mode in UNION_MODES, f"unknown union mode {union_mode!r}: use one of {', '.join(UNION_MODES)}")
     sounding = [i for i, s in enumerate(scene.sounding) if s]
     stem_of = {obj: k for k, obj in enumerate(scene.sounding_indices)}
@@ -142,6 +144,15 @@ def scene_selections(scene, union_mode: str = "both") -> tuple[list, list[Item]]
         items.append(Item("whole", [classes[j] for j in sounding], [], scene.mixture))
     for sel, it in zip(sels, items):
         it.seed, it.selection, it.layout, it.sounding = scene.seed, sel, scene.layout, len(sounding)
+    if kinds is not None:
+        check(set(kinds) <= set(ITEM_KINDS), f"unknown selection kinds {sorted(set(kinds) - set(ITEM_KINDS))}: "
+                                              f"use {', '.join(ITEM_KINDS)}")
+        keep = [n for n, it in enumerate(items) if it.kind in kinds]
+        moved = {old: new for new, old in enumerate(keep)}
+        for it in items:
+            if it.kind == "text":
+                it.pair = moved.get(it.pair, -1)
+        sels, items = [sels[n] for n in keep], [items[n] for n in keep]
     return sels, items
 
 
@@ -214,6 +225,19 @@ def badness(item: Item, probs: np.ndarray) -> float | None:
     return None
 
 
+def _distribution_metrics(res: Results, probs: np.ndarray, rows: list[int]) -> dict:
+    """FAD, KL and IS over the given rows (see the module docstring)."""
+    gen_e = np.stack([res.gen_embed[n] for n in rows])
+    real_e = np.stack([res.real_embed[n] for n in rows])
+    real_p = np.stack([res.real_probs[n] for n in rows]).clip(1e-6, 1 - 1e-6)
+    gen_p = probs[rows].clip(1e-6, 1 - 1e-6)
+    kl = np.mean(real_p * np.log(real_p / gen_p) + (1 - real_p) * np.log((1 - real_p) / (1 - gen_p)))
+    p_yx = gen_p / gen_p.sum(1, keepdims=True)
+    p_y = p_yx.mean(0, keepdims=True)
+    inception = float(np.exp(np.mean(np.sum(p_yx * np.log(p_yx / p_y), axis=1))))
+    return {"fad": frechet_distance(gen_e, real_e) if len(rows) > 1 else None, "kl": float(kl), "is": inception}
+
+
 def summarize(res: Results, scenes: int, steps: int, sampler: str, cfg: float) -> dict:
     probs = np.stack(res.probs)                                                    # (N, 8)
     kinds = np.array([it.kind for it in res.items])
@@ -222,21 +246,14 @@ def summarize(res: Results, scenes: int, steps: int, sampler: str, cfg: float) -
     mask_p = [probs[m, IDX[res.items[m].targets[0]]] for _, m in res.pairs]
     target_rows = [n for n, k in enumerate(kinds) if k in ("object", "union", "whole", "pair_mask")]
     acc = _mean([probs[n, [IDX[c] for c in res.items[n].targets]].mean() for n in target_rows])
-    gen_e = np.stack([res.gen_embed[n] for n in target_rows])
-    real_e = np.stack([res.real_embed[n] for n in target_rows])
-    real_p = np.stack([res.real_probs[n] for n in target_rows]).clip(1e-6, 1 - 1e-6)
-    gen_p = probs[target_rows].clip(1e-6, 1 - 1e-6)
-    kl = np.mean(real_p * np.log(real_p / gen_p) + (1 - real_p) * np.log((1 - real_p) / (1 - gen_p)))
-    p_yx = gen_p / gen_p.sum(1, keepdims=True)
-    p_y = p_yx.mean(0, keepdims=True)
-    inception = float(np.exp(np.mean(np.sum(p_yx * np.log(p_yx / p_y), axis=1))))
+    distribution = _distribution_metrics(res, probs, target_rows) if target_rows else {"fad": None, "kl": None,
+                                                                                       "is": None}
     text_acc, mask_acc = _mean(text_p), _mean(mask_p)
     return {
         **{k: v for k, v in headline.items() if k != "counts"},
         "text_vs_mask_gap": abs(text_acc - mask_acc) if text_p else None,
         "text_acc": text_acc, "mask_acc": mask_acc,
-        "acc": acc, "fad": frechet_distance(gen_e, real_e) if len(target_rows) > 1 else None,
-        "kl": float(kl), "is": inception,
+        "acc": acc, **distribution,
         "scenes": scenes, "selections": len(res.items),
         "counts": {k: int((kinds == k).sum()) for k in ("object", "union", "union_mask", "silent", "text", "whole",
                                                          "pair_mask")},
@@ -247,8 +264,8 @@ def summarize(res: Results, scenes: int, steps: int, sampler: str, cfg: float) -
 
 @torch.no_grad()
 def generate(pipe: Pipeline, seeds: list[int], steps: int, sampler: str, cfg: float, progress: bool = True,
-             union_mode: str = "both", generate_many=None,
-             on_scene=None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+             union_mode: str = "both", generate_many=None, on_scene=None,
+             kinds: tuple[str, ...] | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Per scene, the generated waves (n, T) and log-mels (n, frames, n_mels) of `scene_selections`.
 
     `generate_many(scene, selections, steps=, sampler=, cfg=, seed=, progress=)`: default
@@ -261,7 +278,7 @@ def generate(pipe: Pipeline, seeds: list[int], steps: int, sampler: str, cfg: fl
     c = pipe.config
     for seed in tqdm(seeds, desc="generate", disable=not progress):
         scene = generate_scene(seed, seconds=c.clip_seconds)
-        sels, _ = scene_selections(scene, union_mode)
+        sels, _ = scene_selections(scene, union_mode, kinds)
         if not sels:
             waves.append(np.zeros((0, int(c.clip_seconds * c.mel.sample_rate)), np.float32))
             mels.append(np.zeros((0, pipe.latent_shape(c.clip_seconds)[0][1] * c.vae.downsample_factor,
@@ -284,7 +301,7 @@ def union_mode_of(meta: dict) -> str:
 @torch.no_grad()
 def score(classifier, seeds: list[int], scene_waves: list[np.ndarray], seconds: float,
           device: str | torch.device = "cpu", union_mode: str = "both", keep: str | None = None,
-          scene_mels: list[np.ndarray] | None = None) -> Results:
+          scene_mels: list[np.ndarray] | None = None, kinds: tuple[str, ...] | None = None) -> Results:
     """Classify generated and real audio of every selection (the scenes are regenerated from seeds).
 
     union_mode: the mode the clips were generated with; keep: score only this mode's unions
@@ -295,7 +312,7 @@ def score(classifier, seeds: list[int], scene_waves: list[np.ndarray], seconds: 
     res = Results()
     classifier = classifier.to(device).eval()
     for s, (seed, gen) in enumerate(zip(seeds, scene_waves)):
-        _, items = scene_selections(generate_scene(seed, seconds=seconds), union_mode)
+        _, items = scene_selections(generate_scene(seed, seconds=seconds), union_mode, kinds)
         if not items:
             continue
         if len(items) != len(gen):
@@ -319,7 +336,7 @@ def score(classifier, seeds: list[int], scene_waves: list[np.ndarray], seconds: 
             res.real_probs.append(real_probs[n])
             res.waves.append(np.asarray(gen[rows[n]], np.float32))
             res.mels.append(None if scene_mels is None else np.asarray(scene_mels[s][rows[n]], np.float32))
-            if it.kind == "text":
+            if it.kind == "text" and it.pair >= 0:
                 res.pairs.append((base + n, base + it.pair))
     return res
 
@@ -393,7 +410,7 @@ def save_audio(path: Path, seeds: list[int], scene_waves: list[np.ndarray], scen
                                             seeds=np.array(seeds), meta=json.dumps(meta)), force=True)
 
 
-RESUME_KEYS = ("checkpoint", "steps", "sampler", "cfg", "union_mode", "clip_seconds", "options")
+RESUME_KEYS = ("checkpoint", "steps", "sampler", "cfg", "union_mode", "clip_seconds", "options", "kinds")
 
 
 def resume_clips(path: Path | None, meta: dict) -> tuple[dict, float]:
@@ -443,6 +460,8 @@ def main(argv=None) -> int:
     p.add_argument("--save-audio", type=Path, help="also write the generated clips (8-bit mu-law .npz)")
     p.add_argument("--rescore", type=Path,
                    help="score clips saved by --save-audio (e.g. with another classifier); no generation")
+    p.add_argument("--first", type=int, default=None, metavar="N",
+                   help="with --rescore: score only the file's first N scenes (to pair runs of different lengths)")
     p.add_argument("--revocode", default=None,
                    help="with --rescore: re-synthesise the saved mels with this checkpoint's vocoder")
     p.add_argument("--union-mode", choices=UNION_MODES, default=None,
@@ -452,6 +471,8 @@ def main(argv=None) -> int:
                    help="lever (training/levers.py): subtract LAM x the rest-of-scene guidance direction")
     p.add_argument("--union-gain", type=float, default=1.0, metavar="G",
                    help="lever (training/levers.py): each of a composed union's k parts gets guidance weight G/k")
+    p.add_argument("--kinds", default=None, help="generate only these selection kinds, comma-separated "
+                                                 f"({', '.join(ITEM_KINDS)}; default: all)")
     p.add_argument("--worst", type=int, default=0, metavar="N",
                    help="write the N worst object / union / silent selections as WAV + PNG")
     p.add_argument("--worst-dir", type=Path, default=None, help="folder for --worst (default: JSON path + -worst)")
@@ -463,6 +484,10 @@ def main(argv=None) -> int:
             check(args.rescore.is_file(), f"--rescore {args.rescore}: no such file (write one with --save-audio)")
             seeds, scene_waves, meta = load_audio(args.rescore, args.revocode)
             scene_mels = load_mels(args.rescore) if args.revocode is None and args.worst else None
+            if args.first is not None:
+                check(0 < args.first <= len(seeds), f"--first {args.first}: the file holds {len(seeds)} scenes")
+                seeds, scene_waves = seeds[:args.first], scene_waves[:args.first]
+                scene_mels = None if scene_mels is None else scene_mels[:args.first]
             seconds = meta["clip_seconds"]
         else:
             pipe = Pipeline.from_pretrained(args.checkpoint, device=args.device)
@@ -475,7 +500,8 @@ def main(argv=None) -> int:
             lever_run = levers != Levers()
             meta = {"union_mode": args.union_mode or "both", "steps": steps, "sampler": sampler, "cfg": cfg,
                     "clip_seconds": seconds, "device": str(pipe.device), "checkpoint": str(args.checkpoint),
-                    "options": levers.label() if lever_run else None}
+                    "options": levers.label() if lever_run else None,
+                    "kinds": None if args.kinds is None else args.kinds.split(",")}
             done, spent = resume_clips(args.save_audio, meta)      # a rerun continues an interrupted one
             t = time.time()
 
@@ -488,11 +514,12 @@ def main(argv=None) -> int:
                                meta)
 
             generate(pipe, [s for s in seeds if s not in done], steps, sampler, cfg, union_mode=meta["union_mode"],
-                     on_scene=on_scene, generate_many=levered_generate_many(pipe, levers) if lever_run else None)
+                     on_scene=on_scene, generate_many=levered_generate_many(pipe, levers) if lever_run else None,
+                     kinds=meta["kinds"])
             meta["generate_seconds"] = round(spent + time.time() - t, 1)
             scene_waves, scene_mels = [done[s][0] for s in seeds], [done[s][1] for s in seeds]
         res = score(classifier, seeds, scene_waves, seconds, union_mode=union_mode_of(meta), keep=args.union_mode,
-                    scene_mels=scene_mels)
+                    scene_mels=scene_mels, kinds=meta.get("kinds"))
         result = summarize(res, len(seeds), meta["steps"], meta["sampler"], meta["cfg"])
         if args.worst > 0:
             folder = args.worst_dir or args.json.with_name(args.json.stem + "-worst")

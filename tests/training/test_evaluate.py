@@ -163,6 +163,10 @@ def test_worst_selections_are_written_as_wav_and_png(files, tmp_path):
         assert (tmp_path / "compose-worst" / f"{row['file']}.png").stat().st_size > 1000
     assert main(["--checkpoint", "-", "--json", str(tmp_path / "x.json"), "--classifier",
                  str(files / "classifier.safetensors"), "--rescore", str(tmp_path / "missing.npz")]) != 0
+    first = tmp_path / "first.json"
+    assert main(["--checkpoint", "-", "--json", str(first), "--classifier", str(files / "classifier.safetensors"),
+                 "--rescore", str(clips), "--first", "1"]) == 0
+    assert json.loads(first.read_text())["scenes"] == 1
 
 
 def test_an_interrupted_evaluation_continues_from_its_saved_clips(files, tmp_path):
@@ -181,3 +185,18 @@ def test_an_interrupted_evaluation_continues_from_its_saved_clips(files, tmp_pat
     assert again == seeds and np.array_equal(again_waves[0], waves[0])            # scene 1 kept, not regenerated
     assert json.loads((tmp_path / "r.json").read_text())["selections"] == sum(len(w) for w in waves)
     assert main(args + ["--json", str(tmp_path / "x.json"), "--cfg", "3"]) == 2             # other settings
+
+
+def test_kinds_keeps_only_the_named_selections_and_re_pairs_text():
+    scene = next(generate_scene(s) for s in split_seeds("test", 50)
+                 if sum(generate_scene(s).sounding) >= 2 and not all(generate_scene(s).sounding))
+    sels, items = scene_selections(scene, "compose", ("object", "silent", "union"))
+    assert {it.kind for it in items} == {"object", "silent", "union"} and len(sels) == len(items)
+    sels, items = scene_selections(scene, "both", ("object", "text"))
+    for it in items:
+        if it.kind == "text":
+            assert items[it.pair].kind == "object" and items[it.pair].targets == it.targets
+    _, items = scene_selections(scene, "both", ("text",))
+    assert all(it.pair == -1 for it in items)
+    with pytest.raises(ObjaudioError, match="unknown selection kinds"):
+        scene_selections(scene, "both", ("objects",))
