@@ -13,9 +13,10 @@ SynthScenes cache (`build_synth_cache`): scenes are generated once (in parallel)
     kind "silent"   one silent distractor per scene (tree, house, rock); target = silence. The
                     text caption cannot name it (captions name sounding objects only), so these
                     examples are only used with the mask in place of the attention (train_ldm).
-    kind "pair"     in a scene with >= 3 sounding objects, two of them (drawn from the scene seed)
-                    named together; target = the sum of their two stems: a union that is not the
-                    whole scene (with the mask substituted: the paper's union mask `Mask(a | b)`).
+    kind "pair"     (only with `SynthCacheConfig.pairs`) in a scene with >= 3 sounding objects, two
+                    of them (drawn from the scene seed) named together; target = the sum of their
+                    two stems: a union that is not the whole scene (with the mask substituted: the
+                    paper's union mask `Mask(a | b)`).
 
 Stored tensors (one safetensors file + captions in JSON):
     images      (S, H, W, 3) uint8          obj_class   (S, K) int64, -1 = no object
@@ -58,6 +59,7 @@ class SynthCacheConfig:
     patch_size: int = 16
     vocoder_examples: int = 1500
     workers: int = 1
+    pairs: bool = False               # add "pair" examples (the targeted fine-tune draws them)
 
     @property
     def frames(self) -> int:
@@ -86,7 +88,7 @@ def _scene_examples(args) -> dict:
         for stem_index, obj in enumerate(scene.sounding_indices):
             if obj < n_obj:
                 examples.append(("single", single_caption(seed, scene.classes[obj]), [obj], scene.stems[stem_index]))
-    if len(sounding) >= 3:
+    if cfg.pairs and len(sounding) >= 3:
         a, b = sorted(np.random.default_rng([seed, 7]).choice(len(sounding), 2, replace=False))
         stem_of = {obj: k for k, obj in enumerate(scene.sounding_indices)}
         pair = [sounding[a], sounding[b]]

@@ -189,9 +189,12 @@ def train_synth(args: argparse.Namespace) -> Path:
     cache_dir = out / "cache"
     if not (cache_dir / "synth.json").is_file():
         t = time.time()
+        shares = recipe.ldm.kind_weights or ()
+        pairs = len(shares) > KINDS.index("pair") and shares[KINDS.index("pair")] > 0   # only a recipe drawing them
         build_synth_cache(SynthCacheConfig(scenes=args.scenes, seed_start=0, seconds=config.clip_seconds,
                                            patch_image_size=config.image.image_size,
-                                           patch_size=config.image.patch_size, workers=args.workers), cache_dir)
+                                           patch_size=config.image.patch_size, workers=args.workers, pairs=pairs),
+                          cache_dir)
         (out / "logs").mkdir(exist_ok=True)
         (out / "logs" / "cache.json").write_text(json.dumps({"scenes": args.scenes, "seconds": round(time.time() - t, 1)}))
     cache = SynthCache(cache_dir)

@@ -198,9 +198,10 @@ def test_pair_examples_target_two_of_three_sounding_objects():
 
     seed = next(s for s in range(200) if sum(generate_scene(s, seconds=1.28).sounding) >= 3)
     scene = generate_scene(seed, seconds=1.28)
-    ex = _scene_examples((seed, SynthCacheConfig(seconds=1.28)))
+    ex = _scene_examples((seed, SynthCacheConfig(seconds=1.28, pairs=True)))
     pairs = [n for n, k in enumerate(ex["kinds"]) if k == KINDS.index("pair")]
     assert len(pairs) == 1
+    assert KINDS.index("pair") not in _scene_examples((seed, SynthCacheConfig(seconds=1.28)))["kinds"]
     targets = np.flatnonzero(ex["targets"][pairs[0]])
     assert len(targets) == 2 and all(scene.sounding[i] for i in targets)
     caption = ex["captions"][pairs[0]]
