@@ -14,16 +14,17 @@ then generate from a mask selection; SAM not included). Each stage is warmed up,
 JSON holds every time with p20/p50/p80. The denoise FLOP count comes from torch's
 FlopCounterMode on one UNet call at the run's shape (counted once, with the first backend).
 
-Backends: eager-fp32, eager-fp16, eager-bf16 (EagerBackend with the model in that dtype, except
-the small grounding module, which every backend runs in float32);
-fast (FastBackend's defaults: fp16 UNet, graphed loop on CUDA), fast-bf16, fast-nograph (fused
-loop without the CUDA graph), fast-compile (torch.compile'd UNet inside the graph).
+Backends (each built by the runtime's registry, objaudio_rt.backends.make_backend; `SPECS`):
+eager-fp32, eager-fp16, eager-bf16 (EagerBackend with the model in that dtype, except the small
+grounding module, which every backend runs in float32); fast (FastBackend's defaults: fp16 UNet,
+graphed loop on CUDA), fast-bf16, fast-nograph (fused loop without the CUDA graph), fast-compile
+(torch.compile'd UNet inside the graph); onnxruntime (the graphs in --onnx-dir, default the
+cache folder `python -m export.onnx --cache --preset P --random-init --seed S` fills); tensorrt.
 """
 from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import gc
 import json
 import os
@@ -37,38 +38,32 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from objaudio_rt.backends import EagerBackend
 from objaudio_rt.config import ModelConfig
+from objaudio_rt.denoise import Conditions, denoise
 from objaudio_rt.errors import ObjaudioError, check
-from objaudio_rt.fast import DTYPES, FastBackend, FastOptions
 from objaudio_rt.model import Calibration, ObjaudioModel
 from objaudio_rt.pipeline import Pipeline
 from objaudio_rt.samplers import SamplerPlan
 from objaudio_rt.selection import Mask
 
-BACKEND_SPECS = ("eager-fp32", "eager-fp16", "eager-bf16", "fast", "fast-bf16", "fast-nograph", "fast-compile")
+# benchmark name -> (registry name, options)
+SPECS = {"eager-fp32": ("eager", {"dtype": "fp32"}), "eager-fp16": ("eager", {"dtype": "fp16"}),
+         "eager-bf16": ("eager", {"dtype": "bf16"}), "fast": ("fast", {}),
+         "fast-bf16": ("fast", {"unet_dtype": "bf16"}), "fast-nograph": ("fast", {"cuda_graph": False}),
+         "fast-compile": ("fast", {"compile_unet": True}),
+         "onnxruntime": ("onnxruntime", {}), "tensorrt": ("tensorrt", {})}
 IMAGE_HW = (480, 640)
 
 
-def make_backend(spec: str, model: ObjaudioModel, device: torch.device):
-    """A backend from its benchmark name (see the module docstring)."""
-    check(spec in BACKEND_SPECS, f"unknown backend {spec!r}: use some of {', '.join(BACKEND_SPECS)}")
-    if spec.startswith("eager-"):
-        return EagerBackend(model, device, DTYPES[spec.split("-")[1]])   # grounding stays fp32 (backends.py)
-    variant = {"fast": {}, "fast-bf16": {"unet_dtype": torch.bfloat16}, "fast-nograph": {"cuda_graph": False},
-               "fast-compile": {"compile_unet": True}}[spec]
-    return FastBackend(model, device, dataclasses.replace(FastOptions.default_for(device), **variant))
-
-
 def describe_backend(backend) -> dict:
-    if isinstance(backend, FastBackend):
-        o = backend.options
-        return {"class": "FastBackend", "unet_dtype": str(o.unet_dtype), "vae_dtype": str(o.vae_dtype),
-                "vocoder_dtype": str(o.vocoder_dtype), "encoders_dtype": str(backend.dtype),
-                "cuda_graph": backend.uses_cuda_graph, "compile_unet": o.compile_unet}
-    d = str(backend.dtype)
-    return {"class": "EagerBackend", "unet_dtype": d, "vae_dtype": d, "vocoder_dtype": d, "encoders_dtype": d,
-            "cuda_graph": False, "compile_unet": False}
+    """Class, per-network dtypes (exported graphs: as exported), CUDA graph and compile of a built backend."""
+    graph = "exported graph"
+    options = getattr(backend, "options", None)
+    return {"class": type(backend).__name__, "unet_dtype": str(getattr(backend, "unet_dtype", graph)),
+            "vae_dtype": str(getattr(backend, "vae_dtype", graph)),
+            "vocoder_dtype": str(getattr(backend, "vocoder_dtype", graph)),
+            "encoders_dtype": str(getattr(backend, "dtype", graph)), "cuda_graph": backend.graphs is not None,
+            "compile_unet": bool(options is not None and options.compile_unet)}
 
 
 def sync(device: torch.device) -> None:
@@ -120,19 +115,21 @@ def bench_backend(spec: str, model: ObjaudioModel, args, device: torch.device, i
     outputs: each later backend's VAE and vocoder also run on those inputs, and their relative
     error against the first backend's outputs is reported (the cost of their dtype)."""
     calibration = Calibration.uncalibrated(model.config.image.num_patches)
-    pipe = Pipeline(model, calibration, device, backend="eager")      # moves the model to the device
-    pipe.backend = make_backend(spec, pipe.model, device)             # the benchmarked backend, same model object
-    backend = pipe.backend
+    name, options = SPECS[spec]
+    if name == "onnxruntime" and args.onnx_dir:
+        options = {**options, "onnx_dir": args.onnx_dir}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     plan = SamplerPlan.build(args.sampler, args.steps, model.config.schedule)
-    shape, n_samples = pipe.latent_shape(args.duration)
-    result = {"backend": spec, **describe_backend(backend), "latent_shape": [args.batch, *shape],
-              "wave_samples": n_samples, "stages": {}}
+    shape, n_samples = model.config.latent_shape(args.duration)
+    result = {"backend": spec, "latent_shape": [args.batch, *shape], "wave_samples": n_samples, "stages": {}}
     stages = result["stages"]
     selection = Mask(mask)
     w, r = args.warmup, args.repeats
     try:
+        pipe = Pipeline(model, calibration, device, backend=name, backend_options=options)
+        backend = pipe.backend
+        result.update(describe_backend(backend))
         stages["image_encoder"], scene = timed(lambda: pipe.encode_image(image), device, w, r)
         if sam is not None:
             stages["sam_embed"], emb = timed(lambda: sam.embed(image), device, w, r)
@@ -149,8 +146,9 @@ def bench_backend(spec: str, model: ObjaudioModel, args, device: torch.device, i
         noise = torch.randn((args.batch, *shape), generator=torch.Generator().manual_seed(0)).to(device)
         if "unet_call_flops" not in shared:
             shared["unet_call_flops"] = unet_flops(backend, noise, cond, plan)
-        stages["denoise"], z = timed(lambda: backend.denoise(noise, cond, plan, args.cfg, progress=False), device,
-                                     max(w, 1) if isinstance(backend, FastBackend) else w, r)
+        rows = Conditions.single(cond)
+        stages["denoise"], z = timed(lambda: denoise(backend, noise, rows, plan, args.cfg, progress=False), device,
+                                     max(w, 1) if backend.graphs is not None else w, r)
         stages["vae"], mel = timed(lambda: backend.decode(z), device, w, r)
         stages["vocoder"], wave = timed(lambda: backend.vocode(mel), device, w, r)
         if "latent" not in shared:
@@ -169,7 +167,7 @@ def bench_backend(spec: str, model: ObjaudioModel, args, device: torch.device, i
                                       cfg=args.cfg, seed=0, duration=args.duration, progress=False)
 
         stages["end_to_end"], _ = timed(end_to_end, device, w, r)
-    except ObjaudioError as exc:                                      # e.g. a half-precision vocoder's NaN
+    except ObjaudioError as exc:            # e.g. a half-precision vocoder's NaN, or no exported graphs
         result["error"] = str(exc)
         print(f"[latency] {spec}: {exc}", file=sys.stderr)
     audio_s = args.duration * args.batch
@@ -231,7 +229,8 @@ def print_table(report: dict) -> None:
     p = report["provenance"]
     print(f"\nobjaudio latency: {c['preset']} (RANDOM weights), {c['sampler']} x {c['steps']} steps, cfg {c['cfg']}, "
           f"batch {c['batch']}, {c['duration']:g} s audio")
-    print(f"device {p['device']} | torch {p['torch']} | triton {p['triton']} | CUDA build {p['cuda']} | commit {p['git_commit'][:12]}")
+    print(f"device {p['device']} | torch {p['torch']} | triton {p['triton']} | CUDA build {p['cuda']} "
+          f"| commit {p['git_commit'][:12]}")
     stages = list(dict.fromkeys(k for r in rows for k in r["stages"]))
     width = max(14, *(len(r["backend"]) + 2 for r in rows))
 
@@ -255,7 +254,7 @@ def print_table(report: dict) -> None:
              ("e2e speedup", lambda r: ratio(r, "end_to_end")),
              ("denoise speedup", lambda r: ratio(r, "denoise")),
              ("peak mem MiB", lambda r: num(r["peak_memory_bytes"] and r["peak_memory_bytes"] / 2**20, ".0f")),
-             ("unet dtype", lambda r: r["unet_dtype"].replace("torch.", "")),
+             ("unet dtype", lambda r: r.get("unet_dtype", "-").replace("torch.", "")),
              ("rel err latent", lambda r: err(r, "latent")),
              ("rel err vae", lambda r: err(r, "vae_on_its_latent")),
              ("rel err vocoder", lambda r: err(r, "vocoder_on_its_mel"))]
@@ -271,7 +270,8 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="audioldm-s")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--backends", default="eager-fp32,eager-fp16,fast")
+    ap.add_argument("--backends", default="eager-fp32,eager-fp16,fast", help=f"some of {', '.join(SPECS)}")
+    ap.add_argument("--onnx-dir", default=None, help="ONNX folder for the onnxruntime backend (default: the cache)")
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--sampler", default="ddim")
     ap.add_argument("--cfg", type=float, default=2.0)
@@ -294,7 +294,7 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     specs = [s.strip() for s in args.backends.split(",") if s.strip()]
     for s in specs:
-        check(s in BACKEND_SPECS, f"unknown backend {s!r}: use some of {', '.join(BACKEND_SPECS)}")
+        check(s in SPECS, f"unknown backend {s!r}: use some of {', '.join(SPECS)}")
     check(args.batch >= 1 and args.repeats >= 1 and args.warmup >= 0, "batch and repeats must be >= 1, warmup >= 0")
     rng = np.random.default_rng(args.seed)
     image = rng.integers(0, 256, (*IMAGE_HW, 3), dtype=np.uint8)       # (H, W, 3) uint8, random pixels

@@ -32,8 +32,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from objaudio_rt.backends_onnx import CONTRACT_VERSION  # noqa: F401  (re-exported: one version for both sides)
+from objaudio_rt.artifacts import CONTRACT_VERSION  # noqa: F401  (re-exported: one version for both sides)
 from objaudio_rt.model import ObjaudioModel
+from objaudio_rt.networks import UNetEps, VAEDecodeToMel
 
 OPSET = 17
 MAX_BATCH = 4             # selections generated together (the UNet sees twice this with CFG)
@@ -108,29 +109,7 @@ def profile_shapes(contract: dict) -> dict[str, tuple[tuple[int, ...], tuple[int
 
 
 # ---- wrappers: the exact computation each graph holds ------------------------------------------
-class UNetEps(nn.Module):
-    def __init__(self, unet: nn.Module):
-        super().__init__()
-        self.unet = unet
-
-    def forward(self, sample, timestep, class_labels):
-        # sample: (2B, C, H, W), timestep: (1,) int64, class_labels: (2B, cond)
-        return self.unet(sample, timestep, encoder_hidden_states=None, class_labels=class_labels).sample
-
-
-class VAEDecodeToMel(nn.Module):
-    """EagerBackend.decode as one graph: the |z| > 100 clamp, / scaling_factor, decode, squeeze."""
-
-    def __init__(self, vae: nn.Module):
-        super().__init__()
-        self.vae = vae
-
-    def forward(self, latent):
-        # latent: (B, C, H, W) -> mel (B, 4H, n_mels)
-        z = torch.where(latent.abs().amax() > 100, latent.clamp(-10, 10), latent)
-        return self.vae.decode(z / self.vae.config.scaling_factor).sample.squeeze(1)
-
-
+# UNetEps and VAEDecodeToMel are the runtime's own (objaudio_rt.networks): the eager backend runs them.
 class GroundingAttentionGraph(nn.Module):
     def __init__(self, grounding: nn.Module):
         super().__init__()
@@ -174,10 +153,8 @@ def _simplex(shape, gen):
 
 
 def latent_frames(model: ObjaudioModel, seconds: float) -> int:
-    """Latent length H of a clip of `seconds`, by the pipeline's own rule (Pipeline.latent_shape)."""
-    from objaudio_rt.pipeline import Pipeline
-
-    (_, h, _), _ = Pipeline.latent_shape(model, seconds)   # reads only `.config`, which the model has
+    """Latent length H of a clip of `seconds`, by the runtime's rule (ModelConfig.latent_shape)."""
+    (_, h, _), _ = model.config.latent_shape(seconds)
     return h
 
 

@@ -1,9 +1,11 @@
 """Export a checkpoint's networks to ONNX, reuse what is already exported, verify against PyTorch.
 
-    python -m export.onnx --out DIR [--checkpoint DIR | --preset NAME --random-init] [--fp16]
+    python -m export.onnx (--out DIR | --cache) [--checkpoint DIR | --preset NAME --random-init] [--fp16]
                           [--verify] [--only unet,vae_decoder,...] [--sam-checkpoint PTH | --sam-random TYPE]
 
-`export_manifest.json` in DIR ties the folder to one set of weights (objaudio_rt.backends_onnx.
+--cache writes into the folder the runtime's onnxruntime backend reads when given none
+(objaudio_rt.artifacts.onnx_cache_dir: `$OBJAUDIO_CACHE/onnx/<fingerprint>`).
+`export_manifest.json` in DIR ties the folder to one set of weights (objaudio_rt.artifacts.
 model_fingerprint) and one contract version; a network is re-exported only when its file is
 missing or changed, its precision differs, or the contract version moved. A folder exported from
 other weights is refused unless --force. Each network is written into a temporary sibling folder
@@ -40,8 +42,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from objaudio_rt.backends_onnx import (FORMAT, MANIFEST, model_fingerprint, read_onnx_manifest,
-                                       weights_fingerprint)
+from objaudio_rt.artifacts import (FORMAT, MANIFEST, model_fingerprint, onnx_cache_dir, read_onnx_manifest,
+                                   weights_fingerprint)
 from objaudio_rt.checkpoint import default_checkpoint, sha256_file
 from objaudio_rt.errors import ObjaudioError, check
 from objaudio_rt.model import ObjaudioModel
@@ -297,7 +299,10 @@ def _parse_args(argv):
     p.add_argument("--preset", help="a preset name (tiny, tiny-synth, audioldm-s); needs --random-init")
     p.add_argument("--random-init", action="store_true", help="random weights for --preset")
     p.add_argument("--seed", type=int, default=0, help="seed of --random-init weights")
-    p.add_argument("--out", required=True, help="output folder")
+    out = p.add_mutually_exclusive_group(required=True)
+    out.add_argument("--out", help="output folder")
+    out.add_argument("--cache", action="store_true",
+                     help="export into the runtime's cache folder for these weights ($OBJAUDIO_CACHE/onnx/...)")
     p.add_argument("--only", help="comma-separated networks (default: all of the model, plus SAM's if given)")
     p.add_argument("--fp16", action="store_true", help="float16 graphs (float32 inputs and outputs)")
     p.add_argument("--verify", action="store_true", help="run each graph in onnxruntime against PyTorch")
@@ -318,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         sam, sam_source = load_sam_for_export(args.sam_checkpoint, args.sam_random)
         default = MODEL_NETWORKS + (SAM_NETWORKS if sam is not None else ())
         networks = tuple(n.strip() for n in args.only.split(",") if n.strip()) if args.only else default
+        if args.cache:
+            args.out = str(onnx_cache_dir(model_fingerprint(model)))
         export_networks(model, args.out, networks, source=source, manifest_sha256=ckpt_sha, fp16=args.fp16,
                         sam=sam, sam_source=sam_source, force=args.force, progress=not args.quiet)
         if not args.verify:

@@ -3,7 +3,7 @@
     python -m export.trt --onnx DIR --out DIR [--fp16] [--timing-cache PATH] [--only unet,...]
 
 Each `X.onnx` listed in the ONNX folder's manifest becomes `X.plan` plus the sidecar `X.plan.json`
-(objaudio_rt.backends_trt.engine_sidecar: TensorRT version, compute capability, weights
+(objaudio_rt.backends.tensorrt.engine_sidecar: TensorRT version, compute capability, weights
 fingerprint, contract version), both written to temporary names and renamed. The profile of each
 input is the contract's (min, opt, max) shapes, read back from the manifest.
 
@@ -20,8 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from objaudio_rt.backends_onnx import CONTRACT_VERSION, read_onnx_manifest
-from objaudio_rt.backends_trt import current_platform, engine_sidecar
+from objaudio_rt.artifacts import CONTRACT_VERSION, read_onnx_manifest
+from objaudio_rt.backends.tensorrt import current_platform, engine_sidecar
 from objaudio_rt.errors import ObjaudioError, check
 
 from .contracts import profile_shapes

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from .errors import ObjaudioError, check
+from .options import BACKENDS, DTYPE_NAMES, SAMPLERS, UNION_MODES
 
 DEMO = Path(__file__).parent / "assets" / "demo"
 
@@ -29,15 +30,21 @@ def _add_generation_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None,
                    help="checkpoint folder or preset name (default: the embedded default model)")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
-    p.add_argument("--sampler", choices=("ddim", "dpmpp"), default=None)
+    p.add_argument("--sampler", choices=SAMPLERS, default=None)
     p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
-    p.add_argument("--union", choices=("compose", "mask"), default="compose",
+    p.add_argument("--union", choices=UNION_MODES, default=UNION_MODES[0],
                    help="several selections: compose = one condition per object, guidance averaged (default); "
                         "mask = the paper's single union mask")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--duration", type=float, default=None, help="seconds (default: the model's clip length)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--backend", default="eager", help="eager (other backends: see the README)")
+    p.add_argument("--backend", choices=BACKENDS, default="eager",
+                   help="eager (the reference), fast (fused kernels; on CUDA an fp16 UNet and a CUDA graph), "
+                        "onnxruntime (graphs from `python -m export.onnx --cache`), tensorrt")
+    p.add_argument("--unet-dtype", choices=DTYPE_NAMES, default=None,
+                   help="the UNet's precision for eager and fast (default: fp32; fast on CUDA: fp16)")
+    p.add_argument("--no-cuda-graph", action="store_true", help="fast: run the loop step by step, not as a graph")
+    p.add_argument("--onnx-dir", default=None, help="onnxruntime: the export folder (default: the cache folder)")
     p.add_argument("--sam-checkpoint", default=None, help="SAM .pth, needed for --point and --box")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
 
@@ -106,7 +113,14 @@ def _pipeline(args):
     from .pipeline import Pipeline
 
     return Pipeline.from_pretrained(args.checkpoint, device=args.device, backend=args.backend,
-                                    sam_checkpoint=args.sam_checkpoint)
+                                    sam_checkpoint=args.sam_checkpoint, backend_options=_backend_options(args))
+
+
+def _backend_options(args) -> dict:
+    """The backend flags the user gave, as registry options (the registry refuses one a backend lacks)."""
+    given = {"unet_dtype": args.unet_dtype, "cuda_graph": False if args.no_cuda_graph else None,
+             "onnx_dir": args.onnx_dir}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _options(args) -> dict:

@@ -8,6 +8,7 @@ Each `build()` returns the upstream library's module (diffusers, transformers, o
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from .audio import MelConfig
@@ -222,6 +223,17 @@ class ModelConfig:
             upsample *= r
         if upsample != self.mel.hop_length:
             raise ObjaudioError(f"vocoder upsampling {upsample} must equal the mel hop {self.mel.hop_length}")
+
+    def latent_shape(self, duration: float) -> tuple[tuple[int, int, int], int]:
+        """AudioLDM's rule: frames = duration / hop-time, rounded up to the VAE factor.
+
+        Returns ((C, frames / f, n_mels / f), waveform samples to keep)."""
+        frames = int(duration / (self.mel.hop_length / self.mel.sample_rate))
+        f = self.vae.downsample_factor
+        if frames % f:
+            frames = int(math.ceil(frames / f)) * f
+        frames = max(frames, f)
+        return (self.vae.latent_channels, frames // f, self.mel.n_mels // f), int(duration * self.mel.sample_rate)
 
     @classmethod
     def from_name(cls, name: str) -> "ModelConfig":

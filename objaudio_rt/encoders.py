@@ -37,8 +37,8 @@ class ImageEncoder(nn.Module):
         self.register_buffer("std", torch.tensor(cfg.std).view(1, 3, 1, 1), persistent=False)
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """images: (B, H, W, 3) uint8 -> (B, 3, S, S) normalised float."""
-        x = images.permute(0, 3, 1, 2).float() / 255.0
+        """images: (B, H, W, 3) uint8 -> (B, 3, S, S) normalised float, on this encoder's device."""
+        x = images.to(self.mean.device).permute(0, 3, 1, 2).float() / 255.0
         x = F.interpolate(x, size=(self.cfg.image_size,) * 2, mode="bicubic", antialias=True, align_corners=False)
         return (x.clamp(0, 1) - self.mean) / self.std
 
@@ -46,11 +46,6 @@ class ImageEncoder(nn.Module):
         """pixels: preprocessed (B, 3, S, S). Returns patch tokens (B, P, L) after ln_post, projected."""
         _, tokens = self.visual(pixels)                   # (B, P, width)
         return tokens @ self.visual.proj                  # (B, P, L)
-
-    def pooled(self, pixels: torch.Tensor) -> torch.Tensor:
-        """The CLS embedding (B, L), used for contrastive training."""
-        pooled, _ = self.visual(pixels)
-        return pooled
 
 
 class TextEncoder(nn.Module):
@@ -107,8 +102,3 @@ def load_tokenizer(folder: str | os.PathLike):
         return RobertaTokenizer.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError, json.JSONDecodeError) as exc:
         raise ObjaudioError(f"cannot load the tokenizer in {folder}: {exc}") from None
-
-
-def save_tokenizer(tokenizer, folder: str | os.PathLike) -> None:
-    tokenizer.save_pretrained(str(folder))
-

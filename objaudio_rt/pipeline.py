@@ -14,16 +14,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backends import EagerBackend
+from .backends import BACKENDS, make_backend
+from .denoise import Conditions, denoise
 from .errors import ObjaudioError, check
 from .grounding import mask_to_patch_coverage, rescale_patch_weights
 from .images import load_image, load_mask
 from .model import Calibration, ObjaudioModel
+from .options import UNION_MODES
 from .samplers import SamplerPlan, check_cfg
 from .selection import Box, Mask, Points, Selection, Text, Whole
-
-BACKENDS = ("eager", "fast", "onnxruntime", "tensorrt")
-UNION_MODES = ("compose", "mask")
 
 
 @dataclass
@@ -55,14 +54,16 @@ class Generation:
 class Pipeline:
     def __init__(self, model: ObjaudioModel, calibration: Calibration, device: str | torch.device = "cpu",
                  backend: str = "eager", sam_checkpoint: str | os.PathLike | None = None,
-                 source: str = "random", union: str = "compose"):
+                 source: str = "random", union: str = "compose", backend_options: dict | None = None):
+        """backend: one of backends.BACKENDS; backend_options: that backend's options
+        (backends.backend_options(name), e.g. unet_dtype="fp16" for fast)."""
         check(union in UNION_MODES, f"unknown union mode {union!r}: use one of {', '.join(UNION_MODES)}")
         self.union = union
         self.config = model.config
         self.calibration = calibration
         self.device = _resolve_device(device)
-        self.backend = make_backend(backend, model, self.device)
-        self.model = self.backend.model
+        self.backend = make_backend(backend, model, self.device, **(backend_options or {}))
+        self.model = model                    # for its tokenizer, image preprocessing and save_pretrained
         self.source = source
         self._sam_checkpoint = sam_checkpoint
         self._segmenter = None
@@ -71,7 +72,7 @@ class Pipeline:
     @classmethod
     def from_pretrained(cls, path_or_preset: str | os.PathLike | None = None, device: str = "cpu",
                         backend: str = "eager", sam_checkpoint: str | os.PathLike | None = None,
-                        seed: int = 0, union: str = "compose") -> "Pipeline":
+                        seed: int = 0, union: str = "compose", backend_options: dict | None = None) -> "Pipeline":
         """A checkpoint folder, or a preset name for random weights (`tiny`, `tiny-synth`, `audioldm-s`).
 
         None means the embedded default model (objaudio_rt/assets/tiny-synth when present).
@@ -85,9 +86,11 @@ class Pipeline:
             config = ModelConfig.from_name(path_or_preset)
             model = ObjaudioModel.random(config, seed)
             return cls(model, Calibration.uncalibrated(config.image.num_patches), device, backend,
-                       sam_checkpoint, source=f"random:{path_or_preset}:seed{seed}", union=union)
+                       sam_checkpoint, source=f"random:{path_or_preset}:seed{seed}", union=union,
+                       backend_options=backend_options)
         model, calibration = load_checkpoint(path_or_preset)
-        return cls(model, calibration, device, backend, sam_checkpoint, source=str(path_or_preset), union=union)
+        return cls(model, calibration, device, backend, sam_checkpoint, source=str(path_or_preset), union=union,
+                   backend_options=backend_options)
 
     def save_pretrained(self, folder: str | os.PathLike, force: bool = False) -> Path:
         from .checkpoint import save_checkpoint
@@ -98,7 +101,7 @@ class Pipeline:
     def encode_image(self, image) -> Scene:
         """A path, PIL image or (H, W, 3) array -> Scene with CLIP patch tokens cached."""
         arr = load_image(image)
-        pixels = self.model.image_encoder.preprocess(torch.from_numpy(arr)[None].to(self.device))
+        pixels = self.model.image_encoder.preprocess(torch.from_numpy(arr)[None])    # (1, 3, S, S)
         return Scene(arr, self.backend.image_tokens(pixels))
 
     # ---- 2. selection -> patch weights -------------------------------------------------
@@ -194,7 +197,7 @@ class Pipeline:
 
         `union` (default: the pipeline's, "compose") says how a union `A | B` is generated:
         "compose" conditions on each part separately and averages their guidance directions
-        (`EagerBackend.denoise_composed`); "mask" is the paper's single union mask (the parts'
+        (denoise.py); "mask" is the paper's single union mask (the parts'
         pixel masks unioned, one condition). A selection of one part is the same in both modes.
         """
         union = self.union if union is None else union
@@ -216,12 +219,10 @@ class Pipeline:
         shape, n_samples = self.latent_shape(duration)
         noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(seed))
                              for _ in groups]).to(self.device)                        # (B, C, T/4, M/4)
-        if all(len(c) == 1 for c in conds):
-            z = self.backend.denoise(noise, torch.cat(conds), plan, cfg, progress=progress)
-        else:                                  # a composed union: one row per part, guidance averaged
-            owner = torch.cat([torch.full((len(c),), i) for i, c in enumerate(conds)])
-            weights = torch.cat([torch.full((len(c),), 1.0 / len(c)) for c in conds])
-            z = self.backend.denoise_composed(noise, torch.cat(conds), owner, weights, plan, cfg, progress=progress)
+        owner = torch.cat([torch.full((len(c),), i) for i, c in enumerate(conds)])          # (R,) item of each row
+        weights = torch.cat([torch.full((len(c),), 1.0 / len(c)) for c in conds])          # (R,) 1 / parts
+        rows = Conditions.composed(torch.cat(conds), owner, weights, len(conds))
+        z = denoise(self.backend, noise, rows, plan, cfg, progress=progress)              # (B, C, T/4, M/4)
         mel = self.backend.decode(z)                                                  # (B, T, n_mels)
         wave = self.backend.vocode(mel)[:, :n_samples].cpu()                          # (B, samples)
         check(bool(torch.isfinite(wave).all()), "generation produced NaN or inf samples: the checkpoint "
@@ -240,17 +241,8 @@ class Pipeline:
         return [self.select(scene, part) for part in parts]
 
     def latent_shape(self, duration: float) -> tuple[tuple[int, int, int], int]:
-        """AudioLDM's rule: frames = duration / hop-time, rounded up to the VAE factor.
-
-        Returns ((C, frames / f, n_mels / f), waveform samples to keep)."""
-        c = self.config
-        hop_seconds = c.mel.hop_length / c.mel.sample_rate
-        frames = int(duration / hop_seconds)
-        f = c.vae.downsample_factor
-        if frames % f:
-            frames = int(math.ceil(frames / f)) * f
-        frames = max(frames, f)
-        return (c.vae.latent_channels, frames // f, c.mel.n_mels // f), int(duration * c.mel.sample_rate)
+        """((C, frames / f, n_mels / f), waveform samples to keep): ModelConfig.latent_shape."""
+        return self.config.latent_shape(duration)
 
 
 def _combine_parts(parts: list[tuple[torch.Tensor, np.ndarray | None]]) -> tuple[torch.Tensor, np.ndarray | None]:
@@ -269,22 +261,3 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ObjaudioError("CUDA is not available on this machine: use --device cpu")
     return device
-
-
-def make_backend(name: str, model: ObjaudioModel, device: torch.device):
-    check(name in BACKENDS, f"unknown backend {name!r}: use one of {', '.join(BACKENDS)}")
-    if name == "eager":
-        return EagerBackend(model, device)
-    if name == "fast":
-        from .fast import FastBackend
-
-        return FastBackend(model, device)
-    if name == "onnxruntime":
-        from .backends_onnx import OnnxRuntimeBackend
-
-        return OnnxRuntimeBackend(model, device)
-    if name == "tensorrt":
-        from .backends_trt import TensorRTBackend
-
-        return TensorRTBackend(model, device)
-    raise AssertionError(f"backend {name!r} is listed in BACKENDS but not dispatched")

@@ -24,8 +24,7 @@ import torch
 
 from .config import ScheduleConfig
 from .errors import ObjaudioError, check
-
-SAMPLERS = ("ddim", "dpmpp")
+from .options import SAMPLERS
 
 
 def alphas_cumprod(schedule: ScheduleConfig) -> np.ndarray:
@@ -95,18 +94,23 @@ def _dpmpp_2m_plan(acp: np.ndarray, steps: int, num_train: int) -> SamplerPlan:
     return SamplerPlan("dpmpp", torch.from_numpy(timesteps.copy()), torch.from_numpy(coefs))
 
 
-def guided_eps(eps_pair: torch.Tensor, cfg: float) -> torch.Tensor:
-    """eps_pair: (2B, ...) with the unconditional half first. Returns (B, ...)."""
+def guided_eps(eps_pair: torch.Tensor, cfg: float | torch.Tensor) -> torch.Tensor:
+    """eps_pair: (2B, ...) with the unconditional half first; cfg: a number, or a (1,) or (B,) tensor
+    (a device scalar: a captured loop reads it, so one capture serves every guidance value).
+    Returns (B, ...)."""
     eps_u, eps_c = eps_pair.chunk(2)
+    if isinstance(cfg, torch.Tensor):
+        cfg = cfg.to(eps_u.dtype).view(-1, *([1] * (eps_u.ndim - 1)))      # (1 or B, 1, 1, 1)
     return eps_u + cfg * (eps_c - eps_u)
 
 
-def reference_step(coefs: torch.Tensor, x: torch.Tensor, eps_pair: torch.Tensor, cfg: float,
+def reference_step(coefs: torch.Tensor, x: torch.Tensor, eps_pair: torch.Tensor, cfg: float | torch.Tensor,
                    x0_prev: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """One guided sampler step in plain PyTorch (the fused kernels' reference).
 
-    coefs: (5,) for this step; x: (B, C, H, W); eps_pair: (2B, C, H, W), unconditional first.
-    Returns (x_next, x0_cur), both (B, C, H, W) in x's dtype; arithmetic in float32.
+    coefs: (5,) for this step; x: (B, C, H, W); eps_pair: (2B, C, H, W), unconditional first;
+    cfg: a number or a (1,) / (B,) float32 tensor. Returns (x_next, x0_cur), both (B, C, H, W) in
+    x's dtype; arithmetic in float32.
     """
     c = [float(v) for v in coefs]
     xf = x.float()

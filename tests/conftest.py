@@ -42,3 +42,30 @@ def square_mask() -> np.ndarray:
 def disc_mask() -> np.ndarray:
     yy, xx = np.mgrid[:80, :96]
     return (yy - 55) ** 2 + (xx - 70) ** 2 < 15 ** 2
+
+
+# ---- exported graphs (tests/export and the graph backends in tests/runtime/backends) --------------
+@pytest.fixture(scope="session")
+def tiny_model():
+    from objaudio_rt.config import ModelConfig
+    from objaudio_rt.model import ObjaudioModel
+
+    return ObjaudioModel.random(ModelConfig.from_name("tiny"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_sam():
+    from export.contracts import build_sam
+
+    return build_sam("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory, tiny_model, tiny_sam):
+    """Every network of the tiny preset and of a tiny SAM, exported once for the session."""
+    from export.onnx import MODEL_NETWORKS, SAM_NETWORKS, export_networks
+
+    out = tmp_path_factory.mktemp("onnx")
+    export_networks(tiny_model, out, MODEL_NETWORKS + SAM_NETWORKS, source="random:tiny:seed0",
+                    sam=tiny_sam, sam_source="random:tiny", progress=False)
+    return out

@@ -1,14 +1,15 @@
 """Fused guided sampler step: classifier-free guidance and the affine update in one pass.
 
-Reference: `objaudio_rt.samplers.reference_step`. Per element, in float32:
+Reference: `objaudio_rt.samplers.reference_step`. Per element of item b, in float32:
 
-    eps    = eps_u + cfg * (eps_c - eps_u)
+    eps    = eps_u + cfg[b] * (eps_c - eps_u)     (cfg: a (1,) or (B,) float32 device tensor)
     x_next = cx * x + ce * eps + cp * x0_prev
     x0     = dx * x + de * eps
 
 The coefficient row is read ON THE DEVICE from the (S, 5) float32 table at the step index
 held in a device integer tensor, so a denoising loop (and a CUDA graph of it) never syncs
-with the host: advance the step with `step_idx.add_(1)` on the device.
+with the host: advance the step with `step_idx.add_(1)` on the device. The guidance scale is
+read on the device too, so one captured loop serves every guidance value.
 
 Layers: `_guided_step_kernel` (Triton), `guided_step_into` (host launcher: checks, grid,
 caller-owned outputs), `guided_step` (the `objaudio::guided_step` custom op, traceable by
@@ -29,11 +30,17 @@ if HAS_TRITON:
     import triton.language as tl
 
     @triton.jit
-    def _guided_step_kernel(coefs_ptr, step_ptr, x_ptr, eps_ptr, x0_prev_ptr, x_next_ptr, x0_ptr,
-                            cfg, n, HAS_PREV: tl.constexpr, BLOCK: tl.constexpr):
-        # coefs: (S, 5) fp32; step: one integer; x, x0_prev, x_next, x0: n elements; eps: 2n (uncond first)
+    def _guided_step_kernel(coefs_ptr, step_ptr, cfg_ptr, x_ptr, eps_ptr, x0_prev_ptr, x_next_ptr, x0_ptr,
+                            n, item_numel, HAS_PREV: tl.constexpr, CFG_PER_ITEM: tl.constexpr,
+                            BLOCK: tl.constexpr):
+        # coefs: (S, 5) fp32; step: one integer; cfg: (1,) or (B,) fp32; x, x0_prev, x_next, x0: n
+        # elements, item_numel per item; eps: 2n (uncond first)
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         inb = offs < n
+        if CFG_PER_ITEM:
+            cfg = tl.load(cfg_ptr + offs // item_numel, mask=inb, other=0.0)
+        else:
+            cfg = tl.load(cfg_ptr)
         row = coefs_ptr + tl.load(step_ptr).to(tl.int64) * 5
         cx = tl.load(row)
         ce = tl.load(row + 1)
@@ -57,9 +64,11 @@ def upload_coefs(plan: SamplerPlan, device: torch.device | str) -> torch.Tensor:
     return plan.coefs.to(device=device, dtype=torch.float32).contiguous()
 
 
-def _check_step_args(coefs: torch.Tensor, step_idx: torch.Tensor, x: torch.Tensor,
+def _check_step_args(coefs: torch.Tensor, step_idx: torch.Tensor, cfg: torch.Tensor, x: torch.Tensor,
                      eps_pair: torch.Tensor, x0_prev: torch.Tensor | None) -> None:
     """Metadata checks only: nothing here reads device memory."""
+    check(cfg.dtype == torch.float32 and cfg.ndim == 1 and cfg.shape[0] in (1, x.shape[0]),
+          f"cfg must be a (1,) or (B,) float32 tensor for x {tuple(x.shape)}, got {tuple(cfg.shape)} {cfg.dtype}")
     check(coefs.ndim == 2 and coefs.shape[1] == 5 and coefs.dtype == torch.float32,
           f"coefs must be the (S, 5) float32 table from upload_coefs, got {tuple(coefs.shape)} {coefs.dtype}")
     check(step_idx.numel() == 1 and not step_idx.is_floating_point(),
@@ -69,18 +78,19 @@ def _check_step_args(coefs: torch.Tensor, step_idx: torch.Tensor, x: torch.Tenso
           f"got {tuple(eps_pair.shape)}")
     check(x0_prev is None or x0_prev.shape == x.shape,
           f"x0_prev must match x {tuple(x.shape)}, got {None if x0_prev is None else tuple(x0_prev.shape)}")
-    devices = {t.device for t in (coefs, step_idx, x, eps_pair, x0_prev) if t is not None}
+    devices = {t.device for t in (coefs, step_idx, cfg, x, eps_pair, x0_prev) if t is not None}
     check(len(devices) == 1, f"all step tensors must be on one device, got {sorted(map(str, devices))}")
 
 
 def guided_step_into(coefs: torch.Tensor, step_idx: torch.Tensor, x: torch.Tensor, eps_pair: torch.Tensor,
-                     cfg: float, x0_prev: torch.Tensor | None, x_next: torch.Tensor, x0: torch.Tensor) -> None:
+                     cfg: torch.Tensor, x0_prev: torch.Tensor | None, x_next: torch.Tensor, x0: torch.Tensor) -> None:
     """Triton host launcher: writes x_next and x0 (caller-owned, contiguous, x's shape) in one pass.
 
-    coefs: (S, 5) fp32 device table; step_idx: one-element device int; x: (B, C, H, W);
+    coefs: (S, 5) fp32 device table; step_idx: one-element device int; cfg: (1,) or (B,) fp32
+    device tensor; x: (B, C, H, W);
     eps_pair: (2B, C, H, W); x0_prev: (B, C, H, W) or None. Any of fp32/fp16/bf16, mixed allowed.
     """
-    _check_step_args(coefs, step_idx, x, eps_pair, x0_prev)
+    _check_step_args(coefs, step_idx, cfg, x, eps_pair, x0_prev)
     check(runs_triton(x), "guided_step_into needs a CUDA tensor (or TRITON_INTERPRET=1 for CPU tensors); "
           "call guided_step, which falls back to the PyTorch reference")
     for out in (x_next, x0):
@@ -91,20 +101,21 @@ def guided_step_into(coefs: torch.Tensor, step_idx: torch.Tensor, x: torch.Tenso
     x, eps_pair = x.contiguous(), eps_pair.contiguous()
     prev = x0_prev.contiguous() if x0_prev is not None else x   # unread when HAS_PREV is False
     grid = (triton.cdiv(n, BLOCK),)
-    _guided_step_kernel[grid](coefs, step_idx, x, eps_pair, prev, x_next, x0, float(cfg), n,
-                              HAS_PREV=x0_prev is not None, BLOCK=BLOCK, num_warps=4)
+    _guided_step_kernel[grid](coefs, step_idx, cfg, x, eps_pair, prev, x_next, x0, n, n // max(x.shape[0], 1),
+                              HAS_PREV=x0_prev is not None, CFG_PER_ITEM=cfg.shape[0] > 1, BLOCK=BLOCK,
+                              num_warps=4)
 
 
 @torch.library.custom_op("objaudio::guided_step", mutates_args=())
 def guided_step(coefs: torch.Tensor, step_idx: torch.Tensor, x: torch.Tensor, eps_pair: torch.Tensor,
-                cfg: float, x0_prev: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+                cfg: torch.Tensor, x0_prev: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """One guided sampler step. Returns (x_next, x0), both like x.
 
     Triton on CUDA (or on CPU under TRITON_INTERPRET=1); elsewhere `reference_step` on the
     table row, which reads the step index back to the host.
     """
     if not runs_triton(x):
-        _check_step_args(coefs, step_idx, x, eps_pair, x0_prev)
+        _check_step_args(coefs, step_idx, cfg, x, eps_pair, x0_prev)
         return reference_step(coefs[step_idx.reshape(()).long()], x, eps_pair, cfg, x0_prev)
     x_next = torch.empty_like(x, memory_format=torch.contiguous_format)
     x0 = torch.empty_like(x, memory_format=torch.contiguous_format)

@@ -6,7 +6,7 @@ import pytest
 
 from export import onnx as export_onnx
 from export.onnx import MODEL_NETWORKS, SAM_NETWORKS, export_networks, verify_networks
-from objaudio_rt.backends_onnx import MANIFEST, model_fingerprint
+from objaudio_rt.artifacts import MANIFEST, model_fingerprint
 from objaudio_rt.checkpoint import save_checkpoint
 from objaudio_rt.config import ModelConfig
 from objaudio_rt.errors import ObjaudioError

@@ -6,8 +6,8 @@ import torch
 
 from export.contracts import model_contracts, profile_shapes
 from export.trt import build_engines
-from objaudio_rt.backends_onnx import CONTRACT_VERSION
-from objaudio_rt.backends_trt import check_engine_sidecar, engine_sidecar
+from objaudio_rt.artifacts import CONTRACT_VERSION
+from objaudio_rt.backends.tensorrt import check_engine_sidecar, engine_sidecar
 from objaudio_rt.errors import ObjaudioError
 
 PLATFORM = {"tensorrt_version": "10.8.0", "compute_capability": "9.0", "checkpoint": "a" * 64,
@@ -80,8 +80,8 @@ def test_tensorrt_engine_build_and_backend(tiny_export, tiny_model, tmp_path):
     pytest.importorskip("tensorrt", reason="TensorRT cannot be installed on this project's machines")
     if not torch.cuda.is_available():
         pytest.skip("the TensorRT backend needs a CUDA GPU")
-    from objaudio_rt.backends_onnx import OnnxRuntimeBackend
-    from objaudio_rt.backends_trt import TensorRTBackend
+    from objaudio_rt.backends.onnxruntime import OnnxRuntimeBackend
+    from objaudio_rt.backends.tensorrt import TensorRTBackend
 
     build_engines(tiny_export, tmp_path)
     trt_backend = TensorRTBackend(tiny_model, torch.device("cuda"), engine_dir=tmp_path)

@@ -29,6 +29,11 @@ def step_inputs(shape, dtype, device, seed=0):
     return [t.to(device=device, dtype=dtype) for t in (x, eps_pair, x0_prev)]
 
 
+def cfg_on(device, items: int = 1, value: float = CFG) -> torch.Tensor:
+    """The guidance scale as the loop passes it: a (1,) or (B,) float32 device tensor."""
+    return torch.full((items,), value, dtype=torch.float32, device=device)
+
+
 def check_step(launch, shape, dtype, with_prev, device):
     """launch(coefs_dev, step_dev, x, eps_pair, x0_prev) -> (x_next, x0), against the reference."""
     plan = SamplerPlan.build("dpmpp", 10)
@@ -46,7 +51,7 @@ def check_step(launch, shape, dtype, with_prev, device):
 
 def launch_into_poisoned(coefs, step, x, eps_pair, x0_prev):
     x_next, x0 = torch.full_like(x, float("nan")), torch.full_like(x, float("nan"))
-    guided_step_into(coefs, step, x, eps_pair, CFG, x0_prev, x_next, x0)
+    guided_step_into(coefs, step, x, eps_pair, cfg_on(x.device), x0_prev, x_next, x0)
     return x_next, x0
 
 
@@ -64,7 +69,7 @@ def test_triton_step_mixed_dtypes():
     plan = SamplerPlan.build("dpmpp", 10)
     x, eps_pair, x0_prev = step_inputs((2, 8, 13, 4), torch.float32, "cpu")
     eps_half = eps_pair.half()
-    got = guided_step(upload_coefs(plan, "cpu"), torch.tensor(3), x, eps_half, CFG, x0_prev)
+    got = guided_step(upload_coefs(plan, "cpu"), torch.tensor(3), x, eps_half, cfg_on("cpu"), x0_prev)
     ref = reference_step(plan.coefs[3], x, eps_half, CFG, x0_prev)
     for name, g, r in zip(("x_next", "x0"), got, ref):
         assert_verbose_allclose(g, r, 4 * torch.finfo(torch.float32).eps * r.abs().max().item(), name)
@@ -78,10 +83,31 @@ def test_step_index_is_read_on_the_device():
     x, eps_pair, x0_prev = step_inputs((1, 8, 13, 4), torch.float32, "cpu")
     x_next, x0 = torch.empty_like(x), torch.empty_like(x)
     for i in range(3):
-        guided_step_into(coefs, step, x, eps_pair, CFG, x0_prev, x_next, x0)
+        guided_step_into(coefs, step, x, eps_pair, cfg_on("cpu"), x0_prev, x_next, x0)
         ref = reference_step(plan.coefs[i], x, eps_pair, CFG, x0_prev)
         assert_verbose_allclose(x_next, ref[0], 1e-5, f"x_next at step {i}")
         step.add_(1)
+
+
+@interpreted
+def test_guidance_is_read_on_the_device():
+    """A (B,) cfg gives each item its own scale; rewriting the tensor in place changes the result."""
+    plan = SamplerPlan.build("dpmpp", 10)
+    coefs, step = upload_coefs(plan, "cpu"), torch.tensor(4)
+    x, eps_pair, x0_prev = step_inputs((3, 8, 13, 4), torch.float32, "cpu")
+    cfg = torch.tensor([1.0, 2.5, 7.0])
+    x_next, x0 = torch.empty_like(x), torch.empty_like(x)
+    guided_step_into(coefs, step, x, eps_pair, cfg, x0_prev, x_next, x0)
+    for b in range(3):
+        ref = reference_step(plan.coefs[4], x[b:b + 1], eps_pair[b::3], float(cfg[b]), x0_prev[b:b + 1])
+        assert_verbose_allclose(x_next[b:b + 1], ref[0], 1e-5, f"x_next item {b} (cfg {float(cfg[b])})")
+    one = cfg_on("cpu", value=1.0)
+    guided_step_into(coefs, step, x, eps_pair, one, x0_prev, x_next, x0)
+    first = x_next.clone()
+    one.fill_(3.0)
+    guided_step_into(coefs, step, x, eps_pair, one, x0_prev, x_next, x0)
+    assert_verbose_allclose(x_next, reference_step(plan.coefs[4], x, eps_pair, 3.0, x0_prev)[0], 1e-5, "cfg 3")
+    assert (x_next - first).abs().max() > 1e-3
 
 
 def run_trajectory(step_fn, plan, x):
@@ -89,7 +115,7 @@ def run_trajectory(step_fn, plan, x):
     coefs, step = upload_coefs(plan, x.device), torch.zeros((), dtype=torch.int64, device=x.device)
     x0 = None
     for t in plan.timesteps.tolist():
-        x, x0 = step_fn(coefs, step, x, fake_model(x, t), CFG, x0)
+        x, x0 = step_fn(coefs, step, x, fake_model(x, t), cfg_on(x.device), x0)
         step.add_(1)
     return x
 
@@ -120,7 +146,7 @@ def test_custom_op_traces():
     """The fake lets torch.compile trace the op in one graph, and opcheck's checks pass."""
     plan = SamplerPlan.build("dpmpp", 10)
     x, eps_pair, x0_prev = step_inputs((1, 8, 13, 4), torch.float32, "cpu")
-    args = (upload_coefs(plan, "cpu"), torch.tensor(2), x, eps_pair, CFG, x0_prev)
+    args = (upload_coefs(plan, "cpu"), torch.tensor(2), x, eps_pair, cfg_on("cpu"), x0_prev)
     torch.library.opcheck(guided_step, args, test_utils=("test_schema", "test_faketensor"))
     compiled = torch.compile(lambda *a: guided_step(*a), backend="aot_eager", fullgraph=True)
     for got, want in zip(compiled(*args), guided_step(*args)):
@@ -157,7 +183,7 @@ def test_triton_trajectory_on_cuda(sampler, steps):
 def test_cuda_graph_replays_the_loop():
     """The whole loop captured once and replayed: the step counter advances inside the graph."""
     plan = SamplerPlan.build("dpmpp", 25)
-    coefs = upload_coefs(plan, "cuda")
+    coefs, cfg = upload_coefs(plan, "cuda"), cfg_on("cuda")
     step = torch.zeros((), dtype=torch.int64, device="cuda")
     x_start = torch.randn((2, 8, 13, 4), generator=torch.Generator().manual_seed(2)).cuda()
     x, x0 = x_start.clone(), torch.zeros_like(x_start)
@@ -166,7 +192,7 @@ def test_cuda_graph_replays_the_loop():
     def loop():
         xs, x0s = x, x0
         for j, t in enumerate(ts):
-            xs, x0s = guided_step(coefs, step, xs, fake_model(xs, t), CFG, x0s if j else None)
+            xs, x0s = guided_step(coefs, step, xs, fake_model(xs, t), cfg, x0s if j else None)
             step.add_(1)
         return xs
 

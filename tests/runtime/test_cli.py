@@ -95,7 +95,7 @@ def test_never_overwrites_without_force(files, capsys):
     (["--out", "{d}/nodir/x.wav"], "does not exist"),
     (["--out", "{d}/x.mp3"], "must end in .wav"),
     (["--device", "tpu"], "unknown device"),
-    (["--backend", "magic"], "unknown backend"),
+    (["--backend", "onnxruntime", "--unet-dtype", "fp16"], "no option unet_dtype"),
 ])
 def test_bad_input_is_one_clear_line(files, capsys, args, match):
     (files / "garbage.png").write_bytes(b"this is not a png")
@@ -115,6 +115,12 @@ def test_bad_input_is_one_clear_line(files, capsys, args, match):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("objaudio: error:") and match in err[0], err
     assert not (files / "bad.wav").exists()
+
+
+def test_backend_is_one_of_the_registered(files):
+    with pytest.raises(SystemExit) as exc:                         # argparse's choices: usage + error, exit 2
+        run("generate", "--image", files / "scene.png", "--out", files / "x.wav", "--backend", "magic")
+    assert exc.value.code == 2
 
 
 def test_cli_process_has_no_traceback(files):

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from objaudio_rt import Box, Mask, ModelConfig, ObjaudioError, Points, Text, Whole
+from objaudio_rt.denoise import Conditions, denoise
 from objaudio_rt.pipeline import Pipeline
 
 OPTS = dict(steps=3, progress=False)
@@ -159,10 +160,21 @@ def _backend_inputs(pipe, scene, *masks):
 def test_composed_denoise_with_one_part_is_denoise_exactly(tiny_pipe, scene_image, square_mask):
     scene = tiny_pipe.encode_image(scene_image)
     conds, x, plan = _backend_inputs(tiny_pipe, scene, square_mask)
-    ref = tiny_pipe.backend.denoise(x, conds, plan, 3.0, progress=False)
-    out = tiny_pipe.backend.denoise_composed(x, conds, torch.zeros(1, dtype=torch.int64), torch.ones(1), plan, 3.0,
-                                             progress=False)
+    ref = _single_part_loop(tiny_pipe.backend, x, conds, plan, 3.0)
+    out = denoise(tiny_pipe.backend, x, Conditions.single(conds), plan, 3.0, progress=False)
     assert torch.equal(out, ref)
+
+
+def _single_part_loop(backend, x, cond, plan, cfg):
+    """The loop for one condition per item as written before the composed form: eps of [null, cond]."""
+    from objaudio_rt.samplers import reference_step
+
+    cond2 = torch.cat([backend.null_condition.expand_as(cond), cond])
+    x0 = None
+    for i in range(plan.steps):
+        eps2 = backend.unet_eps(torch.cat([x, x]), plan.timesteps[i], cond2)
+        x, x0 = reference_step(plan.coefs[i], x, eps2, cfg, x0)
+    return x
 
 
 def test_composed_denoise_averages_the_guidance_directions(tiny_pipe, scene_image, square_mask, disc_mask):
@@ -174,12 +186,13 @@ def test_composed_denoise_averages_the_guidance_directions(tiny_pipe, scene_imag
     plan = SamplerPlan.build("ddim", 1, tiny_pipe.config.schedule)
     be, cfg, owner = tiny_pipe.backend, 2.5, torch.zeros(2, dtype=torch.int64)
     t = plan.timesteps[0]
-    eps_u = be.unet_eps(x, t, tiny_pipe.model.null_condition[None])
+    eps_u = be.unet_eps(x, t, be.null_condition[None])
     eps_a, eps_b = be.unet_eps(x, t, conds[:1]), be.unet_eps(x, t, conds[1:])
     expected, _ = reference_step(plan.coefs[0], x, torch.cat([eps_u, 0.25 * eps_a + 0.75 * eps_b]), cfg, None)
-    out = be.denoise_composed(x, conds, owner, torch.tensor([0.25, 0.75]), plan, cfg, progress=False)
+    out = denoise(be, x, Conditions.composed(conds, owner, torch.tensor([0.25, 0.75]), 1), plan, cfg, progress=False)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
-    other = be.denoise_composed(x, conds, owner, torch.tensor([0.75, 0.25]), plan, cfg, progress=False)
+    other = denoise(be, x, Conditions.composed(conds, owner, torch.tensor([0.75, 0.25]), 1), plan, cfg,
+                    progress=False)
     assert (other - out).abs().max() > 1e-4                       # the weights matter
 
 
@@ -191,8 +204,7 @@ def test_composed_denoise_rejects_bad_parts(tiny_pipe, scene_image, square_mask,
     scene = tiny_pipe.encode_image(scene_image)
     conds, x, plan = _backend_inputs(tiny_pipe, scene, square_mask, disc_mask)
     with pytest.raises(ObjaudioError, match=match):
-        tiny_pipe.backend.denoise_composed(x, conds, torch.tensor(owner), torch.tensor(weights), plan, 2.0,
-                                           progress=False)
+        Conditions.composed(conds, torch.tensor(owner), torch.tensor(weights), 1)
 
 
 def test_union_modes(tiny_pipe, scene_image, square_mask, disc_mask):

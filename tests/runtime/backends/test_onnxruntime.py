@@ -1,13 +1,18 @@
-"""OnnxRuntimeBackend: the pipeline end to end against eager, the cache, foreign ONNX folders."""
+"""OnnxRuntimeBackend: the pipeline end to end against eager, the cache folder, foreign ONNX folders.
+
+The graphs come from the exporter (the tests may import export/; the runtime never does)."""
 import copy
 
 import numpy as np
 import pytest
 import torch
 
-from objaudio_rt.backends import EagerBackend
-from objaudio_rt.backends_onnx import OnnxRuntimeBackend, model_fingerprint
+from export.onnx import main as export_main
+from objaudio_rt.artifacts import model_fingerprint
+from objaudio_rt.backends.eager import EagerBackend
+from objaudio_rt.backends.onnxruntime import OnnxRuntimeBackend
 from objaudio_rt.config import ModelConfig
+from objaudio_rt.denoise import Conditions, denoise
 from objaudio_rt.errors import ObjaudioError
 from objaudio_rt.model import ObjaudioModel
 from objaudio_rt.pipeline import Pipeline
@@ -20,7 +25,11 @@ def test_pipeline_onnxruntime_matches_eager(tmp_path, monkeypatch):
     monkeypatch.setenv("OBJAUDIO_CACHE", str(tmp_path))
     image = (np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)
     eager = Pipeline.from_pretrained("tiny")
-    ort = Pipeline.from_pretrained("tiny", backend="onnxruntime")       # exports into the cache
+    with pytest.raises(ObjaudioError, match="python -m export.onnx --cache"):     # the runtime never exports
+        Pipeline.from_pretrained("tiny", backend="onnxruntime")
+    assert export_main(["--preset", "tiny", "--random-init", "--cache", "--quiet",
+                        "--only", "unet,vae_decoder,vocoder,image_encoder,text_encoder"]) == 0
+    ort = Pipeline.from_pretrained("tiny", backend="onnxruntime")       # reads the cache folder
     fp = model_fingerprint(eager.model)
     assert ort.backend.onnx_dir == tmp_path / "onnx" / fp[:32]
     runs = {}
@@ -33,7 +42,7 @@ def test_pipeline_onnxruntime_matches_eager(tmp_path, monkeypatch):
     cond = eager.condition(runs["eager_scene"], runs["eager"].weights).double()
     shape, _ = eager.latent_shape(eager.config.clip_seconds)
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(3))[None].double()
-    mel64 = ref.decode(ref.denoise(noise, cond, SamplerPlan.build("ddim", 4), 2.0, progress=False))
+    mel64 = ref.decode(denoise(ref, noise, Conditions.single(cond), SamplerPlan.build("ddim", 4), 2.0, progress=False))
     scale = mel64.abs().max()
     torch_err = (runs["eager"].mel - mel64[0]).abs().max()
     ort_err = (runs["ort"].mel - mel64[0]).abs().max()
@@ -46,7 +55,6 @@ def test_pipeline_onnxruntime_matches_eager(tmp_path, monkeypatch):
     union = [pipe.generate_many(runs[name + "_scene"], [Mask(left) | Mask(right)], steps=3, seed=4,
                                 progress=False)[0].mel for name, pipe in (("eager", eager), ("ort", ort))]
     assert (union[1] - union[0]).abs().max() <= 1e-4 * union[0].abs().max()
-    Pipeline.from_pretrained("tiny", backend="onnxruntime")            # second time: reads the cache
 
 
 def test_explicit_dir_from_other_weights_is_refused(tiny_export):

@@ -1,10 +1,12 @@
 """The fast backend against its reference, the eager backend.
 
-CPU: the fast backend's defaults there are the eager paths (bit-for-bit equal results), and its
-device-indexed loop (the one the CUDA graph captures) equals the eager loop run on the same
-float32 coefficient table. CUDA (tests named *cuda*, run by benchmarks/gpu_check.sh): the graphed
-loop equals the un-graphed one, fresh inputs replay correctly, the cache evicts, and a
-half-precision fast run stays within twice the error of the eager backend in that precision.
+CPU: the fast backend's defaults there are the eager paths (bit-for-bit equal results), and the
+loop with the fused step (what the CUDA graph captures, here through the Triton interpreter or
+the step's reference fallback) equals the eager loop run on the same float32 coefficient table.
+CUDA (tests named *cuda*, run by benchmarks/gpu_check.sh): the graphed loop equals the un-graphed
+one, fresh inputs replay correctly, one capture serves every guidance value, composed unions are
+captured too, the cache evicts, and a half-precision fast run stays within twice the error of
+the eager backend in that precision.
 """
 import copy
 
@@ -12,9 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from objaudio_rt.backends import EagerBackend
+from objaudio_rt.backends.eager import EagerBackend
+from objaudio_rt.backends.fast import FastBackend, FastOptions
+from objaudio_rt.backends.fused import fused_step
 from objaudio_rt.config import ModelConfig
-from objaudio_rt.fast import DeviceTables, FastBackend, FastOptions
+from objaudio_rt.denoise import Conditions, DeviceTables, denoise, guided_loop
 from objaudio_rt.model import Calibration, ObjaudioModel
 from objaudio_rt.pipeline import Pipeline
 from objaudio_rt.samplers import SamplerPlan
@@ -51,6 +55,22 @@ def assert_close(out: torch.Tensor, ref: torch.Tensor, tol: float, what: str) ->
                         f"{out.flatten()[where].item()} vs {ref.flatten()[where].item()}")
 
 
+def run(backend, x, cond, plan, cfg=CFG):
+    """The pipeline's loop for one condition per item: cond (B, cond_dim)."""
+    return denoise(backend, x, Conditions.single(cond), plan, cfg, progress=False)
+
+
+def run_composed(backend, x, conds, owner, weights, plan, cfg=CFG):
+    return denoise(backend, x, Conditions.composed(conds, owner, weights, x.shape[0]), plan, cfg, progress=False)
+
+
+class FusedStepFast(FastBackend):
+    """The fast backend with the fused step on any device (on a CPU: the Triton interpreter)."""
+
+    def step(self, tables, i, x, eps_pair, cfg, x0_prev):
+        return fused_step(tables, i, x, eps_pair, cfg, x0_prev)
+
+
 def float32_table(plan: SamplerPlan) -> SamplerPlan:
     """The plan with its coefficients rounded to float32, as the device table holds them."""
     return SamplerPlan(plan.sampler, plan.timesteps, plan.coefs.float().double())
@@ -64,8 +84,8 @@ def test_fast_on_cpu_equals_eager_bit_for_bit(tiny, sampler, steps):
     fast = FastBackend(copy.deepcopy(tiny), torch.device("cpu"))
     plan = SamplerPlan.build(sampler, steps, tiny.config.schedule)
     x, cond = inputs(tiny, 2, seed=11)
-    z_e = eager.denoise(x, cond, plan, CFG, progress=False)
-    z_f = fast.denoise(x, cond, plan, CFG, progress=False)
+    z_e = run(eager, x, cond, plan)
+    z_f = run(fast, x, cond, plan)
     assert torch.equal(z_f, z_e)
     mel = eager.decode(z_e)
     assert torch.equal(fast.decode(z_e), mel)
@@ -79,8 +99,8 @@ def test_fast_composed_on_cpu_equals_eager_bit_for_bit(tiny):
     x, _ = inputs(tiny, 2, seed=13)
     _, conds = inputs(tiny, 3, seed=14)
     owner, weights = torch.tensor([0, 1, 1]), torch.tensor([1.0, 0.5, 0.5])
-    assert torch.equal(fast.denoise_composed(x, conds, owner, weights, plan, CFG, progress=False),
-                       eager.denoise_composed(x, conds, owner, weights, plan, CFG, progress=False))
+    assert torch.equal(run_composed(fast, x, conds, owner, weights, plan),
+                       run_composed(eager, x, conds, owner, weights, plan))
 
 
 def test_fast_pipeline_on_cpu_equals_eager():
@@ -95,20 +115,20 @@ def test_fast_pipeline_on_cpu_equals_eager():
 
 
 @pytest.mark.parametrize("sampler,steps", SAMPLERS)
-def test_device_loop_equals_eager_loop_on_the_same_table(tiny, sampler, steps):
-    """The loop the CUDA graph captures, run on the CPU (no graph): device step counter, device
-    timestep and coefficient reads, the fused step's reference fallback (or its Triton interpreter)."""
+def test_fused_step_loop_equals_eager_loop_on_the_same_table(tiny, sampler, steps):
+    """The loop the CUDA graph captures with the fast backend's fused step, run on the CPU (no graph):
+    device step counter, device timestep, coefficient and guidance reads."""
     eager = EagerBackend(copy.deepcopy(tiny), torch.device("cpu"))
-    fast = FastBackend(copy.deepcopy(tiny), torch.device("cpu"))
+    fast = FusedStepFast(copy.deepcopy(tiny), torch.device("cpu"))
     plan = SamplerPlan.build(sampler, steps, tiny.config.schedule)
     x, cond = inputs(tiny, 3, seed=12)
     tables = DeviceTables.upload(plan, torch.device("cpu"))
-    out = fast.device_loop(x, cond, tables, plan, CFG)
+    out = guided_loop(fast, x, Conditions.single(cond), tables, torch.full((1,), CFG))
     assert tables.step.item() == steps
-    ref32 = eager.denoise(x, cond, float32_table(plan), CFG, progress=False)
-    assert_close(out, ref32, 1e-6, "device loop vs eager loop, same float32 table")
-    ref64 = eager.denoise(x, cond, plan, CFG, progress=False)
-    assert_close(out, ref64, 1e-4, "device loop (float32 table) vs eager loop (float64 table)")
+    ref32 = run(eager, x, cond, float32_table(plan))
+    assert_close(out, ref32, 1e-6, "fused-step loop vs eager loop, same float32 table")
+    ref64 = run(eager, x, cond, plan)
+    assert_close(out, ref64, 1e-4, "fused-step loop (float32 table) vs eager loop (float64 table)")
 
 
 def test_options_reject_unknown_dtype():
@@ -142,25 +162,45 @@ def test_cuda_graph_replay_equals_device_loop(tiny, sampler, steps):
     plan = SamplerPlan.build(sampler, steps, tiny.config.schedule)
     for seed in (21, 22):                     # a second replay with fresh inputs: static buffers are refilled
         x, cond = inputs(tiny, 2, seed, "cuda")
-        out = graphed.denoise(x, cond, plan, CFG, progress=False)
-        ref = plain.denoise(x, cond, plan, CFG, progress=False)
+        out = run(graphed, x, cond, plan)
+        ref = run(plain, x, cond, plan)
         assert_close(out, ref, 1e-5, f"graph replay vs device loop (seed {seed})")
-    assert graphed.graphed_loops() == 1
+    assert len(graphed.graphs) == 1
 
 
 @needs_cuda
 @pytest.mark.usefixtures("no_tf32")
-def test_cuda_composed_union_fast_matches_eager(tiny):
-    """A composed union runs the host loop through the fast backend's own UNet (fp32 here)."""
-    fast = cuda_backends(tiny, unet_dtype=torch.float32)
+def test_cuda_captured_loop_serves_every_cfg(tiny):
+    """Guidance is a device scalar: one capture, replayed for two cfg values, each equal to the host loop."""
+    graphed = cuda_backends(tiny, unet_dtype=torch.float32, cuda_graph=True)
+    plain = cuda_backends(tiny, unet_dtype=torch.float32, cuda_graph=False)
+    plan = SamplerPlan.build("dpmpp", 5, tiny.config.schedule)
+    x, cond = inputs(tiny, 2, seed=23, device="cuda")
+    outs = []
+    for cfg in (CFG, 4.0):
+        outs.append(run(graphed, x, cond, plan, cfg))
+        assert_close(outs[-1], run(plain, x, cond, plan, cfg), 1e-5, f"graph replay vs host loop, cfg {cfg}")
+    assert len(graphed.graphs) == 1
+    assert (outs[0] - outs[1]).abs().max() > 1e-3                  # the guidance value reached the graph
+
+
+@needs_cuda
+@pytest.mark.usefixtures("no_tf32")
+def test_cuda_captured_composed_union_equals_host_loop(tiny):
+    """A composed union (B + R UNet rows, weighted guidance) is captured too, and replays fresh inputs."""
+    graphed = cuda_backends(tiny, unet_dtype=torch.float32, cuda_graph=True)
+    plain = cuda_backends(tiny, unet_dtype=torch.float32, cuda_graph=False)
     eager = EagerBackend(copy.deepcopy(tiny), torch.device("cuda"))
     plan = SamplerPlan.build("dpmpp", 5, tiny.config.schedule)
-    x, _ = inputs(tiny, 2, seed=37, device="cuda")
-    _, conds = inputs(tiny, 3, seed=38, device="cuda")
     owner, weights = torch.tensor([0, 1, 1]), torch.tensor([1.0, 0.5, 0.5])
-    ref = eager.denoise_composed(x, conds, owner, weights, plan, CFG, progress=False)
-    out = fast.denoise_composed(x, conds, owner, weights, plan, CFG, progress=False)
-    assert_close(out, ref, 1e-5, "fast composed vs eager composed")
+    for seed in (37, 39):
+        x, _ = inputs(tiny, 2, seed=seed, device="cuda")
+        _, conds = inputs(tiny, 3, seed=seed + 1, device="cuda")
+        out = run_composed(graphed, x, conds, owner, weights, plan)
+        assert_close(out, run_composed(plain, x, conds, owner, weights, plan), 1e-5, "captured vs host loop")
+        assert_close(out, run_composed(eager, x, conds, owner, weights, float32_table(plan)), 1e-5,
+                     "captured fast composed vs eager composed")
+    assert len(graphed.graphs) == 1
 
 
 @needs_cuda
@@ -172,8 +212,8 @@ def test_cuda_fp32_fast_matches_eager(tiny, sampler, steps):
     eager = EagerBackend(copy.deepcopy(tiny), torch.device("cuda"))
     plan = SamplerPlan.build(sampler, steps, tiny.config.schedule)
     x, cond = inputs(tiny, 2, seed=31, device="cuda")
-    ref = eager.denoise(x, cond, float32_table(plan), CFG, progress=False)
-    assert_close(fast.denoise(x, cond, plan, CFG, progress=False), ref, 1e-5, "fast fp32 vs eager fp32")
+    ref = run(eager, x, cond, float32_table(plan))
+    assert_close(run(fast, x, cond, plan), ref, 1e-5, "fast fp32 vs eager fp32")
 
 
 @needs_cuda
@@ -184,9 +224,9 @@ def test_cuda_half_unet_within_twice_eager_half_error(tiny, dtype, sampler, step
     """Tolerance from the reference's own error: eager with the model in `dtype` vs eager fp32."""
     plan = SamplerPlan.build(sampler, steps, tiny.config.schedule)
     x, cond = inputs(tiny, 2, seed=41, device="cuda")
-    ref = EagerBackend(copy.deepcopy(tiny), torch.device("cuda")).denoise(x, cond, plan, CFG, progress=False)
-    half = EagerBackend(copy.deepcopy(tiny), torch.device("cuda"), dtype).denoise(x, cond, plan, CFG, progress=False)
-    fast = cuda_backends(tiny, unet_dtype=dtype).denoise(x, cond, plan, CFG, progress=False)
+    ref = run(EagerBackend(copy.deepcopy(tiny), torch.device("cuda")), x, cond, plan)
+    half = run(EagerBackend(copy.deepcopy(tiny), torch.device("cuda"), dtype), x, cond, plan)
+    fast = run(cuda_backends(tiny, unet_dtype=dtype), x, cond, plan)
     ref_err = rel_err(half, ref)
     assert_close(fast, ref, 2 * ref_err + 1e-6, f"fast {dtype} vs eager fp32 (eager {dtype} error {ref_err:.2e})")
 
@@ -198,12 +238,15 @@ def test_cuda_graph_cache_is_lru(tiny):
     x, cond = inputs(tiny, 1, seed=51, device="cuda")
     ddim = SamplerPlan.build("ddim", 3, tiny.config.schedule)
     dpm = SamplerPlan.build("dpmpp", 3, tiny.config.schedule)
-    first = fast.denoise(x, cond, ddim, CFG, progress=False)
-    fast.denoise(x, cond, ddim, CFG + 1, progress=False)          # cfg is part of the key
-    assert fast.graphed_loops() == 2
-    fast.denoise(x, cond, dpm, CFG, progress=False)               # evicts (ddim, CFG)
-    assert fast.graphed_loops() == 2
-    assert torch.equal(fast.denoise(x, cond, ddim, CFG, progress=False), first)   # recaptured, same result
+    x2, cond2 = inputs(tiny, 2, seed=52, device="cuda")
+    first = run(fast, x, cond, ddim)
+    run(fast, x, cond, ddim, CFG + 1)                             # cfg is not part of the key
+    assert len(fast.graphs) == 1
+    run(fast, x2, cond2, ddim)                                    # a batch of 2: another shape, another graph
+    assert len(fast.graphs) == 2
+    run(fast, x, cond, dpm)                                       # evicts (ddim, batch 1), the least recent
+    assert len(fast.graphs) == 2
+    assert torch.equal(run(fast, x, cond, ddim), first)           # recaptured, same result
 
 
 @needs_cuda
@@ -215,12 +258,11 @@ def test_cuda_fast_pipeline_end_to_end(tiny):
     mask[10:40, 5:30] = 1
     calibration = Calibration.uncalibrated(tiny.config.image.num_patches)
     pipes = {name: Pipeline(copy.deepcopy(tiny), calibration, "cuda", backend=name) for name in ("eager", "fast")}
-    pipes["eager-fp16"] = Pipeline(copy.deepcopy(tiny), calibration, "cuda", backend="eager")
-    pipes["eager-fp16"].backend = EagerBackend(pipes["eager-fp16"].model, torch.device("cuda"), torch.float16)
-    pipes["eager-fp16"].model.grounding.float()          # Pipeline.condition feeds it float32
+    pipes["eager-fp16"] = Pipeline(copy.deepcopy(tiny), calibration, "cuda", backend="eager",
+                                   backend_options={"dtype": "fp16"})
     waves = {name: p.generate(p.encode_image(image), Mask(mask), steps=8, sampler="ddim", seed=4, progress=False)
              for name, p in pipes.items()}
-    assert pipes["fast"].backend.graphed_loops() == 1
+    assert len(pipes["fast"].backend.graphs) == 1
     ref_err = rel_err(waves["eager-fp16"], waves["eager"])
     assert_close(waves["fast"], waves["eager"], 2 * ref_err + 1e-6,
                  f"fast vs eager fp32 wave (eager fp16 error {ref_err:.2e})")
@@ -232,8 +274,8 @@ def test_cuda_compiled_unet_matches(tiny):
     """compile_unet (off by default): the compiled UNet inside the graph computes the same function."""
     plan = SamplerPlan.build("dpmpp", 4, tiny.config.schedule)
     x, cond = inputs(tiny, 2, seed=61, device="cuda")
-    ref = cuda_backends(tiny, unet_dtype=torch.float32).denoise(x, cond, plan, CFG, progress=False)
-    out = cuda_backends(tiny, unet_dtype=torch.float32, compile_unet=True).denoise(x, cond, plan, CFG, progress=False)
+    ref = run(cuda_backends(tiny, unet_dtype=torch.float32), x, cond, plan)
+    out = run(cuda_backends(tiny, unet_dtype=torch.float32, compile_unet=True), x, cond, plan)
     assert_close(out, ref, 1e-4, "compiled vs eager UNet in the graphed loop (fp32, tf32 off)")
 
 

@@ -1,18 +1,18 @@
 """TensorRT backend: engines built by `export.trt`, one shared device-memory block, a CUDA-graph loop.
 
-Everything above the engine call is `GraphBackend`'s (backends_onnx.py), shared with and tested
+Everything above the engine call is `GraphBackend`'s (graph.py), shared with and tested
 through the ONNX Runtime backend: which network runs for which pipeline step, input dtypes and
 shapes, the NaN guard inside the VAE graph. Here: the `Engine` class (load, bind I/O to torch
 tensors with set_tensor_address, execute_async_v3 on the current torch stream), the engine
-sidecar check, and `denoise` captured as one CUDA graph per (shape, sampler, steps, cfg) with the
-fused sampler step (objaudio_rt.kernels, when present) between UNet calls.
+sidecar check, the fused sampler step between UNet calls, and the loop (denoise.guided_loop)
+captured as one CUDA graph by the shared cache (cuda_graph.py), as the fast backend does.
 
 Each engine `X.plan` has a JSON sidecar `X.plan.json` (`engine_sidecar`) recording the TensorRT
 version, the GPU's compute capability, the weights fingerprint and the contract version;
 `check_engine_sidecar` refuses an engine whose sidecar differs and names every difference.
 
 NOT EXERCISED on any machine of this project (TensorRT cannot be installed here): `Engine`,
-`TensorRTBackend`, the CUDA-graph capture and `current_platform`. They are written against
+`TensorRTBackend` and `current_platform`. They are written against
 TensorRT 10's documented Python API. The sidecar format and checks are pure Python and tested.
 """
 from __future__ import annotations
@@ -23,10 +23,14 @@ from pathlib import Path
 
 import torch
 
-from .backends_onnx import CONTRACT_VERSION, RUNTIME_NETWORKS, GraphBackend, cache_root, model_fingerprint
-from .errors import ObjaudioError, check
-from .model import ObjaudioModel
-from .samplers import SamplerPlan, reference_step
+from ..artifacts import CONTRACT_VERSION, RUNTIME_NETWORKS, trt_cache_dir
+from ..errors import ObjaudioError, check
+from ..model import ObjaudioModel
+from .cuda_graph import CudaGraphCache
+from .fused import fused_step
+from .graph import GraphBackend
+
+GRAPH_CACHE_SIZE = 4      # captured loops kept (LRU), as FastOptions.graph_cache_size
 
 SIDECAR_FORMAT = "objaudio-trt-engine"
 # sidecar key -> how an error names it
@@ -124,7 +128,8 @@ class Engine:
 class TensorRTBackend(GraphBackend):
     name = "tensorrt"
 
-    def __init__(self, model: ObjaudioModel, device: torch.device, engine_dir: str | os.PathLike | None = None):
+    def __init__(self, model: ObjaudioModel, device: torch.device, engine_dir: str | os.PathLike | None = None,
+                 graph_cache_size: int = GRAPH_CACHE_SIZE):
         check(device.type == "cuda", "the tensorrt backend needs --device cuda")
         try:
             import tensorrt as trt
@@ -132,8 +137,8 @@ class TensorRTBackend(GraphBackend):
             raise ObjaudioError("TensorRT is not installed: pip install tensorrt (NVIDIA's index), "
                                 "or use --backend onnxruntime") from None
         super().__init__(model, device)
-        fingerprint = model_fingerprint(self.model)
-        self.engine_dir = Path(engine_dir) if engine_dir is not None else cache_root() / "trt" / fingerprint[:32]
+        fingerprint = self.fingerprint
+        self.engine_dir = Path(engine_dir) if engine_dir is not None else trt_cache_dir(fingerprint)
         check(self.engine_dir.is_dir(), f"no TensorRT engines in {self.engine_dir}: build them with "
                                         f"`python -m export.onnx --out ONNX_DIR && python -m export.trt "
                                         f"--onnx ONNX_DIR --out {self.engine_dir}`")
@@ -148,7 +153,7 @@ class TensorRTBackend(GraphBackend):
         self.device_memory = torch.empty(size, dtype=torch.uint8, device=device)   # one block, all engines
         for e in self.engines.values():
             e.set_device_memory(self.device_memory)
-        self._graphs: dict[tuple, tuple] = {}
+        self.graphs = CudaGraphCache(device, graph_cache_size)
 
     def run(self, network: str, *inputs: torch.Tensor) -> torch.Tensor:
         # engines run one at a time on one stream, so they can share the device-memory block
@@ -158,67 +163,5 @@ class TensorRTBackend(GraphBackend):
         engine.execute()
         return out.float().clone()           # the engine reuses its output buffer on the next call
 
-    @torch.no_grad()
-    def denoise(self, x: torch.Tensor, cond: torch.Tensor, plan: SamplerPlan, cfg: float,
-                progress: bool = True) -> torch.Tensor:
-        """The whole loop as one CUDA graph, captured on first use per (shape, sampler, steps, cfg)."""
-        key = (tuple(x.shape), plan.sampler, plan.steps, float(cfg))
-        if key not in self._graphs:
-            self._graphs[key] = self._capture(x, cond, plan, cfg)
-        graph, x_in, cond_in, x_out = self._graphs[key]
-        x_in.copy_(x)
-        cond_in.copy_(cond)
-        graph.replay()
-        return x_out.clone()
-
-    def _capture(self, x: torch.Tensor, cond: torch.Tensor, plan: SamplerPlan, cfg: float):
-        b = x.shape[0]
-        unet = self.engines["unet"]
-        x_in, cond_in = torch.empty_like(x, dtype=torch.float32), torch.empty_like(cond, dtype=torch.float32)
-        x2 = torch.empty((2 * b, *x.shape[1:]), device=self.device)                    # (2B, C, H, W)
-        cond2 = torch.empty((2 * b, cond.shape[1]), device=self.device)                 # (2B, cond_dim)
-        t = torch.empty(1, dtype=torch.int64, device=self.device)
-        timesteps = plan.timesteps.to(self.device)
-        eps2 = unet.bind(x2, t, cond2)[0]                                               # fixed addresses
-        step = _sampler_step(plan, self.device)
-
-        def loop():
-            cond2[:b].copy_(self.model.null_condition.expand_as(cond_in))
-            cond2[b:].copy_(cond_in)
-            xc, x0 = x_in, None
-            for i in range(plan.steps):
-                x2[:b].copy_(xc)
-                x2[b:].copy_(xc)
-                t.copy_(timesteps[i:i + 1])
-                unet.execute()
-                xc, x0 = step(i, xc, eps2, cfg, x0)
-            return xc
-
-        x_in.copy_(x)
-        cond_in.copy_(cond)
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            loop()                          # warm-up outside capture: TensorRT sets up shapes on first run
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            x_out = loop()
-        return graph, x_in, cond_in, x_out
-
-
-def _sampler_step(plan: SamplerPlan, device: torch.device):
-    """step(i, x, eps2, cfg, x0_prev) -> (x_next, x0): the fused Triton step when objaudio_rt.kernels
-    is present (coefficients read on the device), else `reference_step` (coefficients as constants)."""
-    try:
-        from .kernels.sampler_step import guided_step_into, upload_coefs
-    except ImportError:
-        return lambda i, x, eps2, cfg, x0: reference_step(plan.coefs[i], x, eps2, cfg, x0)
-    coefs = upload_coefs(plan, device)
-    indices = torch.arange(plan.steps, device=device, dtype=torch.int32)
-
-    def fused(i, x, eps2, cfg, x0_prev):
-        x_next, x0 = torch.empty_like(x), torch.empty_like(x)
-        guided_step_into(coefs, indices[i:i + 1], x, eps2, cfg, x0_prev, x_next, x0)
-        return x_next, x0
-    return fused
+    def step(self, tables, i, x, eps_pair, cfg, x0_prev):
+        return fused_step(tables, i, x, eps_pair, cfg, x0_prev)

@@ -1,0 +1,97 @@
+"""The fast backend: per-network dtypes, SDPA attention, fused kernels, the guided loop as one CUDA graph.
+
+Reference: `EagerBackend` (eager.py), which this subclasses and is held to by
+tests/runtime/backends/test_fast.py. What changes on CUDA:
+
+- per-network dtypes (`FastOptions`): the UNet in fp16 by default; VAE and vocoder stay fp32
+  unless chosen otherwise (their half-precision error is not measured yet); the latent, the
+  condition and the sampler arithmetic stay fp32 throughout
+- grounding through the fused single-query kernel (kernels/grounding.py): the text attention
+  and the pooled value vector `weights V` for the selections of one image
+- attention through PyTorch SDPA (diffusers' `AttnProcessor2_0`), set explicitly
+- the step is the fused kernel (kernels/sampler_step.guided_step): guidance and the update in one
+  pass, reading the coefficient row and the guidance scale on the device
+- the loop (denoise.guided_loop, the same one every backend runs) is captured as a CUDA graph per
+  shapes, sampler, steps and schedule, in a bounded LRU cache (cuda_graph.py); single selections
+  and composed unions alike, and any guidance value replays the same graph
+- optionally `torch.compile` for the UNet (`compile_unet`, off by default: not yet measured)
+
+On a CPU the default options are the eager ones (fp32, no graph) and the step is the reference,
+so the fast backend's results there equal the eager backend's bit for bit.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import check
+from ..kernels.grounding import fused_pooled_values
+from ..model import ObjaudioModel
+from .base import DTYPES
+from .cuda_graph import CudaGraphCache
+from .eager import EagerBackend
+from .fused import fused_step
+
+
+@dataclass(frozen=True)
+class FastOptions:
+    unet_dtype: torch.dtype = torch.float16
+    vae_dtype: torch.dtype = torch.float32
+    vocoder_dtype: torch.dtype = torch.float32
+    cuda_graph: bool = True              # capture the whole denoising loop (CUDA only)
+    graph_cache_size: int = 4            # captured loops kept (LRU); each holds its own memory pool
+    compile_unet: bool = False           # torch.compile the UNet (default mode; works inside the graph)
+
+    def __post_init__(self):
+        for name in ("unet_dtype", "vae_dtype", "vocoder_dtype"):
+            check(getattr(self, name) in DTYPES.values(),
+                  f"{name} must be one of torch.float32/float16/bfloat16, got {getattr(self, name)}")
+        check(self.graph_cache_size >= 1, f"graph_cache_size must be >= 1, got {self.graph_cache_size}")
+
+    @staticmethod
+    def default_for(device: torch.device, **changes) -> "FastOptions":
+        """fp16 UNet and a graphed loop on CUDA; on a CPU the eager equivalents (fp32, no graph);
+        `changes` override either."""
+        base = {} if device.type == "cuda" else {"unet_dtype": torch.float32, "cuda_graph": False}
+        return FastOptions(**{**base, **changes})
+
+
+class FastBackend(EagerBackend):
+    name = "fast"
+
+    def __init__(self, model: ObjaudioModel, device: torch.device, options: FastOptions | None = None):
+        self.options = options if options is not None else FastOptions.default_for(device)
+        super().__init__(model, device, torch.float32, unet_dtype=self.options.unet_dtype,
+                         vae_dtype=self.options.vae_dtype, vocoder_dtype=self.options.vocoder_dtype)
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        self.model.unet.set_attn_processor(AttnProcessor2_0())
+        if self.options.compile_unet:
+            self.unet = torch.compile(self.unet)
+        if device.type == "cuda" and self.options.cuda_graph:
+            self.graphs = CudaGraphCache(device, self.options.graph_cache_size)
+
+    @torch.no_grad()
+    def text_attention(self, query: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """The fused single-query softmax path (kernels/grounding.py) where it applies; else eager."""
+        g = self.grounding
+        if self.device.type != "cuda" or g.cfg.attention != "dot" or g.heads != 1:
+            return super().text_attention(query, tokens)
+        _, a = fused_pooled_values(g, tokens.float(), query=query.float())
+        return a[:, None, :]                                               # (N, 1, P)
+
+    @torch.no_grad()
+    def grounding_condition(self, weights: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """c = MLP(weights V) with `weights V` from the fused pooled-value kernel on CUDA."""
+        g = self.grounding
+        if self.device.type != "cuda" or (weights.ndim == 3 and weights.shape[1] != 1):
+            return super().grounding_condition(weights, tokens)
+        o, _ = fused_pooled_values(g, tokens.float(), weights=weights.reshape(weights.shape[0], -1).float())
+        return g.mlp(o)
+
+    def step(self, tables, i, x, eps_pair, cfg, x0_prev):
+        """The fused kernel on CUDA; the reference elsewhere (so a CPU run equals eager bit for bit)."""
+        if self.device.type != "cuda":
+            return super().step(tables, i, x, eps_pair, cfg, x0_prev)
+        return fused_step(tables, i, x, eps_pair, cfg, x0_prev)

@@ -1,0 +1,135 @@
+"""The guided denoising loop, written once; every backend runs it, graphed or not.
+
+A batch of B items is conditioned on R part rows (`Conditions`): each row belongs to one item
+(`owner`) with a weight, and an item's weights sum to 1. A single selection is one row with
+weight 1; a composed union `A | B` is one row per part. Per step the UNet runs on the B
+unconditional rows and the R part rows, and (composable guidance)
+
+    eps_c(b) = sum over rows r of item b of w_r eps(x_b, c_r)
+    eps      = eps_u + cfg * (eps_c - eps_u)
+
+then the sampler's affine update (samplers.py). With one row of weight 1 per item, eps_c is that
+row's eps exactly (0 + 1 * eps), so the composed form is also the single-selection loop.
+
+Backends supply only the network call (`unet_eps`) and the step (`step`: `reference_step` on
+the host's float64 table, or the fused kernel reading the device table). The loop never syncs
+with the host: the timestep and the coefficient row are read at a device step counter and the
+guidance scale is a device tensor, so `denoise` can capture it whole as one CUDA graph
+(backends/cuda_graph.py) for backends that graph their loop, and replay it for any guidance value.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from .backends.base import Backend
+from .errors import check
+from .samplers import SamplerPlan
+
+WARMUP_STEPS = 3          # loop steps run on a side stream before capture (handles, Triton JIT, kernel variants)
+
+
+@dataclass
+class Conditions:
+    """R condition rows for B items: rows (R, cond_dim), owner (R,) int64, weights (R,) float32."""
+    rows: torch.Tensor
+    owner: torch.Tensor
+    weights: torch.Tensor
+
+    @staticmethod
+    def single(cond: torch.Tensor) -> "Conditions":
+        """One row of weight 1 per item: cond (B, cond_dim)."""
+        b = cond.shape[0]
+        return Conditions(cond, torch.arange(b, device=cond.device), torch.ones(b, device=cond.device))
+
+    @staticmethod
+    def composed(rows: torch.Tensor, owner: torch.Tensor, weights: torch.Tensor, items: int) -> "Conditions":
+        """Checked on the host: every item owns at least one row, weights >= 0 summing to 1 per item."""
+        check(rows.ndim == 2 and owner.shape == weights.shape == rows.shape[:1],
+              f"rows must be (R, cond_dim) with owner and weights (R,), got {tuple(rows.shape)}, "
+              f"{tuple(owner.shape)} and {tuple(weights.shape)}")
+        owner = owner.to(torch.int64).cpu()
+        check(bool(((owner >= 0) & (owner < items)).all()) and torch.unique(owner).numel() == items,
+              f"owner must name each of the {items} items at least once")
+        total = torch.zeros(items, dtype=torch.float64).index_add_(0, owner, weights.double().cpu())
+        check(bool((weights >= 0).all()) and bool(torch.allclose(total, torch.ones_like(total), atol=1e-5)),
+              "composition weights must be non-negative and sum to 1 per item")
+        return Conditions(rows, owner, weights.float())
+
+    def to(self, device: torch.device) -> "Conditions":
+        return Conditions(self.rows.to(device), self.owner.to(device), self.weights.to(device))
+
+
+@dataclass
+class DeviceTables:
+    """A sampler plan on the device, indexed by a device step counter (no host sync per step)."""
+    plan: SamplerPlan           # the host plan: float64 coefficients, and which steps read the history
+    timesteps: torch.Tensor     # (S,) int64
+    coefs: torch.Tensor         # (S, 5) float32: cx, ce, cp, dx, de
+    step: torch.Tensor          # (1,) int64, the current step index
+
+    @staticmethod
+    def upload(plan: SamplerPlan, device: torch.device) -> "DeviceTables":
+        return DeviceTables(plan, plan.timesteps.to(device),
+                            plan.coefs.to(device=device, dtype=torch.float32).contiguous(),
+                            torch.zeros(1, dtype=torch.int64, device=device))
+
+
+@torch.no_grad()
+def guided_loop(backend: Backend, x: torch.Tensor, cond: Conditions, tables: DeviceTables, cfg: torch.Tensor,
+                steps: int | None = None, progress: bool = False) -> torch.Tensor:
+    """x: (B, C, H, W) noise; cfg: (1,) float32 device scalar. Runs the first `steps` steps (all by default)."""
+    b = x.shape[0]
+    null = backend.null_condition.to(cond.rows.dtype).expand(b, -1)
+    cond_rows = torch.cat([null, cond.rows])                                  # (B + R, cond_dim), unconditional first
+    w = cond.weights.view(-1, *([1] * (x.ndim - 1)))                          # (R, 1, 1, 1)
+    tables.step.zero_()
+    x0 = None
+    n = tables.plan.steps if steps is None else steps
+    for i in tqdm(range(n), desc=f"denoise ({tables.plan.sampler})", disable=not progress, leave=False):
+        t = tables.timesteps.index_select(0, tables.step)                     # (1,) int64, read on the device
+        x_rows = torch.cat([x, x.index_select(0, cond.owner)])                # (B + R, C, H, W)
+        eps = backend.unet_eps(x_rows, t, cond_rows).float()                  # (B + R, C, H, W)
+        eps_c = torch.zeros_like(eps[:b]).index_add_(0, cond.owner, eps[b:] * w)   # (B, C, H, W)
+        x, x0 = backend.step(tables, i, x, torch.cat([eps[:b], eps_c]), cfg, x0)
+        tables.step.add_(1)
+    return x
+
+
+@torch.no_grad()
+def denoise(backend: Backend, noise: torch.Tensor, cond: Conditions, plan: SamplerPlan, cfg: float,
+            progress: bool = True) -> torch.Tensor:
+    """noise: (B, C, H, W), float32 (float64 for a reference run). Returns the final latent (B, C, H, W)
+    on the backend's device; the sampler arithmetic is float32 (samplers.reference_step).
+
+    Backends with a graph cache (`backend.graphs`) replay the loop captured once per shapes,
+    sampler, steps and schedule; the others run it step by step.
+    """
+    dev = backend.device
+    x = noise.to(dev)
+    cond = cond.to(dev)
+    cfg_t = torch.full((1,), float(cfg), dtype=torch.float32, device=dev)            # (1,) device scalar
+    if backend.graphs is None:
+        return guided_loop(backend, x, cond, DeviceTables.upload(plan, dev), cfg_t, progress=progress)
+    inputs = {"x": x, "rows": cond.rows, "owner": cond.owner, "weights": cond.weights, "cfg": cfg_t}
+
+    def capture_body():
+        tables = DeviceTables.upload(plan, dev)                      # owned by the captured graph
+
+        def body(static: dict[str, torch.Tensor], warmup: bool) -> torch.Tensor:
+            static_cond = Conditions(static["rows"], static["owner"], static["weights"])
+            steps = min(plan.steps, WARMUP_STEPS) if warmup else None
+            return guided_loop(backend, static["x"], static_cond, tables, static["cfg"], steps=steps)
+        return body
+
+    return backend.graphs.run(plan_key(plan), inputs, capture_body)
+
+
+def plan_key(plan: SamplerPlan) -> tuple:
+    """What a captured loop depends on besides its input shapes: sampler, steps and the schedule."""
+    schedule = hashlib.blake2b(plan.timesteps.numpy().tobytes() + plan.coefs.numpy().tobytes(),
+                               digest_size=16).hexdigest()
+    return plan.sampler, plan.steps, schedule
