@@ -1,12 +1,13 @@
-"""Selection levers at inference time, as experiments on the evaluation (not a runtime option yet).
+"""Selection levers at inference time, as experiments on the evaluation (not a runtime option).
 
-Per item, the guidance combines signed rows, the unconditional prediction taking the rest:
+They run through the runtime's one guided loop (`objaudio_rt.denoise`): per item, its condition
+rows with signed weights, plus (when the weights do not sum to 1) a row of the null condition
+taking the rest, so that
 
-    E   = sum_r w_r eps(x, c_r) + (1 - sum_r w_r) eps_u          (affine: weights plus remainder = 1)
-    eps = eps_u + cfg * (E - eps_u)
+    eps_c = sum_r w_r eps(x, c_r) + (1 - sum_r w_r) eps_u,    eps = eps_u + cfg * (eps_c - eps_u)
 
-With one row of weight 1 this is classifier-free guidance exactly (`EagerBackend.denoise`), and with
-parts of weight 1/k it is the runtime's composed union (`EagerBackend.denoise_composed`). Levers:
+With one row of weight 1 this is classifier-free guidance exactly, and with parts of weight 1/k
+it is the runtime's composed union. Levers:
 
     negative     lam: a row for the rest of the scene (the complement of the selection's pixel
                  mask) with weight -lam / cfg, i.e. eps = eps_u + cfg (eps_c - eps_u) - lam (eps_neg - eps_u):
@@ -23,9 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from objaudio_rt.denoise import Conditions, denoise
 from objaudio_rt.errors import check
 from objaudio_rt.pipeline import Generation, Pipeline, Scene, _combine_parts
-from objaudio_rt.samplers import SamplerPlan, check_cfg, reference_step
+from objaudio_rt.samplers import SamplerPlan, check_cfg
 from objaudio_rt.selection import Mask, Text, Whole
 
 
@@ -50,28 +52,21 @@ def complement(pixel: np.ndarray | None) -> np.ndarray | None:
     return rest if rest.max() > 0 else None
 
 
-@torch.no_grad()
-def denoise_signed(backend, x: torch.Tensor, conds: torch.Tensor, owner: torch.Tensor, weights: torch.Tensor,
-                   plan: SamplerPlan, cfg: float) -> torch.Tensor:
-    """The guided loop with signed rows (see the module docstring), through `backend.unet_eps`.
-
-    x: (B, C, H, W) noise; conds: (R, cond_dim); owner: (R,) item of each row; weights: (R,) signed."""
-    b = x.shape[0]
-    device = x.device
-    owner = owner.to(device, torch.int64)
-    w = weights.to(device, torch.float32)
-    rest = 1.0 - torch.zeros(b, device=device).index_add_(0, owner, w)            # (B,) weight of eps_u
-    null = backend.model.null_condition.to(conds.dtype).expand(b, -1)
-    cond_rows = torch.cat([null, conds.to(device)])                                # (B + R, cond)
-    shape = (-1,) + (1,) * (x.ndim - 1)
-    timesteps = plan.timesteps.to(device)
-    x0 = None
-    for i in range(plan.steps):
-        eps = backend.unet_eps(torch.cat([x, x.index_select(0, owner)]), timesteps[i], cond_rows).float()
-        eps_u = eps[:b]
-        mixed = (eps_u * rest.view(shape)).index_add_(0, owner, eps[b:] * w.view(shape))   # (B, C, H, W)
-        x, x0 = reference_step(plan.coefs[i], x, torch.cat([eps_u, mixed]), cfg, x0)
-    return x
+def signed_conditions(rows: list[torch.Tensor], owner: list[int], weights: list[float],
+                      null: torch.Tensor) -> Conditions:
+    """`Conditions` for the guided loop from signed rows (each (1, cond_dim)): per item whose weights
+    do not sum to 1, one more row, the null condition, with the remainder (see the module docstring)."""
+    items = max(owner) + 1
+    total = [0.0] * items
+    for o, w in zip(owner, weights):
+        total[o] += w
+    extra = [(o, 1.0 - t) for o, t in enumerate(total) if abs(1.0 - t) > 1e-9]
+    rows = rows + [null.reshape(1, -1).to(rows[0].dtype)] * len(extra)
+    owner = owner + [o for o, _ in extra]
+    weights = weights + [w for _, w in extra]
+    device = rows[0].device
+    return Conditions(torch.cat(rows), torch.tensor(owner, dtype=torch.int64, device=device),
+                      torch.tensor(weights, dtype=torch.float32, device=device))
 
 
 def levered_generate_many(pipe: Pipeline, levers: Levers):
@@ -104,8 +99,8 @@ def levered_generate_many(pipe: Pipeline, levers: Levers):
         shape, n_samples = pipe.latent_shape(c.clip_seconds)
         noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(seed))
                              for _ in selections]).to(pipe.device)                  # (B, C, T/4, M/4)
-        z = denoise_signed(pipe.backend, noise, torch.cat(conds), torch.tensor(owner), torch.tensor(weights),
-                           plan, cfg)
+        rows = signed_conditions(conds, owner, weights, pipe.backend.null_condition)
+        z = denoise(pipe.backend, noise, rows, plan, cfg, progress=progress)      # (B, C, T/4, M/4)
         mel = pipe.backend.decode(z)                                                # (B, T, n_mels)
         wave = pipe.backend.vocode(mel)[:, :n_samples].cpu()                        # (B, samples)
         return [Generation(wave[i], mel[i].cpu(), w.cpu(), m, c.mel.sample_rate, seed, steps, sampler, cfg)

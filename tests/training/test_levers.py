@@ -4,12 +4,14 @@ import numpy as np
 import pytest
 import torch
 
+from objaudio_rt.backends.base import Backend
 from objaudio_rt.config import ModelConfig
+from objaudio_rt.denoise import denoise
 from objaudio_rt.errors import ObjaudioError
 from objaudio_rt.pipeline import Pipeline
 from objaudio_rt.samplers import SamplerPlan
 from objaudio_rt.selection import Mask, Text
-from training.levers import Levers, complement, denoise_signed, levered_generate_many
+from training.levers import Levers, complement, levered_generate_many, signed_conditions
 
 
 @pytest.fixture(scope="module")
@@ -41,26 +43,29 @@ def test_default_levers_reproduce_the_runtime(pipe):
 
 class LinearBackend:
     """eps(x, c) = x + c[0]: every guidance combination can be computed by hand."""
+    device, graphs = torch.device("cpu"), None
+    null_condition = torch.zeros(4)
+    step = Backend.step                                   # the reference sampler step
 
-    def __init__(self, cond_dim):
-        self.model = type("M", (), {"null_condition": torch.zeros(cond_dim)})()
-
-    def unet_eps(self, x2, t, cond2):
-        return x2 + cond2[:, :1, None, None]
+    def unet_eps(self, x, t, cond):
+        return x + cond[:, :1, None, None]
 
 
 def test_negative_term_is_the_documented_combination():
-    backend = LinearBackend(4)
     plan = SamplerPlan.build("ddim", 1, ModelConfig.from_name("tiny").schedule)
     x = torch.randn(1, 2, 3, 3)
     cond, neg = torch.tensor([[0.5, 0, 0, 0]]), torch.tensor([[-0.25, 0, 0, 0]])
     cfg, lam = 4.0, 1.5
-    out = denoise_signed(backend, x, torch.cat([cond, neg]), torch.tensor([0, 0]), torch.tensor([1.0, -lam / cfg]),
-                         plan, cfg)
+    backend = LinearBackend()
+    rows = signed_conditions([cond, neg], [0, 0], [1.0, -lam / cfg], backend.null_condition)
+    assert rows.rows.shape[0] == 3 and float(rows.weights.sum()) == pytest.approx(1.0)   # + a null row
+    out = denoise(backend, x, rows, plan, cfg, progress=False)
     eps_u, eps_c, eps_n = x, x + 0.5, x - 0.25
     eps = eps_u + cfg * (eps_c - eps_u) - lam * (eps_n - eps_u)
     c = [float(v) for v in plan.coefs[0]]
     torch.testing.assert_close(out, c[0] * x + c[1] * eps)
+    single = signed_conditions([cond], [0], [1.0], backend.null_condition)
+    assert single.rows.shape[0] == 1   # weights sum to 1: no null row
 
 
 def test_negative_and_union_gain_change_only_what_they_should(pipe):
