@@ -364,8 +364,8 @@ def write_worst(folder: Path, res: Results, n: int, meta: dict, image_size: int 
                          meta["cfg"])
         heard = [c for c in SOUNDING_CLASSES if probs[IDX[c]] > 0.5]
         want = "+".join(it.targets) if it.targets else f"silence ({it.silent_class})"
-        label = (f"#{rank} {it.kind}, scene {it.seed} ({it.layout}): want {want}, heard "
-                 f"{'+'.join(heard) or 'nothing'} (badness {bad:.2f})")
+        label = (f"#{rank} {it.kind}, scene {it.seed} ({it.layout}), badness {bad:.2f}\nwant {want}\n"
+                 f"heard {'+'.join(heard) or 'nothing'}")
         stem = f"{rank:02d}-{it.kind}-s{it.seed}"
         save_wav(folder / f"{stem}.wav", wave, 16000, force=True)
         save_overview(folder / f"{stem}.png", scene.image, [(label, gen)], force=True)
