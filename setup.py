@@ -1,7 +1,17 @@
 """objaudio: object-aware image-to-audio generation (runtime, training, export, kernels)."""
 import os
+import re
 
 from setuptools import find_packages, setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+KERNEL_SOURCES = ["csrc/bindings.cpp", "csrc/sampler_step.cu", "csrc/grounding.cu", "csrc/status.cu"]
+
+
+def max_patches() -> int:
+    """MAX_PATCHES, defined once in objaudio_rt/kernels/grounding.py, passed to the C++ build."""
+    with open(os.path.join(ROOT, "objaudio_rt", "kernels", "grounding.py")) as f:
+        return int(re.search(r"^MAX_PATCHES = (\d+)", f.read(), re.M).group(1))
 
 
 def cuda_extension() -> dict:
@@ -18,9 +28,9 @@ def cuda_extension() -> dict:
     if not (forced or torch.cuda.is_available()):
         return {}
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
-    ext = CUDAExtension("objaudio_rt._C", ["csrc/bindings.cpp", "csrc/objaudio_kernels.cu"],
-                        include_dirs=[os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")],
-                        extra_compile_args={"cxx": ["-O3"], "nvcc": ["-O3"]})
+    define = f"-DOBJAUDIO_MAX_PATCHES={max_patches()}"
+    ext = CUDAExtension("objaudio_rt._C", KERNEL_SOURCES, include_dirs=[os.path.join(ROOT, "csrc")],
+                        extra_compile_args={"cxx": ["-O3", define], "nvcc": ["-O3", define]})
     return {"ext_modules": [ext], "cmdclass": {"build_ext": BuildExtension}}
 
 

@@ -40,7 +40,7 @@ import torch
 
 from objaudio_rt.config import ModelConfig
 from objaudio_rt.denoise import Conditions, denoise
-from objaudio_rt.errors import ObjaudioError, check
+from objaudio_rt.errors import ObjaudioError, check, command
 from objaudio_rt.model import Calibration, ObjaudioModel
 from objaudio_rt.pipeline import Pipeline
 from objaudio_rt.samplers import SamplerPlan
@@ -289,6 +289,7 @@ def parse_args(argv):
     return args, config
 
 
+@command("python -m benchmarks.latency")
 def main(argv=None) -> int:
     args, config = parse_args(argv)
     device = torch.device(args.device)
@@ -327,8 +328,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except ObjaudioError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(main())

@@ -1,5 +1,5 @@
 // torch bindings for the objaudio CUDA kernels (built as objaudio_rt._C by setup.py).
-// Python registers these as torch.library custom ops in objaudio_rt/kernels/cuda.py.
+// Python picks them for the one op name of each kernel (objaudio_rt/kernels/_cuda.py).
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/extension.h>
@@ -28,13 +28,14 @@ ObjaudioDtype objaudio_dtype(const at::Tensor& t) {
 void check_status(int code) { TORCH_CHECK(code == OBJAUDIO_OK, "objaudio kernel: ", objaudio_error_string(code)); }
 
 std::tuple<at::Tensor, at::Tensor> guided_step(const at::Tensor& coefs, const at::Tensor& step, const at::Tensor& x,
-                                               const at::Tensor& eps_pair, double cfg,
+                                               const at::Tensor& eps_pair, const at::Tensor& cfg,
                                                const c10::optional<at::Tensor>& x0_prev) {
-  CHECK_CUDA(coefs); CHECK_CUDA(step); CHECK_CUDA(x); CHECK_CUDA(eps_pair);
-  CHECK_CONTIGUOUS(coefs); CHECK_CONTIGUOUS(x); CHECK_CONTIGUOUS(eps_pair);
-  CHECK_DTYPE(coefs, at::kFloat); CHECK_DTYPE(step, at::kLong);
+  CHECK_CUDA(coefs); CHECK_CUDA(step); CHECK_CUDA(cfg); CHECK_CUDA(x); CHECK_CUDA(eps_pair);
+  CHECK_CONTIGUOUS(coefs); CHECK_CONTIGUOUS(cfg); CHECK_CONTIGUOUS(x); CHECK_CONTIGUOUS(eps_pair);
+  CHECK_DTYPE(coefs, at::kFloat); CHECK_DTYPE(step, at::kLong); CHECK_DTYPE(cfg, at::kFloat);
   TORCH_CHECK(coefs.dim() == 2 && coefs.size(1) == 5, "coefs must be the (S, 5) table");
   TORCH_CHECK(step.numel() == 1, "step must hold one index");
+  TORCH_CHECK(cfg.dim() == 1 && (cfg.size(0) == 1 || cfg.size(0) == x.size(0)), "cfg must be (1,) or (B,)");
   TORCH_CHECK(x.dim() >= 1 && eps_pair.dim() == x.dim() && eps_pair.size(0) == 2 * x.size(0) &&
               eps_pair.numel() == 2 * x.numel(), "eps_pair must be (2B, ...) for x (B, ...)");
   CHECK_DTYPE(eps_pair, x.scalar_type());
@@ -47,13 +48,14 @@ std::tuple<at::Tensor, at::Tensor> guided_step(const at::Tensor& coefs, const at
   ObjaudioStepParams p{};
   p.coefs = coefs.data_ptr<float>();
   p.step = step.data_ptr<int64_t>();
+  p.cfg = cfg.data_ptr<float>();
+  p.cfg_items = cfg.size(0);
   p.x = x.data_ptr();
   p.eps_pair = eps_pair.data_ptr();
   p.x0_prev = x0_prev ? x0_prev->data_ptr() : nullptr;
   p.x_next = x_next.data_ptr();
   p.x0 = x0.data_ptr();
   p.n = x.numel();
-  p.cfg = static_cast<float>(cfg);
   p.dtype = objaudio_dtype(x);
   check_status(objaudio_guided_step(&p, at::cuda::getCurrentCUDAStream()));
   return {x_next, x0};
@@ -98,7 +100,7 @@ std::tuple<at::Tensor, at::Tensor> grounding_pool(const at::Tensor& tokens, cons
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "objaudio CUDA kernels (csrc/objaudio_kernels.cu)";
+  m.doc() = "objaudio CUDA kernels (csrc/sampler_step.cu, csrc/grounding.cu)";
   m.def("guided_step", &guided_step, "fused guided sampler step -> (x_next, x0)");
   m.def("grounding_pool", &grounding_pool, "single-query grounding pool -> (pooled fp32, weights fp32)");
 }

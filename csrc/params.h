@@ -14,10 +14,11 @@ typedef enum ObjaudioDtype {
   OBJAUDIO_BFLOAT16 = 2
 } ObjaudioDtype;
 
-/* One guided sampler step (objaudio_rt/samplers.py), per element i < n, in float32:
- *   eps = eps_u + cfg (eps_c - eps_u);  x_next = cx x + ce eps + cp x0_prev;  x0 = dx x + de eps
- * The row (cx, ce, cp, dx, de) = coefs[*step] is read on the device: a loop (or a CUDA graph of
- * it) advances *step on the device and never syncs with the host. */
+/* One guided sampler step (objaudio_rt/samplers.py), per element i < n of item b, in float32:
+ *   eps = eps_u + cfg[b] (eps_c - eps_u);  x_next = cx x + ce eps + cp x0_prev;  x0 = dx x + de eps
+ * The row (cx, ce, cp, dx, de) = coefs[*step] and the guidance scale are read on the device: a
+ * loop (or a CUDA graph of it) advances *step on the device, never syncs with the host, and
+ * serves every guidance value without being captured again. */
 typedef struct ObjaudioStepParams {
   const float* coefs;       /* (S, 5) float32 coefficient table, rows contiguous */
   const int64_t* step;      /* one int64: the table row of this step, 0 <= *step < S */
@@ -26,8 +27,9 @@ typedef struct ObjaudioStepParams {
   const void* x0_prev;      /* (n) dtype: previous data prediction, or NULL (the cp term is skipped) */
   void* x_next;             /* (n) dtype, written */
   void* x0;                 /* (n) dtype, written */
+  const float* cfg;         /* (cfg_items) float32 guidance scale(s) */
+  int64_t cfg_items;        /* 1 (one scale for the batch) or B (one per item; n must be a multiple) */
   int64_t n;                /* elements of one latent batch (B * C * H * W) */
-  float cfg;                /* guidance scale */
   ObjaudioDtype dtype;      /* of x, eps_pair, x0_prev, x_next, x0 */
 } ObjaudioStepParams;
 
@@ -44,11 +46,15 @@ typedef struct ObjaudioGroundingParams {
   float* weights_out;            /* (batch, patches) float32, written */
   float* pooled;                 /* (batch, dim) float32, written */
   int32_t batch;
-  int32_t patches;               /* at most OBJAUDIO_MAX_PATCHES */
+  int32_t patches;               /* at most OBJAUDIO_MAX_PATCHES (below) */
   int32_t dim;
   ObjaudioDtype dtype;           /* of tokens and pe */
 } ObjaudioGroundingParams;
 
-#define OBJAUDIO_MAX_PATCHES 4096
+/* Patches per image the grounding kernels take: defined once, as MAX_PATCHES in
+ * objaudio_rt/kernels/grounding.py; the builds (setup.py, CMakeLists.txt) pass it in. */
+#ifndef OBJAUDIO_MAX_PATCHES
+#error "define OBJAUDIO_MAX_PATCHES (objaudio_rt/kernels/grounding.py's MAX_PATCHES; the builds pass it)"
+#endif
 
 #endif /* OBJAUDIO_PARAMS_H */

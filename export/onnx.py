@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 from objaudio_rt.artifacts import (FORMAT, MANIFEST, model_fingerprint, onnx_cache_dir, read_onnx_manifest,
                                    weights_fingerprint)
 from objaudio_rt.checkpoint import default_checkpoint, sha256_file
-from objaudio_rt.errors import ObjaudioError, check
+from objaudio_rt.errors import ObjaudioError, check, command
 from objaudio_rt.model import ObjaudioModel
 
 from .contracts import CONTRACT_VERSION, OPSET, Contract, build_sam, model_contracts, sam_contracts
@@ -314,25 +314,22 @@ def _parse_args(argv):
     return p.parse_args(argv)
 
 
+@command("python -m export.onnx")
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    try:
-        model, source, ckpt_sha = load_model(args.checkpoint, args.preset, args.random_init, args.seed)
-        if args.sam_random is not None:
-            torch.manual_seed(args.seed)
-        sam, sam_source = load_sam_for_export(args.sam_checkpoint, args.sam_random)
-        default = MODEL_NETWORKS + (SAM_NETWORKS if sam is not None else ())
-        networks = tuple(n.strip() for n in args.only.split(",") if n.strip()) if args.only else default
-        if args.cache:
-            args.out = str(onnx_cache_dir(model_fingerprint(model)))
-        export_networks(model, args.out, networks, source=source, manifest_sha256=ckpt_sha, fp16=args.fp16,
-                        sam=sam, sam_source=sam_source, force=args.force, progress=not args.quiet)
-        if not args.verify:
-            return 0
-        report = verify_networks(args.out, model, networks, sam, args.verify_seed, progress=not args.quiet)
-    except ObjaudioError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    model, source, ckpt_sha = load_model(args.checkpoint, args.preset, args.random_init, args.seed)
+    if args.sam_random is not None:
+        torch.manual_seed(args.seed)
+    sam, sam_source = load_sam_for_export(args.sam_checkpoint, args.sam_random)
+    default = MODEL_NETWORKS + (SAM_NETWORKS if sam is not None else ())
+    networks = tuple(n.strip() for n in args.only.split(",") if n.strip()) if args.only else default
+    if args.cache:
+        args.out = str(onnx_cache_dir(model_fingerprint(model)))
+    export_networks(model, args.out, networks, source=source, manifest_sha256=ckpt_sha, fp16=args.fp16,
+                    sam=sam, sam_source=sam_source, force=args.force, progress=not args.quiet)
+    if not args.verify:
+        return 0
+    report = verify_networks(args.out, model, networks, sam, args.verify_seed, progress=not args.quiet)
     print(f"{'network':<22}{'max_abs_err':>12}{'rel_err':>10}{'vs fp64':>10}{'tolerance':>10}{'MB':>9}"
           f"{'export s':>10}  ok   (seed {report['seed']}, onnxruntime {report['onnxruntime_version']}, CPU)")
     for name, r in report["networks"].items():
@@ -340,9 +337,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['tolerance']:>10.1e}{r['file_size_bytes'] / 2 ** 20:>9.1f}{r['export_seconds']:>10.1f}  "
               f"{'yes' if r['passed'] else 'NO'}")
     failed = [n for n, r in report["networks"].items() if not r["passed"]]
-    if failed:
-        print(f"error: verification failed for {', '.join(failed)} (see {Path(args.out) / REPORT})", file=sys.stderr)
-        return 2
+    check(not failed, f"verification failed for {', '.join(failed)} (see {Path(args.out) / REPORT})")
     return 0
 
 

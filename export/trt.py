@@ -22,7 +22,7 @@ from pathlib import Path
 
 from objaudio_rt.artifacts import CONTRACT_VERSION, read_onnx_manifest
 from objaudio_rt.backends.tensorrt import current_platform, engine_sidecar
-from objaudio_rt.errors import ObjaudioError, check
+from objaudio_rt.errors import ObjaudioError, check, command
 
 from .contracts import profile_shapes
 from .onnx import prepare_out_dir, write_json_atomic
@@ -92,6 +92,7 @@ def build_engines(onnx_dir: str | os.PathLike, out: str | os.PathLike, networks:
     return built
 
 
+@command("python -m export.trt")
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m export.trt", description=__doc__.split("\n")[0])
     p.add_argument("--onnx", required=True, help="folder written by python -m export.onnx")
@@ -101,12 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timing-cache", help="timing cache file, read if present and updated")
     args = p.parse_args(argv)
     networks = tuple(n.strip() for n in args.only.split(",") if n.strip()) if args.only else None
-    try:
-        for path in build_engines(args.onnx, args.out, networks, args.fp16, args.timing_cache):
-            print(path)
-    except ObjaudioError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    for path in build_engines(args.onnx, args.out, networks, args.fp16, args.timing_cache):
+        print(path)
     return 0
 
 

@@ -1,7 +1,7 @@
 """`objaudio` command line: generate, demo, info, assemble.
 
-Library errors (ObjaudioError) become one line on stderr and exit code 2; nothing else
-prints a traceback for bad input.
+Library errors (ObjaudioError) become one line on stderr and exit code 2 (errors.command, the
+wrapper every entry point shares); nothing else prints a traceback for bad input.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import ObjaudioError, check
+from .errors import ObjaudioError, check, command
 from .options import BACKENDS, DTYPE_NAMES, SAMPLERS, UNION_MODES
 
 DEMO = Path(__file__).parent / "assets" / "demo"
@@ -228,16 +228,10 @@ def cmd_assemble(args) -> None:
     print(f"wrote {out}")
 
 
+@command("objaudio")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        {"generate": cmd_generate, "demo": cmd_demo, "info": cmd_info, "assemble": cmd_assemble}[args.command](args)
-    except (ObjaudioError, NotImplementedError) as exc:
-        print(f"objaudio: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("objaudio: interrupted", file=sys.stderr)
-        return 130
+    {"generate": cmd_generate, "demo": cmd_demo, "info": cmd_info, "assemble": cmd_assemble}[args.command](args)
     return 0
 
 

@@ -6,7 +6,6 @@
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +19,8 @@ from .errors import ObjaudioError, check
 from .grounding import mask_to_patch_coverage, rescale_patch_weights
 from .images import load_image, load_mask
 from .model import Calibration, ObjaudioModel
-from .options import UNION_MODES
-from .samplers import SamplerPlan, check_cfg
+from .options import UNION_MODES, RunOptions
+from .samplers import SamplerPlan
 from .selection import Box, Mask, Points, Selection, Text, Whole
 
 
@@ -200,36 +199,26 @@ class Pipeline:
         (denoise.py); "mask" is the paper's single union mask (the parts'
         pixel masks unioned, one condition). A selection of one part is the same in both modes.
         """
-        union = self.union if union is None else union
-        check(union in UNION_MODES, f"unknown union mode {union!r}: use one of {', '.join(UNION_MODES)}")
-        cfgs = self.config
-        steps = cfgs.default_steps if steps is None else steps
-        sampler = sampler or cfgs.default_sampler
-        cfg = cfgs.default_cfg if cfg is None else float(cfg)
-        duration = cfgs.clip_seconds if duration is None else float(duration)
-        check_cfg(cfg)
-        check(isinstance(seed, int) and seed >= 0, f"seed must be a non-negative integer, got {seed!r}")
-        check(math.isfinite(duration) and 0 < duration <= cfgs.max_seconds,
-              f"duration must be in (0, {cfgs.max_seconds:g}] seconds for this model, got {duration}")
+        run = RunOptions(steps, sampler, cfg, seed, duration, union).resolve(self.config, self.union)
         check(len(selections) > 0, "give at least one selection")
-        plan = SamplerPlan.build(sampler, steps, cfgs.schedule)
+        plan = SamplerPlan.build(run.sampler, run.steps, self.config.schedule)
 
-        groups = [self._resolve_parts(scene, s, union) for s in selections]        # per item: [(weights, pixel)]
+        groups = [self._resolve_parts(scene, s, run.union) for s in selections]    # per item: [(weights, pixel)]
         conds = [torch.cat([self.condition(scene, w) for w, _ in g]) for g in groups]   # per item: (k, cond_dim)
-        shape, n_samples = self.latent_shape(duration)
-        noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+        shape, n_samples = self.latent_shape(run.duration)
+        noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(run.seed))
                              for _ in groups]).to(self.device)                        # (B, C, T/4, M/4)
         owner = torch.cat([torch.full((len(c),), i) for i, c in enumerate(conds)])          # (R,) item of each row
         weights = torch.cat([torch.full((len(c),), 1.0 / len(c)) for c in conds])          # (R,) 1 / parts
         rows = Conditions.composed(torch.cat(conds), owner, weights, len(conds))
-        z = denoise(self.backend, noise, rows, plan, cfg, progress=progress)              # (B, C, T/4, M/4)
+        z = denoise(self.backend, noise, rows, plan, run.cfg, progress=progress)          # (B, C, T/4, M/4)
         mel = self.backend.decode(z)                                                  # (B, T, n_mels)
         wave = self.backend.vocode(mel)[:, :n_samples].cpu()                          # (B, samples)
         check(bool(torch.isfinite(wave).all()), "generation produced NaN or inf samples: the checkpoint "
                                                  "may be damaged; try --backend eager or another checkpoint")
         shown = [_combine_parts(g) for g in groups]
-        return [Generation(wave[i], mel[i].cpu(), w.cpu(), m, cfgs.mel.sample_rate, seed, steps, sampler, cfg)
-                for i, (w, m) in enumerate(shown)]
+        return [Generation(wave[i], mel[i].cpu(), w.cpu(), m, self.config.mel.sample_rate, run.seed, run.steps,
+                           run.sampler, run.cfg) for i, (w, m) in enumerate(shown)]
 
     def _resolve_parts(self, scene: Scene, selection: Selection | None,
                        union: str) -> list[tuple[torch.Tensor, np.ndarray | None]]:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .config import ScheduleConfig
-from .errors import ObjaudioError, check
+from .errors import check
 from .options import SAMPLERS
 
 
@@ -121,7 +121,3 @@ def reference_step(coefs: torch.Tensor, x: torch.Tensor, eps_pair: torch.Tensor,
     x0 = c[3] * xf + c[4] * eps
     return x_next.to(x.dtype), x0.to(x.dtype)
 
-
-def check_cfg(cfg: float) -> None:
-    if not np.isfinite(cfg) or cfg < 1.0:
-        raise ObjaudioError(f"cfg (guidance scale) must be a finite number >= 1, got {cfg!r}")

@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("objaudio_rt", "export", "training", "benchmarks")
 ALLOWED = {"objaudio_rt": set(), "export": {"objaudio_rt"}, "training": {"objaudio_rt"},
            "benchmarks": {"objaudio_rt"}}
+EXTENSIONS = {"objaudio_rt._C"}           # compiled from csrc/: imports nothing of the project
 
 
 def module_name(path: Path) -> str:
@@ -47,10 +48,13 @@ def imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
-            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in set(known) | EXTENSIONS else base
+                       for a in node.names]
         else:
             continue
         for target in targets:
+            if target in EXTENSIONS:
+                continue
             while target and target not in known:
                 target = target.rpartition(".")[0]
             if target and target != name:

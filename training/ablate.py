@@ -38,7 +38,8 @@ from pathlib import Path
 import torch
 
 from objaudio_rt.checkpoint import load_checkpoint, save_checkpoint
-from objaudio_rt.errors import ObjaudioError, check
+from objaudio_rt.errors import check, command
+from objaudio_rt.options import RunOptions
 from objaudio_rt.grounding import GroundingAttention
 from objaudio_rt.pipeline import Pipeline
 
@@ -91,12 +92,11 @@ def train_variant(name: str, init: Path, data: LatentSet, out: Path, minutes: fl
 
 def evaluate_variant(ckpt: Path, seeds: list[int], classifier, steps: int | None, cfg: float | None) -> dict:
     pipe = Pipeline.from_pretrained(ckpt)
-    steps = steps or pipe.config.default_steps
-    cfg = pipe.config.default_cfg if cfg is None else cfg
+    run = RunOptions(steps=steps, cfg=cfg).resolve(pipe.config)
     t = time.time()
-    waves, _ = generate(pipe, seeds, steps, pipe.config.default_sampler, cfg)
+    waves, _ = generate(pipe, seeds, run.steps, run.sampler, run.cfg)
     res = score(classifier, seeds, waves, pipe.config.clip_seconds)
-    result = summarize(res, len(seeds), steps, pipe.config.default_sampler, cfg)
+    result = summarize(res, len(seeds), run.steps, run.sampler, run.cfg)
     result["generate_seconds"] = round(time.time() - t, 1)
     return result
 
@@ -111,6 +111,7 @@ def table(rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+@command("python -m training.ablate")
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.ablate", description=__doc__.split("\n\n")[0])
     p.add_argument("--init-from", required=True, type=Path, help="checkpoint whose networks every variant starts from")
@@ -132,43 +133,39 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
-    try:
-        names = [v.strip() for v in args.variants.split(",") if v.strip()]
-        check(names and all(n in VARIANTS for n in names),
-              f"--variants {args.variants!r}: choose from {', '.join(VARIANTS)}")
-        check(args.init_from.is_dir(), f"--init-from {args.init_from} is not a checkpoint folder")
-        args.out.mkdir(parents=True, exist_ok=True)
-        cache_dir = args.cache or args.out / "cache"
-        base, _ = load_checkpoint(args.init_from)
-        if not (cache_dir / "synth.json").is_file():
-            check(args.cache is None, f"--cache {args.cache} holds no SynthScenes cache")
-            build_synth_cache(SynthCacheConfig(scenes=args.scenes, seconds=base.config.clip_seconds,
-                                               patch_image_size=base.config.image.image_size,
-                                               patch_size=base.config.image.patch_size), cache_dir)
-        latents = args.out / "latents.safetensors"
-        if not latents.is_file():
-            build_latent_set(base, SynthCache(cache_dir), device).save(latents)
-        data = text_examples(LatentSet.load(latents))
-        classifier = load_classifier(args.classifier)
-        seeds = split_seeds("test", args.eval_scenes, start=args.eval_start)
-        rows = {}
-        for name in names:
-            folder = args.out / name
-            done = folder / f"eval_{args.eval_start}_{args.eval_scenes}.json"
-            ckpt = folder / "model"
-            if not (folder / "train.json").is_file() or not (ckpt / "manifest.json").is_file():
-                print(f"[ablate] {name}: training {args.minutes:g} min", file=sys.stderr)
-                ckpt = train_variant(name, args.init_from, data, folder, args.minutes, args.batch, args.lr,
-                                     args.seed, device, args.max_steps)
-            if not done.is_file():
-                print(f"[ablate] {name}: evaluating on {len(seeds)} test scenes", file=sys.stderr)
-                result = evaluate_variant(ckpt, seeds, classifier, args.steps, args.cfg)
-                result["train"] = json.loads((folder / "train.json").read_text())
-                done.write_text(json.dumps(result, indent=2))
-            rows[name] = json.loads(done.read_text())
-    except ObjaudioError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    names = [v.strip() for v in args.variants.split(",") if v.strip()]
+    check(names and all(n in VARIANTS for n in names),
+          f"--variants {args.variants!r}: choose from {', '.join(VARIANTS)}")
+    check(args.init_from.is_dir(), f"--init-from {args.init_from} is not a checkpoint folder")
+    args.out.mkdir(parents=True, exist_ok=True)
+    cache_dir = args.cache or args.out / "cache"
+    base, _ = load_checkpoint(args.init_from)
+    if not (cache_dir / "synth.json").is_file():
+        check(args.cache is None, f"--cache {args.cache} holds no SynthScenes cache")
+        build_synth_cache(SynthCacheConfig(scenes=args.scenes, seconds=base.config.clip_seconds,
+                                           patch_image_size=base.config.image.image_size,
+                                           patch_size=base.config.image.patch_size), cache_dir)
+    latents = args.out / "latents.safetensors"
+    if not latents.is_file():
+        build_latent_set(base, SynthCache(cache_dir), device).save(latents)
+    data = text_examples(LatentSet.load(latents))
+    classifier = load_classifier(args.classifier)
+    seeds = split_seeds("test", args.eval_scenes, start=args.eval_start)
+    rows = {}
+    for name in names:
+        folder = args.out / name
+        done = folder / f"eval_{args.eval_start}_{args.eval_scenes}.json"
+        ckpt = folder / "model"
+        if not (folder / "train.json").is_file() or not (ckpt / "manifest.json").is_file():
+            print(f"[ablate] {name}: training {args.minutes:g} min", file=sys.stderr)
+            ckpt = train_variant(name, args.init_from, data, folder, args.minutes, args.batch, args.lr,
+                                 args.seed, device, args.max_steps)
+        if not done.is_file():
+            print(f"[ablate] {name}: evaluating on {len(seeds)} test scenes", file=sys.stderr)
+            result = evaluate_variant(ckpt, seeds, classifier, args.steps, args.cfg)
+            result["train"] = json.loads((folder / "train.json").read_text())
+            done.write_text(json.dumps(result, indent=2))
+        rows[name] = json.loads(done.read_text())
     md = table(rows)
     (args.out / "ablation.json").write_text(json.dumps(rows, indent=2))
     (args.out / "ablation.md").write_text(md + "\n")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from objaudio_rt.audio import MelConfig, mel_spectrogram
+from objaudio_rt.errors import command
 
 from .synthscenes import SOUNDING_CLASSES, generate_scene, split_seeds, synth_sound
 
@@ -294,6 +296,7 @@ def train_classifier(steps: int, seed: int, out_path: str | Path | None = None, 
     return model.eval(), info
 
 
+@command("python -m training.classifier")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train the SynthScenes sound classifier.")
     parser.add_argument("--steps", type=int, default=1500)
@@ -311,4 +314,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from PIL import Image
+
+from objaudio_rt.errors import command
 
 from .synthscenes import generate_scene, split_seeds
 
@@ -39,6 +42,7 @@ def write_demo(folder: str | Path, seed: int) -> None:
     (folder / "scene.json").write_text(json.dumps(info, indent=2) + "\n")
 
 
+@command("python -m training.demo_assets")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Write the bundled SynthScenes demo scene.")
     parser.add_argument("--out", type=Path, default=Path("objaudio_rt/assets/demo"))
@@ -49,4 +53,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

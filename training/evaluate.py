@@ -56,7 +56,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from objaudio_rt.errors import ObjaudioError, check
+from objaudio_rt.errors import ObjaudioError, check, command
+from objaudio_rt.options import SAMPLERS, RunOptions
 from objaudio_rt.pipeline import Pipeline
 from objaudio_rt.selection import Mask, Text, Whole
 
@@ -445,6 +446,7 @@ def load_audio(path: Path, revocode: str | None = None) -> tuple[list[int], list
     return [int(s) for s in data["seeds"]], [waves[a:b] for a, b in zip(bounds[:-1], bounds[1:])], meta
 
 
+@command("python -m training.evaluate")
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="checkpoint folder (or a preset name: random weights)")
@@ -452,7 +454,7 @@ def main(argv=None) -> int:
     p.add_argument("--scenes", type=int, default=150)
     p.add_argument("--json", required=True, type=Path)
     p.add_argument("--steps", type=int, default=None, help="default: the checkpoint's default_steps")
-    p.add_argument("--sampler", choices=("ddim", "dpmpp"), default=None)
+    p.add_argument("--sampler", choices=SAMPLERS, default=None)
     p.add_argument("--cfg", type=float, default=None)
     p.add_argument("--classifier", type=Path, default=DEFAULT_CLASSIFIER)
     p.add_argument("--device", default="cpu")
@@ -478,56 +480,51 @@ def main(argv=None) -> int:
     p.add_argument("--worst-dir", type=Path, default=None, help="folder for --worst (default: JSON path + -worst)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    try:
-        classifier = load_classifier(args.classifier)
-        if args.rescore is not None:
-            check(args.rescore.is_file(), f"--rescore {args.rescore}: no such file (write one with --save-audio)")
-            seeds, scene_waves, meta = load_audio(args.rescore, args.revocode)
-            scene_mels = load_mels(args.rescore) if args.revocode is None and args.worst else None
-            if args.first is not None:
-                check(0 < args.first <= len(seeds), f"--first {args.first}: the file holds {len(seeds)} scenes")
-                seeds, scene_waves = seeds[:args.first], scene_waves[:args.first]
-                scene_mels = None if scene_mels is None else scene_mels[:args.first]
-            seconds = meta["clip_seconds"]
-        else:
-            pipe = Pipeline.from_pretrained(args.checkpoint, device=args.device)
-            steps = args.steps or pipe.config.default_steps
-            sampler = args.sampler or pipe.config.default_sampler
-            cfg = pipe.config.default_cfg if args.cfg is None else args.cfg
-            seeds = split_seeds("test", args.scenes, start=args.seed_start)
-            seconds = pipe.config.clip_seconds
-            levers = Levers(args.negative, args.union_gain)
-            lever_run = levers != Levers()
-            meta = {"union_mode": args.union_mode or "both", "steps": steps, "sampler": sampler, "cfg": cfg,
-                    "clip_seconds": seconds, "device": str(pipe.device), "checkpoint": str(args.checkpoint),
-                    "options": levers.label() if lever_run else None,
-                    "kinds": None if args.kinds is None else args.kinds.split(",")}
-            done, spent = resume_clips(args.save_audio, meta)      # a rerun continues an interrupted one
-            t = time.time()
+    classifier = load_classifier(args.classifier)
+    if args.rescore is not None:
+        check(args.rescore.is_file(), f"--rescore {args.rescore}: no such file (write one with --save-audio)")
+        seeds, scene_waves, meta = load_audio(args.rescore, args.revocode)
+        scene_mels = load_mels(args.rescore) if args.revocode is None and args.worst else None
+        if args.first is not None:
+            check(0 < args.first <= len(seeds), f"--first {args.first}: the file holds {len(seeds)} scenes")
+            seeds, scene_waves = seeds[:args.first], scene_waves[:args.first]
+            scene_mels = None if scene_mels is None else scene_mels[:args.first]
+        seconds = meta["clip_seconds"]
+    else:
+        pipe = Pipeline.from_pretrained(args.checkpoint, device=args.device)
+        run = RunOptions(steps=args.steps, sampler=args.sampler, cfg=args.cfg).resolve(pipe.config)
+        steps, sampler, cfg = run.steps, run.sampler, run.cfg
+        seeds = split_seeds("test", args.scenes, start=args.seed_start)
+        seconds = pipe.config.clip_seconds
+        levers = Levers(args.negative, args.union_gain)
+        lever_run = levers != Levers()
+        meta = {"union_mode": args.union_mode or "both", "steps": steps, "sampler": sampler, "cfg": cfg,
+                "clip_seconds": seconds, "device": str(pipe.device), "checkpoint": str(args.checkpoint),
+                "options": levers.label() if lever_run else None,
+                "kinds": None if args.kinds is None else args.kinds.split(",")}
+        done, spent = resume_clips(args.save_audio, meta)      # a rerun continues an interrupted one
+        t = time.time()
 
-            def on_scene(seed, waves, mels):
-                done[seed] = (waves, mels)
-                meta["generate_seconds"] = round(spent + time.time() - t, 1)
-                if args.save_audio is not None:
-                    order = [s for s in seeds if s in done]
-                    save_audio(args.save_audio, order, [done[s][0] for s in order], [done[s][1] for s in order],
-                               meta)
-
-            generate(pipe, [s for s in seeds if s not in done], steps, sampler, cfg, union_mode=meta["union_mode"],
-                     on_scene=on_scene, generate_many=levered_generate_many(pipe, levers) if lever_run else None,
-                     kinds=meta["kinds"])
+        def on_scene(seed, waves, mels):
+            done[seed] = (waves, mels)
             meta["generate_seconds"] = round(spent + time.time() - t, 1)
-            scene_waves, scene_mels = [done[s][0] for s in seeds], [done[s][1] for s in seeds]
-        res = score(classifier, seeds, scene_waves, seconds, union_mode=union_mode_of(meta), keep=args.union_mode,
-                    scene_mels=scene_mels, kinds=meta.get("kinds"))
-        result = summarize(res, len(seeds), meta["steps"], meta["sampler"], meta["cfg"])
-        if args.worst > 0:
-            folder = args.worst_dir or args.json.with_name(args.json.stem + "-worst")
-            write_worst(folder, res, args.worst, meta)
-            result["worst_dir"] = str(folder)
-    except ObjaudioError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+            if args.save_audio is not None:
+                order = [s for s in seeds if s in done]
+                save_audio(args.save_audio, order, [done[s][0] for s in order], [done[s][1] for s in order],
+                           meta)
+
+        generate(pipe, [s for s in seeds if s not in done], steps, sampler, cfg, union_mode=meta["union_mode"],
+                 on_scene=on_scene, generate_many=levered_generate_many(pipe, levers) if lever_run else None,
+                 kinds=meta["kinds"])
+        meta["generate_seconds"] = round(spent + time.time() - t, 1)
+        scene_waves, scene_mels = [done[s][0] for s in seeds], [done[s][1] for s in seeds]
+    res = score(classifier, seeds, scene_waves, seconds, union_mode=union_mode_of(meta), keep=args.union_mode,
+                scene_mels=scene_mels, kinds=meta.get("kinds"))
+    result = summarize(res, len(seeds), meta["steps"], meta["sampler"], meta["cfg"])
+    if args.worst > 0:
+        folder = args.worst_dir or args.json.with_name(args.json.stem + "-worst")
+        write_worst(folder, res, args.worst, meta)
+        result["worst_dir"] = str(folder)
     n = max(1, result["selections"])
     result.update({"union_mode": args.union_mode or union_mode_of(meta), "options": meta.get("options"),
                    "generate_seconds": meta["generate_seconds"], "device": meta["device"],

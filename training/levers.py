@@ -27,7 +27,7 @@ import torch
 from objaudio_rt.denoise import Conditions, denoise
 from objaudio_rt.errors import check
 from objaudio_rt.pipeline import Generation, Pipeline, Scene, _combine_parts
-from objaudio_rt.samplers import SamplerPlan, check_cfg
+from objaudio_rt.samplers import SamplerPlan
 from objaudio_rt.selection import Mask, Text, Whole
 
 
@@ -75,7 +75,7 @@ def levered_generate_many(pipe: Pipeline, levers: Levers):
     @torch.no_grad()
     def generate_many(scene: Scene, selections, steps: int, sampler: str, cfg: float, seed: int,
                       progress: bool = False) -> list[Generation]:
-        check_cfg(cfg)
+        check(np.isfinite(cfg) and cfg >= 1.0, f"cfg (guidance scale) must be a finite number >= 1, got {cfg!r}")
         c = pipe.config
         plan = SamplerPlan.build(sampler, steps, c.schedule)
         conds, owner, weights, shown = [], [], [], []

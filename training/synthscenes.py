@@ -24,6 +24,7 @@ to the other. With two or more sounding objects the sounds either overlap for th
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,8 @@ import numpy as np
 import scipy.fft
 import torch
 from torch.utils.data import Dataset
+
+from objaudio_rt.errors import command
 
 SOUNDING_CLASSES = ("car", "bird", "dog", "bell", "water", "fire", "crowd", "siren")
 DISTRACTOR_CLASSES = ("tree", "house", "rock")
@@ -565,6 +568,7 @@ def read_shard(path: str | Path) -> list[Scene]:
     return scenes
 
 
+@command("python -m training.synthscenes")
 def main(argv: list[str] | None = None) -> None:
     from tqdm import tqdm
 
@@ -587,4 +591,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

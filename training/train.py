@@ -36,7 +36,7 @@ from safetensors.torch import load_file, save_file
 from objaudio_rt.checkpoint import load_checkpoint, save_checkpoint
 from objaudio_rt.config import ModelConfig
 from objaudio_rt.encoders import ImageEncoder, TextEncoder, load_tokenizer
-from objaudio_rt.errors import ObjaudioError, check
+from objaudio_rt.errors import check, command
 from objaudio_rt.grounding import GroundingAttention
 from objaudio_rt.model import Calibration, ObjaudioModel
 
@@ -306,20 +306,17 @@ def _jsonable(x):
     return x
 
 
+@command("python -m training.train")
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    try:
-        if args.preset == "audioldm-s" or args.manifest is not None:
-            from .train_real import train_real
-            train_real(args)
-        else:
-            check(int(os.environ.get("WORLD_SIZE", "1")) == 1,
-                  "the SynthScenes recipe runs in one process; torchrun is for --preset audioldm-s")
-            train_synth(args)
-    except ObjaudioError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.preset == "audioldm-s" or args.manifest is not None:
+        from .train_real import train_real
+        train_real(args)
+    else:
+        check(int(os.environ.get("WORLD_SIZE", "1")) == 1,
+              "the SynthScenes recipe runs in one process; torchrun is for --preset audioldm-s")
+        train_synth(args)
     return 0
 
 

@@ -13,8 +13,9 @@ path skips the scores: `a` is the given (already rescaled) patch weights. Many s
 ONE image share its tokens: tokens (1, P, L) broadcast against B queries or masks.
 
 Layers: `_grounding_pool_kernel` (Triton), `grounding_pool_into` (host launcher),
-`grounding_pool` (the `objaudio::grounding_pool` custom op with a fake), and
-`fused_pooled_values` (the module-level entry, which runs the reference where Triton cannot).
+`grounding_pool` (the `objaudio::grounding_pool` custom op with a fake; on CUDA it runs
+csrc/grounding.cu where it is built, kernels/_cuda.py, the Triton kernel otherwise), and
+`fused_pooled_values` (the module-level entry, which runs the reference where neither can).
 """
 from __future__ import annotations
 
@@ -25,9 +26,11 @@ import torch.nn.functional as F
 
 from ..errors import check
 from ..grounding import GroundingAttention
+from ._cuda import extension, runs_cuda_cpp
 from ._triton import HAS_TRITON, runs_triton
 
-MAX_PATCHES = 4096        # all P weights of one selection live in registers
+MAX_PATCHES = 4096        # all P weights of one selection live in registers (Triton) / shared memory (CUDA C++);
+                          # the one definition: setup.py and CMakeLists.txt pass it to csrc/ as OBJAUDIO_MAX_PATCHES
 TILE_ELEMENTS = 8192      # BLOCK_P * BLOCK_L per loaded tile of X
 
 if HAS_TRITON:
@@ -117,6 +120,8 @@ def grounding_pool(tokens: torch.Tensor, pe: torch.Tensor, k_vec: torch.Tensor |
                    weights: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """(pooled = a X (B, L), a (B, P)), both fp32; a = softmax(X k_vec) or the given weights."""
     b = _check_pool_args(tokens, pe, k_vec, weights)
+    if runs_cuda_cpp(tokens, pe):
+        return extension().grounding_pool(tokens, pe, k_vec, weights)
     pooled = tokens.new_empty((b, pe.shape[1]), dtype=torch.float32)
     weights_out = tokens.new_empty((b, pe.shape[0]), dtype=torch.float32)
     grounding_pool_into(tokens, pe, k_vec, weights, pooled, weights_out)
@@ -150,7 +155,7 @@ def fused_pooled_values(module: GroundingAttention, tokens: torch.Tensor, query:
             f"the fused softmax path covers single-head dot attention only (the paper's model); "
             f"attention={module.cfg.attention!r} with {module.heads} heads: use module.attention")
     dtype = module.pe.dtype
-    if not runs_triton(tokens):
+    if not (runs_triton(tokens) or runs_cuda_cpp(tokens)):
         b = (query if query is not None else weights).shape[0]
         x_tokens = tokens.expand(b, -1, -1)
         a = module.attention(query, x_tokens)[:, 0] if query is not None else weights.to(dtype)

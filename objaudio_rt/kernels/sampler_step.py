@@ -13,7 +13,8 @@ read on the device too, so one captured loop serves every guidance value.
 
 Layers: `_guided_step_kernel` (Triton), `guided_step_into` (host launcher: checks, grid,
 caller-owned outputs), `guided_step` (the `objaudio::guided_step` custom op, traceable by
-torch.compile/export through its fake).
+torch.compile/export through its fake). On CUDA the op runs csrc/sampler_step.cu where it is
+built (kernels/_cuda.py), the Triton kernel otherwise.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import torch
 
 from ..errors import check
 from ..samplers import SamplerPlan, reference_step
+from ._cuda import extension, runs_cuda_cpp
 from ._triton import HAS_TRITON, runs_triton
 
 BLOCK = 1024
@@ -111,9 +113,14 @@ def guided_step(coefs: torch.Tensor, step_idx: torch.Tensor, x: torch.Tensor, ep
                 cfg: torch.Tensor, x0_prev: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """One guided sampler step. Returns (x_next, x0), both like x.
 
-    Triton on CUDA (or on CPU under TRITON_INTERPRET=1); elsewhere `reference_step` on the
-    table row, which reads the step index back to the host.
+    The CUDA C++ kernel on CUDA where it is built (x, eps_pair, x0_prev of one dtype), else Triton
+    (CUDA, or CPU under TRITON_INTERPRET=1); elsewhere `reference_step` on the table row, which
+    reads the step index back to the host.
     """
+    if runs_cuda_cpp(x, eps_pair, x0_prev):
+        _check_step_args(coefs, step_idx, cfg, x, eps_pair, x0_prev)
+        return extension().guided_step(coefs, step_idx.reshape(1).long(), x.contiguous(), eps_pair.contiguous(),
+                                       cfg.contiguous(), None if x0_prev is None else x0_prev.contiguous())
     if not runs_triton(x):
         _check_step_args(coefs, step_idx, cfg, x, eps_pair, x0_prev)
         return reference_step(coefs[step_idx.reshape(()).long()], x, eps_pair, cfg, x0_prev)

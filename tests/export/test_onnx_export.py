@@ -74,7 +74,7 @@ def test_cli_missing_checkpoint_file(tmp_path, capsys, tiny_model):
     ckpt = save_checkpoint(tiny_model, Calibration.uncalibrated(16), tmp_path / "ckpt")
     (ckpt / "unet.safetensors").unlink()
     rc, err = _cli(capsys, "--checkpoint", str(ckpt), "--out", str(tmp_path / "out"))
-    assert rc == 1 and len(err) == 1 and "missing unet.safetensors" in err[0]
+    assert rc == 2 and len(err) == 1 and "missing unet.safetensors" in err[0]
     assert not (tmp_path / "out").exists()
 
 
@@ -82,7 +82,7 @@ def test_cli_unwritable_out(tmp_path, capsys):
     (tmp_path / "file.txt").write_text("x")
     rc, err = _cli(capsys, "--preset", "tiny", "--random-init", "--out", str(tmp_path / "file.txt" / "sub"),
                    "--only", "grounding_attention")
-    assert rc == 1 and len(err) == 1 and "cannot create output folder" in err[0]
+    assert rc == 2 and len(err) == 1 and "cannot create output folder" in err[0]
 
 
 def test_cli_refuses_dir_of_another_checkpoint(tmp_path, capsys, tiny_export):
@@ -91,7 +91,7 @@ def test_cli_refuses_dir_of_another_checkpoint(tmp_path, capsys, tiny_export):
     before = _listing(out)
     rc, err = _cli(capsys, "--preset", "tiny", "--random-init", "--seed", "3", "--out", str(out),
                    "--only", "grounding_attention")
-    assert rc == 1 and len(err) == 1 and "other weights" in err[0] and "--force" in err[0]
+    assert rc == 2 and len(err) == 1 and "other weights" in err[0] and "--force" in err[0]
     assert _listing(out) == before
 
 

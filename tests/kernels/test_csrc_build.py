@@ -1,4 +1,5 @@
-"""csrc/ compiles here (nvcc 13, no GPU needed): the kernels for A100 and H100, the C header from C."""
+"""csrc/ compiles here (nvcc 13, no GPU needed): the kernels for A100 and H100, the C header from C;
+and csrc/ mirrors objaudio_rt/kernels/, one file per op."""
 import os
 import shutil
 import subprocess
@@ -7,10 +8,22 @@ from pathlib import Path
 
 import pytest
 
+from objaudio_rt.kernels.grounding import MAX_PATCHES
+
 ROOT = Path(__file__).resolve().parents[2]
 CSRC = ROOT / "csrc"
 NVCC = shutil.which("nvcc")
 needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc not on PATH")
+KERNELS = ROOT / "objaudio_rt" / "kernels"
+OPS = sorted(p.stem for p in KERNELS.glob("*.py") if not p.stem.startswith("_"))
+DEFINE = f"-DOBJAUDIO_MAX_PATCHES={MAX_PATCHES}"          # defined once, in Python; the builds pass it
+
+
+def test_csrc_mirrors_kernels():
+    """One CUDA file per Python kernel op, and no other kernel file."""
+    assert OPS == ["grounding", "sampler_step"]
+    cu = sorted(p.stem for p in CSRC.glob("*.cu") if p.stem != "status")
+    assert cu == OPS, f"csrc/*.cu {cu} do not mirror objaudio_rt/kernels/ {OPS}"
 
 
 def run(cmd):
@@ -20,8 +33,9 @@ def run(cmd):
 
 @needs_nvcc
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
-def test_kernels_compile(arch, tmp_path):
-    run([NVCC, "-c", "-O3", f"-arch={arch}", "-I", CSRC, CSRC / "objaudio_kernels.cu", "-o", tmp_path / "k.o"])
+@pytest.mark.parametrize("source", OPS + ["status"])
+def test_kernels_compile(source, arch, tmp_path):
+    run([NVCC, "-c", "-O3", f"-arch={arch}", DEFINE, "-I", CSRC, CSRC / f"{source}.cu", "-o", tmp_path / "k.o"])
 
 
 @needs_nvcc
@@ -30,7 +44,7 @@ def test_c_header_is_plain_c(tmp_path):
     src = tmp_path / "host.c"
     src.write_text('#include "objaudio.h"\nint main(void) { ObjaudioStepParams p = {0};\n'
                    '  return objaudio_guided_step(&p, 0) == OBJAUDIO_ERR_NULL_POINTER ? 0 : 1; }\n')
-    run([NVCC, "-x", "c", "-c", "-I", CSRC, src, "-o", tmp_path / "host.o"])
+    run([NVCC, "-x", "c", "-c", DEFINE, "-I", CSRC, src, "-o", tmp_path / "host.o"])
 
 
 @needs_nvcc
@@ -42,6 +56,6 @@ def test_bindings_compile(tmp_path):
     from torch.utils.cpp_extension import include_paths
     cuda_libs = Path(torch.__file__).parent.parent / "nvidia" / "cu13" / "include"   # cusparse.h etc. from wheels
     incs = [a for p in include_paths() for a in ("-I", p)]
-    run([NVCC, "-x", "c++", "-std=c++20", "-c", "-DTORCH_EXTENSION_NAME=_C", "-I", CSRC, *incs,
+    run([NVCC, "-x", "c++", "-std=c++20", "-c", "-DTORCH_EXTENSION_NAME=_C", DEFINE, "-I", CSRC, *incs,
          "-Xcompiler", f"-idirafter{cuda_libs}", "-I", sysconfig.get_paths()["include"], CSRC / "bindings.cpp",
          "-o", tmp_path / "bindings.o"])

@@ -7,8 +7,8 @@ from .kernel_checks import assert_verbose_allclose, reference_tolerance
 
 from objaudio_rt.config import GroundingConfig
 from objaudio_rt.grounding import GroundingAttention
-from objaudio_rt.kernels import (cuda_available, fused_pooled_values, grounding_pool, grounding_pool_cuda,
-                                 query_key_vector)
+from objaudio_rt.kernels import cuda_available, fused_pooled_values, grounding_pool, query_key_vector
+from objaudio_rt.kernels._cuda import extension
 from objaudio_rt.kernels._triton import INTERPRETED
 from objaudio_rt.kernels.grounding import grounding_pool_into
 
@@ -112,14 +112,28 @@ def test_custom_op_traces():
         assert_verbose_allclose(got, want, 0.0, "compiled vs eager")
 
 
-def cuda_cpp_pooled_values(module, tokens, query=None, weights=None):
-    """fused_pooled_values with the compiled CUDA pool in place of the Triton one."""
-    if query is not None:
-        pooled, a = grounding_pool_cuda(tokens, module.pe, query_key_vector(module, query), None)
-    else:
-        pooled, a = grounding_pool_cuda(tokens, module.pe, None, weights.float())
-    o = torch.nn.functional.linear(pooled, module.w_v.weight.float())
-    return o.to(module.pe.dtype), a.to(module.pe.dtype)
+def pooled_values_with(pool):
+    """fused_pooled_values with one implementation of the pool forced: pool(tokens, pe, k_vec, weights)."""
+    def fused(module, tokens, query=None, weights=None):
+        if query is not None:
+            pooled, a = pool(tokens, module.pe, query_key_vector(module, query), None)
+        else:
+            pooled, a = pool(tokens, module.pe, None, weights.float())
+        o = torch.nn.functional.linear(pooled, module.w_v.weight.float())
+        return o.to(module.pe.dtype), a.to(module.pe.dtype)
+    return fused
+
+
+def triton_pool(tokens, pe, k_vec, weights):
+    b = (k_vec if k_vec is not None else weights).shape[0]
+    pooled = torch.empty((b, pe.shape[1]), device=tokens.device)
+    a = torch.empty((b, pe.shape[0]), device=tokens.device)
+    grounding_pool_into(tokens, pe, k_vec, weights, pooled, a)
+    return pooled, a
+
+
+def cuda_cpp_pool(tokens, pe, k_vec, weights):
+    return extension().grounding_pool(tokens, pe, k_vec, weights)
 
 
 @on_cuda
@@ -128,7 +142,14 @@ def cuda_cpp_pooled_values(module, tokens, query=None, weights=None):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("p,l", [(16, 111), (49, 59), (50, 32), (49, 768)])
 def test_triton_pool_on_cuda(p, l, dtype, path):
-    check_fused(fused_pooled_values, p, l, dtype, "cuda", path)
+    check_fused(pooled_values_with(triton_pool), p, l, dtype, "cuda", path)
+
+
+@on_cuda
+@pytest.mark.parametrize("path", ["query", "mask"])
+def test_op_on_cuda(path):
+    """The one op name on CUDA (the C++ kernel where built, else Triton) against the reference."""
+    check_fused(fused_pooled_values, 49, 59, torch.float32, "cuda", path)
 
 
 @on_cuda
@@ -137,4 +158,4 @@ def test_triton_pool_on_cuda(p, l, dtype, path):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("p,l", [(16, 111), (49, 59), (50, 32), (49, 768)])
 def test_cuda_cpp_pool_matches_reference(p, l, dtype, path):
-    check_fused(cuda_cpp_pooled_values, p, l, dtype, "cuda", path)
+    check_fused(pooled_values_with(cuda_cpp_pool), p, l, dtype, "cuda", path)

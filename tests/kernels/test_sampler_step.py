@@ -3,7 +3,8 @@ import pytest
 import torch
 from .kernel_checks import assert_verbose_allclose, reference_tolerance
 
-from objaudio_rt.kernels import cuda_available, guided_step, guided_step_cuda, guided_step_into, upload_coefs
+from objaudio_rt.kernels import cuda_available, guided_step, guided_step_into, upload_coefs
+from objaudio_rt.kernels._cuda import extension
 from objaudio_rt.kernels._triton import INTERPRETED
 from objaudio_rt.samplers import SamplerPlan, reference_step
 
@@ -168,13 +169,28 @@ def test_triton_step_on_cuda(shape, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_cuda_cpp_step_matches_reference(shape, dtype, with_prev):
-    check_step(lambda c, s, x, e, p: guided_step_cuda(c, s, x, e, CFG, p), shape, dtype, with_prev, "cuda")
+    check_step(lambda c, s, x, e, p: extension().guided_step(c, s.reshape(1), x, e, cfg_on("cuda"), p),
+               shape, dtype, with_prev, "cuda")
+
+
+@on_cuda
+@pytest.mark.skipif(not cuda_available(), reason="objaudio_rt._C not built")
+def test_cuda_cpp_step_reads_cfg_per_item():
+    plan = SamplerPlan.build("dpmpp", 10)
+    x, eps_pair, x0_prev = step_inputs((3, 8, 13, 4), torch.float32, "cuda")
+    cfg = torch.tensor([1.0, 2.5, 7.0], device="cuda")
+    got, _ = extension().guided_step(upload_coefs(plan, "cuda"), torch.tensor([4], device="cuda"), x, eps_pair,
+                                     cfg, x0_prev)
+    for b in range(3):
+        ref = reference_step(plan.coefs[4], x[b:b + 1], eps_pair[b::3], float(cfg[b]), x0_prev[b:b + 1])
+        assert_verbose_allclose(got[b:b + 1], ref[0], 1e-5, f"x_next item {b}")
 
 
 @on_cuda
 @compiled_triton
 @pytest.mark.parametrize("sampler,steps", [("dpmpp", 25), ("ddim", 50)])
-def test_triton_trajectory_on_cuda(sampler, steps):
+def test_op_trajectory_on_cuda(sampler, steps):
+    """The op as the loop calls it on CUDA (the C++ kernel where built, else Triton)."""
     check_trajectory(guided_step, sampler, steps, "cuda")
 
 

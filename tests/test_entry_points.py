@@ -1,0 +1,43 @@
+"""One CLI error wrapper (objaudio_rt.errors.command) for every entry point: `objaudio` and every
+`python -m export.* / training.* / benchmarks.*` with a main. A user error prints one line and
+exits 2; no main calls sys.exit itself."""
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ENTRY_MODULES = sorted(p for pkg in ("objaudio_rt", "export", "training", "benchmarks")
+                       for p in (ROOT / pkg).rglob("*.py") if "def main(" in p.read_text())
+
+
+def test_every_main_is_wrapped_and_never_exits():
+    assert len(ENTRY_MODULES) >= 9
+    for path in ENTRY_MODULES:
+        tree = ast.parse(path.read_text())
+        main = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main")
+        decorators = [d.func.id for d in main.decorator_list
+                      if isinstance(d, ast.Call) and isinstance(d.func, ast.Name)]
+        assert decorators == ["command"], f"{path.relative_to(ROOT)}: main is not wrapped by errors.command"
+        exits = [n.lineno for n in ast.walk(main) if isinstance(n, ast.Attribute) and n.attr == "exit"]
+        assert not exits, f"{path.relative_to(ROOT)}: sys.exit inside main (lines {exits})"
+
+
+def _run(capsys, main, argv):
+    rc = main([str(a) for a in argv])
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if ": error: " in line]
+    return rc, err
+
+
+@pytest.mark.parametrize("module,prog,argv", [
+    ("objaudio_rt.cli", "objaudio", ["info", "--checkpoint", "{tmp}/none"]),
+    ("export.trt", "python -m export.trt", ["--onnx", "{tmp}/none", "--out", "{tmp}/engines"]),
+    ("training.ablate", "python -m training.ablate", ["--init-from", "{tmp}", "--out", "{tmp}/o", "--variants", "x"]),
+    ("benchmarks.latency", "python -m benchmarks.latency", ["--preset", "tiny", "--device", "cpu", "--backends", "x"]),
+])
+def test_a_user_error_is_one_line_and_exit_2(module, prog, argv, tmp_path, capsys):
+    import importlib
+
+    main = importlib.import_module(module).main
+    rc, err = _run(capsys, main, [a.format(tmp=tmp_path) for a in argv])
+    assert rc == 2 and len(err) == 1 and err[0].startswith(f"{prog}: error: "), err
