@@ -67,7 +67,8 @@ def text_examples(data: LatentSet) -> LatentSet:
         return data
     rows = torch.nonzero(~data.mask_only).squeeze(1)
     return LatentSet(latents=data.latents[rows], text=data.text[rows], tokens=data.tokens,
-                     ex_scene=data.ex_scene[rows], cover=None if data.cover is None else data.cover[rows])
+                     ex_scene=data.ex_scene[rows], cover=None if data.cover is None else data.cover[rows],
+                     kind=None if data.kind is None else data.kind[rows])
 
 
 def train_variant(name: str, init: Path, data: LatentSet, out: Path, minutes: float, batch: int, lr: float,

@@ -13,11 +13,15 @@ SynthScenes cache (`build_synth_cache`): scenes are generated once (in parallel)
     kind "silent"   one silent distractor per scene (tree, house, rock); target = silence. The
                     text caption cannot name it (captions name sounding objects only), so these
                     examples are only used with the mask in place of the attention (train_ldm).
+    kind "pair"     (only with `SynthCacheConfig.pairs`) in a scene with >= 3 sounding objects, two
+                    of them (drawn from the scene seed) named together; target = the sum of their
+                    two stems: a union that is not the whole scene (with the mask substituted: the
+                    paper's union mask `Mask(a | b)`).
 
 Stored tensors (one safetensors file + captions in JSON):
     images      (S, H, W, 3) uint8          obj_class   (S, K) int64, -1 = no object
     obj_cover   (S, K, P) float16, each object's area coverage of the P patches
-    ex_scene    (E,) int64                  ex_kind     (E,) int64 (0 mixture, 1 single, 2 silent)
+    ex_scene    (E,) int64                  ex_kind     (E,) int64 (index into KINDS)
     ex_targets  (E, K) bool                 mels        (E, frames, n_mels) float16, log-mel
     voc_waves   (V, samples) float16, the peak-normalised waveforms of the first V examples
                 (the vocoder's training pairs with mels[:V])
@@ -41,7 +45,7 @@ from objaudio_rt.images import load_image
 
 from .synthscenes import ALL_CLASSES, SILENCE_CAPTION, generate_scene, make_caption, split_seeds
 
-KINDS = ("mixture", "single", "silent")
+KINDS = ("mixture", "single", "silent", "pair")
 MAX_OBJECTS = 5
 
 
@@ -55,6 +59,7 @@ class SynthCacheConfig:
     patch_size: int = 16
     vocoder_examples: int = 1500
     workers: int = 1
+    pairs: bool = False               # add "pair" examples (the targeted fine-tune draws them)
 
     @property
     def frames(self) -> int:
@@ -83,6 +88,12 @@ def _scene_examples(args) -> dict:
         for stem_index, obj in enumerate(scene.sounding_indices):
             if obj < n_obj:
                 examples.append(("single", single_caption(seed, scene.classes[obj]), [obj], scene.stems[stem_index]))
+    if cfg.pairs and len(sounding) >= 3:
+        a, b = sorted(np.random.default_rng([seed, 7]).choice(len(sounding), 2, replace=False))
+        stem_of = {obj: k for k, obj in enumerate(scene.sounding_indices)}
+        pair = [sounding[a], sounding[b]]
+        caption = make_caption(np.random.default_rng([seed, 8]), [scene.classes[i] for i in pair], "overlap")
+        examples.append(("pair", caption, pair, scene.stems[stem_of[pair[0]]] + scene.stems[stem_of[pair[1]]]))
     silent = [i for i in range(n_obj) if not scene.sounding[i]]
     if silent:
         examples.append(("silent", SILENCE_CAPTION, [silent[0]], silence))

@@ -44,6 +44,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from objaudio_rt.errors import ObjaudioError
 from objaudio_rt.grounding import GroundingAttention, rescale_patch_weights
 from objaudio_rt.model import Calibration, ObjaudioModel
 from objaudio_rt.samplers import alphas_cumprod
@@ -64,6 +65,9 @@ class LdmConfig:
     mask_prob: float = 0.0
     grad_clip: float = 1.0
     freeze_unet: bool = False         # train the grounding only (the paper's "frozen diffusion" ablation)
+    # share of each batch drawn from each example kind (training.data.KINDS order; a kind absent from
+    # the data gives its share to the others); None: uniform over examples
+    kind_weights: tuple[float, ...] | None = None
 
 
 @dataclass
@@ -75,6 +79,7 @@ class LatentSet:
     ex_scene: torch.Tensor           # (E,) int64 index into tokens
     cover: torch.Tensor | None = None       # (E, P) target-object patch coverage (SynthScenes)
     mask_only: torch.Tensor | None = None   # (E,) bool: always condition on the mask
+    kind: torch.Tensor | None = None        # (E,) int64 example kind (index into training.data.KINDS)
 
     def save(self, path: Path) -> None:
         tensors = {k: v.contiguous() for k, v in self.__dict__.items() if v is not None}
@@ -156,13 +161,15 @@ def train_ldm(model: ObjaudioModel, data: LatentSet, budget: StageBudget, cfg: L
     gen = torch.Generator(device="cpu").manual_seed(seed + 1000 * rank + start_step)
     n_ex, n_t = data.latents.shape[0], acp.numel()
     last_save = [time.time()]
+    draw = example_weights(data, cfg.kind_weights)                                   # (E,) or None
 
     def step(i):
         i += start_step
         for group in opt.param_groups:
             group["lr"] = cfg.lr * min(1.0, (i + 1) / max(1, cfg.warmup_steps))
         b = budget.batch_size
-        idx = torch.randint(n_ex, (b,), generator=gen)
+        idx = (torch.randint(n_ex, (b,), generator=gen) if draw is None
+               else torch.multinomial(draw, b, replacement=True, generator=gen))
         use_mask = torch.rand(b, generator=gen) < cfg.mask_prob
         if data.mask_only is not None:
             use_mask |= data.mask_only[idx].cpu()
@@ -196,6 +203,25 @@ def train_ldm(model: ObjaudioModel, data: LatentSet, budget: StageBudget, cfg: L
     model.unet.eval()
     model.grounding.eval()
     return {**metrics, "steps_total": start_step + metrics["steps"]}
+
+
+def example_weights(data: LatentSet, kind_weights: tuple[float, ...] | None) -> torch.Tensor | None:
+    """Per-example sampling weights (E,) giving each kind its share of a batch; None: uniform."""
+    if kind_weights is None:
+        return None
+    if data.kind is None:
+        raise ObjaudioError("kind_weights needs the example kinds in the latent set: delete "
+                            "cache/latents.safetensors so that it is rebuilt")
+    shares = torch.tensor(kind_weights, dtype=torch.float64)
+    kinds = data.kind.cpu()
+    if bool((kinds < 0).any()) or int(kinds.max()) >= shares.numel() or bool((shares < 0).any()):
+        raise ObjaudioError(f"kind_weights {kind_weights} must be >= 0 with one share per example kind "
+                            f"(kinds 0..{int(kinds.max())} present)")
+    counts = torch.bincount(kinds, minlength=shares.numel()).double()
+    per_example = torch.where(counts > 0, shares / counts.clamp_min(1), torch.zeros_like(shares))[kinds]
+    if float(per_example.sum()) <= 0:
+        raise ObjaudioError(f"kind_weights {kind_weights} give every example kind present a share of 0")
+    return (per_example / per_example.sum()).float()
 
 
 def _all_ranks_agree(stop: bool) -> bool:

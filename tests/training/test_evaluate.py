@@ -9,8 +9,9 @@ from objaudio_rt.selection import Mask
 from objaudio_rt.model import Calibration, ObjaudioModel
 from objaudio_rt.checkpoint import save_checkpoint
 from training.classifier import SoundClassifier, save_classifier
-from training.evaluate import main, mu_law_decode, mu_law_encode, scene_selections
-from training.synthscenes import generate_scene, split_seeds
+from objaudio_rt.errors import ObjaudioError
+from training.evaluate import Item, Results, badness, breakdown, main, mu_law_decode, mu_law_encode, scene_selections
+from training.synthscenes import SOUNDING_CLASSES, generate_scene, split_seeds
 
 KEYS = ("object_accuracy", "leakage", "union_recall", "union_recall_mask", "silent_accuracy", "text_vs_mask_gap",
         "acc", "fad", "kl", "is", "scenes", "steps", "sampler")
@@ -89,7 +90,7 @@ def test_rescoring_clips_saved_before_composed_unions(files, tmp_path):
         old_waves.append(w[keep])
         old_mels.append(mels[a:a + len(w)][keep])
     legacy = tmp_path / "legacy.npz"
-    save_audio(legacy, seeds, old_waves, old_mels, {k: v for k, v in meta.items() if k != "layout"})
+    save_audio(legacy, seeds, old_waves, old_mels, {k: v for k, v in meta.items() if k not in ("layout", "union_mode")})
     out = tmp_path / "legacy.json"
     assert main(["--checkpoint", "-", "--json", str(out), "--classifier", str(files / "classifier.safetensors"),
                  "--rescore", str(legacy)]) == 0
@@ -97,3 +98,105 @@ def test_rescoring_clips_saved_before_composed_unions(files, tmp_path):
     assert result["union_recall"] is None and result["counts"]["union"] == 0
     assert result["counts"]["union_mask"] == sum(1 for s in seeds
                                                  if sum(generate_scene(s).sounding) >= 2)
+
+
+def test_union_modes_keep_one_kind_of_union_each():
+    scene = next(generate_scene(s) for s in split_seeds("test", 50) if sum(generate_scene(s).sounding) >= 2)
+    kinds = {m: [it.kind for it in scene_selections(scene, m)[1]] for m in ("compose", "mask", "both")}
+    assert kinds["compose"].count("union") == 1 and "union_mask" not in kinds["compose"]
+    assert kinds["mask"].count("union_mask") == 1 and "union" not in kinds["mask"]
+    assert sorted(kinds["both"]) == sorted(kinds["compose"] + ["union_mask"])
+    with pytest.raises(ObjaudioError, match="union mode"):
+        scene_selections(scene, "sum")
+
+
+def _fake_results(rows):
+    """Results from (kind, targets, others, layout, silent_class, probs dict) rows."""
+    res = Results()
+    for kind, targets, others, layout, silent_class, p in rows:
+        probs = np.zeros(len(SOUNDING_CLASSES), np.float32)
+        for c, v in p.items():
+            probs[SOUNDING_CLASSES.index(c)] = v
+        res.items.append(Item(kind, targets, others, None, layout=layout, silent_class=silent_class,
+                              sounding=len(targets) + len(others)))
+        res.probs.append(probs)
+    return res
+
+
+def test_breakdown_per_class_and_layout_and_badness_ranks_the_misses():
+    a, b = SOUNDING_CLASSES[:2]
+    res = _fake_results([
+        ("object", [a], [b], "overlap", None, {a: 0.9}),                 # right, no leakage
+        ("object", [b], [a], "sequence", None, {a: 0.8, b: 0.6}),        # wrong and leaks a
+        ("silent", [], [a, b], "overlap", "rock", {b: 0.7}),             # makes a sound
+        ("union", [a, b], [], "sequence", None, {a: 0.9, b: 0.9}),       # both heard
+    ])
+    parts = breakdown(res)
+    assert parts["by_class"][a]["object_accuracy"] == 1.0 and parts["by_class"][b]["object_accuracy"] == 0.0
+    assert parts["by_class"][b]["leakage"] == 1.0 and parts["by_class"][a]["union_recall"] == 1.0
+    assert parts["by_class"]["rock"]["silent_accuracy"] == 0.0 and parts["by_class"]["rock"]["counts"]["silent"] == 1
+    assert parts["by_layout"]["overlap"]["object_accuracy"] == 1.0
+    assert parts["by_layout"]["sequence"]["counts"] == {"object": 1, "union": 1, "union_mask": 0, "silent": 0}
+    scores = [badness(it, p) for it, p in zip(res.items, res.probs)]
+    assert scores[1] == pytest.approx(1 - 0.6 + 0.8) and scores[2] == pytest.approx(0.7)
+    assert max(scores) == scores[1] and min(scores) == scores[0] == pytest.approx(0.1)
+
+
+def test_worst_selections_are_written_as_wav_and_png(files, tmp_path):
+    import soundfile as sf
+
+    clips = files / "clips.npz"
+    if not clips.is_file():
+        test_evaluate_json_keys_and_ranges(files)
+    out = tmp_path / "compose.json"
+    assert main(["--checkpoint", "-", "--json", str(out), "--classifier", str(files / "classifier.safetensors"),
+                 "--rescore", str(clips), "--union-mode", "compose", "--worst", "3"]) == 0
+    result = json.loads(out.read_text())
+    assert result["union_mode"] == "compose" and result["counts"]["union_mask"] == 0
+    assert result["counts"]["union"] > 0 and "by_class" in result and "by_layout" in result
+    index = json.loads((tmp_path / "compose-worst" / "worst.json").read_text())
+    assert len(index) == 3 and [r["rank"] for r in index] == [1, 2, 3]
+    assert index[0]["badness"] >= index[1]["badness"] >= index[2]["badness"]
+    for row in index:
+        wave, sr = sf.read(tmp_path / "compose-worst" / f"{row['file']}.wav")
+        assert sr == 16000 and wave.shape == (int(2.56 * 16000),)
+        assert (tmp_path / "compose-worst" / f"{row['file']}.png").stat().st_size > 1000
+    assert main(["--checkpoint", "-", "--json", str(tmp_path / "x.json"), "--classifier",
+                 str(files / "classifier.safetensors"), "--rescore", str(tmp_path / "missing.npz")]) != 0
+    first = tmp_path / "first.json"
+    assert main(["--checkpoint", "-", "--json", str(first), "--classifier", str(files / "classifier.safetensors"),
+                 "--rescore", str(clips), "--first", "1"]) == 0
+    assert json.loads(first.read_text())["scenes"] == 1
+
+
+def test_an_interrupted_evaluation_continues_from_its_saved_clips(files, tmp_path):
+    from training.evaluate import load_audio, load_mels, save_audio
+
+    clips = files / "clips.npz"
+    if not clips.is_file():
+        test_evaluate_json_keys_and_ranges(files)
+    seeds, waves, meta = load_audio(clips)
+    partial = tmp_path / "partial.npz"
+    save_audio(partial, seeds[:1], waves[:1], load_mels(clips)[:1], meta)       # as if stopped after scene 1
+    args = ["--checkpoint", str(files / "ckpt"), "--scenes", "2", "--steps", "2", "--sampler", "dpmpp",
+            "--classifier", str(files / "classifier.safetensors"), "--save-audio", str(partial)]
+    assert main(args + ["--json", str(tmp_path / "r.json")]) == 0
+    again, again_waves, _ = load_audio(partial)
+    assert again == seeds and np.array_equal(again_waves[0], waves[0])            # scene 1 kept, not regenerated
+    assert json.loads((tmp_path / "r.json").read_text())["selections"] == sum(len(w) for w in waves)
+    assert main(args + ["--json", str(tmp_path / "x.json"), "--cfg", "3"]) == 2             # other settings
+
+
+def test_kinds_keeps_only_the_named_selections_and_re_pairs_text():
+    scene = next(generate_scene(s) for s in split_seeds("test", 50)
+                 if sum(generate_scene(s).sounding) >= 2 and not all(generate_scene(s).sounding))
+    sels, items = scene_selections(scene, "compose", ("object", "silent", "union"))
+    assert {it.kind for it in items} == {"object", "silent", "union"} and len(sels) == len(items)
+    sels, items = scene_selections(scene, "both", ("object", "text"))
+    for it in items:
+        if it.kind == "text":
+            assert items[it.pair].kind == "object" and items[it.pair].targets == it.targets
+    _, items = scene_selections(scene, "both", ("text",))
+    assert all(it.pair == -1 for it in items)
+    with pytest.raises(ObjaudioError, match="unknown selection kinds"):
+        scene_selections(scene, "both", ("objects",))

@@ -188,3 +188,72 @@ def test_ablation_variants_train_a_fresh_grounding_and_report_a_table(synth_run,
     assert (out / "frozen" / "model" / "grounding.safetensors").read_bytes() == trained
     assert json.loads((out / "frozen" / "eval_100_2.json").read_text())["scenes"] == 2
     assert ablate(["--init-from", str(synth_run / "model"), "--out", str(out), "--variants", "paper,sparse"]) == 2
+
+
+# ---- the targeted fine-tune: example kinds and their shares of a batch -----------------------
+
+def test_pair_examples_target_two_of_three_sounding_objects():
+    from training.data import KINDS, SynthCacheConfig, _scene_examples
+    from training.synthscenes import generate_scene
+
+    seed = next(s for s in range(200) if sum(generate_scene(s, seconds=1.28).sounding) >= 3)
+    scene = generate_scene(seed, seconds=1.28)
+    ex = _scene_examples((seed, SynthCacheConfig(seconds=1.28, pairs=True)))
+    pairs = [n for n, k in enumerate(ex["kinds"]) if k == KINDS.index("pair")]
+    assert len(pairs) == 1
+    assert KINDS.index("pair") not in _scene_examples((seed, SynthCacheConfig(seconds=1.28)))["kinds"]
+    targets = np.flatnonzero(ex["targets"][pairs[0]])
+    assert len(targets) == 2 and all(scene.sounding[i] for i in targets)
+    caption = ex["captions"][pairs[0]]
+    assert " while " in caption or " and " in caption                # names two objects
+
+
+def _latent_set(kinds):
+    from training.train_ldm import LatentSet
+
+    e = len(kinds)
+    return LatentSet(latents=torch.zeros(e, 1, 2, 2), text=torch.zeros(e, 2), tokens=torch.zeros(1, 4, 2),
+                     ex_scene=torch.zeros(e, dtype=torch.int64), kind=torch.tensor(kinds))
+
+
+def test_kind_weights_give_each_kind_its_share_of_a_batch():
+    from training.train_ldm import example_weights
+
+    data = _latent_set([0] * 6 + [1] * 3 + [2])                     # no pair examples
+    w = example_weights(data, (0.25, 0.25, 0.5, 0.2))
+    share = torch.stack([w[data.kind == k].sum() for k in range(3)])
+    assert torch.allclose(share, torch.tensor([0.25, 0.25, 0.5]), atol=1e-6)        # the absent kind's share is dropped
+    assert torch.allclose(w[:6], w[0].expand(6))                                       # uniform within a kind
+    drawn = torch.multinomial(w, 20000, replacement=True, generator=torch.Generator().manual_seed(0))
+    assert (data.kind[drawn] == 2).float().mean().item() == pytest.approx(0.5, abs=0.02)
+    assert example_weights(data, None) is None
+
+
+def test_kind_weights_errors_say_what_to_do():
+    from objaudio_rt.errors import ObjaudioError
+    from training.train_ldm import example_weights
+
+    data = _latent_set([0, 1, 2])
+    with pytest.raises(ObjaudioError, match="one share per example kind"):
+        example_weights(data, (1.0, 1.0))
+    with pytest.raises(ObjaudioError, match="share of 0"):
+        example_weights(data, (0.0, 0.0, 0.0))
+    data.kind = None
+    with pytest.raises(ObjaudioError, match="latents.safetensors"):
+        example_weights(data, (1.0, 1.0, 1.0))
+
+
+def test_targeted_ldm_preset_fine_tunes_from_a_checkpoint(synth_run, tmp_path):
+    from training.train import LDM_PRESETS
+
+    assert LDM_PRESETS["targeted"].kind_weights is not None and LDM_PRESETS["tiny-synth"].kind_weights is None
+    out = tmp_path / "ft"
+    assert main(["--preset", "tiny", "--out", str(out), "--stage", "ldm", "--ldm-preset", "targeted", "--scenes", "4",
+                 "--max-steps", "2", "--workers", "1", "--batch-size", "4", "--threads", "2",
+                 "--init-from", str(synth_run / "model")]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["recipe"]["ldm"]["kind_weights"] == list(LDM_PRESETS["targeted"].kind_weights)
+    old, _ = load_checkpoint(synth_run / "model")
+    new, _ = load_checkpoint(out / "model")
+    assert torch.equal(old.vocoder.conv_pre.weight, new.vocoder.conv_pre.weight)
+    assert not torch.equal(old.unet.conv_in.weight, new.unet.conv_in.weight)
