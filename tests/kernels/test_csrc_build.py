@@ -1,5 +1,5 @@
 """csrc/ compiles here (nvcc 13, no GPU needed): the kernels for A100 and H100, the C header from C;
-and csrc/ mirrors objaudio_rt/kernels/, one file per op."""
+and csrc/ mirrors the ops of objaudio_rt/kernels/ that a C/C++ host needs, one file per op."""
 import os
 import shutil
 import subprocess
@@ -16,14 +16,15 @@ NVCC = shutil.which("nvcc")
 needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc not on PATH")
 KERNELS = ROOT / "objaudio_rt" / "kernels"
 OPS = sorted(p.stem for p in KERNELS.glob("*.py") if not p.stem.startswith("_"))
+HOST_OPS = ["grounding", "sampler_step"]       # what a C/C++ host calls; the fused UNet modules stay Triton-only
 DEFINE = f"-DOBJAUDIO_MAX_PATCHES={MAX_PATCHES}"          # defined once, in Python; the builds pass it
 
 
 def test_csrc_mirrors_kernels():
-    """One CUDA file per Python kernel op, and no other kernel file."""
-    assert OPS == ["grounding", "sampler_step"]
+    """One CUDA file per host-facing Python kernel op, and no other kernel file."""
+    assert set(HOST_OPS) <= set(OPS), f"{HOST_OPS} must all be ops of objaudio_rt/kernels/ {OPS}"
     cu = sorted(p.stem for p in CSRC.glob("*.cu") if p.stem != "status")
-    assert cu == OPS, f"csrc/*.cu {cu} do not mirror objaudio_rt/kernels/ {OPS}"
+    assert cu == HOST_OPS, f"csrc/*.cu {cu} do not mirror the host ops of objaudio_rt/kernels/ {HOST_OPS}"
 
 
 def run(cmd):
@@ -33,7 +34,7 @@ def run(cmd):
 
 @needs_nvcc
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
-@pytest.mark.parametrize("source", OPS + ["status"])
+@pytest.mark.parametrize("source", HOST_OPS + ["status"])
 def test_kernels_compile(source, arch, tmp_path):
     run([NVCC, "-c", "-O3", f"-arch={arch}", DEFINE, "-I", CSRC, CSRC / f"{source}.cu", "-o", tmp_path / "k.o"])
 
