@@ -403,12 +403,15 @@ def save_audio(path: Path, seeds: list[int], scene_waves: list[np.ndarray], scen
                meta: dict) -> None:
     """Generated clips (8-bit mu-law) and the log-mels they were vocoded from (float16), per scene.
     Written through a temporary file, so an interrupted run leaves the previous save intact."""
-    from objaudio_rt.audio import atomic_write
+    import io
+
+    from objaudio_rt.outputs import write_together
 
     counts = np.array([len(w) for w in scene_waves])
-    atomic_write(path, lambda tmp: np.savez(tmp, audio=mu_law_encode(np.concatenate(scene_waves)),
-                                            mels=np.concatenate(scene_mels).astype(np.float16), counts=counts,
-                                            seeds=np.array(seeds), meta=json.dumps(meta)), force=True)
+    data = io.BytesIO()
+    np.savez(data, audio=mu_law_encode(np.concatenate(scene_waves)), mels=np.concatenate(scene_mels).astype(np.float16),
+             counts=counts, seeds=np.array(seeds), meta=json.dumps(meta))
+    write_together([(path, data.getvalue())], force=True)
 
 
 RESUME_KEYS = ("checkpoint", "steps", "sampler", "cfg", "union_mode", "clip_seconds", "options", "kinds")

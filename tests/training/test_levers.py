@@ -17,7 +17,7 @@ from training.levers import Levers, complement, levered_generate_many, signed_co
 @pytest.fixture(scope="module")
 def pipe():
     torch.manual_seed(0)
-    return Pipeline.from_pretrained("tiny", seed=0)
+    return Pipeline.from_pretrained("random:tiny", seed=0)
 
 
 def _scene(pipe):
