@@ -26,6 +26,7 @@ import torch
 
 from objaudio_rt.denoise import Conditions, denoise
 from objaudio_rt.errors import check
+from objaudio_rt.options import RunOptions
 from objaudio_rt.pipeline import Generation, Pipeline, Scene, _combine_parts
 from objaudio_rt.samplers import SamplerPlan
 from objaudio_rt.selection import Mask, Text, Whole
@@ -75,7 +76,7 @@ def levered_generate_many(pipe: Pipeline, levers: Levers):
     @torch.no_grad()
     def generate_many(scene: Scene, selections, steps: int, sampler: str, cfg: float, seed: int,
                       progress: bool = False) -> list[Generation]:
-        check(np.isfinite(cfg) and cfg >= 1.0, f"cfg (guidance scale) must be a finite number >= 1, got {cfg!r}")
+        RunOptions(steps, sampler, cfg, seed).resolve(pipe.config)     # checked where the runtime checks them
         c = pipe.config
         plan = SamplerPlan.build(sampler, steps, c.schedule)
         conds, owner, weights, shown = [], [], [], []
