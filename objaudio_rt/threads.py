@@ -2,12 +2,16 @@
 
 torch starts one thread per core; on a machine whose cores other processes already use, those
 threads wait on each other (measured: one clip took 80 s with torch's default on a loaded 2-core
-machine and 2 s with one thread; see benchmarks/threads.py). The default is therefore the cores
-not already busy (the 1-minute load average), at least 1 and at most MAX_DEFAULT.
+machine and 2 s with one thread; see benchmarks/startup.py --load). The default is therefore the
+cores not busy right now (`busy_elsewhere`), at least 1 and at most MAX_DEFAULT. Right now, not the
+1-minute load average: that still counts a run that has just ended, so a second run straight after
+a first one took one thread on an idle machine.
 """
 from __future__ import annotations
 
 import os
+import statistics
+import time
 
 from .errors import check
 
@@ -23,8 +27,27 @@ def pick_threads(requested: int | None = None) -> int:
     if env.isdigit() and int(env) > 0:
         return int(env)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    free = cores - os.getloadavg()[0] if hasattr(os, "getloadavg") else cores
+    free = cores - busy_elsewhere()
     return max(1, min(cores, MAX_DEFAULT, int(free + 0.5)))
+
+
+def busy_elsewhere(samples: int = 5, interval_s: float = 0.002) -> float:
+    """Cores other threads keep busy now: Linux's runnable-thread count (/proc/stat procs_running,
+    the median of a few samples ~10 ms apart in all) less this thread; elsewhere the 1-minute load
+    average (0 where there is none)."""
+    counts = []
+    for i in range(samples):
+        try:
+            with open("/proc/stat", "rb") as f:
+                line = next((ln for ln in f if ln.startswith(b"procs_running ")), None)
+        except OSError:
+            line = None
+        if line is None:
+            return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        counts.append(int(line.split()[1]))
+        if i + 1 < samples:
+            time.sleep(interval_s)
+    return max(0.0, statistics.median(counts) - 1)
 
 
 def use_threads(requested: int | None = None) -> int:

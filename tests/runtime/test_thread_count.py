@@ -1,4 +1,4 @@
-"""The CPU thread count: --threads, then OMP_NUM_THREADS, then the cores not already busy."""
+"""The CPU thread count: --threads, then OMP_NUM_THREADS, then the cores not busy right now."""
 import os
 
 import pytest
@@ -13,14 +13,31 @@ def test_requested_then_environment_then_free_cores(monkeypatch):
     assert threads.pick_threads() == 3
     monkeypatch.delenv("OMP_NUM_THREADS")
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(threads, "busy_elsewhere", lambda: 0.0)
     assert threads.pick_threads() == 2                      # idle: every core
-    monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 0.0, 0.0))
+    monkeypatch.setattr(threads, "busy_elsewhere", lambda: 1.2)
     assert threads.pick_threads() == 1                      # one core busy elsewhere
-    monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 0.0, 0.0))
+    monkeypatch.setattr(threads, "busy_elsewhere", lambda: 9.0)
     assert threads.pick_threads() == 1                      # never fewer than one
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(threads, "busy_elsewhere", lambda: 0.0)
     assert threads.pick_threads() == threads.MAX_DEFAULT
     with pytest.raises(ObjaudioError, match="at least 1"):
         threads.pick_threads(0)
+
+
+def test_busy_elsewhere_counts_other_running_threads_now(monkeypatch, tmp_path):
+    """Linux: procs_running less this thread, sampled now (not the load average of runs just ended)."""
+    samples = iter([b"cpu  1 2 3\nprocs_running 3\n", b"procs_running 1\n", b"procs_running 3\n"])
+    real_open = open
+
+    def fake_open(path, mode="r", *args, **kwargs):
+        if path == "/proc/stat":
+            f = tmp_path / "stat"
+            f.write_bytes(next(samples))
+            return real_open(f, mode)
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", fake_open)
+    monkeypatch.setattr(os, "getloadavg", lambda: (7.0, 0.0, 0.0))          # stale: must not be used
+    assert threads.busy_elsewhere(samples=3, interval_s=0) == 2.0           # median 3, less this thread
