@@ -51,6 +51,6 @@ setup(
         "serve": ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9"],
         "ray": ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9", "ray[serve]>=2.40"],
     },
-    entry_points={"console_scripts": ["objaudio=objaudio_rt.cli:main"]},
+    entry_points={"console_scripts": ["objaudio=objaudio_rt.cli:entry"]},
     **cuda_extension(),
 )

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from .errors import ObjaudioError, check, command
-from .options import BACKENDS, DTYPE_NAMES, SAMPLERS, UNION_MODES
+from .options import BACKEND_CHOICES, DTYPE_NAMES, SAMPLERS, UNION_MODES
 
 DEMO = Path(__file__).parent / "assets" / "demo"
 
@@ -41,9 +41,11 @@ def _add_generation_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=None,
                    help="seconds, from one latent frame (0.04 s) to the model's maximum (default: its clip length)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--backend", choices=BACKENDS, default="eager",
-                   help="eager (the reference), fast (fused kernels; on CUDA an fp16 UNet and a CUDA graph), "
-                        "onnxruntime (graphs from `python -m export.onnx --cache`), tensorrt")
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
+                   help="auto (default: on a CPU onnxruntime when `python -m export.onnx --cache` has built this "
+                        "model's graphs, which `make demo` does for the embedded model, else eager; on CUDA fast), "
+                        "eager (the reference), fast (fused kernels; on CUDA an fp16 UNet and a CUDA graph), "
+                        "onnxruntime, tensorrt")
     p.add_argument("--unet-dtype", choices=DTYPE_NAMES, default=None,
                    help="the UNet's precision for eager and fast (default: fp32; fast on CUDA: fp16)")
     p.add_argument("--no-cuda-graph", action="store_true", help="fast: run the loop step by step, not as a graph")
@@ -156,7 +158,11 @@ def _pipeline(args):
     pipe = Pipeline.from_pretrained(args.checkpoint, device=args.device, backend=args.backend,
                                     sam_checkpoint=args.sam_checkpoint, sam_type=args.sam_type,
                                     backend_options=_backend_options(args))
-    print(f"model: {pipe.source}")
+    print(f"model: {pipe.source} (backend {pipe.backend_name})")
+    if (args.backend == "auto" and pipe.backend_name == "eager" and pipe.device.type == "cpu" and not args.checkpoint
+            and not _backend_options(args)):
+        print("tip: `python -m export.onnx --cache` (once) builds ONNX graphs that make each run start and "
+              "denoise faster on a CPU", file=sys.stderr)
     return pipe
 
 
@@ -318,5 +324,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def entry() -> None:
+    """The `objaudio` console script: main, then a fast exit (errors.exit_now)."""
+    from .errors import exit_now
+
+    exit_now(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

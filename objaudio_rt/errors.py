@@ -6,7 +6,9 @@ do; only the entry points (`command`) turn it into one line on stderr and exit c
 from __future__ import annotations
 
 import functools
+import os
 import sys
+from typing import NoReturn
 
 
 class ObjaudioError(ValueError):
@@ -35,6 +37,31 @@ def command(prog: str):
             except KeyboardInterrupt:
                 print(f"{prog}: interrupted", file=sys.stderr)
                 return 130
+            except BrokenPipeError:              # `objaudio info | head`: the reader left; not an error of ours
+                _quiet_stdout()
+                return 141                       # 128 + SIGPIPE, what a shell tool killed by it returns
             return 0 if code is None else code
         return run
     return wrap
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's last flush cannot raise into a closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def exit_now(code: int) -> NoReturn:
+    """End a finished command-line run with `code`: flush stdout and stderr, then leave without the
+    interpreter's teardown, which only frees memory (torch's and onnxruntime's state: measured 0.9 s
+    after a generate on a 2-core machine). Every file a command writes is closed and renamed into
+    place before its main returns. Only for `__main__` entry points, never in-process callers."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BrokenPipeError:
+            _quiet_stdout()
+        except ValueError:                   # closed by the caller
+            pass
+    os._exit(code)

@@ -41,3 +41,20 @@ def test_a_user_error_is_one_line_and_exit_2(module, prog, argv, tmp_path, capsy
     main = importlib.import_module(module).main
     rc, err = _run(capsys, main, [a.format(tmp=tmp_path) for a in argv])
     assert rc == 2 and len(err) == 1 and err[0].startswith(f"{prog}: error: "), err
+
+
+def test_a_reader_that_left_gets_no_traceback():
+    """`objaudio info | head -1`: the pipe's reader is gone before the output is written."""
+    import os
+    import subprocess
+    import sys
+
+    r, w = os.pipe()
+    os.close(r)                                  # every write to w now fails with EPIPE
+    try:
+        proc = subprocess.run([sys.executable, "-m", "objaudio_rt", "info"], stdout=w, stderr=subprocess.PIPE,
+                              text=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    finally:
+        os.close(w)
+    assert proc.returncode == 141, proc.stderr
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
