@@ -10,7 +10,10 @@ $(STAMP): requirements.txt requirements-serve.txt setup.py
 	.venv/bin/pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# The embedded model's ONNX graphs go to the cache first (once, about 20 s; reused after): with them the
+# runtime's default backend on a CPU is onnxruntime, which starts without the network libraries.
 demo: $(STAMP)
+	$(PY) -m export.onnx --cache --quiet
 	$(PY) -m objaudio_rt demo --out demo_out --force
 
 test: $(STAMP) chromium

@@ -5,8 +5,12 @@
 
 Cases: `--help`; a bad input (answered before any model library loads); `generate` on the
 bundled demo scene with the embedded model (one mask, the model's default 20 DPM-Solver++ steps,
-no picture), once per `--threads` value (`default` = objaudio's own choice). `--load N` starts N
-busy processes (pure-Python loops, one core each) for the duration, as another user's job would.
+no picture), once per `--threads` value (`default` = objaudio's own choice) and per `--backends`
+value: `auto` (the default: onnxruntime when the ONNX graphs are cached, which this script first
+makes sure of with `python -m export.onnx --cache`, timed as a one-time cost) and `eager` (the
+plain PyTorch reference, importing diffusers, transformers and open_clip). The backend a run used is
+read from its output. `--load N` starts N busy processes (pure-Python loops, one core each) for the
+duration, as another user's job would.
 The machine's load average before and after each case, the core count, versions and the commit
 go into the JSON: on a shared machine the times mean little without them.
 """
@@ -16,6 +20,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -37,23 +42,37 @@ def _busy() -> None:
         pass
 
 
-def _wall(argv: list[str], expect_rc: int) -> float:
+def _wall(argv: list[str], expect_rc: int) -> tuple[float, str | None]:
+    """Wall seconds of one `objaudio` process, and the backend it reports using (None if it says none)."""
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "objaudio_rt", *argv], capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run([sys.executable, "-m", "objaudio_rt", *argv], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "TQDM_DISABLE": "1"})
     wall = time.perf_counter() - start
     if proc.returncode != expect_rc:
         raise ObjaudioError(f"objaudio {' '.join(argv)} exited {proc.returncode}: {proc.stderr.strip()[-400:]}")
-    return wall
+    used = re.search(r"\(backend (\w+)\)", proc.stdout)
+    return wall, used.group(1) if used else None
 
 
-def _cases(threads: list[str], tmp: Path) -> list[tuple[str, list[str], int]]:
+def _build_onnx_cache() -> float:
+    """Seconds `python -m export.onnx --cache` took for the embedded model (near 0 when already built)."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "export.onnx", "--cache", "--quiet"], capture_output=True,
+                          text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        raise ObjaudioError(f"python -m export.onnx --cache failed: {proc.stderr.strip()[-400:]}")
+    return time.perf_counter() - start
+
+
+def _cases(threads: list[str], backends: list[str], tmp: Path) -> list[tuple[str, list[str], int]]:
     cases = [("--help", ["--help"], 0),
              ("bad input (missing image)",
               ["generate", "--image", str(tmp / "none.png"), "--out", str(tmp / "x.wav")], 2)]
-    for t in threads:
-        argv = ["generate", "--image", str(DEMO / "scene.png"), "--mask", str(DEMO / "mask_bird.png"),
-                "--out", str(tmp / "o.wav"), "--no-png", "--force"]
-        cases.append((f"generate, threads {t}", argv + ([] if t == "default" else ["--threads", t]), 0))
+    for backend in backends:
+        for t in threads:
+            argv = ["generate", "--image", str(DEMO / "scene.png"), "--mask", str(DEMO / "mask_bird.png"),
+                    "--out", str(tmp / "o.wav"), "--no-png", "--force", "--backend", backend]
+            cases.append((f"generate, {backend}, threads {t}", argv + ([] if t == "default" else ["--threads", t]), 0))
     return cases
 
 
@@ -62,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.startup", description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", default="default", help="comma-separated --threads values for generate")
+    ap.add_argument("--backends", default="auto,eager", help="comma-separated --backend values for generate")
+    ap.add_argument("--no-build", action="store_true", help="do not build the ONNX cache first (auto then may "
+                                                            "pick eager)")
     ap.add_argument("--load", type=int, default=0, help="busy processes to run alongside (0: none)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -70,19 +92,28 @@ def main(argv: list[str] | None = None) -> int:
     for b in burners:
         b.start()
     rows = []
+    build_s = None
+    if not args.no_build:
+        build_s = _build_onnx_cache()
+        print(f"{'ONNX cache (one-time build)':<36}{build_s:>9.2f} s", flush=True)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            for name, case_argv, rc in _cases(args.threads.split(","), Path(tmp)):
+            for name, case_argv, rc in _cases(args.threads.split(","), args.backends.split(","), Path(tmp)):
                 load_before = os.getloadavg()[0]
-                walls = [_wall(case_argv, rc) for _ in range(args.repeats)]
-                rows.append({"case": name, "argv": case_argv, "walls_s": walls, "median_s": statistics.median(walls),
-                             "loadavg_1min_before": load_before, "loadavg_1min_after": os.getloadavg()[0]})
-                print(f"{name:<32}{statistics.median(walls):>9.2f} s  (min {min(walls):.2f}, max {max(walls):.2f}; "
+                runs = [_wall(case_argv, rc) for _ in range(args.repeats)]
+                walls = [w for w, _ in runs]
+                used = sorted({b for _, b in runs if b})
+                rows.append({"case": name, "argv": case_argv, "backend_used": used, "walls_s": walls,
+                             "median_s": statistics.median(walls), "loadavg_1min_before": load_before,
+                             "loadavg_1min_after": os.getloadavg()[0]})
+                print(f"{name:<36}{statistics.median(walls):>9.2f} s  (min {min(walls):.2f}, max {max(walls):.2f}; "
+                      f"{'backend ' + '/'.join(used) + '; ' if used else ''}"
                       f"load {load_before:.1f} -> {os.getloadavg()[0]:.1f})", flush=True)
     finally:
         for b in burners:
             b.terminate()
-    report = {"provenance": provenance(torch.device("cpu")), "extra_busy_processes": args.load, "repeats": args.repeats, "results": rows}
+    report = {"provenance": provenance(torch.device("cpu")), "extra_busy_processes": args.load,
+              "repeats": args.repeats, "onnx_cache_build_s": build_s, "results": rows}
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2))
         print(f"wrote {args.json}")

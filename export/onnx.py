@@ -97,6 +97,8 @@ def _export_one(contract: Contract, out: Path, fp16: bool) -> list[str]:
         with warnings.catch_warnings():     # the tracer's and exporter's notes are for exporter authors; --verify
             warnings.simplefilter("ignore", torch.jit.TracerWarning)      # checks the graphs' results instead
             warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")
+            # dynamo=False on purpose: the TorchScript exporter handles these contracts' dynamic axes today
+            warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*legacy TorchScript")
             torch.onnx.export(contract.module.eval(), args, str(path), dynamo=False,
                               input_names=contract.input_names, output_names=contract.output_names,
                               dynamic_axes=contract.dynamic_axes(), opset_version=OPSET)

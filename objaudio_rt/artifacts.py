@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from .errors import ObjaudioError, check
-from .model import COMPONENTS, ObjaudioModel
+from .model import COMPONENTS, GraphModel, ObjaudioModel
 
 MANIFEST = "export_manifest.json"
 FORMAT = "objaudio-onnx"
@@ -32,17 +32,25 @@ RUNTIME_NETWORKS = ("unet", "vae_decoder", "vocoder", "image_encoder", "text_enc
 
 def weights_fingerprint(config: dict, modules: dict[str, torch.nn.Module]) -> str:
     """sha256 of a config and every weight of `modules` (cast to float32 on the CPU), in a fixed order."""
+    return tensors_fingerprint(config, {name: module.state_dict() for name, module in modules.items()})
+
+
+def tensors_fingerprint(config: dict, states: dict[str, dict[str, torch.Tensor]]) -> str:
+    """weights_fingerprint over state dicts (component -> key -> tensor), as a checkpoint's files hold them."""
     h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-    for name, module in modules.items():
-        for key, value in sorted(module.state_dict().items()):
+    for name, state in states.items():
+        for key, value in sorted(state.items()):
             t = value.detach().to("cpu", torch.float32 if value.is_floating_point() else value.dtype).contiguous()
             h.update(f"{name}.{key}:{t.dtype}:{tuple(t.shape)}".encode())
             h.update(t.numpy().tobytes())
     return h.hexdigest()
 
 
-def model_fingerprint(model: ObjaudioModel) -> str:
-    """What an export folder is tied to: the same for a checkpoint folder and a random preset."""
+def model_fingerprint(model: ObjaudioModel | GraphModel) -> str:
+    """What an export folder is tied to: the same for a checkpoint folder and a random preset (and a
+    GraphModel carries the one its checkpoint's files give)."""
+    if isinstance(model, GraphModel):
+        return model.fingerprint
     return weights_fingerprint(model.config.to_dict(), {name: getattr(model, name) for name in COMPONENTS})
 
 

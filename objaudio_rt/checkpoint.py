@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from .config import PRESETS, ModelConfig
 from .encoders import load_tokenizer
 from .errors import ObjaudioError, check
-from .model import COMPONENTS, Calibration, ObjaudioModel
+from .model import COMPONENTS, Calibration, GraphModel, ObjaudioModel
 
 FORMAT = "objaudio-checkpoint"
 VERSION = 1
@@ -149,16 +149,51 @@ def load_checkpoint(folder: str | os.PathLike) -> tuple[ObjaudioModel, Calibrati
     model = ObjaudioModel(config, text_encoder=text)
     for name in COMPONENTS:
         path = folder / f"{name}.safetensors"
-        try:
-            state = load_file(str(path))
-        except (SafetensorError, OSError) as exc:
-            raise ObjaudioError(f"cannot read {path}: {str(exc).splitlines()[0]}; the file is truncated or "
-                                "corrupt") from None
+        state = _read_weights(path)
         try:
             _component_module(model, name).load_state_dict(state, strict=True)
         except RuntimeError as exc:
             raise ObjaudioError(f"{path} does not match config.json: {str(exc).splitlines()[0]}") from None
     return model.eval(), calibration
+
+
+def checkpoint_fingerprint(folder: str | os.PathLike) -> str:
+    """artifacts.model_fingerprint of the model in `folder`, from its files alone (no network is built):
+    the same config dict and, per component, every tensor under its state_dict key, sorted, as float32."""
+    from .artifacts import tensors_fingerprint
+
+    folder = Path(folder)
+    config, _, _ = read_config(folder)
+    states = {}
+    for name in COMPONENTS:
+        prefix = "model." if name == "text_encoder" else ""       # TextEncoder wraps the CLAP module (_component_module)
+        states[name] = {prefix + k: v for k, v in _read_weights(folder / f"{name}.safetensors").items()}
+    return tensors_fingerprint(config.to_dict(), states)
+
+
+def load_graph_model(folder: str | os.PathLike, fingerprint: str | None = None) -> tuple[GraphModel, Calibration]:
+    """What a graph backend needs of the checkpoint in `folder` (model.GraphModel), built in a fraction
+    of a second: its networks run as exported graphs. `fingerprint`: checkpoint_fingerprint(folder), if
+    the caller has it already."""
+    from .grounding import GroundingAttention
+
+    folder = Path(folder)
+    config, calibration, _ = read_config(folder)
+    grounding = GroundingAttention(config.grounding)
+    try:
+        grounding.load_state_dict(_read_weights(folder / "grounding.safetensors"), strict=True)
+    except RuntimeError as exc:
+        raise ObjaudioError(f"{folder / 'grounding.safetensors'} does not match config.json: "
+                            f"{str(exc).splitlines()[0]}") from None
+    return GraphModel(config, grounding.eval(), fingerprint or checkpoint_fingerprint(folder), str(folder)), calibration
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise ObjaudioError(f"cannot read {path}: {str(exc).splitlines()[0]}; the file is truncated or "
+                            "corrupt") from None
 
 
 def describe(folder: str | os.PathLike) -> dict:

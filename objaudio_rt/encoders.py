@@ -33,14 +33,10 @@ class ImageEncoder(nn.Module):
         self.cfg = cfg
         self.visual = visual if visual is not None else cfg.build()
         self.visual.output_tokens = True
-        self.register_buffer("mean", torch.tensor(cfg.mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(cfg.std).view(1, 3, 1, 1), persistent=False)
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """images: (B, H, W, 3) uint8 -> (B, 3, S, S) normalised float, on this encoder's device."""
-        x = images.to(self.mean.device).permute(0, 3, 1, 2).float() / 255.0
-        x = F.interpolate(x, size=(self.cfg.image_size,) * 2, mode="bicubic", antialias=True, align_corners=False)
-        return (x.clamp(0, 1) - self.mean) / self.std
+        return preprocess_pixels(self.cfg, images, self.visual.conv1.weight.device)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """pixels: preprocessed (B, 3, S, S). Returns patch tokens (B, P, L) after ln_post, projected."""
@@ -58,12 +54,7 @@ class TextEncoder(nn.Module):
         self.tokenizer = tokenizer if tokenizer is not None else build_tokenizer(_TINY_CORPUS, cfg.vocab_size)
 
     def tokenize(self, texts: list[str], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-        for t in texts:
-            if not isinstance(t, str) or not t.strip():
-                raise ObjaudioError("text selection is empty: give a phrase such as 'a dog barking'")
-        enc = self.tokenizer(texts, padding="max_length", truncation=True, max_length=self.cfg.max_length,
-                             return_tensors="pt")
-        return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
+        return tokenize_texts(self.tokenizer, self.cfg, texts, device)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         out = self.model(input_ids=input_ids, attention_mask=attention_mask)
@@ -71,6 +62,26 @@ class TextEncoder(nn.Module):
 
     def encode(self, texts: list[str], device: torch.device | str = "cpu") -> torch.Tensor:
         return self(**self.tokenize(texts, device))
+
+
+def preprocess_pixels(cfg: ImageEncoderConfig, images: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """images: (B, H, W, 3) uint8 -> (B, 3, S, S) normalised float32 on `device`: resized whole (bicubic,
+    antialiased), then CLIP's mean and std. Needs only the config, not the encoder's weights."""
+    x = images.to(device).permute(0, 3, 1, 2).float() / 255.0
+    x = F.interpolate(x, size=(cfg.image_size,) * 2, mode="bicubic", antialias=True, align_corners=False)
+    mean = torch.tensor(cfg.mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std, device=x.device).view(1, 3, 1, 1)
+    return (x.clamp(0, 1) - mean) / std
+
+
+def tokenize_texts(tokenizer, cfg: TextEncoderConfig, texts: list[str],
+                   device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """Token ids and attention mask (B, max_length) int64 for CLAP, padded and truncated to the config's length."""
+    for t in texts:
+        if not isinstance(t, str) or not t.strip():
+            raise ObjaudioError("text selection is empty: give a phrase such as 'a dog barking'")
+    enc = tokenizer(texts, padding="max_length", truncation=True, max_length=cfg.max_length, return_tensors="pt")
+    return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
 
 
 def build_tokenizer(corpus: list[str], vocab_size: int):

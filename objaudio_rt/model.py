@@ -55,3 +55,19 @@ class ObjaudioModel(nn.Module):
 
     def num_parameters(self) -> dict[str, int]:
         return {name: sum(p.numel() for p in getattr(self, name).parameters()) for name in COMPONENTS}
+
+
+@dataclass
+class GraphModel:
+    """A checkpoint as a graph backend (ONNX Runtime, TensorRT) needs it: the config, the small
+    grounding module and the weights' fingerprint, without building the networks its exported
+    graphs replace, so neither diffusers, transformers nor open_clip is imported (checkpoint.load_graph_model).
+    `folder` is where the whole model is loaded from when something asks for it (Pipeline.model)."""
+    config: ModelConfig
+    grounding: GroundingAttention
+    fingerprint: str
+    folder: str
+
+    @property
+    def null_condition(self) -> torch.Tensor:
+        return torch.zeros(self.config.unet.cond_dim)              # ObjaudioModel's buffer

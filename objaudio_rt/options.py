@@ -4,7 +4,7 @@ Plain Python (the CLI imports this before torch):
 
     SAMPLERS     samplers.SamplerPlan.build
     UNION_MODES  how Pipeline.generate_many generates a union `A | B`
-    BACKENDS     backends.make_backend
+    BACKENDS     backends.make_backend (BACKEND_CHOICES adds "auto": backends.resolve_backend)
     DTYPE_NAMES  the precisions a backend option may name (backends.base.DTYPES maps them to torch)
     RunOptions   steps, sampler, cfg, seed, duration, union, with the model's defaults resolved
 """
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 SAMPLERS = ("ddim", "dpmpp")
 UNION_MODES = ("compose", "mask")
 BACKENDS = ("eager", "fast", "onnxruntime", "tensorrt")
+GRAPH_BACKENDS = ("onnxruntime", "tensorrt")   # run exported graphs: no PyTorch network is built (model.GraphModel)
+BACKEND_CHOICES = ("auto", *BACKENDS)          # "auto": backends.resolve_backend picks one ready here
 DTYPE_NAMES = ("fp32", "fp16", "bf16")
 # Guidance scales in use are 1-10 (AudioLDM 2, tiny-synth 4). The guided update grows with cfg until the
 # network's activations overflow (1e30 ended in NaN); tiny-synth's float32 loop was measured still finite

@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backends import make_backend
+from .backends import make_backend, resolve_backend
 from .denoise import Conditions, denoise
 from .errors import ObjaudioError, check
 from .grounding import mask_to_patch_coverage, rescale_patch_weights
 from .images import load_image, load_mask
-from .model import Calibration, ObjaudioModel
-from .options import UNION_MODES, RunOptions
+from .encoders import preprocess_pixels, tokenize_texts
+from .model import Calibration, GraphModel, ObjaudioModel
+from .options import GRAPH_BACKENDS, UNION_MODES, RunOptions
 from .samplers import SamplerPlan
 from .selection import Box, Mask, Points, Selection, Text, Whole
 
@@ -53,24 +54,51 @@ class Generation:
 
 
 class Pipeline:
-    def __init__(self, model: ObjaudioModel, calibration: Calibration, device: str | torch.device = "cpu",
+    def __init__(self, model: ObjaudioModel | GraphModel, calibration: Calibration, device: str | torch.device = "cpu",
                  backend: str = "eager", sam_checkpoint: str | os.PathLike | None = None,
                  source: str = "random", union: str = "compose", backend_options: dict | None = None,
                  sam_type: str | None = None):
         """backend: one of backends.BACKENDS; backend_options: that backend's options
-        (backends.backend_options(name), e.g. unet_dtype="fp16" for fast)."""
+        (backends.backend_options(name), e.g. unet_dtype="fp16" for fast). A GraphModel (a checkpoint
+        without its networks) serves the graph backends; the networks are then loaded only if `model`
+        is asked for."""
         check(union in UNION_MODES, f"unknown union mode {union!r}: use one of {', '.join(UNION_MODES)}")
         self.union = union
         self.config = model.config
         self.calibration = calibration
         self.device = _resolve_device(device)
         self.backend = make_backend(backend, model, self.device, **(backend_options or {}))
-        self.model = model                    # for its tokenizer, image preprocessing and save_pretrained
+        self._model = model if isinstance(model, ObjaudioModel) else None
+        self._graph_model = model if isinstance(model, GraphModel) else None
+        self._model_lock = threading.Lock()    # loads the networks (or the tokenizer) once
+        self._tokenizer = None
         self.source = source
         self._sam_checkpoint = sam_checkpoint
         self._sam_type = sam_type
         self._segmenter = None
         self._sam_lock = threading.Lock()      # builds the segmenter and each scene's SAM embedding once
+
+    @property
+    def model(self) -> ObjaudioModel:
+        """The PyTorch networks (for save_pretrained, training and tools), loaded on first use when the
+        pipeline was built for a graph backend."""
+        with self._model_lock:
+            if self._model is None:
+                from .checkpoint import load_checkpoint
+
+                self._model, _ = load_checkpoint(self._graph_model.folder)
+            return self._model
+
+    def _tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """CLAP token ids of `texts`: the model's tokenizer, or the checkpoint's (loaded once) for a graph backend."""
+        if self._model is not None:
+            return self._model.text_encoder.tokenize(texts, self.device)
+        with self._model_lock:
+            if self._tokenizer is None:
+                from .encoders import load_tokenizer
+
+                self._tokenizer = load_tokenizer(Path(self._graph_model.folder) / "tokenizer")
+        return tokenize_texts(self._tokenizer, self.config.text, texts, self.device)
 
     @property
     def can_segment(self) -> bool:
@@ -87,26 +115,46 @@ class Pipeline:
         only when asked for by name: `random:tiny`, `random:tiny-synth`, `random:audioldm-s` (from `seed`).
 
         None means the embedded default model (objaudio_rt/assets/tiny-synth). `source` says which.
+        backend "auto" picks the fastest one ready here (backends.resolve_backend); `backend_name` says
+        which. A graph backend on a checkpoint folder loads no PyTorch network (checkpoint.load_graph_model).
         """
-        from .checkpoint import default_checkpoint, embedded_checkpoint, load_checkpoint
+        from .artifacts import model_fingerprint
+        from .checkpoint import (checkpoint_fingerprint, default_checkpoint, embedded_checkpoint, load_checkpoint,
+                                 load_graph_model)
         from .config import PRESETS, ModelConfig
 
         if path_or_preset is None:
             path_or_preset = default_checkpoint()
-        options = dict(device=device, backend=backend, sam_checkpoint=sam_checkpoint, union=union,
-                       backend_options=backend_options, sam_type=sam_type)
+        dev = _resolve_device(device)
+        options = dict(device=dev, sam_checkpoint=sam_checkpoint, union=union, backend_options=backend_options,
+                       sam_type=sam_type)
         name = path_or_preset if isinstance(path_or_preset, str) else None
         if name is not None and name.startswith(RANDOM):
             config = ModelConfig.from_name(name[len(RANDOM):])
             model = ObjaudioModel.random(config, seed)
             return cls(model, Calibration.uncalibrated(config.image.num_patches),
+                       backend=resolve_backend(backend, dev, lambda: model_fingerprint(model), backend_options),
                        source=f"{name}:seed{seed} (random weights)", **options)
         if name in PRESETS and not Path(name).exists():
             path_or_preset = embedded_checkpoint(name)
             check(path_or_preset is not None, f"preset {name!r} has no trained weights here: pass 'random:{name}' "
                                               "for random weights, or a checkpoint folder")
-        model, calibration = load_checkpoint(path_or_preset)
-        return cls(model, calibration, source=str(path_or_preset), **options)
+        fingerprint = []                                   # computed at most once, only where needed
+        def fingerprint_once() -> str:
+            if not fingerprint:
+                fingerprint.append(checkpoint_fingerprint(path_or_preset))
+            return fingerprint[0]
+
+        backend = resolve_backend(backend, dev, fingerprint_once, backend_options)
+        if backend in GRAPH_BACKENDS:
+            model, calibration = load_graph_model(path_or_preset, fingerprint_once())
+        else:
+            model, calibration = load_checkpoint(path_or_preset)
+        return cls(model, calibration, backend=backend, source=str(path_or_preset), **options)
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
 
     def save_pretrained(self, folder: str | os.PathLike, force: bool = False) -> Path:
         from .checkpoint import save_checkpoint
@@ -117,7 +165,7 @@ class Pipeline:
     def encode_image(self, image) -> Scene:
         """A path, PIL image or (H, W, 3) array -> Scene with CLIP patch tokens cached."""
         arr = load_image(image)
-        pixels = self.model.image_encoder.preprocess(torch.from_numpy(arr)[None])    # (1, 3, S, S)
+        pixels = preprocess_pixels(self.config.image, torch.from_numpy(arr)[None], self.device)   # (1, 3, S, S)
         return Scene(arr, self.backend.image_tokens(pixels))
 
     # ---- 2. selection -> patch weights -------------------------------------------------
@@ -140,7 +188,7 @@ class Pipeline:
             pixel = m if pixel is None else np.maximum(pixel, m)
         attn = None
         if texts:
-            q = self.backend.text_embeds(**self.model.text_encoder.tokenize(texts, self.device))   # (N, Lq)
+            q = self.backend.text_embeds(**self._tokenize(texts))   # (N, Lq)
             attn = self.backend.text_attention(q, scene.tokens)                                   # (N, H, P)
             attn = attn.amax(dim=0) if len(texts) > 1 else attn[0]
             if pixel is None and len(texts) == 1:

@@ -7,17 +7,20 @@ backend is built (by the Pipeline, the CLI and benchmarks/latency.py).
     tensorrt     TensorRT engines built from them (tensorrt.py)
 
 Backend modules are imported only when built: onnxruntime and TensorRT are optional.
+`resolve_backend` turns "auto" (the command line's default) into the fastest backend ready here.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
+from typing import Callable
 
 import torch
 
 from ..errors import ObjaudioError, check
-from ..model import ObjaudioModel
-from ..options import BACKENDS
+from ..model import GraphModel, ObjaudioModel
+from ..options import BACKEND_CHOICES, BACKENDS, GRAPH_BACKENDS
 from .base import DTYPES, Backend
 _CLASSES = {"eager": ("eager", "EagerBackend"), "fast": ("fast", "FastBackend"),
             "onnxruntime": ("onnxruntime", "OnnxRuntimeBackend"), "tensorrt": ("tensorrt", "TensorRTBackend")}
@@ -39,10 +42,49 @@ def backend_options(name: str) -> tuple[str, ...]:
     return tuple(p for p in params if p not in ("self", "model", "device"))
 
 
-def make_backend(name: str, model: ObjaudioModel, device: torch.device, **options) -> Backend:
+def resolve_backend(name: str, device: torch.device, fingerprint: Callable[[], str],
+                    options: dict | None = None) -> str:
+    """`name`, or for "auto" the fastest backend ready for these weights on `device` that takes `options`:
+
+    - CUDA: fast (fused kernels, the loop as a CUDA graph), then eager
+    - CPU: onnxruntime when the cache holds this model's ONNX graphs (`python -m export.onnx --cache`;
+      `make demo` builds them for the embedded model) and onnxruntime is installed: it starts without
+      importing diffusers, transformers or open_clip (most of a short run's start-up) and runs the UNet
+      faster than eager PyTorch (benchmarks/startup.py measures both); else eager
+
+    `fingerprint()` gives the weights' fingerprint (called only for the CPU check)."""
+    check(name in BACKEND_CHOICES, f"unknown backend {name!r}: use one of {', '.join(BACKEND_CHOICES)}")
+    if name != "auto":
+        return name
+    preferred = ["fast", "eager"] if device.type == "cuda" else ["onnxruntime", "eager", "fast"]
+    given = set(options or {})
+    for candidate in preferred:
+        if given <= set(backend_options(candidate)) and (candidate != "onnxruntime" or _onnx_ready(fingerprint)):
+            return candidate
+    raise ObjaudioError(f"no backend takes the options {', '.join(sorted(given))} together: name one with --backend")
+
+
+def _onnx_ready(fingerprint: Callable[[], str]) -> bool:
+    """Whether onnxruntime is installed and the cache holds current ONNX graphs of these weights."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return False
+    from ..artifacts import CONTRACT_VERSION, RUNTIME_NETWORKS, onnx_cache_dir, read_onnx_manifest
+
+    key = fingerprint()
+    try:
+        read_onnx_manifest(onnx_cache_dir(key), key, CONTRACT_VERSION, RUNTIME_NETWORKS)
+    except ObjaudioError:                  # none cached, or stale
+        return False
+    return True
+
+
+def make_backend(name: str, model: ObjaudioModel | GraphModel, device: torch.device, **options) -> Backend:
     """Build backend `name` for `model` on `device`. Options are the backend's (`backend_options`);
-    dtypes may be given as "fp32", "fp16" or "bf16"."""
+    dtypes may be given as "fp32", "fp16" or "bf16". A GraphModel (no PyTorch networks) serves only
+    the graph backends."""
     cls = backend_class(name)
+    check(name in GRAPH_BACKENDS or isinstance(model, ObjaudioModel),
+          f"the {name} backend runs the PyTorch networks: load the model with load_checkpoint, not load_graph_model")
     allowed = backend_options(name)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
@@ -63,4 +105,4 @@ def _dtype(option: str, value):
     return DTYPES[value]
 
 
-__all__ = ["BACKENDS", "DTYPES", "Backend", "backend_class", "backend_options", "make_backend"]
+__all__ = ["BACKENDS", "DTYPES", "Backend", "backend_class", "backend_options", "make_backend", "resolve_backend"]

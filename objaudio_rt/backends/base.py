@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 
 from ..config import ModelConfig
-from ..model import ObjaudioModel
+from ..model import GraphModel, ObjaudioModel
 from ..options import DTYPE_NAMES
 from ..samplers import reference_step
 from .cuda_graph import CudaGraphCache
@@ -41,7 +41,7 @@ class Backend(ABC):
     name: ClassVar[str]
     graphs: CudaGraphCache | None = None
 
-    def __init__(self, model: ObjaudioModel, device: torch.device):
+    def __init__(self, model: ObjaudioModel | GraphModel, device: torch.device):
         self.config: ModelConfig = model.config
         self.device = device
         self.grounding = model.grounding.to(device=device, dtype=torch.float32).eval()

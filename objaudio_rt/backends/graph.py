@@ -1,9 +1,9 @@
 """What every exported-graph backend (ONNX Runtime, TensorRT) shares: the networks through `run`.
 
 A graph backend loads only what it runs: the exported graphs of the five networks the pipeline
-calls, and the small PyTorch grounding module (base.py). The PyTorch UNet, VAE, vocoder and
-encoders stay where the caller left them (the pipeline keeps the model for its tokenizer and
-image preprocessing). All tensors cross `run` as float32 (int64 for ids, masks and timesteps),
+calls, and the small PyTorch grounding module (base.py). It takes a model.GraphModel (the config,
+grounding and fingerprint of a checkpoint, no network built) or a whole ObjaudioModel, whose
+PyTorch networks then stay where the caller left them. All tensors cross `run` as float32 (int64 for ids, masks and timesteps),
 whatever precision the graph computes in: fp16 graphs keep float32 inputs and outputs.
 """
 from __future__ import annotations
@@ -13,12 +13,12 @@ from abc import abstractmethod
 import torch
 
 from ..artifacts import model_fingerprint
-from ..model import ObjaudioModel
+from ..model import GraphModel, ObjaudioModel
 from .base import Backend
 
 
 class GraphBackend(Backend):
-    def __init__(self, model: ObjaudioModel, device: torch.device):
+    def __init__(self, model: ObjaudioModel | GraphModel, device: torch.device):
         super().__init__(model, device)
         self.fingerprint = model_fingerprint(model)
 

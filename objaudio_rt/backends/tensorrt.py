@@ -25,7 +25,7 @@ import torch
 
 from ..artifacts import CONTRACT_VERSION, RUNTIME_NETWORKS, trt_cache_dir
 from ..errors import ObjaudioError, check
-from ..model import ObjaudioModel
+from ..model import GraphModel, ObjaudioModel
 from .cuda_graph import CudaGraphCache
 from .fused import fused_step
 from .graph import GraphBackend
@@ -131,7 +131,7 @@ class Engine:
 class TensorRTBackend(GraphBackend):
     name = "tensorrt"
 
-    def __init__(self, model: ObjaudioModel, device: torch.device, engine_dir: str | os.PathLike | None = None,
+    def __init__(self, model: ObjaudioModel | GraphModel, device: torch.device, engine_dir: str | os.PathLike | None = None,
                  graph_cache_size: int = GRAPH_CACHE_SIZE):
         check(device.type == "cuda", "the tensorrt backend needs --device cuda")
         try:

@@ -1,0 +1,127 @@
+"""The "auto" backend and graph backends without PyTorch networks (model.GraphModel).
+
+auto on a CPU picks onnxruntime exactly when the cache holds current graphs of these weights, else
+eager; a graph backend on a checkpoint folder builds no network and imports neither diffusers,
+transformers nor open_clip, yet generates what the eager pipeline of the same folder generates
+(within the ONNX Runtime test's tolerance) and still gives the whole model when asked for it."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from export.onnx import main as export_main
+from objaudio_rt.artifacts import model_fingerprint
+from objaudio_rt.backends import make_backend, resolve_backend
+from objaudio_rt.checkpoint import checkpoint_fingerprint, load_checkpoint, load_graph_model
+from objaudio_rt.errors import ObjaudioError
+from objaudio_rt.model import GraphModel
+from objaudio_rt.pipeline import Pipeline
+from objaudio_rt.selection import Mask, Text
+
+ROOT = Path(__file__).resolve().parents[3]
+NETWORKS = "unet,vae_decoder,vocoder,image_encoder,text_encoder"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A random tiny checkpoint folder, and a cache holding its ONNX graphs."""
+    root = tmp_path_factory.mktemp("auto")
+    folder = Pipeline.from_pretrained("random:tiny", seed=5).save_pretrained(root / "ckpt")
+    cache = root / "cache"
+    old = os.environ.get("OBJAUDIO_CACHE")
+    os.environ["OBJAUDIO_CACHE"] = str(cache)
+    try:
+        assert export_main(["--checkpoint", str(folder), "--cache", "--quiet", "--only", NETWORKS]) == 0
+    finally:
+        os.environ["OBJAUDIO_CACHE"] = old
+    return folder, cache
+
+
+def test_checkpoint_fingerprint_from_files_equals_the_models(exported):
+    folder, _ = exported
+    model, _ = load_checkpoint(folder)
+    assert checkpoint_fingerprint(folder) == model_fingerprint(model)
+    graph_model, _ = load_graph_model(folder)
+    assert isinstance(graph_model, GraphModel) and model_fingerprint(graph_model) == model_fingerprint(model)
+
+
+def test_auto_picks_onnxruntime_only_with_current_graphs(exported, monkeypatch, tmp_path):
+    folder, cache = exported
+    fingerprint = lambda: checkpoint_fingerprint(folder)        # noqa: E731
+    cpu = torch.device("cpu")
+    monkeypatch.setenv("OBJAUDIO_CACHE", str(cache))
+    assert resolve_backend("auto", cpu, fingerprint) == "onnxruntime"
+    assert resolve_backend("auto", cpu, fingerprint, {"unet_dtype": "fp32"}) == "eager"   # an eager option
+    assert resolve_backend("eager", cpu, fingerprint) == "eager"
+    monkeypatch.setenv("OBJAUDIO_CACHE", str(tmp_path))                 # nothing cached
+    assert resolve_backend("auto", cpu, fingerprint) == "eager"
+    stale = tmp_path / "onnx" / fingerprint()[:32]
+    stale.mkdir(parents=True)
+    (stale / "export_manifest.json").write_text(json.dumps({"format": "objaudio-onnx", "contract_version": 0,
+                                                            "checkpoint": {"fingerprint": fingerprint()},
+                                                            "networks": {}}))
+    assert resolve_backend("auto", cpu, fingerprint) == "eager"         # another contract version
+    with pytest.raises(ObjaudioError, match="unknown backend"):
+        resolve_backend("quick", cpu, fingerprint)
+
+
+def test_graph_model_serves_only_graph_backends(exported):
+    graph_model, _ = load_graph_model(exported[0])
+    with pytest.raises(ObjaudioError, match="load_checkpoint"):
+        make_backend("eager", graph_model, torch.device("cpu"))
+
+
+def test_auto_pipeline_matches_eager_and_loads_the_model_on_demand(exported, monkeypatch, square_mask, scene_image):
+    folder, cache = exported
+    monkeypatch.setenv("OBJAUDIO_CACHE", str(cache))
+    auto = Pipeline.from_pretrained(str(folder), backend="auto")
+    eager = Pipeline.from_pretrained(str(folder), backend="eager")
+    assert auto.backend_name == "onnxruntime" and auto._model is None        # no network built
+    for selection in (Mask(square_mask), Text("a dog barking")):
+        gens = [p.generate_many(p.encode_image(scene_image), [selection], steps=3, seed=2, progress=False)[0]
+                for p in (eager, auto)]
+        scale = gens[0].wave.abs().max()
+        assert (gens[1].wave - gens[0].wave).abs().max() <= 1e-4 * scale    # test_onnxruntime's bound
+    assert auto.model.config == eager.config                                 # loaded when asked for
+    assert model_fingerprint(auto.model) == model_fingerprint(eager.model)
+
+
+def test_graph_backend_run_imports_no_network_library(exported):
+    """What makes it start fast: a whole generate through onnxruntime without diffusers, transformers
+    or open_clip in the process."""
+    folder, cache = exported
+    code = (
+        "import sys, numpy as np\n"
+        "from objaudio_rt.pipeline import Pipeline\n"
+        "from objaudio_rt.selection import Mask\n"
+        f"pipe = Pipeline.from_pretrained({str(folder)!r}, backend='auto')\n"
+        "img = np.full((40, 48, 3), 100, np.uint8); m = np.zeros((40, 48), bool); m[:20] = True\n"
+        "g = pipe.generate_many(pipe.encode_image(img), [Mask(m)], steps=2, progress=False)[0]\n"
+        "assert g.wave.isfinite().all()\n"
+        "print(pipe.backend_name, sorted(k for k in ('diffusers', 'transformers', 'open_clip') if k in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env={**os.environ, "OBJAUDIO_CACHE": str(cache)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "onnxruntime []"
+
+
+def test_cli_default_says_which_backend_it_used(exported, tmp_path, scene_image, capsys, monkeypatch):
+    from PIL import Image
+
+    from objaudio_rt.cli import main
+
+    folder, cache = exported
+    Image.fromarray(scene_image).save(tmp_path / "scene.png")
+    for env, expect in ((str(cache), "onnxruntime"), (str(tmp_path / "empty"), "eager")):
+        monkeypatch.setenv("OBJAUDIO_CACHE", env)
+        assert main(["generate", "--checkpoint", str(folder), "--image", str(tmp_path / "scene.png"),
+                     "--out", str(tmp_path / f"{expect}.wav"), "--no-png", "--steps", "2"]) == 0
+        assert f"(backend {expect})" in capsys.readouterr().out
+    import soundfile
+
+    waves = [soundfile.read(tmp_path / f"{b}.wav")[0] for b in ("onnxruntime", "eager")]
+    assert np.abs(waves[0] - waves[1]).max() <= 1e-4 * np.abs(waves[1]).max()
