@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     build_s = None
     if not args.no_build:
         build_s = _build_onnx_cache()
-        print(f"{'ONNX cache (one-time build)':<36}{build_s:>9.2f} s", flush=True)
+        print(f"{'ONNX cache (build, or check current)':<36}{build_s:>9.2f} s", flush=True)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for name, case_argv, rc in _cases(args.threads.split(","), args.backends.split(","), Path(tmp)):
