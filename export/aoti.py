@@ -8,7 +8,8 @@ the model's clip), with the UNet batch dynamic from 2 to 2 x `--max-batch` selec
 exported with torch.export and compiled by inductor (`aoti_compile_and_package`); the package and
 its sidecar (objaudio_rt.aoti: torch version, platform, checkpoint fingerprint, dtype, shape) go to
 the cache the runtime reads (`$OBJAUDIO_CACHE/aoti/<fingerprint>/`) unless `--out` says otherwise.
-Before the package is published it is loaded back and run against the module it was built from.
+Each attention block's q, k and v projections are fused into one (unet_patch.fuse_attention_qkv) before
+export. Before the package is published it is loaded back and run against the unfused module.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from objaudio_rt.aoti import (DTYPE_NAMES, SIDECAR_FORMAT, UNetCall, expected_si
 from objaudio_rt.artifacts import model_fingerprint
 from objaudio_rt.errors import check, command
 from objaudio_rt.model import ObjaudioModel
-from objaudio_rt.unet_patch import to_channels_last
+from objaudio_rt.unet_patch import fuse_attention_qkv, to_channels_last
 
 DTYPES = {name: dtype for dtype, name in DTYPE_NAMES.items()}
 
@@ -46,7 +47,9 @@ def build_package(model: ObjaudioModel, device: torch.device, dtype: torch.dtype
     cfg = model.config
     fingerprint = model_fingerprint(model)
     latent_shape = (cfg.unet.latent_channels, frames, cfg.mel.n_mels // cfg.vae.downsample_factor)
-    unet = copy.deepcopy(model.unet).to(device=device, dtype=dtype).eval()
+    reference = copy.deepcopy(model.unet).to(device=device, dtype=dtype).eval()
+    unet = copy.deepcopy(reference)
+    fuse_attention_qkv(unet)                  # one GEMM for q, k, v: 2 or 3 fewer calls per attention block
     if device.type == "cuda":
         to_channels_last(unet)
     call = UNetCall(unet)
@@ -87,7 +90,7 @@ def build_package(model: ObjaudioModel, device: torch.device, dtype: torch.dtype
     xb = torch.cat([x, x.flip(0), x])                                                         # UNet batch 6
     cb = torch.cat([cond, cond.flip(0), cond])
     with torch.no_grad():
-        ref, got = call(xb, t, cb).float(), engine(xb, t, cb).float()
+        ref, got = UNetCall(reference)(xb, t, cb).float(), engine(xb, t, cb).float()    # against the unfused UNet
     sidecar["check"] = {"unet_batch": xb.shape[0],
                         "rel_err_vs_module": ((got - ref).norm() / ref.norm()).item()}
     Path(f"{path}.json").write_text(json.dumps(sidecar, indent=1))

@@ -86,7 +86,9 @@ class AotiUNet:
         return tuple(x.shape[1:]) == self.latent_shape and 2 <= x.shape[0] <= self.max_unet_batch
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        return self._runner(x.contiguous(), t.reshape(1), cond.contiguous())
+        x = x if x.is_contiguous() else x.contiguous()                 # no operator call when it already is
+        cond = cond if cond.is_contiguous() else cond.contiguous()
+        return self._runner(x, t if t.shape == (1,) else t.reshape(1), cond)
 
 
 def load_package(fingerprint: str, device: torch.device, dtype: torch.dtype, latent_shape: tuple[int, int, int],

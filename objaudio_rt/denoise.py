@@ -9,7 +9,9 @@ unconditional rows and the R part rows, and (composable guidance)
     eps      = eps_u + cfg * (eps_c - eps_u)
 
 then the sampler's affine update (samplers.py). With one row of weight 1 per item, eps_c is that
-row's eps exactly (0 + 1 * eps), so the composed form is also the single-selection loop.
+row's eps exactly (0 + 1 * eps), so the composed form is also the single-selection loop; such
+conditions (`Conditions.single`, `identity`) skip the gather and the weighted sum, whose operator
+calls were a sixth of a CPU step's outside the UNet.
 
 Backends supply only the network call (`unet_eps`) and the step (`step`: `reference_step` on
 the host's float64 table, or the fused kernel reading the device table). The loop never syncs
@@ -27,23 +29,25 @@ from tqdm.auto import tqdm
 
 from .backends.base import Backend
 from .errors import check
-from .samplers import SamplerPlan
+from .samplers import SamplerPlan, as_dtype
 
 WARMUP_STEPS = 3          # loop steps run on a side stream before capture (handles, Triton JIT, kernel variants)
 
 
 @dataclass
 class Conditions:
-    """R condition rows for B items: rows (R, cond_dim), owner (R,) int64, weights (R,) float32."""
+    """R condition rows for B items: rows (R, cond_dim), owner (R,) int64, weights (R,) float32.
+    identity: row b is item b's only row, of weight 1 (R == B), as `single` builds them."""
     rows: torch.Tensor
     owner: torch.Tensor
     weights: torch.Tensor
+    identity: bool = False
 
     @staticmethod
     def single(cond: torch.Tensor) -> "Conditions":
         """One row of weight 1 per item: cond (B, cond_dim)."""
         b = cond.shape[0]
-        return Conditions(cond, torch.arange(b, device=cond.device), torch.ones(b, device=cond.device))
+        return Conditions(cond, torch.arange(b, device=cond.device), torch.ones(b, device=cond.device), identity=True)
 
     @staticmethod
     def composed(rows: torch.Tensor, owner: torch.Tensor, weights: torch.Tensor, items: int) -> "Conditions":
@@ -60,7 +64,7 @@ class Conditions:
         return Conditions(rows, owner, weights.float())
 
     def to(self, device: torch.device) -> "Conditions":
-        return Conditions(self.rows.to(device), self.owner.to(device), self.weights.to(device))
+        return Conditions(self.rows.to(device), self.owner.to(device), self.weights.to(device), self.identity)
 
 
 @dataclass
@@ -85,16 +89,20 @@ def guided_loop(backend: Backend, x: torch.Tensor, cond: Conditions, tables: Dev
     b = x.shape[0]
     null = backend.null_condition.to(cond.rows.dtype).expand(b, -1)
     cond_rows = torch.cat([null, cond.rows])                                  # (B + R, cond_dim), unconditional first
-    w = cond.weights.view(-1, *([1] * (x.ndim - 1)))                          # (R, 1, 1, 1)
+    w = None if cond.identity else cond.weights.view(-1, *([1] * (x.ndim - 1)))   # (R, 1, 1, 1)
     tables.step.zero_()
     x0 = None
     n = tables.plan.steps if steps is None else steps
     for i in tqdm(range(n), desc=f"denoise ({tables.plan.sampler})", disable=not progress, leave=False):
         t = tables.timesteps.index_select(0, tables.step)                     # (1,) int64, read on the device
-        x_rows = torch.cat([x, x.index_select(0, cond.owner)])                # (B + R, C, H, W)
-        eps = backend.unet_eps(x_rows, t, cond_rows).float()                  # (B + R, C, H, W)
-        eps_c = torch.zeros_like(eps[:b]).index_add_(0, cond.owner, eps[b:] * w)   # (B, C, H, W)
-        x, x0 = backend.step(tables, i, x, torch.cat([eps[:b], eps_c]), cfg, x0)
+        if cond.identity:                                                     # eps_c(b) = eps(x_b, c_b)
+            eps_pair = as_dtype(backend.unet_eps(torch.cat([x, x]), t, cond_rows), torch.float32)   # (2B, ...)
+        else:
+            x_rows = torch.cat([x, x.index_select(0, cond.owner)])            # (B + R, C, H, W)
+            eps = as_dtype(backend.unet_eps(x_rows, t, cond_rows), torch.float32)                 # (B + R, ...)
+            eps_c = torch.zeros_like(eps[:b]).index_add_(0, cond.owner, eps[b:] * w)   # (B, C, H, W)
+            eps_pair = torch.cat([eps[:b], eps_c])
+        x, x0 = backend.step(tables, i, x, eps_pair, cfg, x0)
         tables.step.add_(1)
     return x
 
@@ -120,12 +128,12 @@ def denoise(backend: Backend, noise: torch.Tensor, cond: Conditions, plan: Sampl
         tables = DeviceTables.upload(plan, dev)                      # owned by the captured graph
 
         def body(static: dict[str, torch.Tensor], warmup: bool) -> torch.Tensor:
-            static_cond = Conditions(static["rows"], static["owner"], static["weights"])
+            static_cond = Conditions(static["rows"], static["owner"], static["weights"], cond.identity)
             steps = min(plan.steps, WARMUP_STEPS) if warmup else None
             return guided_loop(backend, static["x"], static_cond, tables, static["cfg"], steps=steps)
         return body
 
-    return backend.graphs.run(plan_key(plan), inputs, capture_body)
+    return backend.graphs.run((*plan_key(plan), cond.identity), inputs, capture_body)
 
 
 def plan_key(plan: SamplerPlan) -> tuple:

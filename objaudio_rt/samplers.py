@@ -17,6 +17,8 @@ holds them to diffusers.
 """
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +50,11 @@ class SamplerPlan:
     @property
     def steps(self) -> int:
         return int(self.timesteps.numel())
+
+    @functools.cached_property
+    def coef_rows(self) -> list[list[float]]:
+        """`coefs` as Python floats, row by row: what the host step reads, without a tensor op per value."""
+        return self.coefs.tolist()
 
     @staticmethod
     def build(sampler: str, steps: int, schedule: ScheduleConfig = ScheduleConfig()) -> "SamplerPlan":
@@ -103,23 +110,29 @@ def guided_eps(eps_pair: torch.Tensor, cfg: float | torch.Tensor) -> torch.Tenso
     Returns (B, ...)."""
     eps_u, eps_c = eps_pair.chunk(2)
     if isinstance(cfg, torch.Tensor):
-        cfg = cfg.to(eps_u.dtype).view(-1, *([1] * (eps_u.ndim - 1)))      # (1 or B, 1, 1, 1)
+        cfg = as_dtype(cfg, eps_u.dtype).view(-1, *([1] * (eps_u.ndim - 1)))      # (1 or B, 1, 1, 1)
     return eps_u + cfg * (eps_c - eps_u)
 
 
-def reference_step(coefs: torch.Tensor, x: torch.Tensor, eps_pair: torch.Tensor, cfg: float | torch.Tensor,
-                   x0_prev: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def as_dtype(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`t` in `dtype`; `t` itself when it is already (no operator call: a step's no-op `.to`s were a
+    tenth of its CPU operator calls, benchmarks/profile.py)."""
+    return t if t.dtype == dtype else t.to(dtype)
+
+
+def reference_step(coefs: torch.Tensor | list[float], x: torch.Tensor, eps_pair: torch.Tensor,
+                   cfg: float | torch.Tensor, x0_prev: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """One guided sampler step in plain PyTorch (the fused kernels' reference).
 
-    coefs: (5,) for this step; x: (B, C, H, W); eps_pair: (2B, C, H, W), unconditional first;
+    coefs: (5,) for this step, a tensor or floats (SamplerPlan.coef_rows); x: (B, C, H, W); eps_pair: (2B, C, H, W), unconditional first;
     cfg: a number or a (1,) / (B,) float32 tensor. Returns (x_next, x0_cur), both (B, C, H, W) in
     x's dtype; arithmetic in float32.
     """
-    c = [float(v) for v in coefs]
-    xf = x.float()
-    eps = guided_eps(eps_pair.float(), cfg)
-    x_next = c[0] * xf + c[1] * eps
+    c = coefs.tolist() if isinstance(coefs, torch.Tensor) else [float(v) for v in coefs]
+    xf = as_dtype(x, torch.float32)
+    eps = guided_eps(as_dtype(eps_pair, torch.float32), cfg)
+    x_next = torch.add(c[0] * xf, eps, alpha=c[1])                 # cx x + ce eps: two calls, not three
     if x0_prev is not None and c[2] != 0.0:
-        x_next = x_next + c[2] * x0_prev.float()
-    x0 = c[3] * xf + c[4] * eps
-    return x_next.to(x.dtype), x0.to(x.dtype)
+        x_next = torch.add(x_next, as_dtype(x0_prev, torch.float32), alpha=c[2])
+    x0 = torch.add(c[3] * xf, eps, alpha=c[4])
+    return as_dtype(x_next, x.dtype), as_dtype(x0, x.dtype)

@@ -127,3 +127,35 @@ def patch_unet(module: nn.Module) -> dict[str, int]:
 def to_channels_last(module: nn.Module) -> nn.Module:
     """Every 4-D parameter and buffer in channels_last (convolution weights), in place."""
     return module.to(memory_format=torch.channels_last)
+
+
+def fuse_attention_qkv(module: nn.Module) -> int:
+    """q, k and v of every attention block as one projection (one GEMM instead of three), in place,
+    with diffusers' FusedAttnProcessor2_0. Returns how many blocks were fused.
+
+    AudioLDM's UNet passes no encoder states, so `attn2` (declared as cross-attention) attends to
+    the hidden states too and is fused like `attn1`; after this a caller must not pass encoder
+    states. It adds `to_qkv` parameters, so it is for a copy that is compiled (export/aoti.py), not
+    for a model that is saved.
+    """
+    from diffusers.models.attention_processor import Attention, FusedAttnProcessor2_0
+
+    fused = 0
+    for attn in list(module.modules()):
+        if not isinstance(attn, Attention) or getattr(attn, "to_qkv", None) is not None or attn.to_k is None:
+            continue
+        parts = (attn.to_q, attn.to_k, attn.to_v)
+        if len({p.in_features for p in parts}) != 1:
+            continue                                      # k, v read another width: a real cross-attention
+        weight = torch.cat([p.weight for p in parts])
+        has_bias = any(p.bias is not None for p in parts)
+        qkv = nn.Linear(weight.shape[1], weight.shape[0], bias=has_bias, device=weight.device, dtype=weight.dtype)
+        with torch.no_grad():
+            qkv.weight.copy_(weight)
+            if has_bias:
+                qkv.bias.copy_(torch.cat([p.bias if p.bias is not None else torch.zeros_like(p.weight[:, 0])
+                                          for p in parts]))
+        attn.to_qkv = qkv
+        attn.set_processor(FusedAttnProcessor2_0())
+        fused += 1
+    return fused

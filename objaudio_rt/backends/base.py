@@ -77,7 +77,7 @@ class Backend(ABC):
              x0_prev: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Step i: x (B, C, H, W); eps_pair (2B, C, H, W), unconditional first; cfg (1,) float32.
         Returns (x_next, x0). The reference: the host plan's float64 row, plain PyTorch."""
-        return reference_step(tables.plan.coefs[i], x, eps_pair, cfg, x0_prev)
+        return reference_step(tables.plan.coef_rows[i], x, eps_pair, cfg, x0_prev)
 
     # ---- decoding -----------------------------------------------------------------------------
     @abstractmethod

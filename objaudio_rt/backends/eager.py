@@ -10,6 +10,7 @@ from torch import nn
 
 from ..model import ObjaudioModel
 from ..networks import UNetEps, VAEDecodeToMel
+from ..samplers import as_dtype
 from .base import Backend
 
 
@@ -42,7 +43,7 @@ class EagerBackend(Backend):
 
     @torch.no_grad()
     def unet_eps(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        return self.unet(x.to(self.unet_dtype), t, cond.to(self.unet_dtype))
+        return self.unet(as_dtype(x, self.unet_dtype), t, as_dtype(cond, self.unet_dtype))
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:

@@ -39,6 +39,7 @@ from ..artifacts import model_fingerprint
 from ..errors import check
 from ..kernels.grounding import fused_pooled_values
 from ..model import ObjaudioModel
+from ..samplers import as_dtype
 from ..unet_patch import patch_unet, to_channels_last
 from .base import DTYPES
 from .cuda_graph import CudaGraphCache
@@ -117,7 +118,7 @@ class FastBackend(EagerBackend):
     def unet_eps(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """The package for this input's shape if there is one; else the (patched, channels_last) module."""
         dt = self.unet_dtype
-        x, cond = x.to(dt), cond.to(dt)
+        x, cond = as_dtype(x, dt), as_dtype(cond, dt)
         package = self.packages.for_input(x) if self.packages is not None else None
         if package is not None:
             return package(x, t, cond)

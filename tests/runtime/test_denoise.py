@@ -25,6 +25,21 @@ def test_one_part_of_weight_one_is_the_plain_loop_exactly(tiny_pipe, scene_image
     assert torch.equal(out, ref)
 
 
+def test_single_conditions_skip_the_gather_and_give_the_composed_loops_result(tiny_pipe, scene_image, square_mask,
+                                                                            disc_mask):
+    """Conditions.single (identity rows) runs the short path; the same rows through the general
+    gather-and-sum path (identity False) give the same latents bit for bit, for a batch of two."""
+    scene = tiny_pipe.encode_image(scene_image)
+    conds, x, plan = _backend_inputs(tiny_pipe, scene, square_mask, disc_mask)
+    x = torch.cat([x, x.flip(-1)])                                           # (2, C, H, W): two items
+    single = Conditions.single(conds)
+    assert single.identity and not Conditions.composed(conds, torch.arange(2), torch.ones(2), 2).identity
+    general = Conditions(single.rows, single.owner, single.weights, identity=False)
+    fast = denoise(tiny_pipe.backend, x, single, plan, 3.0, progress=False)
+    slow = denoise(tiny_pipe.backend, x, general, plan, 3.0, progress=False)
+    assert torch.equal(fast, slow)
+
+
 def _single_part_loop(backend, x, cond, plan, cfg):
     """The loop for one condition per item as written before the composed form: eps of [null, cond]."""
     from objaudio_rt.samplers import reference_step

@@ -73,3 +73,24 @@ def test_patched_vae_decoder_matches_the_reference(tiny_model):
         got = fast.decode(z.contiguous(memory_format=torch.channels_last)).sample
     assert counts["resnet_blocks"] > 0 and counts["group_norm_silu"] > 0
     assert_verbose_allclose(got, truth, reference_tolerance(truth, low, torch.float32), "patched VAE")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_qkv_unet_matches_the_reference(tiny_model, dtype):
+    """One q/k/v projection per attention block (attn1 and the encoder-less attn2), held to float64
+    within the unfused network's own error in the same dtype; every block is fused."""
+    from diffusers.models.attention_processor import Attention, FusedAttnProcessor2_0
+
+    from objaudio_rt.unet_patch import fuse_attention_qkv
+
+    config = tiny_model.config
+    x, t, cond = unet_inputs(config, torch.float32)
+    truth = run_unet(copy.deepcopy(tiny_model.unet).double(), x.double(), t, cond.double())
+    low = run_unet(copy.deepcopy(tiny_model.unet).to(dtype), x.to(dtype), t, cond.to(dtype))
+    fused = copy.deepcopy(tiny_model.unet).to(dtype)
+    blocks = [m for m in fused.modules() if isinstance(m, Attention)]
+    assert fuse_attention_qkv(fused) == len(blocks) > 0
+    assert all(isinstance(b.processor, FusedAttnProcessor2_0) for b in blocks)
+    got = run_unet(fused, x.to(dtype), t, cond.to(dtype))
+    assert_verbose_allclose(got, truth, reference_tolerance(truth, low, dtype), f"fused-qkv UNet {dtype}")
+    assert fuse_attention_qkv(fused) == 0                                      # already fused: nothing to do
