@@ -47,7 +47,8 @@ def build_package(model: ObjaudioModel, device: torch.device, dtype: torch.dtype
     cfg = model.config
     fingerprint = model_fingerprint(model)
     latent_shape = (cfg.unet.latent_channels, frames, cfg.mel.n_mels // cfg.vae.downsample_factor)
-    reference = copy.deepcopy(model.unet).to(device=device, dtype=dtype).eval()
+    reference = torch.nn.Module.to(copy.deepcopy(model.unet), device=device, dtype=dtype).eval()   # not diffusers'
+    # own .to, which prints a "keep in float32" notice for modules this UNet lacks
     unet = copy.deepcopy(reference)
     fuse_attention_qkv(unet)                  # one GEMM for q, k, v: 2 or 3 fewer calls per attention block
     if device.type == "cuda":
