@@ -89,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--checkpoint", default=None, help="checkpoint folder or preset (default: the embedded model)")
     s.add_argument("--device", default="cpu", help="cpu or cuda")
-    s.add_argument("--backend", default="eager", help="eager (other backends: see the README)")
+    s.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
+                   help="auto (default: onnxruntime on a CPU when the model's ONNX graphs are cached, else eager; "
+                        "fast on CUDA), or one of eager, fast, onnxruntime, tensorrt")
     s.add_argument("--sam-checkpoint", default=None, help="SAM .pth: clicks and boxes on any image")
 
     a = sub.add_parser("assemble", help="build a checkpoint from upstream AudioLDM + open_clip weights")

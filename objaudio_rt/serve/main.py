@@ -22,7 +22,8 @@ def run(host: str = "127.0.0.1", port: int = 8000, limits: ServeLimits = ServeLi
     if not 0 < port < 65536:
         raise ObjaudioError(f"--port must be in 1..65535, got {port}")
     service = build_service(limits=limits, **pipeline)
-    print(f"objaudio: serving {service.pipe.source} on http://{host}:{port} (the page at /, the API at /v1, "
+    print(f"objaudio: serving {service.pipe.source} (backend {service.pipe.backend_name}) on http://{host}:{port} "
+          f"(the page at /, the API at /v1, "
           f"docs at /docs)", flush=True)
     uvicorn.run(create_app(service), host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
 

@@ -42,10 +42,9 @@ class Service:
         self.shared_scenes = shared_scenes
 
     def describe(self) -> dict:
-        backend = type(self.pipe.backend).__name__.removesuffix("Backend").lower()
         source = self.pipe.source                          # a preset, or a checkpoint folder: its name only
         model = source if source.startswith("random:") else Path(source).name
-        return {"status": "ok", "model": model, "device": str(self.pipe.device), "backend": backend,
+        return {"status": "ok", "model": model, "device": str(self.pipe.device), "backend": self.pipe.backend_name,
                 "sam": self.has_sam, "sample_rate": self.pipe.config.mel.sample_rate,
                 "defaults": {"steps": self.pipe.config.default_steps, "cfg": self.pipe.config.default_cfg,
                              "duration": self.pipe.config.clip_seconds,
