@@ -6,7 +6,7 @@ batch (2 x selections, for guidance) dynamic from 2 to `max_unet_batch`. It is t
 checkpoint's weights (baked into the package). Its sidecar `X.pt2.json` records the torch
 version, the platform (GPU name and compute capability, or the CPU architecture and vector ISA
 inductor compiled for), the checkpoint fingerprint, dtype and shape; `load_package` checks them
-with the TensorRT engines' sidecar check (backends.tensorrt.check_engine_sidecar) and refuses a stale
+with the sidecar check the TensorRT engines use (artifacts.check_sidecar) and refuses a stale
 package, naming what changed and the command that rebuilds it.
 
 Packages live in `cache_root()/aoti/<fingerprint[:32]>/` unless a folder is given.
@@ -20,8 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .artifacts import cache_root
-from .backends.tensorrt import check_engine_sidecar
+from .artifacts import cache_root, check_sidecar
 from .errors import ObjaudioError, check
 
 SIDECAR_FORMAT = "objaudio-aoti-package"
@@ -95,9 +94,8 @@ def load_package(fingerprint: str, device: torch.device, dtype: torch.dtype, lat
                  folder: str | os.PathLike | None = None, checkpoint: str = "CHECKPOINT") -> AotiUNet:
     """Load and check the package for this model, device, dtype and latent shape (ObjaudioError if stale/absent)."""
     path = package_dir(fingerprint, folder) / package_name(device, dtype, latent_shape)
-    sidecar = check_engine_sidecar(path, expected_sidecar(fingerprint, device, dtype, latent_shape),
-                                   fmt=SIDECAR_FORMAT, checked=CHECKED,
-                                   rebuild=rebuild_command(checkpoint, device, dtype, latent_shape))
+    sidecar = check_sidecar(path, expected_sidecar(fingerprint, device, dtype, latent_shape), SIDECAR_FORMAT,
+                            CHECKED, rebuild_command(checkpoint, device, dtype, latent_shape))
     try:
         from torch._inductor import aoti_load_package
 

@@ -68,6 +68,30 @@ def trt_cache_dir(fingerprint: str) -> Path:
     return cache_root() / "trt" / fingerprint[:32]
 
 
+def check_sidecar(artifact: str | os.PathLike, expected: dict, fmt: str, checked: dict[str, str],
+                  rebuild: str) -> dict:
+    """A compiled artifact's sidecar (`artifact`.json: what it was built for) checked against `expected`
+    on the keys of `checked` (key -> label); returns the sidecar. One missing, corrupt or stale
+    raises ObjaudioError naming every difference and the `rebuild` command. TensorRT engines
+    (backends.tensorrt) and AOTInductor packages (aoti.py) are checked here, each with its format."""
+    artifact = Path(artifact)
+    sidecar_path = Path(f"{artifact}.json")
+    check(artifact.is_file(), f"engine not found: {artifact}; {rebuild}")
+    check(sidecar_path.is_file(), f"engine {artifact.name} has no sidecar {sidecar_path.name}, so what it "
+                                  f"was built for is unknown; {rebuild}")
+    try:
+        sidecar = json.loads(sidecar_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ObjaudioError(f"engine sidecar {sidecar_path} is corrupt ({exc}); {rebuild}") from None
+    check(isinstance(sidecar, dict) and sidecar.get("format") == fmt,
+          f"{sidecar_path} is not an objaudio {fmt} sidecar; {rebuild}")
+    diffs = [f"{label} {sidecar.get(key)!s:.16} (now {expected[key]!s:.16})"
+             for key, label in checked.items() if key in expected and sidecar.get(key) != expected[key]]
+    if diffs:
+        raise ObjaudioError(f"engine {artifact.name} is stale: built for " + ", ".join(diffs) + f"; {rebuild}")
+    return sidecar
+
+
 def read_onnx_manifest(folder: str | os.PathLike, fingerprint: str | None, contract_version: int | None,
                        networks: tuple[str, ...] = ()) -> dict:
     """The folder's export manifest, checked against the expected weights and contract version.

@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from dataclasses import dataclass, field
@@ -16,10 +17,10 @@ import torch
 
 from .backends import make_backend, resolve_backend
 from .denoise import Conditions, denoise
+from .encoders import preprocess_pixels, tokenize_texts
 from .errors import ObjaudioError, check
 from .grounding import mask_to_patch_coverage, rescale_patch_weights
 from .images import load_image, load_mask
-from .encoders import preprocess_pixels, tokenize_texts
 from .model import Calibration, GraphModel, ObjaudioModel
 from .options import GRAPH_BACKENDS, UNION_MODES, RunOptions
 from .samplers import SamplerPlan
@@ -139,15 +140,10 @@ class Pipeline:
             path_or_preset = embedded_checkpoint(name)
             check(path_or_preset is not None, f"preset {name!r} has no trained weights here: pass 'random:{name}' "
                                               "for random weights, or a checkpoint folder")
-        fingerprint = []                                   # computed at most once, only where needed
-        def fingerprint_once() -> str:
-            if not fingerprint:
-                fingerprint.append(checkpoint_fingerprint(path_or_preset))
-            return fingerprint[0]
-
-        backend = resolve_backend(backend, dev, fingerprint_once, backend_options)
+        fingerprint = functools.cache(lambda: checkpoint_fingerprint(path_or_preset))   # hashed once, if asked
+        backend = resolve_backend(backend, dev, fingerprint, backend_options)
         if backend in GRAPH_BACKENDS:
-            model, calibration = load_graph_model(path_or_preset, fingerprint_once())
+            model, calibration = load_graph_model(path_or_preset, fingerprint())
         else:
             model, calibration = load_checkpoint(path_or_preset)
         return cls(model, calibration, backend=backend, source=str(path_or_preset), **options)
@@ -188,7 +184,7 @@ class Pipeline:
             pixel = m if pixel is None else np.maximum(pixel, m)
         attn = None
         if texts:
-            q = self.backend.text_embeds(**self._tokenize(texts))   # (N, Lq)
+            q = self.backend.text_embeds(**self._tokenize(texts))                                 # (N, Lq)
             attn = self.backend.text_attention(q, scene.tokens)                                   # (N, H, P)
             attn = attn.amax(dim=0) if len(texts) > 1 else attn[0]
             if pixel is None and len(texts) == 1:

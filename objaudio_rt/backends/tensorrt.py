@@ -17,13 +17,12 @@ TensorRT 10's documented Python API. The sidecar format and checks are pure Pyth
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import torch
 
-from ..artifacts import CONTRACT_VERSION, RUNTIME_NETWORKS, trt_cache_dir
+from ..artifacts import CONTRACT_VERSION, RUNTIME_NETWORKS, check_sidecar, trt_cache_dir
 from ..errors import ObjaudioError, check
 from ..model import GraphModel, ObjaudioModel
 from .cuda_graph import CudaGraphCache
@@ -46,31 +45,12 @@ def engine_sidecar(network: str, checkpoint: str, tensorrt_version: str, compute
             "profile": {k: [list(s) for s in v] for k, v in profile.items()}}
 
 
-def check_engine_sidecar(engine_path: str | os.PathLike, expected: dict, fmt: str = SIDECAR_FORMAT,
-                         checked: dict[str, str] = CHECKED, rebuild: str | None = None) -> dict:
-    """Read `engine_path`.json and compare it to `expected` (keys of `checked`); returns the sidecar.
-
-    Raises ObjaudioError naming every difference and how to rebuild, for a missing, corrupt or
-    stale sidecar (an engine runs only on the TensorRT version and GPU architecture it was built for).
-    Other compiled engines (the AOTInductor packages of objaudio_rt.aoti) pass their own sidecar
-    format, checked keys and rebuild command.
-    """
-    engine_path = Path(engine_path)
-    sidecar_path = Path(f"{engine_path}.json")
-    rebuild = rebuild or "rebuild it with `python -m export.trt --onnx ONNX_DIR --out " + str(engine_path.parent) + "`"
-    check(engine_path.is_file(), f"engine not found: {engine_path}; {rebuild}")
-    check(sidecar_path.is_file(), f"engine {engine_path.name} has no sidecar {sidecar_path.name}, so what it "
-                                  f"was built for is unknown; {rebuild}")
-    try:
-        sidecar = json.loads(sidecar_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ObjaudioError(f"engine sidecar {sidecar_path} is corrupt ({exc}); {rebuild}") from None
-    check(sidecar.get("format") == fmt, f"{sidecar_path} is not an objaudio {fmt} sidecar; {rebuild}")
-    diffs = [f"{label} {sidecar.get(key)!s:.16} (now {expected[key]!s:.16})"
-             for key, label in checked.items() if key in expected and sidecar.get(key) != expected[key]]
-    if diffs:
-        raise ObjaudioError(f"engine {engine_path.name} is stale: built for " + ", ".join(diffs) + f"; {rebuild}")
-    return sidecar
+def check_engine_sidecar(engine_path: str | os.PathLike, expected: dict, rebuild: str | None = None) -> dict:
+    """A TensorRT engine's sidecar checked against `expected` (artifacts.check_sidecar with this
+    backend's format and checked keys): an engine runs only on the TensorRT version and GPU
+    architecture it was built for."""
+    rebuild = rebuild or f"rebuild it with `python -m export.trt --onnx ONNX_DIR --out {Path(engine_path).parent}`"
+    return check_sidecar(engine_path, expected, SIDECAR_FORMAT, CHECKED, rebuild)
 
 
 def current_platform() -> dict:
