@@ -158,34 +158,41 @@ def load_checkpoint(folder: str | os.PathLike) -> tuple[ObjaudioModel, Calibrati
 
 
 def checkpoint_fingerprint(folder: str | os.PathLike) -> str:
-    """artifacts.model_fingerprint of the model in `folder`, from its files alone (no network is built):
-    the same config dict and, per component, every tensor under its state_dict key, sorted, as float32."""
-    from .artifacts import tensors_fingerprint
-
-    folder = Path(folder)
+    """artifacts.model_fingerprint of the model in `folder`, from its files alone (no network is built)."""
     config, _, _ = read_config(folder)
-    states = {}
-    for name in COMPONENTS:
-        prefix = "model." if name == "text_encoder" else ""       # TextEncoder wraps the CLAP module (_component_module)
-        states[name] = {prefix + k: v for k, v in _read_weights(folder / f"{name}.safetensors").items()}
-    return tensors_fingerprint(config.to_dict(), states)
+    return _files_fingerprint(config, _component_states(Path(folder)))
 
 
-def load_graph_model(folder: str | os.PathLike, fingerprint: str | None = None) -> tuple[GraphModel, Calibration]:
+def load_graph_model(folder: str | os.PathLike) -> tuple[GraphModel, Calibration]:
     """What a graph backend needs of the checkpoint in `folder` (model.GraphModel), built in a fraction
-    of a second: its networks run as exported graphs. `fingerprint`: checkpoint_fingerprint(folder), if
-    the caller has it already."""
+    of a second from one read of its files: its networks run as exported graphs."""
     from .grounding import GroundingAttention
 
     folder = Path(folder)
     config, calibration, _ = read_config(folder)
+    states = _component_states(folder)
     grounding = GroundingAttention(config.grounding)
     try:
-        grounding.load_state_dict(_read_weights(folder / "grounding.safetensors"), strict=True)
+        grounding.load_state_dict(states["grounding"], strict=True)
     except RuntimeError as exc:
         raise ObjaudioError(f"{folder / 'grounding.safetensors'} does not match config.json: "
                             f"{str(exc).splitlines()[0]}") from None
-    return GraphModel(config, grounding.eval(), fingerprint or checkpoint_fingerprint(folder), str(folder)), calibration
+    return GraphModel(config, grounding.eval(), _files_fingerprint(config, states), str(folder)), calibration
+
+
+def _component_states(folder: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """Each component's tensors as its file holds them (component -> key -> tensor)."""
+    return {name: _read_weights(folder / f"{name}.safetensors") for name in COMPONENTS}
+
+
+def _files_fingerprint(config: ModelConfig, states: dict[str, dict[str, torch.Tensor]]) -> str:
+    """model_fingerprint from the files' tensors: the same config dict and, per component, every tensor
+    under its state_dict key (TextEncoder wraps the CLAP module: `_component_module`), sorted, as float32."""
+    from .artifacts import tensors_fingerprint
+
+    keyed = {name: {("model." if name == "text_encoder" else "") + k: v for k, v in state.items()}
+             for name, state in states.items()}
+    return tensors_fingerprint(config.to_dict(), keyed)
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:

@@ -120,8 +120,7 @@ class Pipeline:
         which. A graph backend on a checkpoint folder loads no PyTorch network (checkpoint.load_graph_model).
         """
         from .artifacts import model_fingerprint
-        from .checkpoint import (checkpoint_fingerprint, default_checkpoint, embedded_checkpoint, load_checkpoint,
-                                 load_graph_model)
+        from .checkpoint import default_checkpoint, embedded_checkpoint, load_checkpoint, load_graph_model
         from .config import PRESETS, ModelConfig
 
         if path_or_preset is None:
@@ -140,12 +139,9 @@ class Pipeline:
             path_or_preset = embedded_checkpoint(name)
             check(path_or_preset is not None, f"preset {name!r} has no trained weights here: pass 'random:{name}' "
                                               "for random weights, or a checkpoint folder")
-        fingerprint = functools.cache(lambda: checkpoint_fingerprint(path_or_preset))   # hashed once, if asked
-        backend = resolve_backend(backend, dev, fingerprint, backend_options)
-        if backend in GRAPH_BACKENDS:
-            model, calibration = load_graph_model(path_or_preset, fingerprint())
-        else:
-            model, calibration = load_checkpoint(path_or_preset)
+        graph_model = functools.cache(lambda: load_graph_model(path_or_preset))   # read once, only if needed
+        backend = resolve_backend(backend, dev, lambda: graph_model()[0].fingerprint, backend_options)
+        model, calibration = graph_model() if backend in GRAPH_BACKENDS else load_checkpoint(path_or_preset)
         return cls(model, calibration, backend=backend, source=str(path_or_preset), **options)
 
     @property
