@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.latency import provenance
-from objaudio_rt.aoti import UNetCall
+from objaudio_rt.networks import UNetEps
 from objaudio_rt.errors import command
 from objaudio_rt.pipeline import Pipeline
 
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     cond2 = torch.randn(2, cfg.unet.cond_dim, generator=g)
     with torch.no_grad():
         mel = DecodeCall(copy.deepcopy(model.vae).double())(z.double()).float()          # (1, T, n_mels)
-    results = {"unet": measure(UNetCall(model.unet), (x2, torch.tensor([500]), cond2), device),
+    results = {"unet": measure(UNetEps(model.unet), (x2, torch.tensor([500]), cond2), device),
                "vae": measure(DecodeCall(model.vae), (z,), device),
                "vocoder": measure(VocoderCall(model.vocoder), (mel,), device)}
     report = {"provenance": provenance(device), "config": {"checkpoint": pipe.source, "budget": args.budget,

@@ -23,12 +23,13 @@ from pathlib import Path
 
 import torch
 
-from export.onnx import load_model
-from objaudio_rt.aoti import (DTYPE_NAMES, SIDECAR_FORMAT, UNetCall, expected_sidecar, load_package, package_dir,
+from export.onnx import add_model_args, load_model
+from objaudio_rt.aoti import (DTYPE_NAMES, SIDECAR_FORMAT, expected_sidecar, load_package, package_dir,
                               package_name)
 from objaudio_rt.artifacts import model_fingerprint
 from objaudio_rt.errors import check, command
 from objaudio_rt.model import ObjaudioModel
+from objaudio_rt.networks import UNetEps
 from objaudio_rt.unet_patch import fuse_attention_qkv, to_channels_last
 
 DTYPES = {name: dtype for dtype, name in DTYPE_NAMES.items()}
@@ -53,7 +54,7 @@ def build_package(model: ObjaudioModel, device: torch.device, dtype: torch.dtype
     fuse_attention_qkv(unet)                  # one GEMM for q, k, v: 2 or 3 fewer calls per attention block
     if device.type == "cuda":
         to_channels_last(unet)
-    call = UNetCall(unet)
+    call = UNetEps(unet)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, *latent_shape, generator=g).to(device, dtype)                       # (2B, C, H, W)
     t = torch.tensor([cfg.schedule.num_train_timesteps // 2], device=device)                 # (1,) int64
@@ -61,8 +62,8 @@ def build_package(model: ObjaudioModel, device: torch.device, dtype: torch.dtype
     unet_batch = torch.export.Dim("unet_batch", min=2, max=2 * max_batch)
     t0 = time.perf_counter()
     with torch.no_grad():
-        program = torch.export.export(call, (x, t, cond), dynamic_shapes={"x": {0: unet_batch}, "t": None,
-                                                                           "cond": {0: unet_batch}})
+        program = torch.export.export(call, (x, t, cond), dynamic_shapes={"sample": {0: unet_batch}, "timestep": None,
+                                                                           "class_labels": {0: unet_batch}})
     export_s = time.perf_counter() - t0
     out_dir = package_dir(fingerprint, folder)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -91,7 +92,7 @@ def build_package(model: ObjaudioModel, device: torch.device, dtype: torch.dtype
     xb = torch.cat([x, x.flip(0), x])                                                         # UNet batch 6
     cb = torch.cat([cond, cond.flip(0), cond])
     with torch.no_grad():
-        ref, got = UNetCall(reference)(xb, t, cb).float(), engine(xb, t, cb).float()    # against the unfused UNet
+        ref, got = UNetEps(reference)(xb, t, cb).float(), engine(xb, t, cb).float()    # against the unfused UNet
     sidecar["check"] = {"unet_batch": xb.shape[0],
                         "rel_err_vs_module": ((got - ref).norm() / ref.norm()).item()}
     Path(f"{path}.json").write_text(json.dumps(sidecar, indent=1))
@@ -101,10 +102,7 @@ def build_package(model: ObjaudioModel, device: torch.device, dtype: torch.dtype
 
 def _parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m export.aoti", description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", help="checkpoint folder (default: the embedded model)")
-    p.add_argument("--preset", help="a preset name (tiny, tiny-synth, audioldm-s); needs --random-init")
-    p.add_argument("--random-init", action="store_true", help="random weights for --preset")
-    p.add_argument("--seed", type=int, default=0, help="seed of --random-init weights")
+    add_model_args(p)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                    help="UNet dtype (default: fp16 on cuda, else fp32)")

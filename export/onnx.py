@@ -269,6 +269,14 @@ def verify_networks(out: str | os.PathLike, model: ObjaudioModel, networks: tupl
 
 
 # ---- CLI --------------------------------------------------------------------------------------
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """The flags that say which weights an exporter reads (`load_model` takes them)."""
+    p.add_argument("--checkpoint", help="checkpoint folder (default: the embedded model, or the tiny preset)")
+    p.add_argument("--preset", help="a preset name (tiny, tiny-synth, audioldm-s); needs --random-init")
+    p.add_argument("--random-init", action="store_true", help="random weights for --preset")
+    p.add_argument("--seed", type=int, default=0, help="seed of --random-init weights")
+
+
 def load_model(checkpoint: str | None, preset: str | None, random_init: bool, seed: int):
     """(model, source description, checkpoint manifest sha256 or None)."""
     from objaudio_rt.pipeline import Pipeline
@@ -299,10 +307,7 @@ def load_sam_for_export(sam_checkpoint: str | None, sam_random: str | None):
 
 def _parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m export.onnx", description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", help="checkpoint folder (default: the embedded model, or the tiny preset)")
-    p.add_argument("--preset", help="a preset name (tiny, tiny-synth, audioldm-s); needs --random-init")
-    p.add_argument("--random-init", action="store_true", help="random weights for --preset")
-    p.add_argument("--seed", type=int, default=0, help="seed of --random-init weights")
+    add_model_args(p)
     out = p.add_mutually_exclusive_group(required=True)
     out.add_argument("--out", help="output folder")
     out.add_argument("--cache", action="store_true",

@@ -1,6 +1,6 @@
 """Ahead-of-time compiled UNet packages (AOTInductor): built once by `python -m export.aoti`, loaded in seconds.
 
-A package `unet-<device>-<dtype>-<C>x<H>x<W>.pt2` holds the whole UNet (`UNetCall`: x, t, cond ->
+A package `unet-<device>-<dtype>-<C>x<H>x<W>.pt2` holds the whole UNet (`networks.UNetEps`: x, t, cond ->
 eps) compiled by inductor for one device kind, one dtype and one latent shape, with the UNet
 batch (2 x selections, for guidance) dynamic from 2 to `max_unet_batch`. It is tied to the
 checkpoint's weights (baked into the package). Its sidecar `X.pt2.json` records the torch
@@ -18,7 +18,6 @@ import platform
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from .artifacts import cache_root, check_sidecar
 from .errors import ObjaudioError, check
@@ -27,17 +26,6 @@ SIDECAR_FORMAT = "objaudio-aoti-package"
 CHECKED = {"torch_version": "torch version", "platform": "platform", "checkpoint": "checkpoint weights",
            "dtype": "UNet dtype", "latent_shape": "latent shape"}
 DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-
-
-class UNetCall(nn.Module):
-    """The UNet as the guided loop calls it: (x (N, C, H, W), t (1,) int64, cond (N, cond_dim)) -> eps."""
-
-    def __init__(self, unet: nn.Module):
-        super().__init__()
-        self.unet = unet
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        return self.unet(x, t, encoder_hidden_states=None, class_labels=cond).sample
 
 
 def current_platform(device: torch.device) -> str:
@@ -73,7 +61,7 @@ def rebuild_command(checkpoint: str, device: torch.device, dtype: torch.dtype, l
 
 
 class AotiUNet:
-    """A loaded package: call it like `UNetCall` for inputs of its dtype, latent shape and batch range."""
+    """A loaded package: call it like `networks.UNetEps` for inputs of its dtype, latent shape and batch range."""
 
     def __init__(self, path: Path, sidecar: dict, runner):
         self.path, self.sidecar, self._runner = path, sidecar, runner

@@ -68,8 +68,10 @@ def _onnx_ready(fingerprint: Callable[[], str]) -> bool:
     """Whether onnxruntime is installed and the cache holds current ONNX graphs of these weights."""
     if importlib.util.find_spec("onnxruntime") is None:
         return False
-    from ..artifacts import CONTRACT_VERSION, RUNTIME_NETWORKS, onnx_cache_dir, read_onnx_manifest
+    from ..artifacts import CONTRACT_VERSION, RUNTIME_NETWORKS, cache_root, onnx_cache_dir, read_onnx_manifest
 
+    if not (cache_root() / "onnx").is_dir():
+        return False                       # nothing exported at all: no need to read and hash the weights
     key = fingerprint()
     try:
         read_onnx_manifest(onnx_cache_dir(key), key, CONTRACT_VERSION, RUNTIME_NETWORKS)

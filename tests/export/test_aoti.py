@@ -11,7 +11,8 @@ import shutil
 import pytest
 import torch
 
-from objaudio_rt.aoti import PackageCache, UNetCall, load_package, package_name
+from objaudio_rt.aoti import PackageCache, load_package, package_name
+from objaudio_rt.networks import UNetEps
 from objaudio_rt.artifacts import model_fingerprint
 from objaudio_rt.errors import ObjaudioError
 from tests.kernels.kernel_checks import assert_verbose_allclose, reference_tolerance
@@ -36,10 +37,10 @@ def test_loaded_package_matches_the_eager_unet(aoti_package, unet_batch):
     x = torch.randn(unet_batch, *shape, generator=g)
     cond = torch.randn(unet_batch, model.config.unet.cond_dim, generator=g)
     t = torch.tensor([613])
-    call = UNetCall(model.unet)
+    call = UNetEps(model.unet)
     with torch.no_grad():
         got, low = engine(x, t, cond), call(x, t, cond)
-        truth = UNetCall(copy.deepcopy(model.unet).double())(x.double(), t, cond.double())
+        truth = UNetEps(copy.deepcopy(model.unet).double())(x.double(), t, cond.double())
     assert_verbose_allclose(got, truth, reference_tolerance(truth, low, torch.float32), f"AOTI UNet batch {unet_batch}")
 
 
