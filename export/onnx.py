@@ -45,7 +45,8 @@ from tqdm.auto import tqdm
 
 from objaudio_rt.artifacts import (FORMAT, MANIFEST, model_fingerprint, onnx_cache_dir, read_onnx_manifest,
                                    weights_fingerprint)
-from objaudio_rt.checkpoint import default_checkpoint, sha256_file
+from objaudio_rt.checkpoint import sha256_file
+from objaudio_rt.config import default_checkpoint
 from objaudio_rt.errors import ObjaudioError, check, command
 from objaudio_rt.model import ObjaudioModel
 

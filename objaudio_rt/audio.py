@@ -10,29 +10,15 @@ from __future__ import annotations
 import math
 import os
 import struct
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .config import MelConfig
 from .errors import ObjaudioError, check
-
-
-@dataclass(frozen=True)
-class MelConfig:
-    sample_rate: int = 16000
-    n_fft: int = 1024
-    hop_length: int = 160
-    win_length: int = 1024
-    n_mels: int = 64
-    f_min: float = 0.0
-    f_max: float = 8000.0
-
-    @property
-    def frames_per_second(self) -> float:
-        return self.sample_rate / self.hop_length
+from .options import WAV_FORMATS
 
 
 def _hz_to_mel_slaney(hz: np.ndarray) -> np.ndarray:
@@ -119,8 +105,6 @@ def load_wav(path: str | os.PathLike, sample_rate: int = 16000) -> torch.Tensor:
         mono = resample_poly(mono, sample_rate // g, int(sr) // g).astype(np.float32)
     return torch.from_numpy(np.ascontiguousarray(mono))
 
-
-WAV_FORMATS = ("float", "pcm16")
 
 
 def wav_bytes(wave: torch.Tensor | np.ndarray, sample_rate: int = 16000, fmt: str = "float") -> bytes:

@@ -23,26 +23,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .config import PRESETS, ModelConfig
+from .config import ModelConfig
 from .encoders import load_tokenizer
 from .errors import ObjaudioError, check
 from .model import COMPONENTS, Calibration, GraphModel, ObjaudioModel
 
 FORMAT = "objaudio-checkpoint"
 VERSION = 1
-ASSETS = Path(__file__).parent / "assets"
-
-
-def embedded_checkpoint(preset: str) -> str | None:
-    """The folder of the embedded model trained at this preset (assets/<preset>), or None."""
-    path = ASSETS / preset
-    return str(path) if (path / "config.json").is_file() else None
-
-
-def default_checkpoint() -> str:
-    """The embedded default model (`tiny-synth`), or random `tiny` weights (the output says so) in a
-    checkout that lacks it."""
-    return embedded_checkpoint("tiny-synth") or "random:tiny"
 
 
 def sha256_file(path: Path) -> str:
@@ -124,20 +111,6 @@ def read_config(folder: str | os.PathLike) -> tuple[ModelConfig, Calibration, di
         raise ObjaudioError(f"config.json of {folder} does not describe a model ({exc}): the checkpoint is "
                             "damaged or was edited by hand; copy it again") from None
     return config, calibration, manifest
-
-
-def peek_config(path_or_preset: str | os.PathLike | None) -> ModelConfig | None:
-    """The model's settings without loading or hashing anything (for checking options early);
-    None where they cannot be read (the loader then says why)."""
-    name = str(path_or_preset) if path_or_preset is not None else default_checkpoint()
-    if name.startswith("random:"):
-        name = name[len("random:"):]
-        return ModelConfig.from_name(name) if name in PRESETS else None
-    folder = Path(embedded_checkpoint(name) or name) if name in PRESETS else Path(name)
-    try:
-        return ModelConfig.from_dict(json.loads((folder / "config.json").read_text())["model"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def load_checkpoint(folder: str | os.PathLike) -> tuple[ObjaudioModel, Calibration]:

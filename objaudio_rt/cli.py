@@ -106,7 +106,6 @@ def build_parser() -> argparse.ArgumentParser:
 def _selection(args, size_hw: tuple[int, int]):
     """The selection the flags describe, every part checked against the image (no model needed)."""
     from .images import load_mask
-    from .sam import NEED_SAM, check_sam_file
     from .selection import Box, Mask, Points, Text
 
     parts = [Mask(load_mask(m, size_hw)) for m in args.mask] + [Text(t) for t in args.text]
@@ -117,6 +116,8 @@ def _selection(args, size_hw: tuple[int, int]):
         parts.append(Points(tuple(coords), (1,) * len(args.point) + (0,) * len(args.bg_point)))
     for p in parts:
         if isinstance(p, (Points, Box)):
+            from .sam import NEED_SAM, check_sam_file
+
             p.check_inside(size_hw)
             check(args.sam_checkpoint is not None, NEED_SAM)
             check_sam_file(args.sam_checkpoint)
@@ -128,17 +129,22 @@ def _selection(args, size_hw: tuple[int, int]):
     return sel
 
 
-def _check_options(args) -> None:
-    """The flags, checked before the model loads: the run options through RunOptions against the
-    model's settings where its config can be read without loading it (else the loader says why)."""
-    from .audio import WAV_FORMATS
-    from .checkpoint import peek_config
-    from .sam import SAM_TYPES
+def _check_flags(args) -> None:
+    """The flags that need nothing but themselves, checked first (plain Python: no torch yet)."""
+    from .options import SAM_TYPES, WAV_FORMATS
 
     check(args.threads is None or args.threads >= 1, f"--threads must be at least 1, got {args.threads}")
     check(args.format in WAV_FORMATS, f"unknown --format {args.format!r}: use one of {', '.join(WAV_FORMATS)}")
     check(args.sam_type in (None, *SAM_TYPES),
           f"unknown --sam-type {args.sam_type!r}: use one of {', '.join(SAM_TYPES)}")
+
+
+def _check_run_options(args) -> None:
+    """The run options through RunOptions against the model's settings, before the model loads, where
+    its config can be read without loading it (else the loader says why). This imports torch (2 s), so
+    a run checks its files and outputs before it."""
+    from .config import peek_config
+
     config = peek_config(args.checkpoint)
     if config is not None:
         _run_options(args).resolve(config)
@@ -188,7 +194,7 @@ def _options(args) -> dict:
 
 
 def cmd_generate(args) -> None:
-    from .audio import wav_bytes
+    """Every check a file or flag allows runs before torch is imported (2 s): a bad input is answered at once."""
     from .images import load_image
     from .outputs import check_outputs, write_together
     from .viz import render_overview
@@ -198,16 +204,19 @@ def cmd_generate(args) -> None:
     check(not (args.no_png and args.png), "--no-png and --png contradict each other: give one of them")
     png = None if args.no_png else Path(args.png) if args.png else out.with_suffix(".overview.png")
     check(png is None or png.suffix.lower() == ".png", f"--png must end in .png (the picture is a PNG), got {png}")
-    _check_options(args)
+    _check_flags(args)
     image = load_image(args.image)
     selection = _selection(args, image.shape[:2])
     outputs = [out] + ([png] if png is not None else [])
     check_outputs(outputs, _inputs(args), force=args.force)
+    _check_run_options(args)
     pipe = _pipeline(args)
     scene = pipe.encode_image(image)
     start = time.perf_counter()
     gen = pipe.generate_many(scene, [selection], **_options(args))[0]
     elapsed = time.perf_counter() - start
+    from .audio import wav_bytes
+
     files = [(out, wav_bytes(gen.wave, gen.sample_rate, args.format))]
     if png is not None:
         files.append((png, render_overview(scene.image, [(_describe(args), gen)])))
@@ -233,7 +242,8 @@ def cmd_demo(args) -> None:
     check(not out.exists() or out.is_dir(), f"--out {out} is a file: demo writes a folder of files; give a folder")
     parent = out.parent if str(out.parent) else Path(".")
     check(out.is_dir() or parent.is_dir(), f"cannot create {out}: folder {parent} does not exist")
-    _check_options(args)
+    _check_flags(args)
+    _check_run_options(args)
     masks = sorted(DEMO.glob("mask_*.png"))
     check(len(masks) > 0, f"no demo masks in {DEMO}")
     meta = json.loads((DEMO / "scene.json").read_text()) if (DEMO / "scene.json").is_file() else {}
@@ -272,7 +282,8 @@ def cmd_demo(args) -> None:
 
 
 def cmd_info(args) -> None:
-    from .checkpoint import default_checkpoint, describe, embedded_checkpoint
+    from .checkpoint import describe
+    from .config import default_checkpoint, embedded_checkpoint
 
     folder = args.checkpoint or default_checkpoint()
     if not Path(folder).exists():

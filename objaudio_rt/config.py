@@ -8,11 +8,28 @@ Each `build()` returns the upstream library's module (diffusers, transformers, o
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from .audio import MelConfig
 from .errors import ObjaudioError
+
+
+@dataclass(frozen=True)
+class MelConfig:
+    sample_rate: int = 16000
+    n_fft: int = 1024
+    hop_length: int = 160
+    win_length: int = 1024
+    n_mels: int = 64
+    f_min: float = 0.0
+    f_max: float = 8000.0
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.sample_rate / self.hop_length
 
 
 @dataclass
@@ -304,3 +321,32 @@ def _tiny_synth() -> ModelConfig:
 
 
 PRESETS = {"audioldm-s": _audioldm_s, "tiny": _tiny, "tiny-synth": _tiny_synth}
+
+
+ASSETS = Path(__file__).parent / "assets"
+
+
+def embedded_checkpoint(preset: str) -> str | None:
+    """The folder of the embedded model trained at this preset (assets/<preset>), or None."""
+    path = ASSETS / preset
+    return str(path) if (path / "config.json").is_file() else None
+
+
+def default_checkpoint() -> str:
+    """The embedded default model (`tiny-synth`), or random `tiny` weights (the output says so) in a
+    checkout that lacks it."""
+    return embedded_checkpoint("tiny-synth") or "random:tiny"
+
+
+def peek_config(path_or_preset: str | os.PathLike | None) -> ModelConfig | None:
+    """The model's settings without loading or hashing anything (for checking options early);
+    None where they cannot be read (the loader then says why)."""
+    name = str(path_or_preset) if path_or_preset is not None else default_checkpoint()
+    if name.startswith("random:"):
+        name = name[len("random:"):]
+        return ModelConfig.from_name(name) if name in PRESETS else None
+    folder = Path(embedded_checkpoint(name) or name) if name in PRESETS else Path(name)
+    try:
+        return ModelConfig.from_dict(json.loads((folder / "config.json").read_text())["model"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -11,11 +11,11 @@ faithfully (LAB, float images outside [0, 1]) are refused.
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .errors import ObjaudioError, check
 
@@ -24,6 +24,17 @@ MAX_SIDE = 8192        # pixels; larger images are refused rather than resized s
 MAX_PIXELS = 40_000_000
 _WIDE_GREY = ("I;16", "I;16L", "I;16B", "I;16N", "I")       # integer greyscale, white = 65535
 _REFUSED = ("LAB",)
+
+
+def _as_array(x) -> np.ndarray | None:
+    """An array, or a torch tensor's values as one; None for anything else. torch is not imported for
+    this (a tensor exists only once it is): the command line checks its files before loading torch."""
+    if isinstance(x, np.ndarray):
+        return x
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return None
 
 
 def _open(path: Path, what: str):
@@ -125,8 +136,7 @@ def load_image(image) -> np.ndarray:
             arr = pil_to_rgb(im, str(path))
     elif isinstance(image, Image.Image):
         arr = pil_to_rgb(ImageOps.exif_transpose(image))
-    elif isinstance(image, (np.ndarray, torch.Tensor)):
-        arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else image
+    elif (arr := _as_array(image)) is not None:
         check(arr.ndim == 3 and arr.shape[2] in (3, 4),
               f"image array must be (H, W, 3) RGB, got shape {arr.shape}")
         arr = arr[..., :3]
@@ -158,8 +168,7 @@ def load_mask(mask, size_hw: tuple[int, int]) -> np.ndarray:
             arr, where = pil_to_mask(im, str(path)), str(path)
     elif isinstance(mask, Image.Image):
         arr, where = pil_to_mask(ImageOps.exif_transpose(mask)), "mask"
-    elif isinstance(mask, (np.ndarray, torch.Tensor)):
-        arr = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    elif (arr := _as_array(mask)) is not None:
         where = "mask"
     else:
         raise ObjaudioError(f"cannot use {type(mask).__name__} as a mask: pass a path, PIL image or array")

@@ -6,6 +6,8 @@ Plain Python (the CLI imports this before torch):
     UNION_MODES  how Pipeline.generate_many generates a union `A | B`
     BACKENDS     backends.make_backend (BACKEND_CHOICES adds "auto": backends.resolve_backend)
     DTYPE_NAMES  the precisions a backend option may name (backends.base.DTYPES maps them to torch)
+    WAV_FORMATS  the sample formats of a written WAV (audio.wav_bytes)
+    SAM_TYPES    the Segment Anything model types (sam.load_sam)
     RunOptions   steps, sampler, cfg, seed, duration, union, with the model's defaults resolved
 """
 from __future__ import annotations
@@ -25,6 +27,8 @@ BACKENDS = ("eager", "fast", "onnxruntime", "tensorrt")
 GRAPH_BACKENDS = ("onnxruntime", "tensorrt")   # run exported graphs: no PyTorch network is built (model.GraphModel)
 BACKEND_CHOICES = ("auto", *BACKENDS)          # "auto": backends.resolve_backend picks one ready here
 DTYPE_NAMES = ("fp32", "fp16", "bf16")
+WAV_FORMATS = ("float", "pcm16")
+SAM_TYPES = ("vit_b", "vit_l", "vit_h")
 # Guidance scales in use are 1-10 (AudioLDM 2, tiny-synth 4). The guided update grows with cfg until the
 # network's activations overflow (1e30 ended in NaN); tiny-synth's float32 loop was measured still finite
 # at 1000, so 100 leaves a margin of ten for fp16 networks and other checkpoints.

@@ -120,7 +120,8 @@ class Pipeline:
         which. A graph backend on a checkpoint folder loads no PyTorch network (checkpoint.load_graph_model).
         """
         from .artifacts import model_fingerprint
-        from .checkpoint import default_checkpoint, embedded_checkpoint, load_checkpoint, load_graph_model
+        from .checkpoint import load_checkpoint, load_graph_model
+        from .config import default_checkpoint, embedded_checkpoint
         from .config import PRESETS, ModelConfig
 
         if path_or_preset is None:

@@ -1,5 +1,8 @@
 """Points and boxes to masks with Segment Anything (the segment-anything package).
 
+torch is imported where SAM runs, not with this module: the command line checks a --point or --box
+(NEED_SAM, check_sam_file) before it loads torch.
+
 The image embedding (1, 256, 64, 64) is computed once per image and cached on the Scene;
 each click then costs only the prompt encoder and mask decoder.
 """
@@ -10,13 +13,16 @@ import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .errors import ObjaudioError, check
+from .options import SAM_TYPES
 
-SAM_TYPES = ("vit_b", "vit_l", "vit_h")
+if TYPE_CHECKING:
+    import torch
+
 NEED_SAM = ("points and boxes need Segment Anything: pass --sam-checkpoint (e.g. sam_vit_b_01ec64.pth), "
             "or select with --mask or --text")
 
@@ -40,6 +46,7 @@ def load_sam(checkpoint: str | os.PathLike, model_type: str | None = None, devic
 
     model_type is guessed from the file name (sam_vit_b_01ec64.pth -> vit_b) when not given.
     """
+    import torch
     from segment_anything import sam_model_registry
 
     path = check_sam_file(checkpoint)
@@ -74,19 +81,21 @@ class SamSegmenter:
         self.predictor = SamPredictor(sam)
         self._lock = threading.Lock()
 
-    @torch.no_grad()
     def embed(self, image: np.ndarray) -> SamEmbedding:
         """image: (H, W, 3) uint8 RGB."""
-        with self._lock:
+        import torch
+
+        with self._lock, torch.no_grad():
             self.predictor.set_image(image)
             p = self.predictor
             return SamEmbedding(p.features, tuple(p.original_size), tuple(p.input_size))
 
-    @torch.no_grad()
     def predict(self, emb: SamEmbedding, points: np.ndarray | None = None, labels: np.ndarray | None = None,
                 box: np.ndarray | None = None) -> np.ndarray:
         """Best of SAM's three masks for the prompt. Returns (H, W) bool."""
-        with self._lock:
+        import torch
+
+        with self._lock, torch.no_grad():
             p = self.predictor
             p.features, p.original_size, p.input_size, p.is_image_set = (
                 emb.features, emb.original_size, emb.input_size, True)

@@ -119,7 +119,7 @@ def test_save_refuses_to_overwrite_and_leaves_nothing_behind(saved, tiny_pipe, t
 
 def test_embedded_default_model_loads_and_generates():
     """The shipped checkpoint passes its own sha256 manifest and makes a finite clip."""
-    from objaudio_rt.checkpoint import default_checkpoint
+    from objaudio_rt.config import default_checkpoint
 
     path = default_checkpoint()
     if path.startswith("random:"):
