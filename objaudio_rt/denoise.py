@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from .backends.base import Backend
 from .errors import check
-from .samplers import SamplerPlan, as_dtype
+from .samplers import DeviceTables, SamplerPlan, as_dtype
 
 WARMUP_STEPS = 3          # loop steps run on a side stream before capture (handles, Triton JIT, kernel variants)
 
@@ -65,21 +65,6 @@ class Conditions:
 
     def to(self, device: torch.device) -> "Conditions":
         return Conditions(self.rows.to(device), self.owner.to(device), self.weights.to(device), self.identity)
-
-
-@dataclass
-class DeviceTables:
-    """A sampler plan on the device, indexed by a device step counter (no host sync per step)."""
-    plan: SamplerPlan           # the host plan: float64 coefficients, and which steps read the history
-    timesteps: torch.Tensor     # (S,) int64
-    coefs: torch.Tensor         # (S, 5) float32: cx, ce, cp, dx, de
-    step: torch.Tensor          # (1,) int64, the current step index
-
-    @staticmethod
-    def upload(plan: SamplerPlan, device: torch.device) -> "DeviceTables":
-        return DeviceTables(plan, plan.timesteps.to(device),
-                            plan.coefs.to(device=device, dtype=torch.float32).contiguous(),
-                            torch.zeros(1, dtype=torch.int64, device=device))
 
 
 @torch.no_grad()

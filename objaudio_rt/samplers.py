@@ -136,3 +136,18 @@ def reference_step(coefs: torch.Tensor | list[float], x: torch.Tensor, eps_pair:
         x_next = torch.add(x_next, as_dtype(x0_prev, torch.float32), alpha=c[2])
     x0 = torch.add(c[3] * xf, eps, alpha=c[4])
     return as_dtype(x_next, x.dtype), as_dtype(x0, x.dtype)
+
+
+@dataclass
+class DeviceTables:
+    """A sampler plan on the device, indexed by a device step counter (no host sync per step)."""
+    plan: SamplerPlan           # the host plan: float64 coefficients, and which steps read the history
+    timesteps: torch.Tensor     # (S,) int64
+    coefs: torch.Tensor         # (S, 5) float32: cx, ce, cp, dx, de
+    step: torch.Tensor          # (1,) int64, the current step index
+
+    @staticmethod
+    def upload(plan: SamplerPlan, device: torch.device) -> "DeviceTables":
+        return DeviceTables(plan, plan.timesteps.to(device),
+                            plan.coefs.to(device=device, dtype=torch.float32).contiguous(),
+                            torch.zeros(1, dtype=torch.int64, device=device))

@@ -32,7 +32,7 @@ from ..samplers import reference_step
 from .cuda_graph import CudaGraphCache
 
 if TYPE_CHECKING:
-    from ..denoise import DeviceTables
+    from ..samplers import DeviceTables
 
 DTYPES = dict(zip(DTYPE_NAMES, (torch.float32, torch.float16, torch.bfloat16)))   # the names options use
 

@@ -18,7 +18,8 @@ from objaudio_rt.backends.eager import EagerBackend
 from objaudio_rt.backends.fast import FastBackend, FastOptions
 from objaudio_rt.backends.fused import fused_step
 from objaudio_rt.config import ModelConfig
-from objaudio_rt.denoise import Conditions, DeviceTables, denoise, guided_loop
+from objaudio_rt.denoise import Conditions, denoise, guided_loop
+from objaudio_rt.samplers import DeviceTables
 from objaudio_rt.model import Calibration, ObjaudioModel
 from objaudio_rt.pipeline import Pipeline
 from objaudio_rt.samplers import SamplerPlan
