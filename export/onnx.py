@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from objaudio_rt.artifacts import (FORMAT, MANIFEST, model_fingerprint, onnx_cache_dir, read_onnx_manifest,
                                    weights_fingerprint)
-from objaudio_rt.checkpoint import sha256_file
+from objaudio_rt.checkpoint import checkpoint_fingerprint, sha256_file
 from objaudio_rt.config import default_checkpoint
 from objaudio_rt.errors import ObjaudioError, check, command
 from objaudio_rt.model import ObjaudioModel
@@ -324,15 +324,43 @@ def _parse_args(argv):
     return p.parse_args(argv)
 
 
+def _networks(args, with_sam: bool) -> tuple[str, ...]:
+    default = MODEL_NETWORKS + (SAM_NETWORKS if with_sam else ())
+    return tuple(n.strip() for n in args.only.split(",") if n.strip()) if args.only else default
+
+
+def _current_cache(args) -> Path | None:
+    """The cache folder when it already holds current graphs of every network asked for, found from the
+    checkpoint folder's files alone (checkpoint.checkpoint_fingerprint: no network is built, no model
+    library imported), else None. This is `make demo`'s every run after the first."""
+    if not args.cache or args.preset or args.force or args.verify or args.sam_checkpoint or args.sam_random:
+        return None
+    folder = Path(args.checkpoint or default_checkpoint())
+    if not folder.is_dir():
+        return None
+    networks = _networks(args, with_sam=False)
+    try:
+        fingerprint = checkpoint_fingerprint(folder)
+        out = onnx_cache_dir(fingerprint)
+        manifest = read_onnx_manifest(out, fingerprint, CONTRACT_VERSION, networks)
+    except ObjaudioError:                    # not exported yet, stale or damaged: the full path says or mends it
+        return None
+    return out if all(_is_current(manifest["networks"].get(n), out, args.fp16) for n in networks) else None
+
+
 @command("python -m export.onnx")
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
+    current = _current_cache(args)
+    if current is not None:
+        if not args.quiet:
+            print(f"{current}: the graphs of these weights are current")
+        return 0
     model, source, ckpt_sha = load_model(args.checkpoint, args.preset, args.random_init, args.seed)
     if args.sam_random is not None:
         torch.manual_seed(args.seed)
     sam, sam_source = load_sam_for_export(args.sam_checkpoint, args.sam_random)
-    default = MODEL_NETWORKS + (SAM_NETWORKS if sam is not None else ())
-    networks = tuple(n.strip() for n in args.only.split(",") if n.strip()) if args.only else default
+    networks = _networks(args, with_sam=sam is not None)
     if args.cache:
         args.out = str(onnx_cache_dir(model_fingerprint(model)))
     export_networks(model, args.out, networks, source=source, manifest_sha256=ckpt_sha, fp16=args.fp16,

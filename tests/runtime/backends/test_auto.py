@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from export.onnx import main as export_main
-from objaudio_rt.artifacts import model_fingerprint
+from objaudio_rt.artifacts import model_fingerprint, onnx_cache_dir
 from objaudio_rt.backends import make_backend, resolve_backend
 from objaudio_rt.checkpoint import checkpoint_fingerprint, load_checkpoint, load_graph_model
 from objaudio_rt.errors import ObjaudioError
@@ -68,6 +68,31 @@ def test_auto_picks_onnxruntime_only_with_current_graphs(exported, monkeypatch, 
     assert resolve_backend("auto", cpu, fingerprint) == "eager"         # another contract version
     with pytest.raises(ObjaudioError, match="unknown backend"):
         resolve_backend("quick", cpu, fingerprint)
+
+
+def test_export_to_a_current_cache_builds_no_model(exported, monkeypatch, tmp_path):
+    """`python -m export.onnx --cache` (each `make demo`) finds current graphs from the checkpoint's files
+    and returns without loading the model; a changed graph file sends it down the export path."""
+    import shutil
+
+    import export.onnx as exporter
+
+    folder, cache = exported
+    shutil.copytree(cache, tmp_path / "cache")
+    monkeypatch.setenv("OBJAUDIO_CACHE", str(tmp_path / "cache"))
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("load_model called")
+
+    monkeypatch.setattr(exporter, "load_model", no_load)
+    argv = ["--checkpoint", str(folder), "--cache", "--quiet", "--only", NETWORKS]
+    assert exporter.main(argv) == 0
+    with pytest.raises(AssertionError, match="load_model called"):
+        exporter.main(argv[:-2])                       # every network: the grounding graphs are not there
+    graph = onnx_cache_dir(checkpoint_fingerprint(folder)) / "vocoder.onnx"
+    graph.write_bytes(graph.read_bytes() + b"\0")
+    with pytest.raises(AssertionError, match="load_model called"):
+        exporter.main(argv)
 
 
 def test_graph_model_serves_only_graph_backends(exported):
