@@ -4,7 +4,8 @@
                           [--verify] [--only unet,vae_decoder,...] [--sam-checkpoint PTH | --sam-random TYPE]
 
 --cache writes into the folder the runtime's onnxruntime backend reads when given none
-(objaudio_rt.artifacts.onnx_cache_dir: `$OBJAUDIO_CACHE/onnx/<fingerprint>`).
+(objaudio_rt.artifacts.onnx_cache_dir: `$OBJAUDIO_CACHE/onnx/<fingerprint>`). From a checkpoint
+folder whose graphs there are all current it returns without building the model (`_current_cache`).
 `export_manifest.json` in DIR ties the folder to one set of weights (objaudio_rt.artifacts.
 model_fingerprint) and one contract version; a network is re-exported only when its file is
 missing or changed, its precision differs, or the contract version moved. A folder exported from

@@ -129,22 +129,17 @@ def _selection(args, size_hw: tuple[int, int]):
     return sel
 
 
-def _check_flags(args) -> None:
-    """The flags that need nothing but themselves, checked first (plain Python: no torch yet)."""
+def _check_options(args) -> None:
+    """The flags, checked before the model loads: the run options through RunOptions against the
+    model's settings where its config can be read without loading it (else the loader says why).
+    Plain Python, as every check before _pipeline: a bad input is answered without importing torch."""
+    from .config import peek_config
     from .options import SAM_TYPES, WAV_FORMATS
 
     check(args.threads is None or args.threads >= 1, f"--threads must be at least 1, got {args.threads}")
     check(args.format in WAV_FORMATS, f"unknown --format {args.format!r}: use one of {', '.join(WAV_FORMATS)}")
     check(args.sam_type in (None, *SAM_TYPES),
           f"unknown --sam-type {args.sam_type!r}: use one of {', '.join(SAM_TYPES)}")
-
-
-def _check_run_options(args) -> None:
-    """The run options through RunOptions against the model's settings, before the model loads, where
-    its config can be read without loading it (else the loader says why). This imports torch (2 s), so
-    a run checks its files and outputs before it."""
-    from .config import peek_config
-
     config = peek_config(args.checkpoint)
     if config is not None:
         _run_options(args).resolve(config)
@@ -194,7 +189,7 @@ def _options(args) -> dict:
 
 
 def cmd_generate(args) -> None:
-    """Every check a file or flag allows runs before torch is imported (2 s): a bad input is answered at once."""
+    """Every check a file or flag allows runs before torch is imported (2 s here): bad input is answered at once."""
     from .images import load_image
     from .outputs import check_outputs, write_together
     from .viz import render_overview
@@ -204,12 +199,11 @@ def cmd_generate(args) -> None:
     check(not (args.no_png and args.png), "--no-png and --png contradict each other: give one of them")
     png = None if args.no_png else Path(args.png) if args.png else out.with_suffix(".overview.png")
     check(png is None or png.suffix.lower() == ".png", f"--png must end in .png (the picture is a PNG), got {png}")
-    _check_flags(args)
+    _check_options(args)
     image = load_image(args.image)
     selection = _selection(args, image.shape[:2])
     outputs = [out] + ([png] if png is not None else [])
     check_outputs(outputs, _inputs(args), force=args.force)
-    _check_run_options(args)
     pipe = _pipeline(args)
     scene = pipe.encode_image(image)
     start = time.perf_counter()
@@ -242,8 +236,7 @@ def cmd_demo(args) -> None:
     check(not out.exists() or out.is_dir(), f"--out {out} is a file: demo writes a folder of files; give a folder")
     parent = out.parent if str(out.parent) else Path(".")
     check(out.is_dir() or parent.is_dir(), f"cannot create {out}: folder {parent} does not exist")
-    _check_flags(args)
-    _check_run_options(args)
+    _check_options(args)
     masks = sorted(DEMO.glob("mask_*.png"))
     check(len(masks) > 0, f"no demo masks in {DEMO}")
     meta = json.loads((DEMO / "scene.json").read_text()) if (DEMO / "scene.json").is_file() else {}
