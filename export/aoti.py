@@ -41,6 +41,28 @@ def default_frames(model: ObjaudioModel) -> int:
     return frames
 
 
+def compile_package(module: torch.nn.Module, args: tuple, dynamic_shapes, path: Path) -> tuple[float, float]:
+    """The one AOTInductor recipe of this project, for the fast backend's UNet packages and every network
+    of libobjaudio's engine (export.engine): torch.export `module` at `args` (on the device they are on),
+    then compile and package it into `path`. Returns (export seconds, compile seconds).
+
+    freezing: weights become constants, so inductor folds them and fuses convolutions with their bias
+    and pointwise neighbours (oneDNN post-ops on a CPU). On a CPU every generated kernel records itself
+    in torch.profiler, so benchmarks.profile counts it."""
+    from torch._inductor import aoti_compile_and_package
+    from torch._inductor import config as inductor_config
+
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        program = torch.export.export(module, args, dynamic_shapes=dynamic_shapes)
+    export_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    cpu = args[0].device.type == "cpu"
+    with torch.no_grad(), inductor_config.patch({"freezing": True, "cpp.enable_kernel_profile": cpu}):
+        aoti_compile_and_package(program, package_path=str(path))
+    return export_s, time.perf_counter() - t0
+
+
 def build_package(model: ObjaudioModel, device: torch.device, dtype: torch.dtype, frames: int, max_batch: int,
                   folder: str | os.PathLike | None = None, source: str = "") -> dict:
     """Export, compile, verify and publish one package. Returns its sidecar (with timings and the check)."""
@@ -60,25 +82,12 @@ def build_package(model: ObjaudioModel, device: torch.device, dtype: torch.dtype
     t = torch.tensor([cfg.schedule.num_train_timesteps // 2], device=device)                 # (1,) int64
     cond = torch.randn(2, cfg.unet.cond_dim, generator=g).to(device, dtype)                  # (2B, cond_dim)
     unet_batch = torch.export.Dim("unet_batch", min=2, max=2 * max_batch)
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        program = torch.export.export(call, (x, t, cond), dynamic_shapes={"sample": {0: unet_batch}, "timestep": None,
-                                                                           "class_labels": {0: unet_batch}})
-    export_s = time.perf_counter() - t0
     out_dir = package_dir(fingerprint, folder)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / package_name(device, dtype, latent_shape)
     tmp = path.with_suffix(".partial.pt2")
-    t0 = time.perf_counter()
-    from torch._inductor import aoti_compile_and_package
-    from torch._inductor import config as inductor_config
-
-    # freezing: weights become constants, so inductor folds them and fuses convolutions with their bias and
-    # pointwise neighbours (oneDNN post-ops on a CPU). On a CPU every generated kernel records itself in
-    # torch.profiler, so benchmarks.profile counts it.
-    with torch.no_grad(), inductor_config.patch({"freezing": True, "cpp.enable_kernel_profile": device.type == "cpu"}):
-        aoti_compile_and_package(program, package_path=str(tmp))
-    compile_s = time.perf_counter() - t0
+    export_s, compile_s = compile_package(call, (x, t, cond), {"sample": {0: unet_batch}, "timestep": None,
+                                                               "class_labels": {0: unet_batch}}, tmp)
     sidecar = {"format": SIDECAR_FORMAT, **expected_sidecar(fingerprint, device, dtype, latent_shape),
                "max_unet_batch": 2 * max_batch, "source": source, "export_s": round(export_s, 2),
                "compile_s": round(compile_s, 2)}

@@ -7,7 +7,8 @@ ENGINE/
                        and device the networks were compiled for, and each network's contract
     networks/*.pt2     the five networks the runtime runs, as AOTInductor packages (LibTorch's
                        `torch::inductor::AOTIModelPackageLoader` loads them): image_encoder,
-                       grounding_condition, unet, vae_decoder, vocoder
+                       grounding_condition, unet, vae_decoder, vocoder; built by the same recipe
+                       as the fast backend's UNet packages (export.aoti.compile_package)
     onnx/              the same networks (and the text/grounding-attention graphs) as ONNX, from
                        export.onnx, for hosts that already run ONNX (Unreal NNE, Unity Sentis)
     manifest.json      sha256 of every file above; libobjaudio checks them on open
@@ -38,6 +39,7 @@ from objaudio_rt.errors import check, command
 from objaudio_rt.model import Calibration, ObjaudioModel
 from objaudio_rt.samplers import SAMPLERS, SamplerPlan
 
+from .aoti import compile_package
 from .contracts import MAX_BATCH, Contract, latent_frames, model_contracts
 from .onnx import MODEL_NETWORKS, export_networks, write_json_atomic
 
@@ -99,7 +101,7 @@ def engine_constants(model: ObjaudioModel, calibration: Calibration) -> dict:
 
 # ---- networks -----------------------------------------------------------------------------------
 def _compile_one(contract: Contract, path: Path, device: torch.device, clip_frames: int) -> None:
-    """torch.export the contract's wrapper at the engine's shapes, AOTInductor-compile it into `path`."""
+    """The contract's wrapper at the engine's shapes, AOTInductor-compiled into `path` (aoti.compile_package)."""
     f = 4   # the VAE's time factor (mel frames per latent frame), as contracts.model_contracts uses
     values = {"B": 1, "B2": 2, "H": clip_frames, "T": f * clip_frames}
     args = tuple(a.to(device) for a in contract.sample_inputs("opt", values=values))
@@ -107,10 +109,7 @@ def _compile_one(contract: Contract, path: Path, device: torch.device, clip_fram
     if contract.name == "unet":
         rows = torch.export.Dim("rows", min=2, max=2 * MAX_BATCH)
         dynamic = ({0: rows}, None, {0: rows})
-    module = contract.module.to(device).eval()
-    with torch.no_grad():
-        program = torch.export.export(module, args, dynamic_shapes=dynamic)
-        torch._inductor.aoti_compile_and_package(program, package_path=str(path))
+    compile_package(contract.module.to(device).eval(), args, dynamic, path)
 
 
 def _engine_contract(contract: Contract, clip_frames: int) -> dict:

@@ -106,7 +106,6 @@ def load_wav(path: str | os.PathLike, sample_rate: int = 16000) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(mono))
 
 
-
 def wav_bytes(wave: torch.Tensor | np.ndarray, sample_rate: int = 16000, fmt: str = "float") -> bytes:
     """A mono WAV file's bytes: "float" (32-bit IEEE float, the model's samples unchanged) or "pcm16"
     (16-bit integers, clipped to [-1, 1], readable by every player and Python's `wave` module).

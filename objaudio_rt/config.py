@@ -4,6 +4,8 @@
 ARCHITECTURE.md, CLAP text, CLIP ViT-B/32); `"tiny"` is the same families at toy size, random
 init, for tests; `"tiny-synth"` is the size of the embedded default model trained on SynthScenes.
 Each `build()` returns the upstream library's module (diffusers, transformers, open_clip).
+Plain Python (the libraries are imported inside `build()`): the command line reads a checkpoint's
+settings (`peek_config`) to check its flags before it imports torch.
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ from .errors import ObjaudioError
 
 @dataclass(frozen=True)
 class MelConfig:
+    """The log-mel frontend (audio.mel_spectrogram) and the vocoder's rate: AudioLDM's 16 kHz, 64 bins,
+    10 ms hop."""
     sample_rate: int = 16000
     n_fft: int = 1024
     hop_length: int = 160
