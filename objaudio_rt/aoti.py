@@ -13,6 +13,7 @@ Packages live in `cache_root()/aoti/<fingerprint[:32]>/` unless a folder is give
 """
 from __future__ import annotations
 
+import logging
 import os
 import platform
 from pathlib import Path
@@ -35,6 +36,9 @@ def current_platform(device: torch.device) -> str:
         return f"cuda sm_{major}{minor} {torch.cuda.get_device_name(device)}"
     from torch._inductor.cpu_vec_isa import pick_vec_isa
 
+    # inductor's ISA check imports torch.utils.cpp_extension, whose import warns "No CUDA runtime is found" on
+    # a machine with a CUDA toolkit and no GPU: a note for building CUDA extensions, which no run does
+    logging.getLogger("torch.utils.cpp_extension").addFilter(_no_cuda_runtime_note)
     return f"cpu {platform.machine()} {pick_vec_isa() or 'scalar'}"
 
 
@@ -76,6 +80,10 @@ class AotiUNet:
         x = x if x.is_contiguous() else x.contiguous()                 # no operator call when it already is
         cond = cond if cond.is_contiguous() else cond.contiguous()
         return self._runner(x, t if t.shape == (1,) else t.reshape(1), cond)
+
+
+def _no_cuda_runtime_note(record: logging.LogRecord) -> bool:
+    return "No CUDA runtime is found" not in record.getMessage()
 
 
 def load_package(fingerprint: str, device: torch.device, dtype: torch.dtype, latent_shape: tuple[int, int, int],

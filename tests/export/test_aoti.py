@@ -94,3 +94,17 @@ def test_fast_backend_runs_the_package_on_the_cpu_within_the_derived_tolerance(a
     assert fast.packages.for_input(torch.cat([x, x])) is not None
     assert_verbose_allclose(got, truth, reference_tolerance(truth, low, torch.float32), "fast (AOTI) loop")
     assert not torch.equal(got, low)                          # the package ran, not the module
+
+
+def test_platform_check_prints_no_cuda_toolkit_note():
+    """Reading the CPU's vector ISA (every package load checks it) imports torch.utils.cpp_extension, which
+    on a machine with a CUDA toolkit and no GPU (this project's CI machines) warned "No CUDA runtime is
+    found" into a user's run. Where no toolkit is installed the note never appears, with or without the fix."""
+    import subprocess
+    import sys
+
+    code = ("import torch; from objaudio_rt.aoti import current_platform; "
+            "print(current_platform(torch.device('cpu')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.startswith("cpu "), proc.stderr
+    assert "No CUDA runtime" not in proc.stderr, proc.stderr
