@@ -63,6 +63,12 @@ def onnx_cache_dir(fingerprint: str) -> Path:
     return cache_root() / "onnx" / fingerprint[:32]
 
 
+def ort_optimized_dir() -> Path:
+    """Where ONNX Runtime's optimised copies of exported graphs live (backends/onnxruntime.py): one file
+    per source graph, onnxruntime version and CPU, so any checkpoint's graphs share the folder."""
+    return cache_root() / "ort-optimized"
+
+
 def trt_cache_dir(fingerprint: str) -> Path:
     """Where the TensorRT engines of the weights with this fingerprint live when no folder is given."""
     return cache_root() / "trt" / fingerprint[:32]

@@ -75,3 +75,37 @@ def test_explicit_dir_runs_like_eager(tiny_export, tiny_model):
     assert torch.allclose(backend.decode(z), eager.decode(z), atol=1e-5)
     ids = tiny_model.text_encoder.tokenize(["a dog barking", "a bell"])
     assert torch.allclose(backend.text_embeds(**ids), eager.text_embeds(**ids), atol=1e-5)
+
+
+def test_cpu_sessions_reuse_their_optimised_graphs(tiny_export, tiny_model, tmp_path, monkeypatch):
+    """The first backend saves each network's optimised graph, the next loads it (same outputs bit for
+    bit); a damaged copy is made again, and a cache that cannot be written costs only the saving."""
+    from objaudio_rt.artifacts import ort_optimized_dir
+
+    monkeypatch.setenv("OBJAUDIO_CACHE", str(tmp_path / "cache"))
+    cpu = torch.device("cpu")
+    first = OnnxRuntimeBackend(tiny_model, cpu, onnx_dir=tiny_export)
+    second = OnnxRuntimeBackend(tiny_model, cpu, onnx_dir=tiny_export)
+    assert set(first.optimized_from_cache.values()) == {False} and set(second.optimized_from_cache.values()) == {True}
+    copies = sorted(ort_optimized_dir().glob("*.onnx"))
+    assert len(copies) == len(first.sessions) and not list(ort_optimized_dir().glob(".*partial"))
+    shape, _ = tiny_model.config.latent_shape(tiny_model.config.clip_seconds)
+    rng = np.random.default_rng(0)
+    feed = dict(zip(first.input_names["unet"], (rng.standard_normal((3, *shape), dtype=np.float32),
+                                                 np.array([500]),
+                                                 rng.standard_normal((3, tiny_model.config.unet.cond_dim),
+                                                                     dtype=np.float32))))
+    assert np.array_equal(first.sessions["unet"].run(None, feed)[0], second.sessions["unet"].run(None, feed)[0])
+
+    unet_copy = next(p for p in copies if p.name.startswith("unet-"))
+    unet_copy.write_bytes(b"not a graph")
+    mended = OnnxRuntimeBackend(tiny_model, cpu, onnx_dir=tiny_export)
+    assert mended.optimized_from_cache["unet"] is False and mended.optimized_from_cache["vocoder"] is True
+    assert OnnxRuntimeBackend(tiny_model, cpu, onnx_dir=tiny_export).optimized_from_cache["unet"] is True
+
+    monkeypatch.setenv("OBJAUDIO_CACHE", str(tmp_path / "blocked"))
+    (tmp_path / "blocked").mkdir()
+    ort_optimized_dir().write_text("a file where the folder should be")       # the copies cannot be written
+    blocked = OnnxRuntimeBackend(tiny_model, cpu, onnx_dir=tiny_export)
+    assert set(blocked.optimized_from_cache.values()) == {False}
+    assert np.array_equal(blocked.sessions["unet"].run(None, feed)[0], first.sessions["unet"].run(None, feed)[0])
