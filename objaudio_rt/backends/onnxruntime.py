@@ -106,11 +106,14 @@ def _cpu_session(ort, graph: Path, entry: dict, threads: int):
     try:
         copy.parent.mkdir(parents=True, exist_ok=True)
         session = ort.InferenceSession(str(graph), _options(ort, threads, save_to=partial), providers=cpu)
-        os.replace(partial, copy)                 # atomic: a concurrent run sees the whole file or none
-        return session, False
     except Exception:                             # a read-only or full cache: optimise in memory, as before
         _remove(partial)
         return ort.InferenceSession(str(graph), _options(ort, threads), providers=cpu), False
+    try:
+        os.replace(partial, copy)                 # atomic: a concurrent run sees the whole file or none
+    except OSError:
+        _remove(partial)
+    return session, False
 
 
 def _remove(path: Path) -> None:
