@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <tuple>
+#include <vector>
 
 #include "objaudio.h"
 
@@ -25,34 +26,40 @@ ObjaudioDtype objaudio_dtype(const at::Tensor& t) {
   }
 }
 
-void check_status(int code) { TORCH_CHECK(code == OBJAUDIO_OK, "objaudio kernel: ", objaudio_error_string(code)); }
+void check_status(int code) {
+  TORCH_CHECK(code == OBJAUDIO_KERNEL_OK, "objaudio kernel: ", objaudio_kernel_error_string(code));
+}
 
 std::tuple<at::Tensor, at::Tensor> guided_step(const at::Tensor& coefs, const at::Tensor& step, const at::Tensor& x,
                                                const at::Tensor& eps_pair, const at::Tensor& cfg,
-                                               const c10::optional<at::Tensor>& x0_prev) {
+                                               const std::vector<at::Tensor>& history) {
   CHECK_CUDA(coefs); CHECK_CUDA(step); CHECK_CUDA(cfg); CHECK_CUDA(x); CHECK_CUDA(eps_pair);
   CHECK_CONTIGUOUS(coefs); CHECK_CONTIGUOUS(cfg); CHECK_CONTIGUOUS(x); CHECK_CONTIGUOUS(eps_pair);
   CHECK_DTYPE(coefs, at::kFloat); CHECK_DTYPE(step, at::kLong); CHECK_DTYPE(cfg, at::kFloat);
-  TORCH_CHECK(coefs.dim() == 2 && coefs.size(1) == 5, "coefs must be the (S, 5) table");
+  TORCH_CHECK(coefs.dim() == 2 && coefs.size(1) >= 4 && coefs.size(1) <= 4 + OBJAUDIO_MAX_HISTORY,
+              "coefs must be the (S, K + 4) table, K <= ", OBJAUDIO_MAX_HISTORY);
+  TORCH_CHECK(static_cast<int64_t>(history.size()) <= coefs.size(1) - 4, "more history slots than the table has");
   TORCH_CHECK(step.numel() == 1, "step must hold one index");
   TORCH_CHECK(cfg.dim() == 1 && (cfg.size(0) == 1 || cfg.size(0) == x.size(0)), "cfg must be (1,) or (B,)");
   TORCH_CHECK(x.dim() >= 1 && eps_pair.dim() == x.dim() && eps_pair.size(0) == 2 * x.size(0) &&
               eps_pair.numel() == 2 * x.numel(), "eps_pair must be (2B, ...) for x (B, ...)");
   CHECK_DTYPE(eps_pair, x.scalar_type());
-  if (x0_prev) {
-    CHECK_CUDA(*x0_prev); CHECK_CONTIGUOUS(*x0_prev); CHECK_DTYPE(*x0_prev, x.scalar_type());
-    CHECK_SHAPE(*x0_prev, x.sizes());
+  for (const at::Tensor& h : history) {
+    CHECK_CUDA(h); CHECK_CONTIGUOUS(h); CHECK_DTYPE(h, x.scalar_type());
+    CHECK_SHAPE(h, x.sizes());
   }
   const c10::cuda::CUDAGuard guard(x.device());
   at::Tensor x_next = at::empty_like(x), x0 = at::empty_like(x);
   ObjaudioStepParams p{};
   p.coefs = coefs.data_ptr<float>();
+  p.width = coefs.size(1);
   p.step = step.data_ptr<int64_t>();
   p.cfg = cfg.data_ptr<float>();
   p.cfg_items = cfg.size(0);
   p.x = x.data_ptr();
   p.eps_pair = eps_pair.data_ptr();
-  p.x0_prev = x0_prev ? x0_prev->data_ptr() : nullptr;
+  for (size_t k = 0; k < history.size(); ++k) p.history[k] = history[k].data_ptr();
+  p.n_history = static_cast<int32_t>(history.size());
   p.x_next = x_next.data_ptr();
   p.x0 = x0.data_ptr();
   p.n = x.numel();

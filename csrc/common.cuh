@@ -22,10 +22,10 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(f
   return __float2bfloat16_rn(v);
 }
 
-// OBJAUDIO_OK, or the cudaError_t of the last launch.
+// OBJAUDIO_KERNEL_OK, or the cudaError_t of the last launch.
 inline int launch_status() {
   const cudaError_t err = cudaGetLastError();
-  return err == cudaSuccess ? OBJAUDIO_OK : (int)err;
+  return err == cudaSuccess ? OBJAUDIO_KERNEL_OK : (int)err;
 }
 
 }  // namespace objaudio

@@ -74,15 +74,16 @@ void launch_pool(const ObjaudioGroundingParams& p, cudaStream_t stream) {
 
 extern "C" int objaudio_grounding_pool(const ObjaudioGroundingParams* p, cudaStream_t stream) {
   if (p == nullptr || p->tokens == nullptr || p->pe == nullptr || p->weights_out == nullptr || p->pooled == nullptr)
-    return OBJAUDIO_ERR_NULL_POINTER;
-  if ((p->k_vec == nullptr) == (p->weights_in == nullptr)) return OBJAUDIO_ERR_NULL_POINTER;
-  if (p->batch < 0 || p->patches <= 0 || p->patches > OBJAUDIO_MAX_PATCHES || p->dim <= 0) return OBJAUDIO_ERR_BAD_SIZE;
-  if (p->batch == 0) return OBJAUDIO_OK;
+    return OBJAUDIO_KERNEL_ERR_NULL_POINTER;
+  if ((p->k_vec == nullptr) == (p->weights_in == nullptr)) return OBJAUDIO_KERNEL_ERR_NULL_POINTER;
+  if (p->batch < 0 || p->patches <= 0 || p->patches > OBJAUDIO_MAX_PATCHES || p->dim <= 0)
+    return OBJAUDIO_KERNEL_ERR_BAD_SIZE;
+  if (p->batch == 0) return OBJAUDIO_KERNEL_OK;
   switch (p->dtype) {
     case OBJAUDIO_FLOAT32: launch_pool<float>(*p, stream); break;
     case OBJAUDIO_FLOAT16: launch_pool<__half>(*p, stream); break;
     case OBJAUDIO_BFLOAT16: launch_pool<__nv_bfloat16>(*p, stream); break;
-    default: return OBJAUDIO_ERR_BAD_DTYPE;
+    default: return OBJAUDIO_KERNEL_ERR_BAD_DTYPE;
   }
   return objaudio::launch_status();
 }

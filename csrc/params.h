@@ -14,23 +14,31 @@ typedef enum ObjaudioDtype {
   OBJAUDIO_BFLOAT16 = 2
 } ObjaudioDtype;
 
-/* One guided sampler step (objaudio_rt/samplers.py), per element i < n of item b, in float32:
- *   eps = eps_u + cfg[b] (eps_c - eps_u);  x_next = cx x + ce eps + cp x0_prev;  x0 = dx x + de eps
- * The row (cx, ce, cp, dx, de) = coefs[*step] and the guidance scale are read on the device: a
- * loop (or a CUDA graph of it) advances *step on the device, never syncs with the host, and
- * serves every guidance value without being captured again. */
+/* History slots a step may read: objaudio_rt/kernels/sampler_step.py MAX_HISTORY (tests/kernels holds them equal). */
+#define OBJAUDIO_MAX_HISTORY 2
+
+/* One guided sampler step (objaudio_rt/samplers.py), per element i < n of item b, in float32, with the
+ * row (cx, ce, c_1 .. c_K, dx, de) = coefs[*step] of a table `width` = K + 4 wide:
+ *   eps = eps_u + cfg[b] (eps_c - eps_u);  x_next = cx x + ce eps + sum_{k <= n_history} c_k h_k;
+ *   x0 = dx x + de eps
+ * The caller keeps (x0, h_1, .., h_{K-1}) as the next step's history (a shift of pointers, no copy).
+ * The row and the guidance scale are read on the device: a loop (or a CUDA graph of it) advances
+ * *step on the device, never syncs with the host, and serves every guidance value without being
+ * captured again. */
 typedef struct ObjaudioStepParams {
-  const float* coefs;       /* (S, 5) float32 coefficient table, rows contiguous */
+  const float* coefs;       /* (S, width) float32 coefficient table, rows contiguous */
+  int64_t width;            /* K + 4 columns, 0 <= K <= OBJAUDIO_MAX_HISTORY */
   const int64_t* step;      /* one int64: the table row of this step, 0 <= *step < S */
   const void* x;            /* (n) dtype: current latent, contiguous */
   const void* eps_pair;     /* (2n) dtype: noise predictions, unconditional half first */
-  const void* x0_prev;      /* (n) dtype: previous data prediction, or NULL (the cp term is skipped) */
+  const void* history[OBJAUDIO_MAX_HISTORY];   /* (n) dtype each: previous data predictions, newest first */
+  int32_t n_history;        /* the slots read, 0 <= n_history <= K (the others' terms are skipped) */
   void* x_next;             /* (n) dtype, written */
   void* x0;                 /* (n) dtype, written */
   const float* cfg;         /* (cfg_items) float32 guidance scale(s) */
   int64_t cfg_items;        /* 1 (one scale for the batch) or B (one per item; n must be a multiple) */
   int64_t n;                /* elements of one latent batch (B * C * H * W) */
-  ObjaudioDtype dtype;      /* of x, eps_pair, x0_prev, x_next, x0 */
+  ObjaudioDtype dtype;      /* of x, eps_pair, history, x_next, x0 */
 } ObjaudioStepParams;
 
 /* Single-query grounding pool (objaudio_rt/grounding.py), per selection b < batch, X = tokens + pe:

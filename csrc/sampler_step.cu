@@ -9,15 +9,14 @@ using objaudio::to_float;
 constexpr int kStepThreads = 256;
 constexpr int kStepMaxBlocks = 8192;
 
-template <typename T, bool kHasPrev>
+template <typename T, int kHistory>
 __global__ void __launch_bounds__(kStepThreads) guided_step_kernel(ObjaudioStepParams p) {
-  const float* c = p.coefs + 5 * (*p.step);
-  const float cx = c[0], ce = c[1], cp = c[2], dx = c[3], de = c[4];
+  const float* c = p.coefs + p.width * (*p.step);
+  const float cx = c[0], ce = c[1], dx = c[p.width - 2], de = c[p.width - 1];
   const int64_t item_numel = p.n / p.cfg_items;  // cfg_items divides n (checked by the caller)
   const T* x = static_cast<const T*>(p.x);
   const T* eps_u = static_cast<const T*>(p.eps_pair);
   const T* eps_c = eps_u + p.n;
-  const T* x0_prev = static_cast<const T*>(p.x0_prev);
   T* x_next = static_cast<T*>(p.x_next);
   T* x0 = static_cast<T*>(p.x0);
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < p.n; i += (int64_t)gridDim.x * blockDim.x) {
@@ -26,7 +25,8 @@ __global__ void __launch_bounds__(kStepThreads) guided_step_kernel(ObjaudioStepP
     const float u = to_float(eps_u[i]);
     const float eps = u + cfg * (to_float(eps_c[i]) - u);
     float next = cx * xi + ce * eps;
-    if (kHasPrev) next += cp * to_float(x0_prev[i]);
+#pragma unroll
+    for (int k = 0; k < kHistory; ++k) next += c[2 + k] * to_float(static_cast<const T*>(p.history[k])[i]);
     x_next[i] = from_float<T>(next);
     x0[i] = from_float<T>(dx * xi + de * eps);
   }
@@ -36,8 +36,12 @@ template <typename T>
 void launch_step(const ObjaudioStepParams& p, cudaStream_t stream) {
   const int64_t want = (p.n + kStepThreads - 1) / kStepThreads;
   const int blocks = (int)(want < kStepMaxBlocks ? want : kStepMaxBlocks);
-  if (p.x0_prev != nullptr) guided_step_kernel<T, true><<<blocks, kStepThreads, 0, stream>>>(p);
-  else guided_step_kernel<T, false><<<blocks, kStepThreads, 0, stream>>>(p);
+  static_assert(OBJAUDIO_MAX_HISTORY == 2, "launch_step instantiates 0, 1 and 2 history slots");
+  switch (p.n_history) {
+    case 0: guided_step_kernel<T, 0><<<blocks, kStepThreads, 0, stream>>>(p); break;
+    case 1: guided_step_kernel<T, 1><<<blocks, kStepThreads, 0, stream>>>(p); break;
+    default: guided_step_kernel<T, 2><<<blocks, kStepThreads, 0, stream>>>(p); break;
+  }
 }
 
 }  // namespace
@@ -45,14 +49,18 @@ void launch_step(const ObjaudioStepParams& p, cudaStream_t stream) {
 extern "C" int objaudio_guided_step(const ObjaudioStepParams* p, cudaStream_t stream) {
   if (p == nullptr || p->coefs == nullptr || p->step == nullptr || p->cfg == nullptr || p->x == nullptr ||
       p->eps_pair == nullptr || p->x_next == nullptr || p->x0 == nullptr)
-    return OBJAUDIO_ERR_NULL_POINTER;
-  if (p->n < 0 || p->cfg_items < 1 || p->n % p->cfg_items != 0) return OBJAUDIO_ERR_BAD_SIZE;
-  if (p->n == 0) return OBJAUDIO_OK;
+    return OBJAUDIO_KERNEL_ERR_NULL_POINTER;
+  if (p->n < 0 || p->cfg_items < 1 || p->n % p->cfg_items != 0 || p->width < 4 ||
+      p->width > 4 + OBJAUDIO_MAX_HISTORY || p->n_history < 0 || p->n_history > p->width - 4)
+    return OBJAUDIO_KERNEL_ERR_BAD_SIZE;
+  for (int k = 0; k < p->n_history; ++k)
+    if (p->history[k] == nullptr) return OBJAUDIO_KERNEL_ERR_NULL_POINTER;
+  if (p->n == 0) return OBJAUDIO_KERNEL_OK;
   switch (p->dtype) {
     case OBJAUDIO_FLOAT32: launch_step<float>(*p, stream); break;
     case OBJAUDIO_FLOAT16: launch_step<__half>(*p, stream); break;
     case OBJAUDIO_BFLOAT16: launch_step<__nv_bfloat16>(*p, stream); break;
-    default: return OBJAUDIO_ERR_BAD_DTYPE;
+    default: return OBJAUDIO_KERNEL_ERR_BAD_DTYPE;
   }
   return objaudio::launch_status();
 }

@@ -8,7 +8,8 @@ unconditional rows and the R part rows, and (composable guidance)
     eps_c(b) = sum over rows r of item b of w_r eps(x_b, c_r)
     eps      = eps_u + cfg * (eps_c - eps_u)
 
-then the sampler's affine update (samplers.py). With one row of weight 1 per item, eps_c is that
+then the sampler's affine update (samplers.py), which also returns the history (previous data
+predictions) the next step reads. With one row of weight 1 per item, eps_c is that
 row's eps exactly (0 + 1 * eps), so the composed form is also the single-selection loop; such
 conditions (`Conditions.single`, `identity`) skip the gather and the weighted sum, whose operator
 calls were a sixth of a CPU step's outside the UNet.
@@ -76,7 +77,7 @@ def guided_loop(backend: Backend, x: torch.Tensor, cond: Conditions, tables: Dev
     cond_rows = torch.cat([null, cond.rows])                                  # (B + R, cond_dim), unconditional first
     w = None if cond.identity else cond.weights.view(-1, *([1] * (x.ndim - 1)))   # (R, 1, 1, 1)
     tables.step.zero_()
-    x0 = None
+    history: tuple[torch.Tensor, ...] = ()                                   # previous data predictions, newest first
     n = tables.plan.steps if steps is None else steps
     for i in tqdm(range(n), desc=f"denoise ({tables.plan.sampler})", disable=not progress, leave=False):
         t = tables.timesteps.index_select(0, tables.step)                     # (1,) int64, read on the device
@@ -87,7 +88,7 @@ def guided_loop(backend: Backend, x: torch.Tensor, cond: Conditions, tables: Dev
             eps = as_dtype(backend.unet_eps(x_rows, t, cond_rows), torch.float32)                 # (B + R, ...)
             eps_c = torch.zeros_like(eps[:b]).index_add_(0, cond.owner, eps[b:] * w)   # (B, C, H, W)
             eps_pair = torch.cat([eps[:b], eps_c])
-        x, x0 = backend.step(tables, i, x, eps_pair, cfg, x0)
+        x, history = backend.step(tables, i, x, eps_pair, cfg, history)
         tables.step.add_(1)
     return x
 

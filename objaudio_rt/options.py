@@ -21,7 +21,7 @@ from .errors import check
 if TYPE_CHECKING:
     from .config import ModelConfig
 
-SAMPLERS = ("ddim", "dpmpp")
+SAMPLERS = ("ddim", "dpmpp", "dpmpp3m", "unipc")   # samplers.py: DDIM, DPM-Solver++ 2M and 3M, UniPC
 UNION_MODES = ("compose", "mask")
 BACKENDS = ("eager", "fast", "onnxruntime", "tensorrt")
 GRAPH_BACKENDS = ("onnxruntime", "tensorrt")   # run exported graphs: no PyTorch network is built (model.GraphModel)
@@ -37,10 +37,10 @@ MAX_SEED = 2 ** 64 - 1                # torch.Generator.manual_seed takes 64-bit
 
 
 def max_steps(num_train_timesteps: int) -> int:
-    """The most steps both samplers can take on a schedule of `num_train_timesteps`: that minus 1 (999).
+    """The most steps every sampler can take on a schedule of `num_train_timesteps`: that minus 1 (999).
 
     DDIM's leading spacing with offset 1 would ask for t = 1000 at 1000 steps (diffusers' own
-    DDIMScheduler fails there too), and DPM-Solver++'s steps + 1 rounded linspace points over
+    DDIMScheduler fails there too), and the multistep solvers' steps + 1 rounded linspace points over
     [0, 999] repeat a timestep beyond 999 steps (a zero step size)."""
     return num_train_timesteps - 1
 

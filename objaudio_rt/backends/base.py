@@ -74,10 +74,11 @@ class Backend(ABC):
         """x: (N, C, H, W) float32; t: (1,) int64 on the device; cond: (N, cond_dim). Returns eps (N, C, H, W)."""
 
     def step(self, tables: "DeviceTables", i: int, x: torch.Tensor, eps_pair: torch.Tensor, cfg: torch.Tensor,
-             x0_prev: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Step i: x (B, C, H, W); eps_pair (2B, C, H, W), unconditional first; cfg (1,) float32.
-        Returns (x_next, x0). The reference: the host plan's float64 row, plain PyTorch."""
-        return reference_step(tables.plan.coef_rows[i], x, eps_pair, cfg, x0_prev)
+             history: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """Step i: x (B, C, H, W); eps_pair (2B, C, H, W), unconditional first; cfg (1,) float32; history:
+        what step i - 1 returned (() at step 0). Returns (x_next, history'). The reference: the host
+        plan's float64 row, plain PyTorch (samplers.reference_step)."""
+        return reference_step(tables.plan.coef_rows[i], x, eps_pair, cfg, history)
 
     # ---- decoding -----------------------------------------------------------------------------
     @abstractmethod

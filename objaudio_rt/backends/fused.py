@@ -14,8 +14,11 @@ if TYPE_CHECKING:
 
 
 def fused_step(tables: "DeviceTables", i: int, x: torch.Tensor, eps_pair: torch.Tensor, cfg: torch.Tensor,
-               x0_prev: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+               history: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
     """`Backend.step` by the fused kernel: the float32 device table row at the device step counter.
-    Only the host plan decides whether the history term is read (DPM++'s cp != 0), as the reference."""
-    prev = x0_prev if float(tables.plan.coefs[i, 2]) else None
-    return guided_step(tables.coefs, tables.step, x, eps_pair, cfg, prev)
+    Only the host plan decides which history slots are read (`history_reads`), as the reference does;
+    the kernel returns this step's x0 and the shift of the history is a tuple, no copy."""
+    plan = tables.plan
+    history = tuple(history or ())
+    x_next, x0 = guided_step(tables.coefs, tables.step, x, eps_pair, cfg, list(history[:plan.history_reads[i]]))
+    return x_next, (x0, *history[:plan.history - 1])

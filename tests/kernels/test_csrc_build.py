@@ -44,7 +44,7 @@ def test_c_header_is_plain_c(tmp_path):
     """A C host (a game engine) includes objaudio.h with a C compiler, not nvcc."""
     src = tmp_path / "host.c"
     src.write_text('#include "objaudio.h"\nint main(void) { ObjaudioStepParams p = {0};\n'
-                   '  return objaudio_guided_step(&p, 0) == OBJAUDIO_ERR_NULL_POINTER ? 0 : 1; }\n')
+                   '  return objaudio_guided_step(&p, 0) == OBJAUDIO_KERNEL_ERR_NULL_POINTER ? 0 : 1; }\n')
     run([NVCC, "-x", "c", "-c", DEFINE, "-I", CSRC, src, "-o", tmp_path / "host.o"])
 
 
