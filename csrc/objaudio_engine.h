@@ -41,8 +41,9 @@ extern "C" {
 #define OBJAUDIO_API __attribute__((visibility("default")))
 #endif
 
-/* Bumped on any incompatible change of this header's types or functions. */
-#define OBJAUDIO_ABI_VERSION 1
+/* Bumped on any incompatible change of this header's types or functions (2: objaudio_engine_info
+ * holds max_steps instead of a list of offered step counts; any step count up to it runs). */
+#define OBJAUDIO_ABI_VERSION 2
 
 typedef enum objaudio_status {
     OBJAUDIO_OK = 0,
@@ -58,7 +59,9 @@ typedef enum objaudio_status {
 typedef enum objaudio_sampler {
     OBJAUDIO_SAMPLER_DEFAULT = 0,       /* the engine's default (engine.json "defaults") */
     OBJAUDIO_SAMPLER_DDIM = 1,
-    OBJAUDIO_SAMPLER_DPMPP = 2          /* DPM-Solver++ (2M) */
+    OBJAUDIO_SAMPLER_DPMPP = 2,         /* DPM-Solver++ (2M) */
+    OBJAUDIO_SAMPLER_DPMPP3M = 3,       /* DPM-Solver++ (3M) */
+    OBJAUDIO_SAMPLER_UNIPC = 4          /* UniPC (bh2, order 2, with its corrector) */
 } objaudio_sampler;
 
 typedef enum objaudio_union {
@@ -83,7 +86,7 @@ typedef struct objaudio_request {
     uint32_t mask_width, mask_height;   /* must equal the scene image's size */
     int32_t union_mode;         /* objaudio_union, for n_masks > 1 */
     int32_t sampler;            /* objaudio_sampler */
-    int32_t steps;              /* 0: the engine's default; otherwise one of the engine's offered counts */
+    int32_t steps;              /* 0: the engine's default; otherwise 1 .. objaudio_engine_info.max_steps */
     float cfg;                  /* guidance scale >= 1; NaN is refused; 0 means the engine's default */
     uint64_t seed;              /* initial noise = torch.randn(latent_shape, generator=torch.Generator()
                                    .manual_seed(seed)), exactly as the Python pipeline draws it */
@@ -103,8 +106,7 @@ typedef struct objaudio_engine_info {
     int32_t default_sampler;    /* objaudio_sampler */
     int32_t max_masks;          /* most masks (conditions) one generation may carry */
     int32_t max_stems;          /* most requests objaudio_generate_stems takes at once */
-    int32_t n_offered_steps;
-    int32_t offered_steps[16];  /* the step counts the engine holds coefficient tables for */
+    int32_t max_steps;          /* the most steps a request may ask for (999: the schedule's 1000 less one) */
     char device[16];            /* "cpu" or "cuda" */
 } objaudio_engine_info;
 
@@ -122,6 +124,14 @@ OBJAUDIO_API objaudio_status objaudio_engine_open(const char* engine_dir, const 
                                                   objaudio_engine** engine, char* error, size_t error_size);
 OBJAUDIO_API void objaudio_engine_close(objaudio_engine* engine);       /* NULL is ignored */
 OBJAUDIO_API objaudio_status objaudio_engine_get_info(objaudio_engine* engine, objaudio_engine_info* info);
+
+/* The coefficient table a generation with `sampler` and `steps` runs (objaudio_rt/samplers.py), built from
+ * the engine's schedule: timesteps[i] (steps values) is the UNet's t at step i and coefs[i * width + j]
+ * (steps * width values, width = K + 4) step i's row (cx, ce, c_1 .. c_K, dx, de). *width is written
+ * first (NULL is refused), so a call with capacity 0 asks for the size (OBJAUDIO_ERR_BUFFER_TOO_SMALL). */
+OBJAUDIO_API objaudio_status objaudio_sampler_table(objaudio_engine* engine, int32_t sampler, int32_t steps,
+                                                    int64_t* timesteps, double* coefs, size_t capacity,
+                                                    size_t* width);
 
 /* The message of the calling thread's last failed call on engine ("" if none; a fixed text for NULL).
  * Valid until this thread's next call on the engine. */

@@ -3,8 +3,10 @@
     python -m export.engine --out ENGINE [--checkpoint DIR] [--device cpu|cuda] [--no-onnx] [--force]
 
 ENGINE/
-    engine.json        every constant the host-side math needs (see `engine_constants`), the runtime
-                       and device the networks were compiled for, and each network's contract
+    engine.json        every constant the host-side math needs (see `engine_constants`; the noise
+                       schedule's betas, from which libobjaudio builds every sampler's table for
+                       any step count), the runtime and device the networks were compiled for, and
+                       each network's contract
     networks/*.pt2     the five networks the runtime runs, as AOTInductor packages (LibTorch's
                        `torch::inductor::AOTIModelPackageLoader` loads them): image_encoder,
                        grounding_condition, unet, vae_decoder, vocoder; built by the same recipe
@@ -37,39 +39,28 @@ from objaudio_rt.artifacts import model_fingerprint
 from objaudio_rt.checkpoint import sha256_file
 from objaudio_rt.errors import check, command
 from objaudio_rt.model import Calibration, ObjaudioModel
-from objaudio_rt.samplers import SAMPLERS, SamplerPlan
+from objaudio_rt.options import SAMPLERS, max_steps
+from objaudio_rt.samplers import betas
 
 from .aoti import compile_package
 from .contracts import MAX_BATCH, Contract, latent_frames, model_contracts
 from .onnx import MODEL_NETWORKS, export_networks, write_json_atomic
 
 ENGINE_FORMAT = "objaudio-engine"
-ENGINE_VERSION = 1           # bump with csrc/libobjaudio/engine.cpp's kEngineVersion on any layout change
+ENGINE_VERSION = 2           # bump with csrc/libobjaudio/spec.h's kEngineVersion on any layout change
+                             # (2: the schedule instead of sampler tables for a few step counts)
 RUNTIME = "libtorch-aoti"
 ENGINE_JSON, MANIFEST = "engine.json", "manifest.json"
 NETWORKS = ("image_encoder", "grounding_condition", "unet", "vae_decoder", "vocoder")
-OFFERED_STEPS = (10, 20, 25, 50, 100, 200)
 
 
 # ---- constants ----------------------------------------------------------------------------------
-def sampler_tables(model: ObjaudioModel, steps: tuple[int, ...]) -> dict:
-    """sampler -> str(steps) -> {"timesteps": (S,) ints, "coefs": (S, 5) floats}, from SamplerPlan."""
-    tables = {}
-    for sampler in SAMPLERS:
-        tables[sampler] = {}
-        for s in steps:
-            plan = SamplerPlan.build(sampler, s, model.config.schedule)
-            tables[sampler][str(s)] = {"timesteps": plan.timesteps.tolist(), "coefs": plan.coefs.tolist()}
-    return tables
-
-
 def engine_constants(model: ObjaudioModel, calibration: Calibration) -> dict:
     """What libobjaudio computes on the host, and with which numbers (names as in objaudio_rt)."""
     from objaudio_rt.pipeline import Pipeline
 
     cfg = model.config
     (c, h, w), n_samples = Pipeline.latent_shape(model, cfg.clip_seconds)
-    steps = tuple(sorted(set(OFFERED_STEPS) | {cfg.default_steps}))
     return {
         "audio": {"sample_rate": cfg.mel.sample_rate, "clip_seconds": cfg.clip_seconds, "clip_samples": n_samples,
                   "hop_length": cfg.mel.hop_length, "n_mels": cfg.mel.n_mels, "mel_frames": h * cfg.vae.downsample_factor},
@@ -91,9 +82,13 @@ def engine_constants(model: ObjaudioModel, calibration: Calibration) -> dict:
                       "null_condition": model.null_condition.float().tolist()},
         "vae": {"scaling_factor": cfg.vae.scaling_factor, "nan_guard": "if max |z| > 100: z = clamp(z, -10, 10)",
                 "note": "both applied inside the vae_decoder network"},
-        "guidance": "eps = eps_u + cfg * (eps_c - eps_u); x_next = cx x + ce eps + cp x0_prev; x0 = dx x + de eps",
-        "samplers": sampler_tables(model, steps),
-        "offered_steps": list(steps),
+        "guidance": "eps = eps_u + cfg * (eps_c - eps_u); x_next = cx x + ce eps + sum_k c_k h_k; "
+                    "x0 = dx x + de eps; history h = (x0, h_1, .., h_{K-1}), newest first",
+        "schedule": {  # objaudio_rt.samplers: csrc/libobjaudio/samplers.cpp builds the tables from these
+            "num_train_timesteps": cfg.schedule.num_train_timesteps, "beta_start": cfg.schedule.beta_start,
+            "beta_end": cfg.schedule.beta_end, "betas": betas(cfg.schedule).tolist(),
+            "max_steps": max_steps(cfg.schedule.num_train_timesteps)},
+        "samplers": list(SAMPLERS),
         "defaults": {"steps": cfg.default_steps, "sampler": cfg.default_sampler, "cfg": cfg.default_cfg},
         "limits": {"max_rows": 2 * MAX_BATCH, "max_stems": MAX_BATCH},
     }

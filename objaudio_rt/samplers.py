@@ -178,7 +178,7 @@ def _third_order_weights(h: float, h0: float, h1: float, a_t: float) -> list[flo
     d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1)
     d2 = (d1_0 - d1_1) / (r0 + r1)
     phi = np.expm1(-h)
-    w = -a_t * phi * np.array([1.0, 0.0, 0.0]) + a_t * (phi / h + 1) * d1 - a_t * ((phi + h) / h ** 2 - 0.5) * d2
+    w = -a_t * phi * np.array([1.0, 0.0, 0.0]) + a_t * (phi / h + 1) * d1 - a_t * ((phi + h) / (h * h) - 0.5) * d2
     return w.tolist()
 
 

@@ -1,5 +1,6 @@
 // The C ABI (objaudio_engine.h): checks every argument, turns every C++ exception into a status code
 // plus the calling thread's last-error message, and never lets one cross into the host.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <mutex>
@@ -69,34 +70,27 @@ void check_image_size(uint32_t width, uint32_t height) {
     OBJ_CHECK(static_cast<uint64_t>(width) * height <= kMaxPixels, "image has more than 40000000 pixels");
 }
 
-const char* sampler_name(int32_t sampler, const objaudio::EngineSpec& s) {
-    switch (sampler) {
-        case OBJAUDIO_SAMPLER_DEFAULT: return s.default_sampler.c_str();
-        case OBJAUDIO_SAMPLER_DDIM: return "ddim";
-        case OBJAUDIO_SAMPLER_DPMPP: return "dpmpp";
-        default: throw Failure(OBJAUDIO_ERR_INVALID_ARGUMENT, "unknown sampler " + std::to_string(sampler) +
-                                                              ": use OBJAUDIO_SAMPLER_DDIM or OBJAUDIO_SAMPLER_DPMPP");
-    }
+const std::string& sampler_name(int32_t sampler, const objaudio::EngineSpec& s) {
+    const auto& names = objaudio::sampler_names();        // in objaudio_sampler order, from 1
+    if (sampler == OBJAUDIO_SAMPLER_DEFAULT) return s.default_sampler;
+    OBJ_CHECK(sampler >= 1 && sampler <= static_cast<int32_t>(names.size()),
+              "unknown sampler " + std::to_string(sampler) + ": use OBJAUDIO_SAMPLER_DDIM, _DPMPP, _DPMPP3M or _UNIPC");
+    return names[sampler - 1];
 }
 
-std::string offered(const objaudio::EngineSpec& s) {
-    std::string out;
-    for (int v : s.offered_steps) out += (out.empty() ? "" : ", ") + std::to_string(v);
-    return out;
+objaudio::SamplerTable sampler_table(int32_t sampler, int32_t steps, const objaudio::EngineSpec& s) {
+    OBJ_CHECK(steps >= 1 && steps <= s.max_steps, "steps must be in [1, " + std::to_string(s.max_steps) + "], got " +
+                                                      std::to_string(steps));
+    return objaudio::build_sampler_table(sampler_name(sampler, s), steps, s.alphas_cumprod);
 }
 
 objaudio::Options check_options(const objaudio_request& r, const objaudio::EngineSpec& s) {
     OBJ_CHECK(r.struct_size >= sizeof(objaudio_request), "request.struct_size is wrong: initialise the request "
                                                          "with objaudio_request_init");
-    OBJ_CHECK(r.steps >= 0, "steps must be positive, got " + std::to_string(r.steps));
-    const int steps = r.steps == 0 ? s.default_steps : r.steps;
-    const auto& tables = s.samplers.at(sampler_name(r.sampler, s));
-    OBJ_CHECK(tables.count(steps), "this engine has sampler tables for " + offered(s) + " steps, not " +
-                                       std::to_string(steps) + ": choose one of those (or rebuild the engine)");
     OBJ_CHECK(std::isfinite(r.cfg), "cfg (guidance scale) must be a finite number >= 1, got NaN or inf");
     const double cfg = r.cfg == 0.0f ? s.default_cfg : static_cast<double>(r.cfg);
     OBJ_CHECK(cfg >= 1.0, "cfg (guidance scale) must be a finite number >= 1, got " + std::to_string(cfg));
-    return objaudio::Options{&tables.at(steps), cfg};
+    return objaudio::Options{sampler_table(r.sampler, r.steps == 0 ? s.default_steps : r.steps, s), cfg};
 }
 
 objaudio::Item check_item(const objaudio_request& r, const objaudio_scene& sc, const objaudio::EngineSpec& s) {
@@ -225,6 +219,21 @@ objaudio_status objaudio_engine_open(const char* engine_dir, const objaudio_open
 
 void objaudio_engine_close(objaudio_engine* engine) { delete engine; }
 
+objaudio_status objaudio_sampler_table(objaudio_engine* engine, int32_t sampler, int32_t steps, int64_t* timesteps,
+                                       double* coefs, size_t capacity, size_t* width) {
+    return guarded(engine, [&] {
+        OBJ_CHECK(width != nullptr, "width is NULL");
+        const objaudio::SamplerTable t = sampler_table(sampler, steps, engine->engine->spec());
+        *width = static_cast<size_t>(t.width);
+        if (capacity < t.coefs.size())
+            throw Failure(OBJAUDIO_ERR_BUFFER_TOO_SMALL, "coefs holds " + std::to_string(capacity) + " values; the table "
+                                                         "has steps * width = " + std::to_string(t.coefs.size()));
+        OBJ_CHECK(timesteps != nullptr && coefs != nullptr, "timesteps or coefs is NULL");
+        std::copy(t.timesteps.begin(), t.timesteps.end(), timesteps);
+        std::copy(t.coefs.begin(), t.coefs.end(), coefs);
+    });
+}
+
 const char* objaudio_last_error(const objaudio_engine* engine) {
     if (engine == nullptr) return "engine is NULL";
     std::lock_guard<std::mutex> lock(engine->errors_mutex);
@@ -246,11 +255,12 @@ objaudio_status objaudio_engine_get_info(objaudio_engine* engine, objaudio_engin
         info->image_size = s.image_size;
         info->default_steps = s.default_steps;
         info->default_cfg = static_cast<float>(s.default_cfg);
-        info->default_sampler = s.default_sampler == "ddim" ? OBJAUDIO_SAMPLER_DDIM : OBJAUDIO_SAMPLER_DPMPP;
+        const auto& names = objaudio::sampler_names();
+        info->default_sampler = 1 + static_cast<int32_t>(std::find(names.begin(), names.end(), s.default_sampler) -
+                                                         names.begin());   // read_engine_spec checked it is one
         info->max_masks = s.max_rows - 1;
         info->max_stems = s.max_stems;
-        for (int v : s.offered_steps)
-            if (info->n_offered_steps < 16) info->offered_steps[info->n_offered_steps++] = v;
+        info->max_steps = s.max_steps;
         std::strncpy(info->device, s.device.c_str(), sizeof info->device - 1);
     });
 }
@@ -308,7 +318,8 @@ objaudio_status objaudio_generate_stems(objaudio_engine* engine, const objaudio_
                       " UNet rows, this engine takes at most " + std::to_string(s.max_rows));
         for (size_t i = 0; i < n_requests; ++i) {
             objaudio::Options o = check_options(requests[i], s);
-            OBJ_CHECK(o.table == options.table && o.cfg == options.cfg,
+            OBJ_CHECK(o.table.sampler == options.table.sampler && o.table.steps() == options.table.steps() &&
+                          o.cfg == options.cfg,
                       "all requests of one generate_stems call must share steps, sampler and cfg");
             items.push_back(check_item(requests[i], *scene, s));
             OBJ_CHECK(pcm[i] != nullptr, "pcm[" + std::to_string(i) + "] is NULL");

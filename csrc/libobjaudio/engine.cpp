@@ -147,15 +147,18 @@ at::Tensor rescale_patch_weights(const at::Tensor& coverage, const EngineSpec& s
 }
 
 // ---- 4. one guided sampler step (samplers.reference_step) ------------------------------------------
-std::pair<at::Tensor, at::Tensor> sampler_step(const std::array<double, 5>& c, const at::Tensor& x,
-                                               const at::Tensor& eps_u, const at::Tensor& eps_c, double cfg,
-                                               const at::Tensor& x0_prev) {
+// c: the row (cx, ce, c_1 .. c_K, dx, de), k = K; history: the previous data predictions, newest first
+// (fewer than K at the first steps). Returns x_next and shifts this step's x0 into the history.
+at::Tensor sampler_step(const double* c, int k, const at::Tensor& x, const at::Tensor& eps_u,
+                        const at::Tensor& eps_c, double cfg, std::vector<at::Tensor>& history) {
     at::Tensor xf = x.to(at::kFloat);
     at::Tensor eps = eps_u + (eps_c - eps_u) * cfg;
     at::Tensor x_next = xf * c[0] + eps * c[1];
-    if (x0_prev.defined() && c[2] != 0.0) x_next = x_next + x0_prev * c[2];
-    at::Tensor x0 = xf * c[3] + eps * c[4];
-    return {x_next, x0};
+    for (size_t j = 0; j < history.size(); ++j)
+        if (c[2 + j] != 0.0) x_next = x_next + history[j] * c[2 + j];
+    history.insert(history.begin(), xf * c[k + 2] + eps * c[k + 3]);
+    if (static_cast<int>(history.size()) > k) history.resize(k);
+    return x_next;
 }
 
 }  // namespace
@@ -220,14 +223,14 @@ void Engine::generate(const Scene& scene, const std::vector<Item>& items, const 
     at::Tensor wts = at::tensor(part_weight, at::kFloat).to(dev).view({-1, 1, 1, 1});         // (R, 1, 1, 1)
     at::Tensor null = at::from_blob(const_cast<float*>(s.null_condition.data()), {1, s.cond_dim}, at::kFloat).to(dev);
     at::Tensor cond_rows = at::cat({null.expand({nb, s.cond_dim}), at::cat(conds)});         // (B + R, cond_dim)
-    at::Tensor x0;
-    const SamplerTable& table = *options.table;
-    for (size_t i = 0; i < table.timesteps.size(); ++i) {
+    std::vector<at::Tensor> history;                                                           // (B, C, H, W) each
+    const SamplerTable& table = options.table;
+    for (int i = 0; i < table.steps(); ++i) {
         at::Tensor t = at::full({1}, table.timesteps[i], at::TensorOptions(at::kLong).device(dev));
         at::Tensor eps = run((*nets_)["unet"], "unet", {at::cat({x, x.index_select(0, own)}), t, cond_rows})
                              .to(at::kFloat);                                                  // (B + R, C, H, W)
         at::Tensor eps_c = at::zeros_like(eps.slice(0, 0, nb)).index_add_(0, own, eps.slice(0, nb) * wts);
-        std::tie(x, x0) = sampler_step(table.coefs[i], x, eps.slice(0, 0, nb), eps_c, options.cfg, x0);
+        x = sampler_step(table.row(i), table.history(), x, eps.slice(0, 0, nb), eps_c, options.cfg, history);
     }
 
     // ---- 5-6. latent -> mel -> waveform, one item at a time ---------------------------------------------

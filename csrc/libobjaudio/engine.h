@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "samplers.h"
 #include "spec.h"
 
 namespace objaudio {
@@ -26,7 +27,7 @@ struct Item {                            // one selection: its masks (each width
 };
 
 struct Options {
-    const SamplerTable* table = nullptr;
+    SamplerTable table;                  // built for the request's sampler and steps (samplers.h)
     double cfg = 0.0;
 };
 

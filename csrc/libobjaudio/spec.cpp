@@ -2,6 +2,7 @@
 
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -9,6 +10,7 @@
 #include <sstream>
 
 #include "json.h"
+#include "samplers.h"
 
 namespace objaudio {
 namespace {
@@ -85,22 +87,6 @@ void verify_manifest(const std::string& dir, const EngineSpec& spec) {
     }
 }
 
-SamplerTable read_table(const json::Value& v, const std::string& path) {
-    SamplerTable t;
-    for (double s : v.at("timesteps", path).as_numbers(path + ".timesteps")) {
-        if (s < 0 || s >= 1000000 || s != std::floor(s)) throw json::Error(path + ".timesteps holds a bad timestep");
-        t.timesteps.push_back(static_cast<int64_t>(s));
-    }
-    for (const json::Value& row : v.at("coefs", path).as_array(path + ".coefs")) {
-        std::vector<double> r = row.as_numbers(path + ".coefs[]");
-        if (r.size() != 5) throw json::Error(path + ".coefs rows must hold 5 numbers");
-        t.coefs.push_back({r[0], r[1], r[2], r[3], r[4]});
-    }
-    if (t.timesteps.empty() || t.coefs.size() != t.timesteps.size())
-        throw json::Error(path + ": timesteps and coefs must have the same, non-zero length");
-    return t;
-}
-
 int positive(long long v, const std::string& path, long long most = 1 << 24) {
     if (v <= 0 || v > most) throw json::Error("field '" + path + "' is out of range");
     return static_cast<int>(v);
@@ -152,21 +138,24 @@ EngineSpec parse_spec(const json::Value& e) {
     if (static_cast<int>(s.null_condition.size()) != s.cond_dim)
         throw json::Error("grounding.null_condition must hold cond_dim numbers");
 
-    for (const auto& [sampler, tables] : e.at("samplers").object)
-        for (const auto& [steps, table] : tables.object)
-            s.samplers[sampler][std::stoi(steps)] = read_table(table, "samplers." + sampler + "." + steps);
-    for (double v : e.at("offered_steps").as_numbers("offered_steps")) s.offered_steps.push_back(static_cast<int>(v));
-    for (const char* name : {"ddim", "dpmpp"})
-        for (int steps : s.offered_steps)
-            if (!s.samplers[name].count(steps))
-                throw json::Error(std::string("samplers.") + name + " has no table for " + std::to_string(steps) + " steps");
+    const auto& sched = e.at("schedule");
+    std::vector<double> betas = sched.at("betas", "schedule").as_numbers("schedule.betas");
+    const int num_train = positive(sched.at("num_train_timesteps", "schedule").as_int("schedule.num_train_timesteps"),
+                                   "schedule.num_train_timesteps", 1000000);
+    if (static_cast<int>(betas.size()) != num_train || num_train < 2)
+        throw json::Error("schedule.betas must hold num_train_timesteps (at least 2) numbers");
+    for (double b : betas)
+        if (!(b > 0 && b < 1)) throw json::Error("schedule.betas must lie in (0, 1)");
+    s.alphas_cumprod = alphas_cumprod(betas);
+    s.max_steps = num_train - 1;
 
     const auto& d = e.at("defaults");
-    s.default_steps = positive(d.at("steps", "defaults").as_int("defaults.steps"), "defaults.steps");
+    s.default_steps = positive(d.at("steps", "defaults").as_int("defaults.steps"), "defaults.steps", s.max_steps);
     s.default_sampler = d.at("sampler", "defaults").as_string("defaults.sampler");
     s.default_cfg = d.at("cfg", "defaults").as_number("defaults.cfg");
-    if (!s.samplers.count(s.default_sampler) || !s.samplers[s.default_sampler].count(s.default_steps))
-        throw json::Error("defaults name a sampler or step count the engine has no table for");
+    const auto& names = sampler_names();
+    if (std::find(names.begin(), names.end(), s.default_sampler) == names.end())
+        throw json::Error("defaults.sampler '" + s.default_sampler + "' is not a sampler this libobjaudio builds");
 
     const auto& lim = e.at("limits");
     s.max_rows = positive(lim.at("max_rows", "limits").as_int("limits.max_rows"), "limits.max_rows", 1024);
@@ -208,10 +197,6 @@ EngineSpec read_engine_spec(const std::string& dir, bool verify_files) {
         spec = parse_spec(e);
     } catch (const json::Error& err) {
         throw Failure(OBJAUDIO_ERR_ENGINE_CORRUPT, "engine.json: " + std::string(err.what()) + ": rebuild the engine");
-    } catch (const std::invalid_argument&) {
-        throw Failure(OBJAUDIO_ERR_ENGINE_CORRUPT, "engine.json: a sampler table is keyed by a non-number");
-    } catch (const std::out_of_range&) {
-        throw Failure(OBJAUDIO_ERR_ENGINE_CORRUPT, "engine.json: a number is out of range");
     }
     spec.dir = dir;
     if (verify_files) {

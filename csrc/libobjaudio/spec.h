@@ -12,7 +12,7 @@
 
 namespace objaudio {
 
-constexpr int kEngineVersion = 1;                 // export/engine.py ENGINE_VERSION
+constexpr int kEngineVersion = 2;                 // export/engine.py ENGINE_VERSION
 constexpr const char* kEngineFormat = "objaudio-engine";
 constexpr const char* kRuntime = "libtorch-aoti";  // export/engine.py RUNTIME
 
@@ -20,11 +20,6 @@ constexpr const char* kRuntime = "libtorch-aoti";  // export/engine.py RUNTIME
 struct Failure : std::runtime_error {
     objaudio_status status;
     Failure(objaudio_status s, const std::string& message) : std::runtime_error(message), status(s) {}
-};
-
-struct SamplerTable {
-    std::vector<int64_t> timesteps;            // (S,) the UNet's t at each step
-    std::vector<std::array<double, 5>> coefs;  // (S, 5): cx, ce, cp, dx, de (objaudio_rt/samplers.py)
 };
 
 struct EngineSpec {
@@ -38,8 +33,8 @@ struct EngineSpec {
     double attn_std = 0.0;                     // the calibration sigma
     int heads = 1, cond_dim = 0;
     std::vector<float> null_condition;         // (cond_dim,)
-    std::map<std::string, std::map<int, SamplerTable>> samplers;   // "ddim"/"dpmpp" -> steps -> table
-    std::vector<int> offered_steps;
+    std::vector<double> alphas_cumprod;        // (T,) from the schedule's betas; samplers.h builds the tables
+    int max_steps = 0;                         // T - 1 (objaudio_rt/options.py max_steps)
     int default_steps = 0;
     std::string default_sampler;
     double default_cfg = 0.0;

@@ -1,7 +1,7 @@
 /* objaudio-generate: the sound of the masked objects of an image, from C, through libobjaudio.
  *
  *   objaudio-generate --engine DIR --image scene.ppm --mask obj.pgm [--mask obj2.pgm ...]
- *                     [--union compose|mask] [--sampler ddim|dpmpp] [--steps N] [--cfg W] [--seed S]
+ *                     [--union compose|mask] [--sampler NAME] [--steps N] [--cfg W] [--seed S]
  *                     --out out.wav
  *
  * The image is a binary PPM (P6), each mask a binary PGM (P5) of the image's size (0 = outside,
@@ -21,17 +21,25 @@
 
 static const char* USAGE =
     "usage: objaudio-generate --engine DIR --image scene.ppm --mask obj.pgm [--mask obj2.pgm ...]\n"
-    "                         [--union compose|mask] [--sampler ddim|dpmpp] [--steps N] [--cfg W] [--seed S]\n"
+    "                         [--union compose|mask] [--sampler NAME] [--steps N] [--cfg W] [--seed S]\n"
     "                         --out out.wav\n"
     "  --engine DIR     engine folder built by python -m export.engine\n"
     "  --image FILE     binary PPM (P6) RGB image\n"
     "  --mask FILE      binary PGM (P5) mask of the image's size; repeat for a union; none: whole scene\n"
     "  --union MODE     compose (default: one condition per mask) or mask (the paper's pixel union)\n"
-    "  --sampler NAME   ddim or dpmpp (default: the engine's)\n"
-    "  --steps N        denoising steps, one the engine offers (default: the engine's)\n"
+    "  --sampler NAME   ddim, dpmpp, dpmpp3m or unipc (default: the engine's)\n"
+    "  --steps N        denoising steps, 1 to the engine's max_steps (999) (default: the engine's)\n"
     "  --cfg W          guidance scale >= 1 (default: the engine's)\n"
     "  --seed S         noise seed, the same noise as objaudio generate --seed S (default 0)\n"
     "  --out FILE       WAV file to write (32-bit float, mono)\n";
+
+/* The objaudio_sampler of a name (the Python side's --sampler names), or OBJAUDIO_SAMPLER_DEFAULT for none. */
+static int32_t sampler_of(const char* name) {
+    static const char* const names[] = {"ddim", "dpmpp", "dpmpp3m", "unipc"};   /* objaudio_sampler order, from 1 */
+    for (int32_t i = 0; i < 4; ++i)
+        if (!strcmp(name, names[i])) return i + 1;
+    return OBJAUDIO_SAMPLER_DEFAULT;
+}
 
 /* ---- PNM reading ---------------------------------------------------------------------------- */
 static int pnm_token(FILE* f, char* buf, size_t size) {   /* next header token, skipping # comments */
@@ -182,8 +190,8 @@ int main(int argc, char** argv) {
             masks[n_masks++] = v;
         } else if (!strcmp(a, "--union") && (!strcmp(v, "compose") || !strcmp(v, "mask"))) {
             req.union_mode = !strcmp(v, "mask") ? OBJAUDIO_UNION_MASK : OBJAUDIO_UNION_COMPOSE;
-        } else if (!strcmp(a, "--sampler") && (!strcmp(v, "ddim") || !strcmp(v, "dpmpp"))) {
-            req.sampler = !strcmp(v, "ddim") ? OBJAUDIO_SAMPLER_DDIM : OBJAUDIO_SAMPLER_DPMPP;
+        } else if (!strcmp(a, "--sampler") && sampler_of(v) != OBJAUDIO_SAMPLER_DEFAULT) {
+            req.sampler = sampler_of(v);
         } else if (!strcmp(a, "--steps") && !parse_long(v, 1, 100000, &n)) {
             req.steps = (int32_t)n;
         } else if (!strcmp(a, "--cfg")) {

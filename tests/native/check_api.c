@@ -188,7 +188,7 @@ int main(int argc, char** argv) {
     r.steps = -1;
     EXPECT_STATUS(eng, objaudio_generate(eng, scene, &r, pcm, n, NULL), OBJAUDIO_ERR_INVALID_ARGUMENT);
     RESET();
-    r.steps = 7;
+    r.steps = info.max_steps + 1;
     EXPECT_STATUS(eng, objaudio_generate(eng, scene, &r, pcm, n, NULL), OBJAUDIO_ERR_INVALID_ARGUMENT);
     RESET();
     r.cfg = NAN;
@@ -217,6 +217,31 @@ int main(int argc, char** argv) {
     float tok[4];
     EXPECT_STATUS(eng, objaudio_scene_tokens(eng, scene, tok, 4, &count), OBJAUDIO_ERR_BUFFER_TOO_SMALL);
     CHECK(count > 4, "token count %zu", count);
+
+    /* ---- sampler tables for any step count ------------------------------------------------------- */
+    CHECK(info.max_steps == 999, "max_steps %d", info.max_steps);
+    size_t width = 0;
+    int64_t ts[7];
+    double coefs[7 * 6];
+    EXPECT_STATUS(eng, objaudio_sampler_table(eng, OBJAUDIO_SAMPLER_UNIPC, 7, ts, coefs, 0, &width),
+                  OBJAUDIO_ERR_BUFFER_TOO_SMALL);
+    CHECK(width == 6, "unipc's width %zu", width);
+    CHECK(objaudio_sampler_table(eng, OBJAUDIO_SAMPLER_UNIPC, 7, ts, coefs, 7 * 6, &width) == OBJAUDIO_OK &&
+              ts[0] == 999 && ts[6] > 0, "unipc x 7 table: t %lld .. %lld", (long long)ts[0], (long long)ts[6]);
+    EXPECT_STATUS(eng, objaudio_sampler_table(eng, OBJAUDIO_SAMPLER_DDIM, 7, ts, coefs, 7 * 6, NULL),
+                  OBJAUDIO_ERR_INVALID_ARGUMENT);
+    EXPECT_STATUS(eng, objaudio_sampler_table(eng, 42, 7, ts, coefs, 7 * 6, &width), OBJAUDIO_ERR_INVALID_ARGUMENT);
+    EXPECT_STATUS(eng, objaudio_sampler_table(eng, OBJAUDIO_SAMPLER_DDIM, 0, ts, coefs, 7 * 6, &width),
+                  OBJAUDIO_ERR_INVALID_ARGUMENT);
+    EXPECT_STATUS(eng, objaudio_sampler_table(eng, OBJAUDIO_SAMPLER_DDIM, 7, NULL, coefs, 7 * 6, &width),
+                  OBJAUDIO_ERR_INVALID_ARGUMENT);
+    for (int32_t sampler = OBJAUDIO_SAMPLER_DDIM; sampler <= OBJAUDIO_SAMPLER_UNIPC; ++sampler) {
+        RESET();
+        r.steps = 5;                 /* issue 21 item 10: a count the engine holds no precomputed table for */
+        r.sampler = sampler;
+        CHECK(objaudio_generate(eng, scene, &r, pcm2, n, NULL) == OBJAUDIO_OK, "sampler %d x 5 steps: %s", sampler,
+              objaudio_last_error(eng));
+    }
 
     /* ---- the same seed gives the same waveform; caller noise equals seed noise ---------------------- */
     size_t written = 0;

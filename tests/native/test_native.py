@@ -1,6 +1,7 @@
 """libobjaudio end to end on the CPU: CMake build, the embedded model's engine, the host program on the
-demo scene against the Python pipeline, bad inputs and two threads (tests/native/check_api.c, once
-under AddressSanitizer + UBSan), altered and incompatible engines.
+demo scene against the Python pipeline, the sampler tables libobjaudio builds against SamplerPlan's,
+bad inputs and two threads (tests/native/check_api.c, once under AddressSanitizer + UBSan), altered and
+incompatible engines, and both C headers in one translation unit (tests/native/check_headers.c).
 
 The engine build (AOTInductor compiles five networks with the C++ compiler) is the slow part: it is
 made once per session. OBJAUDIO_TEST_ENGINE=DIR reuses an engine folder built by
@@ -104,15 +105,16 @@ def python_wave(pipe, selection, **options) -> np.ndarray:
 def test_engine_folder_holds_what_the_library_needs(engine, pipe):
     from export.engine import ENGINE_FORMAT, NETWORKS
     from objaudio_rt.checkpoint import sha256_file
-    from objaudio_rt.samplers import SamplerPlan
+    from objaudio_rt.options import SAMPLERS
+    from objaudio_rt.samplers import alphas_cumprod
 
     e = json.loads((engine / "engine.json").read_text())
     assert e["format"] == ENGINE_FORMAT and e["runtime"]["device"] == "cpu"
     assert e["runtime"]["torch_version"] == torch.__version__.split("+")[0]
     assert e["mask"]["attn_std"] == pipe.calibration.attn_std
-    plan = SamplerPlan.build("dpmpp", 20, pipe.config.schedule)
-    table = e["samplers"]["dpmpp"]["20"]
-    assert table["timesteps"] == plan.timesteps.tolist() and np.array_equal(table["coefs"], plan.coefs.numpy())
+    schedule = e["schedule"]
+    assert np.array_equal(np.cumprod(1.0 - np.array(schedule["betas"])), alphas_cumprod(pipe.config.schedule))
+    assert schedule["max_steps"] == 999 and e["samplers"] == list(SAMPLERS)
     assert e["grounding"]["null_condition"] == pipe.model.null_condition.tolist()
     files = json.loads((engine / "manifest.json").read_text())["files"]
     assert {e["networks"][n]["file"] for n in NETWORKS} | {"engine.json", "onnx/unet.onnx"} <= set(files)
@@ -132,6 +134,8 @@ def test_host_program_matches_python_pipeline(build, engine, demo_files, pipe, t
 
     cases = [(["--mask", demo_files / "bird.pgm", "--steps", "20", "--cfg", "4", "--sampler", "dpmpp"],
               Mask(DEMO / "mask_bird.png"), dict(steps=20, cfg=4.0, sampler="dpmpp")),
+             (["--mask", demo_files / "fire.pgm", "--steps", "7", "--cfg", "4", "--sampler", "unipc"],
+              Mask(DEMO / "mask_fire.png"), dict(steps=7, cfg=4.0, sampler="unipc")),
              (["--mask", demo_files / "bird.pgm", "--mask", demo_files / "fire.pgm", "--steps", "10", "--cfg", "3",
                "--sampler", "ddim"],
               Mask(DEMO / "mask_bird.png") | Mask(DEMO / "mask_fire.png"), dict(steps=10, cfg=3.0, sampler="ddim"))]
@@ -157,22 +161,77 @@ def test_host_program_matches_python_pipeline(build, engine, demo_files, pipe, t
         assert np.array_equal(again, lib), "the same seed must give the same waveform run after run"
 
 
-def test_scene_tokens_match_the_python_encoder(build, engine, pipe):
-    """Preprocessing (bicubic antialias resize of an odd-sized image, normalisation) and the compiled
-    image encoder, through the C API from this process: within twice eager float32's own error
-    against a float64 run of the same encoder (plus 1e-6 of the output's scale)."""
+def library(build):
+    """libobjaudio through ctypes, with the signatures the tests call."""
     lib = ctypes.CDLL(str(build / "libobjaudio.so"))
     lib.objaudio_engine_open.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p),
                                          ctypes.c_char_p, ctypes.c_size_t]
+    lib.objaudio_sampler_table.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32,
+                                           ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_double),
+                                           ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)]
     lib.objaudio_scene_encode.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_uint32, ctypes.c_uint32,
                                           ctypes.POINTER(ctypes.c_void_p)]
     lib.objaudio_scene_tokens.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_float),
                                           ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)]
     lib.objaudio_last_error.restype = ctypes.c_char_p
     lib.objaudio_engine_close.argtypes = lib.objaudio_scene_free.argtypes = [ctypes.c_void_p]
-    image = np.random.default_rng(0).integers(0, 256, (61, 97, 3), dtype=np.uint8)     # H, W, 3
-    eng, scene, err = ctypes.c_void_p(), ctypes.c_void_p(), ctypes.create_string_buffer(512)
+    return lib
+
+
+def open_engine(lib, engine) -> ctypes.c_void_p:
+    eng, err = ctypes.c_void_p(), ctypes.create_string_buffer(512)
     assert lib.objaudio_engine_open(str(engine).encode(), None, ctypes.byref(eng), err, 512) == 0, err.value
+    return eng
+
+
+def c_sampler_table(lib, eng, sampler: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """(timesteps (S,), coefs (S, K + 4)) as libobjaudio builds them."""
+    width = ctypes.c_size_t()
+    assert lib.objaudio_sampler_table(eng, sampler, steps, None, None, 0, ctypes.byref(width)) == 5   # too small
+    ts, coefs = (ctypes.c_int64 * steps)(), (ctypes.c_double * (steps * width.value))()
+    assert lib.objaudio_sampler_table(eng, sampler, steps, ts, coefs, len(coefs), ctypes.byref(width)) == 0, \
+        lib.objaudio_last_error(eng)
+    return np.frombuffer(ts, np.int64).copy(), np.frombuffer(coefs, np.float64).reshape(steps, width.value).copy()
+
+
+def test_c_sampler_tables_match_sampler_plan(build, engine, pipe):
+    """Every sampler at step counts no engine held a table for before (5, 7, 999 ...): timesteps equal,
+    coefficients within float64 rounding. DDIM is sqrt and division only, both correctly rounded, so
+    bit for bit; the multistep solvers go through log and expm1 (glibc's against numpy's, each within
+    an ulp or two) and differences of lambdas, which the higher-order coefficients amplify as the steps
+    in lambda shrink: measured at most 4.5e-14 of the row's scale (UniPC, 999 steps), bound 1e-12."""
+    from objaudio_rt.options import SAMPLERS
+    from objaudio_rt.samplers import SamplerPlan
+
+    lib = library(build)
+    eng = open_engine(lib, engine)
+    worst = {}
+    try:
+        for code, sampler in enumerate(SAMPLERS, start=1):              # objaudio_sampler order
+            for steps in (1, 2, 3, 5, 7, 14, 15, 20, 50, 200, 999):
+                plan = SamplerPlan.build(sampler, steps, pipe.config.schedule)
+                ts, coefs = c_sampler_table(lib, eng, code, steps)
+                want = plan.coefs.numpy()
+                assert np.array_equal(ts, plan.timesteps.numpy()), (sampler, steps)
+                assert coefs.shape == want.shape, (sampler, steps, coefs.shape)
+                scale = np.abs(want).max(axis=1, keepdims=True)
+                err = float((np.abs(coefs - want) / scale).max())
+                worst[sampler] = max(worst.get(sampler, 0.0), err)
+                if sampler == "ddim":
+                    assert np.array_equal(coefs, want), f"ddim x {steps}: relative error {err:.2e}"
+                assert err <= 1e-12, f"{sampler} x {steps}: relative error {err:.2e}"
+    finally:
+        lib.objaudio_engine_close(eng)
+    print("worst relative error per sampler:", {k: f"{v:.1e}" for k, v in worst.items()})
+
+
+def test_scene_tokens_match_the_python_encoder(build, engine, pipe):
+    """Preprocessing (bicubic antialias resize of an odd-sized image, normalisation) and the compiled
+    image encoder, through the C API from this process: within twice eager float32's own error
+    against a float64 run of the same encoder (plus 1e-6 of the output's scale)."""
+    lib = library(build)
+    image = np.random.default_rng(0).integers(0, 256, (61, 97, 3), dtype=np.uint8)     # H, W, 3
+    eng, scene = open_engine(lib, engine), ctypes.c_void_p()
     try:
         assert lib.objaudio_scene_encode(eng, image.tobytes(), 97, 61, ctypes.byref(scene)) == 0, \
             lib.objaudio_last_error(eng)
@@ -265,3 +324,25 @@ def test_bad_engines_are_refused_with_a_message(build, engine, demo_files, tmp_p
              "--out", tmp_path / "x.wav"], check=False)
     assert r.returncode == 1 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, (name, r.stderr)
     assert not (tmp_path / "x.wav").exists()
+
+
+def _cuda_include() -> Path | None:
+    """A CUDA toolkit's include folder (objaudio.h includes cuda_runtime.h, which needs crt/ beside it):
+    CUDA_HOME's, /usr/local/cuda's, or the one beside nvcc."""
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    nvcc = shutil.which("nvcc")
+    roots = [Path(r) for r in (CUDA_HOME, "/usr/local/cuda") if r]
+    roots += [Path(nvcc).resolve().parent.parent] if nvcc else []
+    return next((r / "include" for r in roots if (r / "include" / "crt" / "host_config.h").is_file()), None)
+
+
+@pytest.mark.parametrize("compiler, flags", [("cc", ["-x", "c", "-std=c99"]), ("c++", ["-x", "c++", "-std=c++17"])])
+def test_both_headers_compile_in_one_translation_unit(tmp_path, compiler, flags):
+    from objaudio_rt.kernels.grounding import MAX_PATCHES
+
+    cuda = _cuda_include()
+    if cuda is None:
+        pytest.skip("no cuda_runtime.h here (objaudio.h includes it)")
+    run([compiler, *flags, "-Wall", "-Wextra", "-Werror", "-c", f"-DOBJAUDIO_MAX_PATCHES={MAX_PATCHES}",
+         "-I", ROOT / "csrc", "-isystem", cuda, Path(__file__).parent / "check_headers.c", "-o", tmp_path / "h.o"])
