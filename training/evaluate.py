@@ -449,12 +449,26 @@ def load_audio(path: Path, revocode: str | None = None) -> tuple[list[int], list
     return [int(s) for s in data["seeds"]], [waves[a:b] for a, b in zip(bounds[:-1], bounds[1:])], meta
 
 
+def test_seeds(ranges: str) -> list[int]:
+    """The test-split seeds of "S:N,S:N,...": N scenes from index S, each range in turn, no repeats."""
+    seeds = []
+    for part in ranges.split(","):
+        start, _, count = part.partition(":")
+        check(start.strip().isdigit() and count.strip().isdigit() and int(count) > 0,
+              f"--ranges {ranges!r}: write START:COUNT pairs separated by commas, e.g. 1000:25,2000:25")
+        seeds += split_seeds("test", int(count), start=int(start))
+    check(len(set(seeds)) == len(seeds), f"--ranges {ranges!r}: the ranges overlap")
+    return seeds
+
+
 @command("python -m training.evaluate")
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="checkpoint folder (or random:PRESET for random weights)")
     p.add_argument("--seed-start", type=int, default=0, help="first test-split seed index")
     p.add_argument("--scenes", type=int, default=150)
+    p.add_argument("--ranges", default=None, metavar="S:N,S:N",
+                   help="several test ranges instead of --seed-start/--scenes: N scenes from index S, each")
     p.add_argument("--json", required=True, type=Path)
     p.add_argument("--steps", type=int, default=None, help="default: the checkpoint's default_steps")
     p.add_argument("--sampler", choices=SAMPLERS, default=None)
@@ -497,7 +511,7 @@ def main(argv=None) -> int:
         pipe = Pipeline.from_pretrained(args.checkpoint, device=args.device)
         run = RunOptions(steps=args.steps, sampler=args.sampler, cfg=args.cfg).resolve(pipe.config)
         steps, sampler, cfg = run.steps, run.sampler, run.cfg
-        seeds = split_seeds("test", args.scenes, start=args.seed_start)
+        seeds = test_seeds(args.ranges) if args.ranges else split_seeds("test", args.scenes, start=args.seed_start)
         seconds = pipe.config.clip_seconds
         levers = Levers(args.negative, args.union_gain)
         lever_run = levers != Levers()

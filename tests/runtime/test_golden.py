@@ -33,10 +33,19 @@ def digest(wave: torch.Tensor) -> str:
 
 
 def outputs() -> dict[str, str]:
-    """name -> sha256 of each generated waveform: the embedded model on the demo scene, and random weights."""
+    """name -> sha256 of each generated waveform (one thread: the reduction order is then fixed)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _outputs()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _outputs() -> dict[str, str]:
+    """The embedded model on the demo scene, and random weights."""
     from objaudio_rt import Mask, Pipeline, Text, Whole
 
-    torch.set_num_threads(1)
     result = {}
     pipe = Pipeline.from_pretrained("tiny-synth", device="cpu", backend="eager")
     scene = pipe.encode_image(DEMO / "scene.png")

@@ -257,3 +257,48 @@ def test_targeted_ldm_preset_fine_tunes_from_a_checkpoint(synth_run, tmp_path):
     new, _ = load_checkpoint(out / "model")
     assert torch.equal(old.vocoder.conv_pre.weight, new.vocoder.conv_pre.weight)
     assert not torch.equal(old.unet.conv_in.weight, new.unet.conv_in.weight)
+
+
+def test_snapshot_turns_a_partial_save_into_a_checkpoint_with_the_ema_weights(synth_run, tmp_path):
+    import copy
+    import shutil
+
+    from objaudio_rt.samplers import alphas_cumprod
+    from training.snapshot import snapshot
+    from training.train_ldm import Denoiser, LdmConfig, _save_partial
+
+    model, _ = load_checkpoint(synth_run / "model")
+    run = tmp_path / "run"
+    (run / "stages").mkdir(parents=True)
+    (run / "cache").mkdir()
+    shutil.copy(synth_run / "cache" / "latents.safetensors", run / "cache")
+    acp = torch.from_numpy(alphas_cumprod(model.config.schedule))
+    den = Denoiser(model.unet, model.grounding, model.config.unet.cond_dim, acp, LdmConfig())
+    ema = copy.deepcopy(den)
+    with torch.no_grad():
+        ema.unet.conv_in.weight.add_(1.0)
+        ema.grounding.pe.add_(0.5)
+    _save_partial(run / "stages" / "ldm.partial.safetensors", den, ema, torch.optim.AdamW(den.parameters()), 7)
+    info = snapshot(run, synth_run / "model", tmp_path / "snap")
+    assert info["step"] == 7 and info["weights"] == "ema"
+    snap, calibration = load_checkpoint(tmp_path / "snap")
+    assert torch.equal(snap.unet.conv_in.weight, ema.unet.conv_in.weight)
+    assert not torch.equal(snap.unet.conv_in.weight, den.unet.conv_in.weight)
+    assert torch.equal(snap.grounding.pe, ema.grounding.pe)
+    assert torch.equal(snap.vocoder.conv_pre.weight, model.vocoder.conv_pre.weight)
+    assert calibration.num_samples > 0
+    assert json.loads((tmp_path / "snap.snapshot.json").read_text())["step"] == 7
+    with pytest.raises(Exception, match="already exists"):
+        snapshot(run, synth_run / "model", tmp_path / "snap")
+
+
+def test_evaluate_ranges_concatenate_test_ranges_and_refuse_overlaps():
+    from objaudio_rt.errors import ObjaudioError
+    from training.evaluate import test_seeds
+    from training.synthscenes import split_seeds
+
+    assert test_seeds("3:2,10:1") == split_seeds("test", 2, start=3) + split_seeds("test", 1, start=10)
+    with pytest.raises(ObjaudioError, match="overlap"):
+        test_seeds("0:5,3:2")
+    with pytest.raises(ObjaudioError, match="START:COUNT"):
+        test_seeds("7")
