@@ -41,7 +41,7 @@ def test_loaded_package_matches_the_eager_unet(aoti_package, unet_batch):
     with torch.no_grad():
         got, low = engine(x, t, cond), call(x, t, cond)
         truth = UNetEps(copy.deepcopy(model.unet).double())(x.double(), t, cond.double())
-    assert_verbose_allclose(got, truth, reference_tolerance(truth, low, torch.float32), f"AOTI UNet batch {unet_batch}")
+    assert_verbose_allclose(got, truth, reference_tolerance(truth, low, torch.float32, factor=4), f"AOTI UNet batch {unet_batch}")
 
 
 def test_stale_or_missing_packages_are_refused(aoti_package, tmp_path):
@@ -92,7 +92,7 @@ def test_fast_backend_runs_the_package_on_the_cpu_within_the_derived_tolerance(a
     fast = FastBackend(copy.deepcopy(model), CPU, options)
     got = denoise(fast, x, Conditions.single(cond), plan, 2.0, progress=False)
     assert fast.packages.for_input(torch.cat([x, x])) is not None
-    assert_verbose_allclose(got, truth, reference_tolerance(truth, low, torch.float32), "fast (AOTI) loop")
+    assert_verbose_allclose(got, truth, reference_tolerance(truth, low, torch.float32, factor=4), "fast (AOTI) loop")
     assert not torch.equal(got, low)                          # the package ran, not the module
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 import torch
 
 
-def reference_tolerance(truth: torch.Tensor, low: torch.Tensor, dtype: torch.dtype) -> float:
-    """max(2 x the error a `dtype` run of the reference makes against `truth`, a few ulps of the data)."""
+def reference_tolerance(truth: torch.Tensor, low: torch.Tensor, dtype: torch.dtype, factor: float = 2.0) -> float:
+    """max(`factor` x the error a `dtype` run of the reference makes against `truth`, a few ulps of the data).
+
+    A whole network compiled by Inductor sums in other orders than eager all the way through, so its
+    worst element over thousands is a fresh draw of the same error distribution: give it `factor` 4."""
     err = (low.double() - truth.double()).abs().max().item()
     floor = 4 * torch.finfo(dtype).eps * max(1.0, truth.abs().max().item())
-    return max(2 * err, floor)
+    return max(factor * err, floor)
 
 
 def assert_verbose_allclose(actual: torch.Tensor, expected: torch.Tensor, atol: float, name: str = "output",

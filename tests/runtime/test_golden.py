@@ -1,12 +1,16 @@
 """Behaviour held still across restructuring: the exact bytes a fixed set of generations gives on the CPU.
 
 `golden_cpu.json` was written by this file's `outputs()` on the code before the stage seams were
-refactored (issue 19), on this project's 2-core CPU (AMD EPYC, AVX2). Every entry is the sha256 of
-a waveform's float32 bytes, so any change of arithmetic (not only of meaning) fails here. A CPU of
-another instruction set can round a convolution differently: the file records the capability it was
-made on, and the test says so when it differs rather than failing for the wrong reason.
+refactored (issue 19). Every entry is the sha256 of a waveform's float32 bytes, so any change of
+arithmetic (not only of meaning) fails here. The bytes depend on the machine as well as the code:
+two AVX-512 Xeons, one with AMX and one without, give different convolution roundings (oneDNN picks
+other kernels). So the file holds one set of digests per machine identity (`machine()`: the ISA
+level, the CPU model, the matrix and half-precision extensions, the torch version), and the test
+compares against the set of this machine's identity, or says that there is none rather than failing
+for the wrong reason.
 
-To write the file again (only when a change of output is intended, and say why in the commit):
+To add this machine's set, or write it again (only when a change of output is intended, and say why
+in the commit), on a checkout whose output is known good:
     python -m tests.runtime.test_golden
 """
 from __future__ import annotations
@@ -24,8 +28,23 @@ GOLDEN = Path(__file__).with_name("golden_cpu.json")
 DEMO = Path(__file__).resolve().parents[2] / "objaudio_rt" / "assets" / "demo"
 
 
-def cpu_capability() -> str:
-    return torch.backends.cpu.get_cpu_capability()
+ISA_FLAGS = ("avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "avx_vnni", "fma")
+
+
+def machine() -> str:
+    """What the float bytes depend on besides the code: ISA level, CPU model, extensions, torch."""
+    model, flags = "unknown", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model == "unknown":
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    ext = "+".join(f for f in ISA_FLAGS if f in flags) or "none"
+    return f"{torch.backends.cpu.get_cpu_capability()} | {model} | {ext} | torch {torch.__version__}"
 
 
 def digest(wave: torch.Tensor) -> str:
@@ -74,18 +93,21 @@ def _outputs() -> dict[str, str]:
 
 
 def test_outputs_are_bit_identical_to_the_golden_file():
-    golden = json.loads(GOLDEN.read_text())
-    if golden["cpu_capability"] != cpu_capability():
-        pytest.skip(f"golden file made on a {golden['cpu_capability']} CPU; this one is {cpu_capability()}: "
-                    "convolutions may round differently (write the file here to compare)")
+    sets = json.loads(GOLDEN.read_text())["machines"]
+    here = machine()
+    if here not in sets:
+        pytest.skip(f"no golden digests for this machine ({here}); the file has {len(sets)} other(s): "
+                    "convolutions may round differently here (run `python -m tests.runtime.test_golden` on a "
+                    "known-good checkout to add them)")
     got = outputs()
-    want = golden["sha256"]
+    want = sets[here]
     assert got.keys() == want.keys()
     changed = sorted(k for k in want if got[k] != want[k])
     assert not changed, f"{len(changed)} of {len(want)} waveforms changed: {changed}"
 
 
 if __name__ == "__main__":
-    data = {"cpu_capability": cpu_capability(), "torch": torch.__version__, "sha256": outputs()}
+    data = json.loads(GOLDEN.read_text()) if GOLDEN.is_file() else {"machines": {}}
+    data["machines"][machine()] = outputs()
     GOLDEN.write_text(json.dumps(data, indent=1) + "\n")
-    print(f"wrote {GOLDEN} ({len(data['sha256'])} waveforms)", file=sys.stderr)
+    print(f"{GOLDEN}: digests for {machine()}")
