@@ -4,8 +4,11 @@
         --backends eager-fp32,eager-fp16,fast --device cuda --json bench.json
     python -m benchmarks.latency --preset tiny --device cpu --backends eager-fp32,fast --steps 25
 
-Weights are RANDOM (no machine here can download upstream weights): the networks have the
-preset's real sizes, so the timings are those of the real model, but the audio is noise.
+    python -m benchmarks.latency --checkpoint tiny-synth --device cpu --backends eager-fp32,fast --steps 20
+
+By default the weights are RANDOM at `--preset`'s sizes (no machine here can download upstream
+weights): the timings are those of the real model, but the audio is noise. `--checkpoint` times a
+model of your own (a folder, `tiny-synth`, or `random:PRESET`), with its calibration.
 Stages: image encoder (pixels -> CLIP patch tokens), SAM (vit_b, random weights, with --sam:
 image embedding and one point prompt), grounding (mask -> patch weights -> condition),
 denoise (the guided loop; also per step), VAE decode, vocoder, and end to end (encode the image,
@@ -38,10 +41,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from objaudio_rt.config import ModelConfig
-from objaudio_rt.denoise import Conditions, denoise
+from objaudio_rt.config import ModelConfig, ModelSource
 from objaudio_rt.errors import ObjaudioError, check, command
 from objaudio_rt.model import Calibration, ObjaudioModel
+from objaudio_rt.options import RunOptions
 from objaudio_rt.pipeline import Pipeline
 from objaudio_rt.samplers import SamplerPlan
 from objaudio_rt.selection import Mask
@@ -109,19 +112,22 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float | None:
     return ((out - ref).norm() / ref.norm()).item() if bool(torch.isfinite(out).all()) else None
 
 
-def bench_backend(spec: str, model: ObjaudioModel, args, device: torch.device, image: np.ndarray,
-                  mask: np.ndarray, sam, shared: dict) -> dict:
+def bench_backend(spec: str, model: ObjaudioModel, calibration: Calibration, args, device: torch.device,
+                  image: np.ndarray, mask: np.ndarray, sam, shared: dict) -> dict:
     """Time every stage of one backend. `shared` carries the first backend's UNet FLOP count and
     outputs: each later backend's VAE and vocoder also run on those inputs, and their relative
-    error against the first backend's outputs is reported (the cost of their dtype)."""
-    calibration = Calibration.uncalibrated(model.config.image.num_patches)
+    error against the first backend's outputs is reported (the cost of their dtype).
+
+    The stages are the pipeline's own (`Pipeline.conditions`, `sample`, the backend's decode and
+    vocode), so the table times what `generate_many` runs."""
     name, options = SPECS[spec]
     if name == "onnxruntime" and args.onnx_dir:
         options = {**options, "onnx_dir": args.onnx_dir}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    plan = SamplerPlan.build(args.sampler, args.steps, model.config.schedule)
-    shape, n_samples = model.config.latent_shape(args.duration)
+    run = RunOptions(args.steps, args.sampler, args.cfg, 0, args.duration).resolve(model.config)
+    plan = SamplerPlan.build(run.sampler, run.steps, model.config.schedule)
+    shape, n_samples = model.config.latent_shape(run.duration)
     result = {"backend": spec, "latent_shape": [args.batch, *shape], "wave_samples": n_samples, "stages": {}}
     stages = result["stages"]
     selection = Mask(mask)
@@ -137,17 +143,11 @@ def bench_backend(spec: str, model: ObjaudioModel, args, device: torch.device, i
             stages["sam_predict"], _ = timed(lambda: sam.predict(emb, points=point, labels=np.ones(1, np.int64)),
                                              device, w, r)
 
-        def grounding():
-            weights, _ = pipe.select(scene, selection)
-            return pipe.condition(scene, weights)
-
-        stages["grounding"], cond = timed(grounding, device, w, r)
-        cond = cond.expand(args.batch, -1).contiguous()               # (B, cond_dim)
-        noise = torch.randn((args.batch, *shape), generator=torch.Generator().manual_seed(0)).to(device)
+        stages["grounding"], batch = timed(lambda: pipe.conditions(scene, [selection] * args.batch), device, w, r)
         if "unet_call_flops" not in shared:
-            shared["unet_call_flops"] = unet_flops(backend, noise, cond, plan)
-        rows = Conditions.single(cond)
-        stages["denoise"], z = timed(lambda: denoise(backend, noise, rows, plan, args.cfg, progress=False), device,
+            noise = torch.randn((args.batch, *shape), generator=torch.Generator().manual_seed(0)).to(device)
+            shared["unet_call_flops"] = unet_flops(backend, noise, batch.conditions.rows, plan)
+        stages["denoise"], z = timed(lambda: pipe.sample(batch, run, progress=False), device,
                                      max(w, 1) if backend.graphs is not None else w, r)
         stages["vae"], mel = timed(lambda: backend.decode(z), device, w, r)
         stages["vocoder"], wave = timed(lambda: backend.vocode(mel), device, w, r)
@@ -187,8 +187,8 @@ def graphs_held(backend) -> int | None:
     return len(backend.graphs) if backend.graphs is not None else None
 
 
-def bench_throughput(spec: str, model: ObjaudioModel, args, device: torch.device, image: np.ndarray,
-                     mask: np.ndarray) -> dict:
+def bench_throughput(spec: str, model: ObjaudioModel, calibration: Calibration, args, device: torch.device,
+                     image: np.ndarray, mask: np.ndarray) -> dict:
     """generate_many at each of `args.throughput` selection counts: per call and per selection.
 
     Each batch size is warmed up once (the fast backend captures its loop for that shape there),
@@ -196,8 +196,7 @@ def bench_throughput(spec: str, model: ObjaudioModel, args, device: torch.device
     calls replayed the captured loops without recapturing.
     """
     name, options = SPECS[spec]
-    pipe = Pipeline(model, Calibration.uncalibrated(model.config.image.num_patches), device, backend=name,
-                    backend_options=options)
+    pipe = Pipeline(model, calibration, device, backend=name, backend_options=options)
     scene = pipe.encode_image(image)
     selection = Mask(mask)
     rows = []
@@ -220,7 +219,7 @@ def bench_throughput(spec: str, model: ObjaudioModel, args, device: torch.device
 
 def print_throughput(report: dict) -> None:
     c = report["config"]
-    print(f"\nobjaudio throughput: {c['preset']} (RANDOM weights), {c['sampler']} x {c['steps']} steps, "
+    print(f"\nobjaudio throughput: {c['preset']} ({weights_line(c)}), {c['sampler']} x {c['steps']} steps, "
           f"{c['duration']:g} s clips, generate_many end to end, device {report['provenance']['device']}")
     print(f"{'backend':<14}{'selections':>11}{'ms/call':>10}{'ms/selection':>14}{'ms/sel-step':>13}{'graphs':>8}")
     for r in report["results"]:
@@ -272,11 +271,30 @@ def build_sam(device: torch.device):
         return SamSegmenter(sam_model_registry["vit_b"](checkpoint=None).to(device).eval())
 
 
+def load_model(source: ModelSource, seed: int) -> tuple[ObjaudioModel, Calibration]:
+    """The networks and calibration `source` names: random weights from `seed`, or a checkpoint's."""
+    if source.is_random:
+        config = ModelConfig.from_name(source.random_preset)
+        return ObjaudioModel.random(config, seed), Calibration.uncalibrated(config.image.num_patches)
+    from objaudio_rt.checkpoint import load_checkpoint
+
+    return load_checkpoint(source.folder)
+
+
+def weights_label(source: ModelSource) -> str:
+    """The report's "weights": "random", or the checkpoint folder read."""
+    return "random" if source.is_random else str(source.folder)
+
+
+def weights_line(config: dict) -> str:
+    return "RANDOM weights" if config["weights"] == "random" else f"weights of {config['weights']}"
+
+
 def print_table(report: dict) -> None:
     rows = report["results"]
     c = report["config"]
     p = report["provenance"]
-    print(f"\nobjaudio latency: {c['preset']} (RANDOM weights), {c['sampler']} x {c['steps']} steps, cfg {c['cfg']}, "
+    print(f"\nobjaudio latency: {c['preset']} ({weights_line(c)}), {c['sampler']} x {c['steps']} steps, cfg {c['cfg']}, "
           f"batch {c['batch']}, {c['duration']:g} s audio")
     print(f"device {p['device']} | torch {p['torch']} | triton {p['triton']} | CUDA build {p['cuda']} "
           f"| commit {p['git_commit'][:12]}")
@@ -317,7 +335,10 @@ def print_table(report: dict) -> None:
 
 def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="audioldm-s")
+    ap.add_argument("--preset", default="audioldm-s", help="random weights at this preset (without --checkpoint)")
+    ap.add_argument("--checkpoint", default=None,
+                    help="time this model instead: a checkpoint folder, the embedded model's name (tiny-synth) or "
+                         "random:PRESET (what `objaudio generate --checkpoint` takes)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--backends", default="eager-fp32,eager-fp16,fast", help=f"some of {', '.join(SPECS)}")
     ap.add_argument("--onnx-dir", default=None, help="ONNX folder for the onnxruntime backend (default: the cache)")
@@ -335,7 +356,9 @@ def parse_args(argv):
                          "selection at each, instead of the per-stage table")
     ap.add_argument("--json", default=None, help="write the full report here")
     args = ap.parse_args(argv)
-    config = ModelConfig.from_name(args.preset)
+    args.source = ModelSource.parse(args.checkpoint or f"random:{args.preset}")
+    config = args.source.config()
+    check(config is not None, f"{args.source.folder}: not a checkpoint folder (no readable config.json)")
     args.duration = config.clip_seconds if args.duration is None else args.duration
     args.repeats = args.repeats or (5 if args.device.startswith("cuda") else 1)
     if args.throughput is not None:
@@ -359,22 +382,24 @@ def main(argv=None) -> int:
     image = rng.integers(0, 256, (*IMAGE_HW, 3), dtype=np.uint8)       # (H, W, 3) uint8, random pixels
     mask = np.zeros(IMAGE_HW, np.float32)
     mask[IMAGE_HW[0] // 4: 3 * IMAGE_HW[0] // 4, IMAGE_HW[1] // 5: IMAGE_HW[1] // 2] = 1
-    model = ObjaudioModel.random(config, args.seed)                     # on the CPU; each backend gets a copy
+    model, calibration = load_model(args.source, args.seed)          # on the CPU; each backend gets a copy
     sam = build_sam(device) if args.sam else None
     shared: dict = {}
     results = []
     for spec in specs:
         print(f"[latency] {spec} ...", file=sys.stderr, flush=True)
         if args.throughput:
-            results.append(bench_throughput(spec, copy.deepcopy(model), args, device, image, mask))
+            results.append(bench_throughput(spec, copy.deepcopy(model), calibration, args, device, image, mask))
         else:
-            results.append(bench_backend(spec, copy.deepcopy(model), args, device, image, mask, sam, shared))
+            results.append(bench_backend(spec, copy.deepcopy(model), calibration, args, device, image, mask, sam,
+                                         shared))
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
     report = {
         "provenance": provenance(device),
-        "config": {"preset": args.preset, "weights": "random", "steps": args.steps, "sampler": args.sampler,
+        "config": {"preset": args.source.random_preset or Path(args.source.text).name, "weights": weights_label(args.source),
+                   "checkpoint": args.source.text, "steps": args.steps, "sampler": args.sampler,
                    "cfg": args.cfg, "duration": args.duration, "batch": args.batch, "repeats": args.repeats,
                    "warmup": args.warmup, "sam": args.sam, "image_hw": list(IMAGE_HW), "throughput": args.throughput,
                    "unet_call_flops": shared.get("unet_call_flops"),

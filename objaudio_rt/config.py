@@ -342,15 +342,59 @@ def default_checkpoint() -> str:
     return embedded_checkpoint("tiny-synth") or "random:tiny"
 
 
+RANDOM = "random:"                     # "random:tiny": random weights, only ever when asked for by name
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Which weights a user named, parsed once (`parse`) for the runtime and every exporter alike:
+
+        None                  the embedded default model (`default_checkpoint`)
+        random:NAME           random weights at preset NAME (tiny, tiny-synth, audioldm-s), only by that name
+        NAME (a preset)       the embedded model trained at that preset (objaudio_rt/assets/NAME), always:
+                              a folder of the same name in the working directory is not read
+        anything else         a checkpoint folder
+    """
+    text: str                          # as the user gave it (the default resolved)
+    folder: Path | None = None         # a checkpoint folder (embedded or the user's)
+    random_preset: str | None = None   # random:NAME
+
+    @classmethod
+    def parse(cls, text: str | os.PathLike | None) -> "ModelSource":
+        text = str(text) if text is not None else default_checkpoint()
+        if text.startswith(RANDOM):
+            name = text[len(RANDOM):]
+            if name not in PRESETS:
+                raise ObjaudioError(f"{text!r}: no preset {name!r}; random weights come at "
+                                    f"{', '.join(RANDOM + p for p in PRESETS)}")
+            return cls(text, random_preset=name)
+        if text in PRESETS:
+            folder = embedded_checkpoint(text)
+            if folder is None:
+                raise ObjaudioError(f"preset {text!r} has no trained weights here: pass '{RANDOM}{text}' "
+                                    "for random weights, or a checkpoint folder")
+            return cls(text, folder=Path(folder))
+        return cls(text, folder=Path(text))
+
+    @property
+    def is_random(self) -> bool:
+        return self.random_preset is not None
+
+    def config(self) -> ModelConfig | None:
+        """The model's settings without loading or hashing anything; None where they cannot be read
+        (the loader then says why)."""
+        if self.is_random:
+            return ModelConfig.from_name(self.random_preset)
+        try:
+            return ModelConfig.from_dict(json.loads((self.folder / "config.json").read_text())["model"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+
 def peek_config(path_or_preset: str | os.PathLike | None) -> ModelConfig | None:
     """The model's settings without loading or hashing anything (for checking options early);
     None where they cannot be read (the loader then says why)."""
-    name = str(path_or_preset) if path_or_preset is not None else default_checkpoint()
-    if name.startswith("random:"):
-        name = name[len("random:"):]
-        return ModelConfig.from_name(name) if name in PRESETS else None
-    folder = Path(embedded_checkpoint(name) or name) if name in PRESETS else Path(name)
     try:
-        return ModelConfig.from_dict(json.loads((folder / "config.json").read_text())["model"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return ModelSource.parse(path_or_preset).config()
+    except ObjaudioError:
         return None

@@ -51,8 +51,10 @@ class Conditions:
         return Conditions(cond, torch.arange(b, device=cond.device), torch.ones(b, device=cond.device), identity=True)
 
     @staticmethod
-    def composed(rows: torch.Tensor, owner: torch.Tensor, weights: torch.Tensor, items: int) -> "Conditions":
-        """Checked on the host: every item owns at least one row, weights >= 0 summing to 1 per item."""
+    def composed(rows: torch.Tensor, owner: torch.Tensor, weights: torch.Tensor, items: int,
+                 signed: bool = False) -> "Conditions":
+        """Checked on the host: every item owns at least one row, weights >= 0 (any sign when `signed`)
+        summing to 1 per item."""
         check(rows.ndim == 2 and owner.shape == weights.shape == rows.shape[:1],
               f"rows must be (R, cond_dim) with owner and weights (R,), got {tuple(rows.shape)}, "
               f"{tuple(owner.shape)} and {tuple(weights.shape)}")
@@ -60,9 +62,34 @@ class Conditions:
         check(bool(((owner >= 0) & (owner < items)).all()) and torch.unique(owner).numel() == items,
               f"owner must name each of the {items} items at least once")
         total = torch.zeros(items, dtype=torch.float64).index_add_(0, owner, weights.double().cpu())
-        check(bool((weights >= 0).all()) and bool(torch.allclose(total, torch.ones_like(total), atol=1e-5)),
+        check((signed or bool((weights >= 0).all())) and bool(torch.allclose(total, torch.ones_like(total), atol=1e-5)),
               "composition weights must be non-negative and sum to 1 per item")
         return Conditions(rows, owner, weights.float())
+
+    @staticmethod
+    def signed(rows: torch.Tensor, owner: torch.Tensor, weights: torch.Tensor, items: int,
+               null: torch.Tensor) -> "Conditions":
+        """Rows with any finite weights (e.g. a negative push away from a condition): per item whose
+        weights do not sum to 1, one more row, the null condition `null` (cond_dim,), takes the rest,
+        so that eps_c = sum_r w_r eps(x, c_r) + (1 - sum_r w_r) eps_u. Checked as `composed` is."""
+        check(rows.ndim == 2 and owner.shape == weights.shape == rows.shape[:1],
+              f"rows must be (R, cond_dim) with owner and weights (R,), got {tuple(rows.shape)}, "
+              f"{tuple(owner.shape)} and {tuple(weights.shape)}")
+        check(bool(torch.isfinite(weights).all()), "condition weights must be finite")
+        owner = owner.to(torch.int64).cpu()
+        check(bool(((owner >= 0) & (owner < items)).all()), f"owner must name items in [0, {items})")
+        total = torch.zeros(items, dtype=torch.float64).index_add_(0, owner, weights.double().cpu())
+        rest = [(item, 1.0 - float(t)) for item, t in enumerate(total)
+                if abs(1.0 - float(t)) > 1e-6]            # float32 weights: 1/3 + 1/3 + 1/3 is 1
+        rows = torch.cat([rows, null.reshape(1, -1).to(rows.dtype).expand(len(rest), -1)])
+        owner = torch.cat([owner, torch.tensor([o for o, _ in rest], dtype=torch.int64)])
+        weights = torch.cat([weights.float().cpu(), torch.tensor([w for _, w in rest], dtype=torch.float32)])
+        return Conditions.composed(rows, owner, weights, items, signed=True)
+
+    @property
+    def items(self) -> int:
+        """B, the number of items (each owns at least one row)."""
+        return self.rows.shape[0] if self.identity else int(self.owner.max()) + 1
 
     def to(self, device: torch.device) -> "Conditions":
         return Conditions(self.rows.to(device), self.owner.to(device), self.weights.to(device), self.identity)

@@ -8,6 +8,8 @@ Plain Python (the CLI imports this before torch):
     DTYPE_NAMES  the precisions a backend option may name (backends.base.DTYPES maps them to torch)
     WAV_FORMATS  the sample formats of a written WAV (audio.wav_bytes)
     SAM_TYPES    the Segment Anything model types (sam.load_sam)
+    MAX_TEXT     the longest text selection (selection.Text), for the CLI, Python and the service alike
+    MIN_SAMPLE_RATE, MAX_SAMPLE_RATE  what a written WAV may be resampled to (audio.resample)
     RunOptions   steps, sampler, cfg, seed, duration, union, with the model's defaults resolved
 """
 from __future__ import annotations
@@ -34,6 +36,20 @@ SAM_TYPES = ("vit_b", "vit_l", "vit_h")
 # at 1000, so 100 leaves a margin of ten for fp16 networks and other checkpoints.
 MAX_CFG = 100.0
 MAX_SEED = 2 ** 64 - 1                # torch.Generator.manual_seed takes 64-bit seeds
+# The text encoder reads at most TextConfig.max_length (77) tokens and truncates the rest silently; 200
+# characters hold any phrase of that length (the service has always capped text there).
+MAX_TEXT = 200
+# A WAV's rate: the model's own (16 kHz), or resampled for a game or a DAW (44.1 or 48 kHz); 8 kHz
+# (telephone) to 192 kHz (the highest rate common audio interfaces run at).
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 192000
+
+
+def check_sample_rate(rate, what: str = "--sample-rate") -> int:
+    """`rate` if it is an integer in [MIN_SAMPLE_RATE, MAX_SAMPLE_RATE] Hz, else an ObjaudioError naming `what`."""
+    check(isinstance(rate, int) and not isinstance(rate, bool) and MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE,
+          f"{what} must be an integer from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz (44100 or 48000 for games "
+          f"and DAWs), got {rate!r}")
+    return rate
 
 
 def max_steps(num_train_timesteps: int) -> int:
@@ -62,9 +78,11 @@ class RunOptions:
     duration: float | None = None         # seconds
     union: str | None = None              # one of UNION_MODES
 
-    def resolve(self, config: ModelConfig, union: str = UNION_MODES[0]) -> RunOptions:
+    def resolve(self, config: ModelConfig, union: str = UNION_MODES[0]) -> ResolvedRun:
         """Every field filled (`union`: the caller's default mode) and checked."""
-        run = RunOptions(
+        if isinstance(self, ResolvedRun):
+            return self
+        run = ResolvedRun(
             steps=config.default_steps if self.steps is None else self.steps,
             sampler=self.sampler or config.default_sampler,
             cfg=config.default_cfg if self.cfg is None else float(self.cfg),
@@ -85,3 +103,9 @@ class RunOptions:
               f"got {run.duration}")
         check(run.union in UNION_MODES, f"unknown union mode {run.union!r}: use one of {', '.join(UNION_MODES)}")
         return run
+
+
+@dataclass(frozen=True)
+class ResolvedRun(RunOptions):
+    """RunOptions with every field filled and checked (what `RunOptions.resolve` returns): the stages
+    below the front door (Pipeline.sample) take it as it is, without checking it again."""

@@ -21,12 +21,11 @@ from .encoders import preprocess_pixels, tokenize_texts
 from .errors import ObjaudioError, check
 from .grounding import mask_to_patch_coverage, rescale_patch_weights
 from .images import load_image, load_mask
+from .config import ModelSource
 from .model import Calibration, GraphModel, ObjaudioModel
 from .options import GRAPH_BACKENDS, UNION_MODES, RunOptions
 from .samplers import SamplerPlan
 from .selection import Box, Mask, Points, Selection, Text, Whole
-
-RANDOM = "random:"                     # "random:tiny": random weights, only ever when asked for by name
 
 @dataclass
 class Scene:
@@ -38,6 +37,17 @@ class Scene:
     @property
     def size_hw(self) -> tuple[int, int]:
         return self.image.shape[0], self.image.shape[1]
+
+
+Part = tuple[torch.Tensor, "np.ndarray | None"]   # one condition: (patch weights (H, P), pixel mask or None)
+
+
+@dataclass
+class Conditioned:
+    """The conditions of a batch of selections (`Pipeline.conditions`): the guided loop's rows, and per
+    item the (patch weights, pixel mask) its Generation shows (a composed union: `combine_parts`)."""
+    conditions: Conditions
+    shown: list[Part]
 
 
 @dataclass
@@ -108,7 +118,7 @@ class Pipeline:
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path_or_preset: str | os.PathLike | None = None, device: str = "cpu",
+    def from_pretrained(cls, path_or_preset: str | os.PathLike | ModelSource | None = None, device: str = "cpu",
                         backend: str = "eager", sam_checkpoint: str | os.PathLike | None = None,
                         seed: int = 0, union: str = "compose", backend_options: dict | None = None,
                         sam_type: str | None = None) -> "Pipeline":
@@ -121,29 +131,22 @@ class Pipeline:
         """
         from .artifacts import model_fingerprint
         from .checkpoint import load_checkpoint, load_graph_model
-        from .config import default_checkpoint, embedded_checkpoint
-        from .config import PRESETS, ModelConfig
+        from .config import ModelConfig, ModelSource
 
-        if path_or_preset is None:
-            path_or_preset = default_checkpoint()
+        src = path_or_preset if isinstance(path_or_preset, ModelSource) else ModelSource.parse(path_or_preset)
         dev = _resolve_device(device)
         options = dict(device=dev, sam_checkpoint=sam_checkpoint, union=union, backend_options=backend_options,
                        sam_type=sam_type)
-        name = path_or_preset if isinstance(path_or_preset, str) else None
-        if name is not None and name.startswith(RANDOM):
-            config = ModelConfig.from_name(name[len(RANDOM):])
+        if src.is_random:
+            config = ModelConfig.from_name(src.random_preset)
             model = ObjaudioModel.random(config, seed)
             return cls(model, Calibration.uncalibrated(config.image.num_patches),
                        backend=resolve_backend(backend, dev, lambda: model_fingerprint(model), backend_options),
-                       source=f"{name}:seed{seed} (random weights)", **options)
-        if name in PRESETS and not Path(name).exists():
-            path_or_preset = embedded_checkpoint(name)
-            check(path_or_preset is not None, f"preset {name!r} has no trained weights here: pass 'random:{name}' "
-                                              "for random weights, or a checkpoint folder")
-        graph_model = functools.cache(lambda: load_graph_model(path_or_preset))   # read once, only if needed
+                       source=f"{src.text}:seed{seed} (random weights)", **options)
+        graph_model = functools.cache(lambda: load_graph_model(src.folder))   # read once, only if needed
         backend = resolve_backend(backend, dev, lambda: graph_model()[0].fingerprint, backend_options)
-        model, calibration = graph_model() if backend in GRAPH_BACKENDS else load_checkpoint(path_or_preset)
-        return cls(model, calibration, backend=backend, source=str(path_or_preset), **options)
+        model, calibration = graph_model() if backend in GRAPH_BACKENDS else load_checkpoint(src.folder)
+        return cls(model, calibration, backend=backend, source=str(src.folder), **options)
 
     @property
     def backend_name(self) -> str:
@@ -236,7 +239,58 @@ class Pipeline:
         """c = MLP(weights V): (1, cond_dim)."""
         return self.backend.grounding_condition(weights[None], scene.tokens)
 
-    # ---- 4-6. denoise -> decode -> vocode --------------------------------------------------
+    # ---- 3b. selections -> the guided loop's condition rows ------------------------------
+    def parts(self, scene: Scene, selection: Selection | None, union: str) -> list[Part]:
+        """The (patch weights, pixel mask) of each condition of one selection: one for a single part
+        or union="mask", one per part for a composed union (`conditions_per_item` counts them)."""
+        if conditions_per_item(selection, union) == 1:
+            return [self.select(scene, selection)]
+        return [self.select(scene, part) for part in (selection or Whole()).parts()]
+
+    @torch.no_grad()
+    def conditions(self, scene: Scene, selections: list[Selection | None], union: str | None = None) -> Conditioned:
+        """The conditions of a batch of selections of one scene: the guided loop's rows (each item's
+        parts with weights 1 / parts, `denoise.Conditions`) and what each item's Generation shows."""
+        union = union or self.union
+        check(union in UNION_MODES, f"unknown union mode {union!r}: use one of {', '.join(UNION_MODES)}")
+        check(len(selections) > 0, "give at least one selection")
+        groups = [self.parts(scene, s, union) for s in selections]                      # per item: [Part]
+        conds = [torch.cat([self.condition(scene, w) for w, _ in g]) for g in groups]   # per item: (k, cond_dim)
+        if all(len(c) == 1 for c in conds):
+            rows = Conditions.single(torch.cat(conds))                                  # one row of weight 1 each
+        else:
+            owner = torch.cat([torch.full((len(c),), i) for i, c in enumerate(conds)])  # (R,) item of each row
+            weights = torch.cat([torch.full((len(c),), 1.0 / len(c)) for c in conds])   # (R,) 1 / parts
+            rows = Conditions.composed(torch.cat(conds), owner, weights, len(conds))
+        return Conditioned(rows, [combine_parts(g) for g in groups])
+
+    # ---- 4. conditions -> latent ----------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, conditions: Conditioned | Conditions, run: RunOptions, progress: bool = True) -> torch.Tensor:
+        """The final latent (B, C, T/4, M/4) of the guided loop from each item's own noise: a generator
+        seeded with `run.seed`, so an item's result does not depend on what else is in the batch.
+        `run` is resolved here unless it already is (`RunOptions.resolve`)."""
+        run = run.resolve(self.config, self.union)                                  # as it is if resolved
+        rows = conditions.conditions if isinstance(conditions, Conditioned) else conditions
+        plan = SamplerPlan.build(run.sampler, run.steps, self.config.schedule)
+        shape, _ = self.latent_shape(run.duration)
+        noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(run.seed))
+                             for _ in range(rows.items)]).to(self.device)           # (B, C, T/4, M/4)
+        return denoise(self.backend, noise, rows, plan, run.cfg, progress=progress)
+
+    # ---- 5-6. latent -> log-mel -> waveform -------------------------------------------------
+    @torch.no_grad()
+    def audio(self, z: torch.Tensor, duration: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log-mel (B, frames, n_mels) on the device, waveform (B, samples) on the CPU) of latents z,
+        the waveform cut to `duration` seconds (`latent_shape`)."""
+        _, n_samples = self.latent_shape(duration)
+        mel = self.backend.decode(z)                                                  # (B, T, n_mels)
+        wave = self.backend.vocode(mel)[:, :n_samples].cpu()                          # (B, samples)
+        check(bool(torch.isfinite(wave).all()), "generation produced NaN or inf samples: the checkpoint "
+                                                 "may be damaged; try --backend eager or another checkpoint")
+        return mel, wave
+
+    # ---- all of it ------------------------------------------------------------------------
     def generate(self, scene: Scene, selection: Selection | None = None, **options) -> torch.Tensor:
         """Waveform (T,) float32 at 16 kHz for the selected objects. Options as `generate_many`."""
         return self.generate_many(scene, [selection], **options)[0].wave
@@ -245,52 +299,39 @@ class Pipeline:
                       sampler: str | None = None, cfg: float | None = None, seed: int = 0,
                       duration: float | None = None, progress: bool = True,
                       union: str | None = None) -> list[Generation]:
-        """One batched generation for several selections of one scene (e.g. clicking through objects).
-
-        Each item's starting noise is drawn from its own generator seeded with `seed`, so an item's
-        result does not depend on what else is in the batch.
+        """One batched generation for several selections of one scene (e.g. clicking through objects):
+        `conditions`, then `sample`, then `audio`.
 
         `union` (default: the pipeline's, "compose") says how a union `A | B` is generated:
         "compose" conditions on each part separately and averages their guidance directions
         (denoise.py); "mask" is the paper's single union mask (the parts'
         pixel masks unioned, one condition). A selection of one part is the same in both modes.
         """
-        run = RunOptions(steps, sampler, cfg, seed, duration, union).resolve(self.config, self.union)
-        check(len(selections) > 0, "give at least one selection")
-        plan = SamplerPlan.build(run.sampler, run.steps, self.config.schedule)
+        return self.generate_batch(scene, selections, RunOptions(steps, sampler, cfg, seed, duration, union),
+                                   progress=progress)
 
-        groups = [self._resolve_parts(scene, s, run.union) for s in selections]    # per item: [(weights, pixel)]
-        conds = [torch.cat([self.condition(scene, w) for w, _ in g]) for g in groups]   # per item: (k, cond_dim)
-        shape, n_samples = self.latent_shape(run.duration)
-        noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(run.seed))
-                             for _ in groups]).to(self.device)                        # (B, C, T/4, M/4)
-        owner = torch.cat([torch.full((len(c),), i) for i, c in enumerate(conds)])          # (R,) item of each row
-        weights = torch.cat([torch.full((len(c),), 1.0 / len(c)) for c in conds])          # (R,) 1 / parts
-        rows = Conditions.composed(torch.cat(conds), owner, weights, len(conds))
-        z = denoise(self.backend, noise, rows, plan, run.cfg, progress=progress)          # (B, C, T/4, M/4)
-        mel = self.backend.decode(z)                                                  # (B, T, n_mels)
-        wave = self.backend.vocode(mel)[:, :n_samples].cpu()                          # (B, samples)
-        check(bool(torch.isfinite(wave).all()), "generation produced NaN or inf samples: the checkpoint "
-                                                 "may be damaged; try --backend eager or another checkpoint")
-        shown = [_combine_parts(g) for g in groups]
+    def generate_batch(self, scene: Scene, selections: list[Selection | None], run: RunOptions,
+                       progress: bool = True) -> list[Generation]:
+        """`generate_many` with its options as one `RunOptions` (what the CLI and the service parse)."""
+        run = run.resolve(self.config, self.union)
+        batch = self.conditions(scene, selections, run.union)
+        z = self.sample(batch, run, progress=progress)
+        mel, wave = self.audio(z, run.duration)
         return [Generation(wave[i], mel[i].cpu(), w.cpu(), m, self.config.mel.sample_rate, run.seed, run.steps,
-                           run.sampler, run.cfg) for i, (w, m) in enumerate(shown)]
-
-    def _resolve_parts(self, scene: Scene, selection: Selection | None,
-                       union: str) -> list[tuple[torch.Tensor, np.ndarray | None]]:
-        """The (weights, pixel mask) of each condition of one selection: one for a single part or
-        union="mask", one per part for a composed union."""
-        parts = (selection or Whole()).parts()
-        if union == "mask" or len(parts) == 1:
-            return [self.select(scene, selection)]
-        return [self.select(scene, part) for part in parts]
+                           run.sampler, run.cfg) for i, (w, m) in enumerate(batch.shown)]
 
     def latent_shape(self, duration: float) -> tuple[tuple[int, int, int], int]:
         """((C, frames / f, n_mels / f), waveform samples to keep): ModelConfig.latent_shape."""
         return self.config.latent_shape(duration)
 
 
-def _combine_parts(parts: list[tuple[torch.Tensor, np.ndarray | None]]) -> tuple[torch.Tensor, np.ndarray | None]:
+def conditions_per_item(selection: Selection | None, union: str) -> int:
+    """How many condition rows a selection runs (the one union rule; the service batches by it):
+    a composed union one per part, anything else one."""
+    return len((selection or Whole()).parts()) if union == "compose" else 1
+
+
+def combine_parts(parts: list[Part]) -> Part:
     """What a Generation shows of a composed union: the parts' patch weights (elementwise max,
     for display) and the union of their pixel masks."""
     weights, pixel = parts[0]

@@ -24,11 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from objaudio_rt.denoise import Conditions, denoise
+from objaudio_rt.denoise import Conditions
 from objaudio_rt.errors import check
 from objaudio_rt.options import RunOptions
-from objaudio_rt.pipeline import Generation, Pipeline, Scene, _combine_parts
-from objaudio_rt.samplers import SamplerPlan
+from objaudio_rt.pipeline import Generation, Pipeline, Scene, combine_parts
 from objaudio_rt.selection import Mask, Text, Whole
 
 
@@ -53,58 +52,38 @@ def complement(pixel: np.ndarray | None) -> np.ndarray | None:
     return rest if rest.max() > 0 else None
 
 
-def signed_conditions(rows: list[torch.Tensor], owner: list[int], weights: list[float],
-                      null: torch.Tensor) -> Conditions:
-    """`Conditions` for the guided loop from signed rows (each (1, cond_dim)): per item whose weights
-    do not sum to 1, one more row, the null condition, with the remainder (see the module docstring)."""
-    items = max(owner) + 1
-    total = [0.0] * items
-    for o, w in zip(owner, weights):
-        total[o] += w
-    extra = [(o, 1.0 - t) for o, t in enumerate(total) if abs(1.0 - t) > 1e-9]
-    rows = rows + [null.reshape(1, -1).to(rows[0].dtype)] * len(extra)
-    owner = owner + [o for o, _ in extra]
-    weights = weights + [w for _, w in extra]
-    device = rows[0].device
-    return Conditions(torch.cat(rows), torch.tensor(owner, dtype=torch.int64, device=device),
-                      torch.tensor(weights, dtype=torch.float32, device=device))
-
-
 def levered_generate_many(pipe: Pipeline, levers: Levers):
-    """A `Pipeline.generate_many` stand-in (same keywords as `training.evaluate.generate` uses)."""
+    """A `Pipeline.generate_many` stand-in (same keywords as `training.evaluate.generate` uses), built
+    from the pipeline's public stages: per item its parts (`Pipeline.parts`) and lever rows, signed
+    `Conditions`, then `Pipeline.sample` and `Pipeline.audio`."""
 
     @torch.no_grad()
     def generate_many(scene: Scene, selections, steps: int, sampler: str, cfg: float, seed: int,
                       progress: bool = False) -> list[Generation]:
-        RunOptions(steps, sampler, cfg, seed).resolve(pipe.config)     # checked where the runtime checks them
-        c = pipe.config
-        plan = SamplerPlan.build(sampler, steps, c.schedule)
+        run = RunOptions(steps, sampler, cfg, seed).resolve(pipe.config)
         conds, owner, weights, shown = [], [], [], []
         for item, selection in enumerate(selections):
             parts = (selection or Whole()).parts()
-            groups = pipe._resolve_parts(scene, selection, "compose")                # [(weights, pixel)] per part
+            groups = pipe.parts(scene, selection, "compose")                         # [(weights, pixel)] per part
             k = len(groups)
             gain = levers.union_gain if k > 1 else 1.0
             for patch_w, _ in groups:
                 conds.append(pipe.condition(scene, patch_w))
                 owner.append(item)
                 weights.append(gain / k)
-            shown.append(_combine_parts(groups))
+            shown.append(combine_parts(groups))
             pixel = shown[-1][1]
             rest = None if any(isinstance(p, (Text, Whole)) for p in parts) else complement(pixel)
             if levers.negative > 0 and rest is not None:
                 neg_w, _ = pipe.select(scene, Mask(rest))
                 conds.append(pipe.condition(scene, neg_w))
                 owner.append(item)
-                weights.append(-levers.negative / cfg)
-        shape, n_samples = pipe.latent_shape(c.clip_seconds)
-        noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(seed))
-                             for _ in selections]).to(pipe.device)                  # (B, C, T/4, M/4)
-        rows = signed_conditions(conds, owner, weights, pipe.backend.null_condition)
-        z = denoise(pipe.backend, noise, rows, plan, cfg, progress=progress)      # (B, C, T/4, M/4)
-        mel = pipe.backend.decode(z)                                                # (B, T, n_mels)
-        wave = pipe.backend.vocode(mel)[:, :n_samples].cpu()                        # (B, samples)
-        return [Generation(wave[i], mel[i].cpu(), w.cpu(), m, c.mel.sample_rate, seed, steps, sampler, cfg)
+                weights.append(-levers.negative / run.cfg)
+        rows = Conditions.signed(torch.cat(conds), torch.tensor(owner), torch.tensor(weights, dtype=torch.float32),
+                                 len(selections), pipe.backend.null_condition)
+        z = pipe.sample(rows, run, progress=progress)                                 # (B, C, T/4, M/4)
+        mel, wave = pipe.audio(z, run.duration)
+        return [Generation(wave[i], mel[i].cpu(), w.cpu(), m, pipe.config.mel.sample_rate, seed, steps, sampler, cfg)
                 for i, (w, m) in enumerate(shown)]
 
     return generate_many

@@ -207,7 +207,7 @@ void Engine::generate(const Scene& scene, const std::vector<Item>& items, const 
         throw Failure(OBJAUDIO_ERR_INVALID_ARGUMENT, "too many masks in one generation: items plus conditions must be "
                                                      "at most " + std::to_string(s.max_rows));
 
-    // ---- 4. guided denoising loop (EagerBackend.denoise_composed; one part per item is plain denoise) ----
+    // ---- 4. guided denoising loop (objaudio_rt/denoise.py guided_loop: composed rows, one per part) ----
     std::vector<at::Tensor> noise;
     for (const Item& item : items) {
         if (item.noise != nullptr) {

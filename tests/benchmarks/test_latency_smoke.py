@@ -43,3 +43,18 @@ def test_throughput_tiny_cpu_times_each_batch(tmp_path):
     assert [t["selections"] for t in row["throughput"]] == [1, 2]
     for t in row["throughput"]:
         assert t["per_call_s"] > 0 and abs(t["per_selection_s"] * t["selections"] - t["per_call_s"]) < 1e-9
+
+
+def test_latency_times_a_checkpoint_with_its_calibration(tmp_path):
+    """--checkpoint: the embedded model (issue 20: a user profiles their own model), not random weights."""
+    out = tmp_path / "bench.json"
+    run = subprocess.run([sys.executable, "-m", "benchmarks.latency", "--checkpoint", "tiny-synth", "--device", "cpu",
+                          "--backends", "eager-fp32", "--steps", "2", "--repeats", "1", "--warmup", "0",
+                          "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "RANDOM" not in run.stdout and "weights of" in run.stdout
+    config = json.loads(out.read_text())["config"]
+    assert config["preset"] == "tiny-synth" and config["weights"].endswith("assets/tiny-synth")
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.latency", "--checkpoint", "random:nope"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "no preset 'nope'" in bad.stderr

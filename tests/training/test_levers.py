@@ -6,12 +6,12 @@ import torch
 
 from objaudio_rt.backends.base import Backend
 from objaudio_rt.config import ModelConfig
-from objaudio_rt.denoise import denoise
+from objaudio_rt.denoise import Conditions, denoise
 from objaudio_rt.errors import ObjaudioError
 from objaudio_rt.pipeline import Pipeline
 from objaudio_rt.samplers import SamplerPlan
 from objaudio_rt.selection import Mask, Text
-from training.levers import Levers, complement, levered_generate_many, signed_conditions
+from training.levers import Levers, complement, levered_generate_many
 
 
 @pytest.fixture(scope="module")
@@ -57,15 +57,23 @@ def test_negative_term_is_the_documented_combination():
     cond, neg = torch.tensor([[0.5, 0, 0, 0]]), torch.tensor([[-0.25, 0, 0, 0]])
     cfg, lam = 4.0, 1.5
     backend = LinearBackend()
-    rows = signed_conditions([cond, neg], [0, 0], [1.0, -lam / cfg], backend.null_condition)
+    rows = Conditions.signed(torch.cat([cond, neg]), torch.tensor([0, 0]), torch.tensor([1.0, -lam / cfg]), 1,
+                             backend.null_condition)
     assert rows.rows.shape[0] == 3 and float(rows.weights.sum()) == pytest.approx(1.0)   # + a null row
     out = denoise(backend, x, rows, plan, cfg, progress=False)
     eps_u, eps_c, eps_n = x, x + 0.5, x - 0.25
     eps = eps_u + cfg * (eps_c - eps_u) - lam * (eps_n - eps_u)
     c = [float(v) for v in plan.coefs[0]]
     torch.testing.assert_close(out, c[0] * x + c[1] * eps)
-    single = signed_conditions([cond], [0], [1.0], backend.null_condition)
+    single = Conditions.signed(cond, torch.tensor([0]), torch.tensor([1.0]), 1, backend.null_condition)
     assert single.rows.shape[0] == 1   # weights sum to 1: no null row
+    thirds = Conditions.signed(torch.cat([cond] * 3), torch.zeros(3, dtype=torch.int64),
+                               torch.full((3,), 1 / 3), 1, backend.null_condition)
+    assert thirds.rows.shape[0] == 3   # float32 thirds sum to 1 within rounding: no null row
+    with pytest.raises(ObjaudioError, match="finite"):
+        Conditions.signed(cond, torch.tensor([0]), torch.tensor([float('nan')]), 1, backend.null_condition)
+    with pytest.raises(ObjaudioError, match="owner"):
+        Conditions.signed(cond, torch.tensor([1]), torch.tensor([1.0]), 1, backend.null_condition)
 
 
 def test_negative_and_union_gain_change_only_what_they_should(pipe):
