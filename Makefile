@@ -2,7 +2,7 @@
 PY      := .venv/bin/python
 STAMP   := .venv/.installed
 
-.PHONY: demo test clean chromium
+.PHONY: demo test clean chromium libsoxr
 
 $(STAMP): requirements.txt requirements-serve.txt setup.py
 	python3 -m venv .venv
@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(PY) -m export.onnx --cache --quiet
 	$(PY) -m objaudio_rt demo --out demo_out --force
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium libsoxr
 	$(PY) -m pytest -q
 
 # The page's browser test drives Debian's chromium (Playwright's own browser download cannot work here).
@@ -28,6 +28,13 @@ chromium:
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
 	else echo "chromium is missing and this is not root: the browser test will be skipped" \
 		"(sudo apt-get install chromium)"; fi
+
+# libobjaudio resamples with libsoxr (objaudio_resample); without its headers the native tests are skipped.
+libsoxr:
+	@test -f /usr/include/soxr.h || if [ "$$(id -u)" = 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y libsoxr-dev; \
+	else echo "libsoxr-dev is missing and this is not root: the native tests will be skipped" \
+		"(sudo apt-get install libsoxr-dev)"; fi
 
 clean:
 	rm -rf .venv demo_out build *.egg-info

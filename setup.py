@@ -14,6 +14,12 @@ def max_patches() -> int:
         return int(re.search(r"^MAX_PATCHES = (\d+)", f.read(), re.M).group(1))
 
 
+def version() -> str:
+    """__version__, defined once in objaudio_rt/__init__.py (what `objaudio --version` prints)."""
+    with open(os.path.join(ROOT, "objaudio_rt", "__init__.py")) as f:
+        return re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
+
+
 def cuda_extension() -> dict:
     """objaudio_rt._C from csrc/ where CUDA is available, or when OBJAUDIO_BUILD_CUDA=1 (needs torch
     at build time: pip install --no-build-isolation -e .). Elsewhere the package is pure Python."""
@@ -36,7 +42,7 @@ def cuda_extension() -> dict:
 
 setup(
     name="objaudio",
-    version="0.1.0",
+    version=version(),
     description="Object-aware image-to-audio generation: an optimized inference engine",
     packages=find_packages(include=["objaudio_rt", "objaudio_rt.*", "export", "export.*"]),
     package_data={"objaudio_rt": ["assets/**/*", "serve/static/*"]},
@@ -44,12 +50,13 @@ setup(
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.11", "diffusers>=0.35", "transformers>=4.45", "open_clip_torch>=2.24",
-        "segment-anything>=1.0", "safetensors", "soundfile", "numpy", "scipy", "pillow",
+        "segment-anything>=1.0", "safetensors", "soundfile", "soxr>=0.3", "numpy", "scipy", "pillow",
         "matplotlib", "tqdm",
     ],
     extras_require={
-        "serve": ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9"],
-        "ray": ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9", "ray[serve]>=2.40"],
+        "serve": ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9", "fastapi-offline>=1.7"],
+        "ray": ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9", "fastapi-offline>=1.7",
+                "ray[serve]>=2.40"],
     },
     entry_points={"console_scripts": ["objaudio=objaudio_rt.cli:entry"]},
     **cuda_extension(),

@@ -39,7 +39,7 @@ from objaudio_rt.artifacts import model_fingerprint
 from objaudio_rt.errors import check, command
 from objaudio_rt.options import BACKEND_CHOICES, SAMPLERS, RunOptions
 from objaudio_rt.pipeline import Pipeline
-from objaudio_rt.threads import pick_threads
+from objaudio_rt.threads import use_threads
 from training.classifier import load_classifier
 from training.evaluate import DEFAULT_CLASSIFIER, generate, score, summarize, test_seeds
 from training.synthscenes import split_seeds
@@ -148,7 +148,7 @@ def print_table(report: dict) -> None:
 @command("python -m benchmarks.fewstep")
 def main(argv=None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(pick_threads(args.threads))
+    use_threads(args.threads)
     load_before = os.getloadavg()
     seeds = test_seeds(args.ranges) if args.ranges else split_seeds("test", args.scenes, start=args.seed_start)
     pipe = Pipeline.from_pretrained(args.checkpoint, backend=args.backend)

@@ -27,6 +27,7 @@ from objaudio_rt import Pipeline
 from objaudio_rt.errors import command
 from objaudio_rt.serve import ServeLimits, Service
 from objaudio_rt.serve.main import ThreadedServer
+from objaudio_rt.threads import use_threads
 
 
 def run_clients(url: str, clients: int, per_client: int, body: dict) -> dict:
@@ -57,11 +58,11 @@ def main(argv=None) -> int:
     p.add_argument("--requests-per-client", type=int, default=2)
     p.add_argument("--steps", type=int, default=None, help="default: the model's")
     p.add_argument("--duration", type=float, default=None, help="seconds; default: the model's clip")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads, 1 to the cores this process may use (default: torch's)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.threads is not None:
+        use_threads(args.threads)
     pipe = Pipeline.from_pretrained(args.checkpoint, device="cpu")
     body = {"scene_id": "demo", "seed": 0}
     body.update({k: v for k, v in (("steps", args.steps), ("duration", args.duration)) if v is not None})

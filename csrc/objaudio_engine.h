@@ -7,6 +7,7 @@
  *   objaudio_request req;  objaudio_request_init(&req);
  *   req.masks = masks;  req.n_masks = 1;  req.steps = 20;  req.cfg = 4.0f;  req.seed = 7;
  *   objaudio_generate(eng, scene, &req, pcm, capacity, &n_written);         (16 kHz mono float PCM)
+ *   objaudio_resample(eng, pcm, n, 48000, pcm48, capacity48, &n48);       (optional: 44.1 / 48 kHz)
  *   objaudio_last_error(eng);  objaudio_scene_free(scene);  objaudio_engine_close(eng);
  *
  * Conventions
@@ -44,6 +45,10 @@ extern "C" {
 /* Bumped on any incompatible change of this header's types or functions (2: objaudio_engine_info
  * holds max_steps instead of a list of offered step counts; any step count up to it runs). */
 #define OBJAUDIO_ABI_VERSION 2
+
+/* The rates objaudio_resample converts to (objaudio_rt/options.py MIN_SAMPLE_RATE, MAX_SAMPLE_RATE). */
+#define OBJAUDIO_MIN_SAMPLE_RATE 8000
+#define OBJAUDIO_MAX_SAMPLE_RATE 192000
 
 typedef enum objaudio_status {
     OBJAUDIO_OK = 0,
@@ -155,6 +160,15 @@ OBJAUDIO_API objaudio_status objaudio_generate(objaudio_engine* engine, const ob
 OBJAUDIO_API objaudio_status objaudio_generate_stems(objaudio_engine* engine, const objaudio_scene* scene,
                                                      const objaudio_request* requests, size_t n_requests,
                                                      float* const* pcm, size_t capacity);
+
+/* A generation's PCM (n samples at objaudio_engine_info.sample_rate) at another rate, rate in
+ * [OBJAUDIO_MIN_SAMPLE_RATE, OBJAUDIO_MAX_SAMPLE_RATE] Hz (44100 or 48000 for games and DAWs), through
+ * libsoxr at its very high quality setting, as objaudio_rt.audio.resample (`--sample-rate`) does: the same
+ * samples give what the Python side gives. *n_written is first set to the most samples the call may
+ * write (n * rate / sample_rate + 1), so a call with capacity 0 asks for the size
+ * (OBJAUDIO_ERR_BUFFER_TOO_SMALL); on success it holds the count written. pcm and out must not overlap. */
+OBJAUDIO_API objaudio_status objaudio_resample(objaudio_engine* engine, const float* pcm, size_t n, int32_t rate,
+                                               float* out, size_t capacity, size_t* n_written);
 
 #ifdef __cplusplus
 }

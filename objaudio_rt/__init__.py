@@ -10,6 +10,8 @@ run before torch and the model libraries load.
 """
 import importlib
 
+__version__ = "0.1.0"
+
 _EXPORTS = {"Pipeline": ".pipeline", "Scene": ".pipeline", "Generation": ".pipeline", "Mask": ".selection",
             "Points": ".selection", "Box": ".selection", "Text": ".selection", "Whole": ".selection",
             "ModelConfig": ".config", "ObjaudioError": ".errors"}

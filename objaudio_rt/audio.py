@@ -4,6 +4,8 @@ The frontend reproduces AudioLDM 1 (see ARCHITECTURE.md, "Mel frontend"): 16 kHz
 waveform mean-removed and peak-normalised to 0.5, reflect-padded STFT (n_fft 1024, hop 160,
 Hann window 1024), magnitude, librosa-style Slaney mel basis (64 bands, 0-8000 Hz),
 `log(clamp(x, 1e-5))`. 100 frames per second: 1024 frames are 10.24 s.
+
+A written WAV is the model's 16 kHz unless asked for another rate (`resample`, through libsoxr).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import torch
 
 from .config import MelConfig
 from .errors import ObjaudioError, check
-from .options import WAV_FORMATS
+from .options import WAV_FORMATS, check_sample_rate
 
 
 def _hz_to_mel_slaney(hz: np.ndarray) -> np.ndarray:
@@ -106,9 +108,25 @@ def load_wav(path: str | os.PathLike, sample_rate: int = 16000) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(mono))
 
 
-def wav_bytes(wave: torch.Tensor | np.ndarray, sample_rate: int = 16000, fmt: str = "float") -> bytes:
+def resample(wave: torch.Tensor | np.ndarray, sample_rate: int, rate: int) -> np.ndarray:
+    """(T,) samples at `sample_rate` -> (round(T * rate / sample_rate),) float32 at `rate`, through libsoxr
+    at its very high quality setting (a linear-phase band-limited resampler; 16 kHz -> 48 kHz keeps the
+    model's 0-8 kHz and adds nothing above it). The same samples give the same result every run."""
+    import soxr
+
+    check_sample_rate(rate, "the sample rate")
+    data = wave.detach().cpu().numpy() if isinstance(wave, torch.Tensor) else np.asarray(wave)
+    data = np.ascontiguousarray(data, dtype=np.float32).reshape(-1)
+    if rate == sample_rate:
+        return data
+    return np.ascontiguousarray(soxr.resample(data, sample_rate, rate, quality="VHQ"), dtype=np.float32)
+
+
+def wav_bytes(wave: torch.Tensor | np.ndarray, sample_rate: int = 16000, fmt: str = "float",
+              rate: int | None = None) -> bytes:
     """A mono WAV file's bytes: "float" (32-bit IEEE float, the model's samples unchanged) or "pcm16"
     (16-bit integers, clipped to [-1, 1], readable by every player and Python's `wave` module).
+    `rate`: the file's sample rate, the samples resampled to it (`resample`); None keeps `sample_rate`.
 
     The header is written here, field by field, so the same samples always give the same bytes
     (libsndfile adds a PEAK chunk with a timestamp).
@@ -118,6 +136,8 @@ def wav_bytes(wave: torch.Tensor | np.ndarray, sample_rate: int = 16000, fmt: st
     data = data.astype(np.float32).reshape(-1)
     check(data.size > 0, "refusing to write a WAV with no samples")
     check(bool(np.isfinite(data).all()), "refusing to write a waveform with NaN or inf samples")
+    if rate is not None and rate != sample_rate:
+        data, sample_rate = resample(data, sample_rate, rate), rate
     if fmt == "pcm16":
         samples = np.round(np.clip(data, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
         fmt_chunk = struct.pack("<HHIIHH", 1, 1, sample_rate, sample_rate * 2, 2, 16)      # PCM
@@ -131,8 +151,9 @@ def wav_bytes(wave: torch.Tensor | np.ndarray, sample_rate: int = 16000, fmt: st
 
 
 def save_wav(path: str | os.PathLike, wave: torch.Tensor | np.ndarray, sample_rate: int = 16000,
-             force: bool = False, fmt: str = "float") -> Path:
-    """Write a mono WAV atomically (see `wav_bytes`); never overwrites an existing file unless `force`."""
+             force: bool = False, fmt: str = "float", rate: int | None = None) -> Path:
+    """Write a mono WAV atomically (see `wav_bytes`; `rate` resamples, e.g. to 48000); never overwrites
+    an existing file unless `force`."""
     from .outputs import write_together
 
-    return write_together([(path, wav_bytes(wave, sample_rate, fmt))], force=force)[0]
+    return write_together([(path, wav_bytes(wave, sample_rate, fmt, rate))], force=force)[0]

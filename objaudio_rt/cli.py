@@ -1,11 +1,14 @@
-"""`objaudio` command line: generate, demo, info, assemble, serve.
+"""`objaudio` command line: generate, batch, demo, info, assemble, serve.
 
 Library errors (ObjaudioError) become one line on stderr and exit code 2 (errors.command, the
-wrapper every entry point shares); nothing else prints a traceback for bad input.
+wrapper every entry point shares); nothing else prints a traceback for bad input. A flag argparse
+cannot parse (`--steps abc`, `--sampler euler`) is one of them too: `Parser.error` raises it instead
+of printing the usage block.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -17,28 +20,43 @@ from .options import BACKEND_CHOICES, DTYPE_NAMES, SAMPLERS, UNION_MODES
 DEMO = Path(__file__).parent / "assets" / "demo"
 
 
-def _pair(text: str, n: int, what: str) -> tuple[float, ...]:
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors as ObjaudioError: one line `objaudio: error: ...` and exit 2 through
+    errors.command, as for every other bad input (argparse alone prints the usage and its own prefix).
+    Subcommand parsers are of this class too (add_subparsers makes them with the parent's class)."""
+
+    def error(self, message: str):
+        raise ObjaudioError(f"{message} (see {self.prog} --help)")
+
+
+def _integer(text: str) -> int:
+    """An argparse type: a plain integer, said so when it is not (1e30, 2.5, abc)."""
     try:
-        values = tuple(float(v) for v in text.split(","))
+        return int(text, 10)
     except ValueError:
-        raise ObjaudioError(f"{what} must be {n} comma-separated numbers, got {text!r}") from None
-    check(len(values) == n, f"{what} must be {n} comma-separated numbers, got {text!r}")
-    return values
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
 
 
 def _add_generation_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None,
                    help="checkpoint folder, the embedded model's name tiny-synth (the default), or random:PRESET "
                         "for random weights (random:tiny, random:tiny-synth, random:audioldm-s)")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps, 1-999 (default: the model's)")
+    p.add_argument("--steps", type=_integer, default=None, help="denoising steps, 1-999 (default: the model's)")
     p.add_argument("--sampler", choices=SAMPLERS, default=None)
-    p.add_argument("--cfg", type=float, default=None,
+    p.add_argument("--cfg", type=_number, default=None,
                    help="classifier-free guidance scale, 1-100 (default: the model's; tiny-synth: 4)")
     p.add_argument("--union", choices=UNION_MODES, default=UNION_MODES[0],
                    help="several selections: compose = one condition per object, guidance averaged (default); "
                         "mask = the paper's single union mask")
-    p.add_argument("--seed", type=int, default=0, help="0 to 2**64-1")
-    p.add_argument("--duration", type=float, default=None,
+    p.add_argument("--seed", type=_integer, default=0, help="0 to 2**64-1")
+    p.add_argument("--duration", type=_number, default=None,
                    help="seconds, from one latent frame (0.04 s) to the model's maximum (default: its clip length)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
@@ -53,15 +71,22 @@ def _add_generation_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sam-checkpoint", default=None, help="SAM .pth, needed for --point and --box")
     p.add_argument("--sam-type", default=None,
                    help="vit_b, vit_l or vit_h: the SAM model type, when the .pth file's name does not say it")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads (default: OMP_NUM_THREADS if set, else the cores not already busy, at most 4)")
+    p.add_argument("--threads", type=_integer, default=None,
+                   help="CPU threads, 1 to the cores this process may use (default: OMP_NUM_THREADS if set, "
+                        "else the cores not already busy, at most 4)")
     p.add_argument("--format", default="float",
                    help="WAV samples: float = 32-bit float (default), pcm16 = 16-bit integers")
+    p.add_argument("--sample-rate", type=_integer, default=None,
+                   help="the WAVs' sample rate in Hz, 8000-192000, resampled with libsoxr (44100 or 48000 for "
+                        "games and DAWs; default: the model's 16000)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs (never an input)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="objaudio", description="Object-aware image-to-audio generation.")
+    from . import __version__
+
+    parser = Parser(prog="objaudio", description="Object-aware image-to-audio generation.")
+    parser.add_argument("--version", action="version", version=f"objaudio {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="generate the sound of selected objects in an image")
@@ -74,7 +99,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", required=True, help="output WAV path")
     g.add_argument("--png", default=None, help="overview picture, a .png (default: OUT.overview.png)")
     g.add_argument("--no-png", action="store_true", help="do not write the overview picture")
+    g.add_argument("--stems", action="store_true",
+                   help="also one WAV per selected object, OUT.stem-0.wav, OUT.stem-1.wav, ... (OUT is the mix)")
     _add_generation_flags(g)
+
+    b = sub.add_parser("batch", help="many images or selections in one run: a JSONL file or a folder in, "
+                                     "a folder of WAVs out")
+    b.add_argument("jobs", help="a .jsonl file, one JSON object a line ({\"image\": \"scene.png\", \"mask\": "
+                                "\"bird.png\", \"out\": \"bird.wav\", \"seed\": 3}; paths relative to the file), "
+                                "or a folder of images (one WAV each, the whole scene or --text)")
+    b.add_argument("--out", required=True, help="output folder (made if missing; its parent must exist)")
+    b.add_argument("--text", action="append", default=[], help="a folder of images: the phrase to hear in each")
+    b.add_argument("--stems", action="store_true", help="also one WAV per selected object of each line")
+    b.add_argument("--skip-existing", action="store_true",
+                   help="leave jobs whose WAVs exist (to go on after an interrupted batch)")
+    _add_generation_flags(b)
 
     d = sub.add_parser("demo", help="generate sounds for the bundled demo scene")
     d.add_argument("--out", default="demo_out", help="output folder")
@@ -86,13 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="the click-to-hear page and the HTTP API (needs objaudio[serve])")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--port", type=_integer, default=8000)
     s.add_argument("--checkpoint", default=None, help="checkpoint folder or preset (default: the embedded model)")
     s.add_argument("--device", default="cpu", help="cpu or cuda")
     s.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
                    help="auto (default: onnxruntime on a CPU when the model's ONNX graphs are cached, else eager; "
                         "fast on CUDA), or one of eager, fast, onnxruntime, tensorrt")
     s.add_argument("--sam-checkpoint", default=None, help="SAM .pth: clicks and boxes on any image")
+    s.add_argument("--threads", type=_integer, default=None,
+                   help="CPU threads for the model, 1 to the cores this process may use (default as for generate)")
 
     a = sub.add_parser("assemble", help="build a checkpoint from upstream AudioLDM + open_clip weights")
     a.add_argument("--audioldm", required=True, help="AudioLDM folder in diffusers layout")
@@ -103,51 +144,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _selection(args, size_hw: tuple[int, int]):
-    """The selection the flags describe, every part checked against the image (no model needed)."""
-    from .images import load_mask
-    from .selection import Box, Mask, Points, Text
+def _flag_job(args):
+    """The job `generate`'s flags describe."""
+    from .jobs import Job, parse_numbers
 
-    parts = [Mask(load_mask(m, size_hw)) for m in args.mask] + [Text(t) for t in args.text]
-    parts += [Box(_pair(b, 4, "--box")) for b in args.box]
-    if args.point or args.bg_point:
-        check(bool(args.point), "--bg-point needs at least one --point on the object")
-        coords = [_pair(p, 2, "--point") for p in args.point] + [_pair(p, 2, "--bg-point") for p in args.bg_point]
-        parts.append(Points(tuple(coords), (1,) * len(args.point) + (0,) * len(args.bg_point)))
-    for p in parts:
-        if isinstance(p, (Points, Box)):
-            from .sam import NEED_SAM, check_sam_file
-
-            p.check_inside(size_hw)
-            check(args.sam_checkpoint is not None, NEED_SAM)
-            check_sam_file(args.sam_checkpoint)
-    if not parts:
-        return None                                    # the whole scene
-    sel = parts[0]
-    for p in parts[1:]:
-        sel = sel | p
-    return sel
+    return Job("", Path(args.image), Path(args.out), _run_options(args), masks=tuple(Path(m) for m in args.mask),
+               texts=tuple(args.text), boxes=tuple(parse_numbers(b, 4, "--box") for b in args.box),
+               points=tuple(parse_numbers(p, 2, "--point") for p in args.point),
+               bg_points=tuple(parse_numbers(p, 2, "--bg-point") for p in args.bg_point))
 
 
-def _check_options(args) -> None:
-    """The flags, checked before the model loads: the run options through RunOptions against the
-    model's settings where its config can be read without loading it (else the loader says why).
-    Plain Python, as every check before _pipeline: a bad input is answered without importing torch."""
+def _check_options(args, options=()) -> None:
+    """The flags, checked before the model loads: the run options (the flags', or each of `options`)
+    through RunOptions against the model's settings where its config can be read without loading it
+    (else the loader says why). Plain Python, as every check before _pipeline: a bad input is answered
+    without importing torch."""
     from .config import peek_config
-    from .options import SAM_TYPES, WAV_FORMATS
+    from .options import SAM_TYPES, WAV_FORMATS, check_sample_rate
+    from .threads import check_threads
 
-    check(args.threads is None or args.threads >= 1, f"--threads must be at least 1, got {args.threads}")
+    if args.threads is not None:
+        check_threads(args.threads)
     check(args.format in WAV_FORMATS, f"unknown --format {args.format!r}: use one of {', '.join(WAV_FORMATS)}")
+    if args.sample_rate is not None:
+        check_sample_rate(args.sample_rate)
     check(args.sam_type in (None, *SAM_TYPES),
           f"unknown --sam-type {args.sam_type!r}: use one of {', '.join(SAM_TYPES)}")
     config = peek_config(args.checkpoint)
     if config is not None:
-        _run_options(args).resolve(config)
+        for run in options or [_run_options(args)]:
+            run.resolve(config)
 
 
-def _inputs(args) -> list[Path]:
+def _inputs(args, jobs=()) -> list[Path]:
     """Every file the run reads: no output may be one of them."""
     files = [Path(p) for p in [getattr(args, "image", None), *getattr(args, "mask", []), args.sam_checkpoint] if p]
+    files += [f for job in jobs for f in job.inputs()]
     if args.checkpoint and Path(args.checkpoint).is_dir():
         files += [p for p in Path(args.checkpoint).rglob("*") if p.is_file()]
     return files
@@ -183,14 +215,29 @@ def _run_options(args):
 
 
 def _options(args) -> dict:
-    import dataclasses
-
     return dataclasses.asdict(_run_options(args))
+
+
+def _wav(args, gen) -> bytes:
+    from .audio import wav_bytes
+
+    return wav_bytes(gen.wave, gen.sample_rate, args.format, args.sample_rate)
+
+
+def _generate_job(pipe, scene, job, parts, stems: bool, progress: bool = True) -> list:
+    """Generations for one job, in one batched run: with `stems` one per part then the mix (a single
+    part is its own mix), else the mix alone."""
+    from .jobs import union
+
+    items = [p for _, p in parts]
+    items = (items + [union(parts)] if len(items) > 1 else items) if stems else [union(parts)]
+    return pipe.generate_many(scene, items, progress=progress, **dataclasses.asdict(job.options))
 
 
 def cmd_generate(args) -> None:
     """Every check a file or flag allows runs before torch is imported (2 s here): bad input is answered at once."""
     from .images import load_image
+    from .jobs import describe
     from .outputs import check_outputs, write_together
     from .viz import render_overview
 
@@ -200,33 +247,94 @@ def cmd_generate(args) -> None:
     png = None if args.no_png else Path(args.png) if args.png else out.with_suffix(".overview.png")
     check(png is None or png.suffix.lower() == ".png", f"--png must end in .png (the picture is a PNG), got {png}")
     _check_options(args)
-    image = load_image(args.image)
-    selection = _selection(args, image.shape[:2])
-    outputs = [out] + ([png] if png is not None else [])
-    check_outputs(outputs, _inputs(args), force=args.force)
+    job = _flag_job(args)
+    image = load_image(job.image)
+    parts = job.parts(image.shape[:2], args.sam_checkpoint)
+    check(not args.stems or parts, "--stems writes one WAV per selected object: select some with --mask, --text, "
+                                   "--point or --box (without a selection the WAV is the whole scene)")
+    wavs = job.outputs(args.stems)
+    check_outputs(wavs + ([png] if png is not None else []), _inputs(args), force=args.force)
     pipe = _pipeline(args)
     scene = pipe.encode_image(image)
     start = time.perf_counter()
-    gen = pipe.generate_many(scene, [selection], **_options(args))[0]
+    gens = _generate_job(pipe, scene, job, parts, args.stems)
     elapsed = time.perf_counter() - start
-    from .audio import wav_bytes
-
-    files = [(out, wav_bytes(gen.wave, gen.sample_rate, args.format))]
+    mix, stems = gens[-1], gens[:len(wavs) - 1]
+    files = [(out, _wav(args, mix))] + [(path, _wav(args, g)) for path, g in zip(wavs[1:], stems)]
     if png is not None:
-        files.append((png, render_overview(scene.image, [(_describe(args), gen)])))
+        rows = [(f"stem {k}: {label}", g) for k, ((label, _), g) in enumerate(zip(parts, stems))]
+        rows += [(("mix: " if stems else "") + describe(parts), mix)]
+        files.append((png, render_overview(scene.image, rows)))
     write_together(files, force=args.force)
-    print(f"wrote {out} ({gen.wave.numel() / gen.sample_rate:.2f} s, {gen.sampler} {gen.steps} steps, "
-          f"cfg {gen.cfg:g}, seed {gen.seed}, {elapsed:.1f} s)" + (f" and {png}" if png else ""))
+    rate = args.sample_rate or mix.sample_rate
+    what = "" if parts else ", whole scene: no selection given"
+    print(f"wrote {out} ({mix.wave.numel() / mix.sample_rate:.2f} s at {rate} Hz, {mix.sampler} {mix.steps} steps, "
+          f"cfg {mix.cfg:g}, seed {mix.seed}{what}, {elapsed:.1f} s)" + (f" and {png}" if png else ""))
+    for path, (label, _) in zip(wavs[1:], parts):
+        print(f"wrote {path}  (stem: {label})")
 
 
-def _describe(args) -> str:
-    parts = [f"mask {Path(m).name}" for m in args.mask] + [f"text '{t}'" for t in args.text]
-    parts += [f"box {b}" for b in args.box] + [f"point {p}" for p in args.point]
-    return " | ".join(parts) if parts else "whole scene"
+def cmd_batch(args) -> None:
+    """Every job is checked (its files read, its options against the model) before torch is imported;
+    then the model loads once, each image is encoded once for its consecutive jobs, and each job's WAVs
+    are written as it finishes (through a temporary, renamed into place), so an interrupted batch keeps
+    what it finished: --skip-existing goes on from there."""
+    from tqdm import tqdm
+
+    from .images import load_image
+    from .jobs import read_jobs
+    from .outputs import check_outputs, write_together
+
+    out_dir = Path(args.out)
+    check(not out_dir.exists() or out_dir.is_dir(), f"--out {out_dir} is a file: batch writes a folder of WAVs")
+    parent = out_dir.parent if str(out_dir.parent) else Path(".")
+    check(out_dir.is_dir() or parent.is_dir(), f"cannot create {out_dir}: folder {parent} does not exist")
+    jobs = read_jobs(Path(args.jobs), out_dir, _run_options(args), tuple(args.text))
+    _check_options(args)
+    for job in jobs:
+        _where(job, lambda j: _check_options(args, [j.options]))
+    if args.skip_existing:
+        jobs = [job for job in jobs if not all(p.exists() for p in job.outputs(args.stems))]
+    wavs = [p for job in jobs for p in job.outputs(args.stems)]
+    for job in jobs:                                   # every file read and checked once, none kept
+        _where(job, lambda j: j.parts(load_image(j.image).shape[:2], args.sam_checkpoint))
+    if out_dir.is_dir():
+        check_outputs(wavs, _inputs(args, jobs), force=args.force or args.skip_existing)
+    else:                                              # a new folder: nothing there yet, only two jobs' names can clash
+        twice = sorted({p.name for p in wavs if wavs.count(p) > 1})
+        check(not twice, f"two jobs write {twice[0]}: give each its own \"out\"" if twice else "")
+    if not jobs:
+        print(f"nothing to do: every job's WAVs are in {out_dir}")
+        return
+    pipe = _pipeline(args)
+    out_dir.mkdir(exist_ok=True)
+    start, scene, scene_path = time.perf_counter(), None, None
+    bar = tqdm(jobs, desc="batch", unit="job", file=sys.stderr, disable=None)
+    for done, job in enumerate(bar):
+        if job.image != scene_path:
+            scene, scene_path = pipe.encode_image(load_image(job.image)), job.image
+        parts = job.parts(scene.size_hw, args.sam_checkpoint)
+        gens = _where(job, lambda j: _generate_job(pipe, scene, j, parts, args.stems, progress=False))
+        paths = job.outputs(args.stems)
+        files = [(paths[0], _wav(args, gens[-1]))] + [(p, _wav(args, g)) for p, g in zip(paths[1:], gens)]
+        try:
+            write_together(files, force=args.force or args.skip_existing)
+        except ObjaudioError as exc:
+            raise ObjaudioError(f"{exc} ({done} of {len(jobs)} jobs were written to {out_dir}; "
+                                "rerun with --skip-existing to go on)") from None
+        bar.write(f"wrote {paths[0]}" + (f" and {len(paths) - 1} stems" if len(paths) > 1 else ""), file=sys.stdout)
+    print(f"{len(jobs)} jobs, {len(wavs)} WAVs in {out_dir} ({time.perf_counter() - start:.1f} s)")
+
+
+def _where(job, fn):
+    """fn(job), its error prefixed with the job's place in the batch ("jobs.jsonl line 3: ...")."""
+    try:
+        return fn(job)
+    except ObjaudioError as exc:
+        raise ObjaudioError(f"{job.where}: {exc}") from None
 
 
 def cmd_demo(args) -> None:
-    from .audio import wav_bytes
     from .outputs import check_outputs, write_together
     from .selection import Mask, Whole
     from .viz import render_overview
@@ -257,7 +365,7 @@ def cmd_demo(args) -> None:
     start = time.perf_counter()
     gens = pipe.generate_many(scene, [s for _, _, s in selections], **_options(args))
     elapsed = time.perf_counter() - start
-    files = [(out / name, wav_bytes(g.wave, g.sample_rate, args.format)) for (_, name, _), g in zip(selections, gens)]
+    files = [(out / name, _wav(args, g)) for (_, name, _), g in zip(selections, gens)]
     files.append((out / "overview.png",
                   render_overview(scene.image, [(label, g) for (label, _, _), g in zip(selections, gens)])))
     created = not out.exists()
@@ -311,6 +419,10 @@ def cmd_assemble(args) -> None:
 
 
 def cmd_serve(args) -> None:
+    from .threads import check_threads
+
+    if args.threads is not None:
+        check_threads(args.threads)                  # before the web stack and torch load
     try:
         import uvicorn  # noqa: F401  (imported here only to say what to install)
 
@@ -319,13 +431,13 @@ def cmd_serve(args) -> None:
         raise ObjaudioError(f"objaudio serve needs the web extra ({exc.name} is missing): "
                             "pip install 'objaudio[serve]'") from None
     run(args.host, args.port, checkpoint=args.checkpoint, device=args.device, backend=args.backend,
-        sam_checkpoint=args.sam_checkpoint)
+        sam_checkpoint=args.sam_checkpoint, threads=args.threads)
 
 
 @command("objaudio")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    {"generate": cmd_generate, "demo": cmd_demo, "info": cmd_info, "assemble": cmd_assemble,
+    {"generate": cmd_generate, "batch": cmd_batch, "demo": cmd_demo, "info": cmd_info, "assemble": cmd_assemble,
      "serve": cmd_serve}[args.command](args)
     return 0
 

@@ -7,9 +7,13 @@ image with transparency is shown over white. A mask whose alpha channel varies (
 usual export of image editors) is its alpha; otherwise a mask is its brightness: each pixel's
 brightest channel / the mode's white (a soft mask stays soft). Modes that cannot be shown
 faithfully (LAB, float images outside [0, 1]) are refused.
+
+One reader for every way an image arrives: a path (the command line, Python), a file's bytes (an
+upload to the service), a PIL image or an array; the same limits and the same messages.
 """
 from __future__ import annotations
 
+import io
 import os
 import sys
 import warnings
@@ -24,6 +28,11 @@ MAX_SIDE = 8192        # pixels; larger images are refused rather than resized s
 MAX_PIXELS = 40_000_000
 _WIDE_GREY = ("I;16", "I;16L", "I;16B", "I;16N", "I")       # integer greyscale, white = 65535
 _REFUSED = ("LAB",)
+_FILE_BYTES = (bytes, bytearray, memoryview)
+
+
+class TooLarge(ObjaudioError):
+    """An image over a pixel or byte limit (the service answers it with 413)."""
 
 
 def _as_array(x) -> np.ndarray | None:
@@ -37,29 +46,43 @@ def _as_array(x) -> np.ndarray | None:
     return None
 
 
-def _open(path: Path, what: str):
-    """Open an image file with its EXIF orientation applied and its size checked before decoding."""
+def check_file(path: str | os.PathLike, what: str, wanted: str) -> Path:
+    """`path` as a Path if it is a regular file (or a link to one); else an ObjaudioError that says
+    which of folder, missing, or neither (a named pipe, a device: reading one could block forever) it is."""
+    path = Path(path)
+    check(not path.is_dir(), f"{what} {path} is a folder: give {wanted}")
+    check(path.exists(), f"{what} file not found: {path}")
+    check(path.is_file(), f"{what} {path} is not a regular file (a named pipe, a device or a socket): give {wanted}")
+    return path
+
+
+def _open(source, what: str, max_pixels: int = MAX_PIXELS):
+    """Open an image file (a path, or the file's bytes) with its EXIF orientation applied and its
+    pixel count checked before decoding. Returns (the PIL image, the name messages use)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    check(not path.is_dir(), f"{what} {path} is a folder: give an image file")
-    check(path.is_file(), f"{what} file not found: {path}")
+    if isinstance(source, _FILE_BYTES):
+        name, fp = what, io.BytesIO(source)
+    else:
+        path = check_file(source, what, "an image file")
+        name, fp = f"{what} {path}", path
+    limit = f"at most {max_pixels} pixels ({max_pixels / 1e6:.1f} megapixels) are accepted; resize it first"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)   # we refuse by our own limit
-            im = Image.open(path)
+            im = Image.open(fp)
             w, h = im.size
-            check(w * h <= MAX_PIXELS, f"{what} {path} is {w}x{h}: at most {MAX_PIXELS // 1_000_000} megapixels "
-                                       "are accepted; resize it first")
+            if w * h > max_pixels:
+                raise TooLarge(f"{name} is {w}x{h} = {w * h} pixels: {limit}")
             im.load()
-            return ImageOps.exif_transpose(im)
+            return ImageOps.exif_transpose(im), name
     except Image.DecompressionBombError:
-        raise ObjaudioError(f"{what} {path} is too large: at most {MAX_PIXELS // 1_000_000} megapixels are "
-                            "accepted; resize it first") from None
+        raise TooLarge(f"{name} is too large: {limit}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, ObjaudioError):
             raise
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ObjaudioError(f"cannot read {what} {path}: the file is not a readable image ({reason})") from None
+        raise ObjaudioError(f"cannot read {name}: the file is not a readable image ({reason})") from None
 
 
 def _has_alpha(im) -> bool:
@@ -126,14 +149,15 @@ def pil_to_mask(im, where: str = "mask") -> np.ndarray:
                             "save it as a greyscale PNG") from None
 
 
-def load_image(image) -> np.ndarray:
-    """A path, PIL image, (H, W, 3) array or tensor -> (H, W, 3) uint8 RGB, with its size checked."""
+def load_image(image, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """A path, an image file's bytes, a PIL image, an (H, W, 3) array or a tensor -> (H, W, 3) uint8 RGB,
+    with its size checked (a file's pixel count, at most `max_pixels`, before it is decoded)."""
     from PIL import Image, ImageOps
 
-    if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        with _open(path, "image") as im:
-            arr = pil_to_rgb(im, str(path))
+    if isinstance(image, (str, os.PathLike, *_FILE_BYTES)):
+        im, name = _open(image, "image", max_pixels)
+        with im:
+            arr = pil_to_rgb(im, name)
     elif isinstance(image, Image.Image):
         arr = pil_to_rgb(ImageOps.exif_transpose(image))
     elif (arr := _as_array(image)) is not None:
@@ -153,8 +177,9 @@ def load_image(image) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def load_mask(mask, size_hw: tuple[int, int]) -> np.ndarray:
-    """A path, PIL image, array or tensor -> (H, W) float32 in [0, 1] matching the image size.
+def load_mask(mask, size_hw: tuple[int, int], max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """A path, an image file's bytes, a PIL image, an array or a tensor -> (H, W) float32 in [0, 1]
+    matching the image size.
 
     Files and PIL images are read as the module docstring says; bool arrays count True as 1,
     integer arrays value / 255 (or 0/1 as is), float arrays must be in [0, 1]. The mask must
@@ -162,10 +187,10 @@ def load_mask(mask, size_hw: tuple[int, int]) -> np.ndarray:
     """
     from PIL import Image, ImageOps
 
-    if isinstance(mask, (str, os.PathLike)):
-        path = Path(mask)
-        with _open(path, "mask") as im:
-            arr, where = pil_to_mask(im, str(path)), str(path)
+    if isinstance(mask, (str, os.PathLike, *_FILE_BYTES)):
+        im, where = _open(mask, "mask", max_pixels)
+        with im:
+            arr = pil_to_mask(im, where)
     elif isinstance(mask, Image.Image):
         arr, where = pil_to_mask(ImageOps.exif_transpose(mask)), "mask"
     elif (arr := _as_array(mask)) is not None:

@@ -30,7 +30,9 @@ NEED_SAM = ("points and boxes need Segment Anything: pass --sam-checkpoint (e.g.
 def check_sam_file(checkpoint: str | os.PathLike) -> Path:
     path = Path(checkpoint)
     check(not path.is_dir(), f"SAM checkpoint {path} is a folder: give the .pth file")
-    check(path.is_file(), f"SAM checkpoint not found: {path} (download sam_vit_b_01ec64.pth from the SAM release)")
+    check(path.exists(), f"SAM checkpoint not found: {path} (download sam_vit_b_01ec64.pth from the SAM release)")
+    check(path.is_file(), f"SAM checkpoint {path} is not a regular file (a named pipe, a device or a socket): "
+                          "give the .pth file")
     return path
 
 

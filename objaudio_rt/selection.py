@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ObjaudioError, check
+from .options import MAX_TEXT
 
 
 class Selection:
@@ -73,6 +74,8 @@ class Text(Selection):
     def __post_init__(self):
         if not isinstance(self.text, str) or not self.text.strip():
             raise ObjaudioError("Text selection is empty: give a phrase such as 'a dog barking'")
+        check(len(self.text) <= MAX_TEXT, f"Text selection is {len(self.text)} characters: at most {MAX_TEXT} are "
+                                          "accepted; give a short phrase such as 'a dog barking'")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,9 @@
-"""A picture to go next to the WAVs: the scene, each selection and each generated spectrogram."""
+"""A picture to go next to the WAVs: the scene, each selection and each generated spectrogram.
+
+The selection is shown so that it cannot be mistaken for the scene's own colours: the pixels outside
+it are dimmed and its edge is outlined (a light line on a dark one, visible on any image); a colour
+tint alone turned a yellow bird merely orange. Each spectrogram is in dB with its colour bar.
+"""
 from __future__ import annotations
 
 import io
@@ -6,6 +11,10 @@ import os
 import warnings
 
 import numpy as np
+
+DB_PER_NEPER = 20.0 / np.log(10.0)      # the log-mel is ln(magnitude): 20 log10(x) = 8.686 ln(x)
+DIM_OUTSIDE = 0.35                      # brightness kept outside the selection
+OUTLINE = (("black", 2.6), ("#fff200", 1.2))   # (colour, line width): a light line on a dark one
 
 
 def save_overview(path: str | os.PathLike, image: np.ndarray, items: list[tuple[str, object]],
@@ -17,7 +26,8 @@ def save_overview(path: str | os.PathLike, image: np.ndarray, items: list[tuple[
 
 
 def render_overview(image: np.ndarray, items: list[tuple[str, object]]) -> bytes:
-    """A PNG, one row per generation: [scene with the selection overlaid | patch weights | log-mel].
+    """A PNG, one row per generation: [the scene, the selection outlined and the rest dimmed | patch
+    weights | log-mel in dB with its colour bar].
 
     image: (H, W, 3) uint8; items: (label, Generation) pairs. A label with characters the font
     lacks (emoji, CJK) shows boxes for them; matplotlib's per-glyph warnings are not printed.
@@ -25,10 +35,18 @@ def render_overview(image: np.ndarray, items: list[tuple[str, object]]) -> bytes
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font", category=UserWarning)
         warnings.filterwarnings("ignore", message=r"Matplotlib currently does not support", category=UserWarning)
-        return _render(image, items)
+        fig = overview_figure(image, items)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, dpi=90, format="png")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return buf.getvalue()
 
 
-def _render(image: np.ndarray, items: list[tuple[str, object]]) -> bytes:
+def overview_figure(image: np.ndarray, items: list[tuple[str, object]]):
+    """The matplotlib Figure `render_overview` saves: rows x [scene, patch weights, log-mel + its dB bar]."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -38,11 +56,14 @@ def _render(image: np.ndarray, items: list[tuple[str, object]]) -> bytes:
     fig, axes = plt.subplots(rows, 3, figsize=(11, 2.6 * rows), squeeze=False,
                              gridspec_kw={"width_ratios": [1, 1, 2.4]})
     for row, (label, gen) in zip(axes, items):
-        row[0].imshow(image, interpolation="nearest")
         if gen.mask is not None:
-            overlay = np.zeros((*gen.mask.shape, 4), np.float32)
-            overlay[..., 0], overlay[..., 3] = 1.0, 0.45 * gen.mask
-            row[0].imshow(overlay)
+            keep = DIM_OUTSIDE + (1.0 - DIM_OUTSIDE) * np.clip(gen.mask, 0.0, 1.0)[..., None]   # (H, W, 1)
+            row[0].imshow((image * keep + 0.5).astype(np.uint8), interpolation="nearest")
+            if float(gen.mask.min()) < 0.5 < float(gen.mask.max()):      # nothing to outline for the whole scene
+                for color, width in OUTLINE:
+                    row[0].contour(gen.mask, levels=[0.5], colors=color, linewidths=width)
+        else:
+            row[0].imshow(image, interpolation="nearest")
         row[0].set_title(label, fontsize=9)
         weights = gen.weights.float()
         weights = weights.mean(0) if weights.ndim == 2 else weights
@@ -51,16 +72,15 @@ def _render(image: np.ndarray, items: list[tuple[str, object]]) -> bytes:
                       vmax=max(float(weights.max()), 1e-6))
         row[1].set_title("patch weights", fontsize=9)
         seconds = gen.wave.numel() / gen.sample_rate
-        row[2].imshow(gen.mel.T.numpy(), origin="lower", aspect="auto", cmap="viridis",
-                      extent=(0, seconds, 0, gen.mel.shape[1]))
-        row[2].set_title(f"log-mel ({gen.sampler}, {gen.steps} steps, cfg {gen.cfg:g}, seed {gen.seed})", fontsize=9)
+        spec = row[2].imshow(DB_PER_NEPER * gen.mel.T.numpy(), origin="lower", aspect="auto", cmap="viridis",
+                             extent=(0, seconds, 0, gen.mel.shape[1]))          # (n_mels, frames) in dB
+        bar = fig.colorbar(spec, ax=row[2], pad=0.01, fraction=0.05)
+        bar.set_label("dB", fontsize=8)
+        bar.ax.tick_params(labelsize=7)
+        row[2].set_title(f"log-mel, dB ({gen.sampler}, {gen.steps} steps, cfg {gen.cfg:g}, seed {gen.seed})", fontsize=9)
         row[2].set_xlabel("seconds", fontsize=8)
         row[2].set_ylabel("mel band", fontsize=8)
         for ax in row[:2]:
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, dpi=90, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return fig

@@ -58,3 +58,38 @@ def test_a_reader_that_left_gets_no_traceback():
         os.close(w)
     assert proc.returncode == 141, proc.stderr
     assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("module,argv", [
+    ("training.train", ["--out", "{tmp}/o"]),
+    ("training.evaluate", ["--checkpoint", "{tmp}/none", "--json", "{tmp}/e.json"]),
+    ("training.snapshot", ["--run", "{tmp}", "--init-from", "{tmp}", "--out", "{tmp}/o"]),
+    ("training.ablate", ["--init-from", "{tmp}", "--out", "{tmp}/o"]),
+    ("training.classifier", ["--out", "{tmp}/c"]),
+    ("benchmarks.serve_load", []),
+    ("benchmarks.fewstep", []),
+])
+def test_every_thread_count_is_bounded_by_the_cores(module, argv, tmp_path, capsys):
+    """`--threads 100000` started that many threads (263 GB of virtual memory, the host's thread limit):
+    every entry point with a --threads flag refuses a count above the cores in one line, before any work."""
+    import importlib
+
+    from objaudio_rt.threads import usable_cores
+
+    main = importlib.import_module(module).main
+    rc, err = _run(capsys, main, [a.format(tmp=tmp_path) for a in argv] + ["--threads", "100000"])
+    assert rc == 2 and len(err) == 1, err
+    assert f"--threads must be an integer from 1 to {usable_cores()}" in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_no_entry_point_sets_torch_threads_itself():
+    """A thread count a user gives goes through objaudio_rt.threads (check_threads), nowhere else."""
+    for pkg in ("objaudio_rt", "export", "training", "benchmarks"):
+        for path in (ROOT / pkg).rglob("*.py"):
+            if path.name == "threads.py":
+                continue
+            calls = [n.lineno for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Call)
+                     and getattr(n.func, "attr", None) == "set_num_threads"
+                     and not (n.args and isinstance(n.args[0], ast.Constant))]
+            assert not calls, f"{path.relative_to(ROOT)}:{calls}: use objaudio_rt.threads.use_threads"

@@ -42,6 +42,7 @@ from objaudio_rt.errors import check, command
 from objaudio_rt.options import RunOptions
 from objaudio_rt.grounding import GroundingAttention
 from objaudio_rt.pipeline import Pipeline
+from objaudio_rt.threads import usable_cores, use_threads
 
 from .classifier import load_classifier
 from .data import SynthCache, SynthCacheConfig, build_synth_cache
@@ -129,9 +130,10 @@ def main(argv=None) -> int:
     p.add_argument("--cfg", type=float, default=None)
     p.add_argument("--classifier", type=Path, default=DEFAULT_CLASSIFIER)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=min(2, usable_cores()),
+                   help="torch CPU threads, 1 to the cores this process may use (default 2)")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    use_threads(args.threads)
     device = torch.device("cpu")
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
     check(names and all(n in VARIANTS for n in names),

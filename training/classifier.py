@@ -32,6 +32,7 @@ from torch import nn
 
 from objaudio_rt.audio import MelConfig, mel_spectrogram
 from objaudio_rt.errors import command
+from objaudio_rt.threads import use_threads
 
 from .synthscenes import SOUNDING_CLASSES, generate_scene, split_seeds, synth_sound
 
@@ -302,10 +303,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, 1 to the cores this process may use (1 is fastest on a shared machine)")
     parser.add_argument("--evaluate-only", action="store_true", help="evaluate the classifier at --out; no training")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    use_threads(args.threads)
     if args.evaluate_only:
         print(json.dumps(evaluate_classifier(load_classifier(args.out)), indent=2))
         return

@@ -60,6 +60,7 @@ from objaudio_rt.errors import ObjaudioError, check, command
 from objaudio_rt.options import SAMPLERS, RunOptions
 from objaudio_rt.pipeline import Pipeline
 from objaudio_rt.selection import Mask, Text, Whole
+from objaudio_rt.threads import usable_cores, use_threads
 
 from .classifier import load_classifier
 from .data import single_caption
@@ -475,7 +476,8 @@ def main(argv=None) -> int:
     p.add_argument("--cfg", type=float, default=None)
     p.add_argument("--classifier", type=Path, default=DEFAULT_CLASSIFIER)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=min(2, usable_cores()),
+                   help="torch CPU threads, 1 to the cores this process may use (default 2)")
     p.add_argument("--save-audio", type=Path, help="also write the generated clips (8-bit mu-law .npz)")
     p.add_argument("--rescore", type=Path,
                    help="score clips saved by --save-audio (e.g. with another classifier); no generation")
@@ -496,7 +498,7 @@ def main(argv=None) -> int:
                    help="write the N worst object / union / silent selections as WAV + PNG")
     p.add_argument("--worst-dir", type=Path, default=None, help="folder for --worst (default: JSON path + -worst)")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    use_threads(args.threads)
     classifier = load_classifier(args.classifier)
     if args.rescore is not None:
         check(args.rescore.is_file(), f"--rescore {args.rescore}: no such file (write one with --save-audio)")

@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 
 from objaudio_rt.checkpoint import load_checkpoint, save_checkpoint
 from objaudio_rt.errors import check, command
+from objaudio_rt.threads import use_threads
 
 from .train_ldm import LatentSet, calibrate
 
@@ -60,9 +61,9 @@ def main(argv=None) -> int:
     p.add_argument("--init-from", required=True, type=Path, help="the run's --init-from checkpoint")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--force", action="store_true", help="replace an existing --out")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads, 1 to the cores this process may use")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    use_threads(args.threads)
     print(json.dumps(snapshot(args.run, args.init_from, args.out, args.force), indent=2))
     return 0
 

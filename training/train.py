@@ -39,6 +39,7 @@ from objaudio_rt.encoders import ImageEncoder, TextEncoder, load_tokenizer
 from objaudio_rt.errors import check, command
 from objaudio_rt.grounding import GroundingAttention
 from objaudio_rt.model import Calibration, ObjaudioModel
+from objaudio_rt.threads import usable_cores, use_threads
 
 from .data import KINDS, SynthCache, SynthCacheConfig, build_synth_cache
 from .train_components import StageBudget, train_clap, train_clip, train_vae, train_vocoder
@@ -95,7 +96,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--scenes", type=int, default=3000, help="SynthScenes training scenes")
     p.add_argument("--workers", type=int, default=max(1, min(16, (os.cpu_count() or 1))),
                    help="processes generating scenes")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=min(2, usable_cores()),
+                   help="torch CPU threads, 1 to the cores this process may use (default 2)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
     p.add_argument("--batch-size", type=int, default=None, help="override every stage's batch size")
     p.add_argument("--batch-scale", type=float, default=1.0, help="multiply every stage's batch size (GPU: 2)")
@@ -313,7 +315,7 @@ def _jsonable(x):
 @command("python -m training.train")
 def main(argv=None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
+    use_threads(args.threads)
     if args.preset == "audioldm-s" or args.manifest is not None:
         from .train_real import train_real
         train_real(args)

@@ -11,6 +11,7 @@
 
 #include "engine.h"
 #include "objaudio_engine.h"
+#include "resample.h"
 
 struct objaudio_engine {
     std::unique_ptr<objaudio::Engine> engine;
@@ -231,6 +232,29 @@ objaudio_status objaudio_sampler_table(objaudio_engine* engine, int32_t sampler,
         OBJ_CHECK(timesteps != nullptr && coefs != nullptr, "timesteps or coefs is NULL");
         std::copy(t.timesteps.begin(), t.timesteps.end(), timesteps);
         std::copy(t.coefs.begin(), t.coefs.end(), coefs);
+    });
+}
+
+objaudio_status objaudio_resample(objaudio_engine* engine, const float* pcm, size_t n, int32_t rate, float* out,
+                                  size_t capacity, size_t* n_written) {
+    return guarded(engine, [&] {
+        OBJ_CHECK(n_written != nullptr, "n_written is NULL");
+        OBJ_CHECK(rate >= OBJAUDIO_MIN_SAMPLE_RATE && rate <= OBJAUDIO_MAX_SAMPLE_RATE,
+                  "the sample rate must be an integer from 8000 to 192000 Hz (44100 or 48000 for games and DAWs), "
+                  "got " + std::to_string(rate));
+        const int from = engine->engine->spec().sample_rate;
+        const size_t most = objaudio::resampled_capacity(n, from, rate);
+        *n_written = most;
+        if (capacity < most)
+            throw Failure(OBJAUDIO_ERR_BUFFER_TOO_SMALL, "out holds " + std::to_string(capacity) + " samples; " +
+                                                         std::to_string(n) + " at " + std::to_string(from) +
+                                                         " Hz need up to " + std::to_string(most) + " at " +
+                                                         std::to_string(rate) + " Hz");
+        OBJ_CHECK(pcm != nullptr && out != nullptr, "pcm or out is NULL");
+        OBJ_CHECK(n > 0, "pcm holds no samples");
+        OBJ_CHECK(out + capacity <= pcm || pcm + n <= out, "pcm and out overlap: give a separate output buffer");
+        for (size_t i = 0; i < n; ++i) OBJ_CHECK(std::isfinite(pcm[i]), "pcm contains NaN or inf");
+        *n_written = objaudio::resample(pcm, n, from, rate, out, capacity);
     });
 }
 

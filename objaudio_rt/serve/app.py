@@ -21,7 +21,8 @@ from starlette.exceptions import HTTPException
 from ..errors import ObjaudioError, check
 from .batching import QueueFull
 from .requests import parse_generate, parse_json, parse_segment
-from .scenes import SceneNotFound, TooLarge
+from ..images import TooLarge
+from .scenes import SceneNotFound
 from .service import Service, encode_wav, generation_json
 
 STATIC = Path(__file__).parent / "static"
@@ -38,8 +39,13 @@ def error(status: int, message: str, headers: dict | None = None) -> JSONRespons
 
 
 def create_app(service: Service) -> FastAPI:
-    app = FastAPI(title="objaudio", summary="Object-aware image-to-audio generation: click to hear",
-                  docs_url="/docs", redoc_url=None)
+    """The app. /docs is Swagger UI with its JavaScript and CSS from the installed fastapi-offline package
+    (FastAPI's default loads them from a CDN: a blank page offline); Swagger UI's online validator is off."""
+    from fastapi_offline import FastAPIOffline
+
+    app = FastAPIOffline(title="objaudio", summary="Object-aware image-to-audio generation: click to hear",
+                         docs_url="/docs", redoc_url=None, static_url="/docs-assets",
+                         swagger_ui_parameters={"validatorUrl": None})
     limits = service.limits
 
     @app.exception_handler(SceneNotFound)
@@ -125,12 +131,13 @@ def create_app(service: Service) -> FastAPI:
         except ClientGone:
             log.info("client left before its generation finished; dropped it")
             return Response(status_code=499)
+        rate = req.sample_rate
         if req.format == "wav":
-            return Response(encode_wav(gens[0].wave, gens[0].sample_rate), media_type="audio/wav")
+            return Response(encode_wav(gens[0].wave, gens[0].sample_rate, rate), media_type="audio/wav")
         g = gens[0]
-        body = {"sample_rate": g.sample_rate, "seed": g.seed, "steps": g.steps, "sampler": g.sampler,
-                "cfg": g.cfg, "union": req.options.union, "mix": generation_json(gens[-1]),
-                "stems": [dict(generation_json(x), selection=i) for i, x in enumerate(gens[:len(req.selections)])]
+        body = {"sample_rate": rate or g.sample_rate, "seed": g.seed, "steps": g.steps, "sampler": g.sampler,
+                "cfg": g.cfg, "union": req.options.union, "mix": generation_json(gens[-1], rate),
+                "stems": [dict(generation_json(x, rate), selection=i) for i, x in enumerate(gens[:len(req.selections)])]
                 if req.stems else []}
         return JSONResponse(body)
 

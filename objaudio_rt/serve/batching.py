@@ -13,7 +13,6 @@ thread; the Ray deployment uses `@serve.batch` instead and calls the same `run_j
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import math
 import time
 from collections import defaultdict
@@ -22,7 +21,7 @@ from typing import Callable
 
 from ..errors import ObjaudioError
 from ..options import RunOptions
-from ..pipeline import Generation, Pipeline, Scene
+from ..pipeline import Generation, Pipeline, Scene, conditions_per_item
 from ..selection import Selection
 
 
@@ -40,16 +39,12 @@ class QueueFull(Exception):
         self.retry_after_s = retry_after_s
 
 
-def conditions_per_item(selection: Selection, union: str) -> int:
-    return len(selection.parts()) if union == "compose" else 1
-
-
 def run_jobs(pipe: Pipeline, jobs: list[Job]) -> list[list[Generation] | Exception]:
     """Generations per job (in item order), or the exception that job raised. Runs on the model thread."""
     groups: dict[tuple, list[tuple[int, int]]] = defaultdict(list)        # key -> [(job, item)]
     for j, job in enumerate(jobs):
         for i, sel in enumerate(job.items):
-            groups[(job.scene_id, job.options, conditions_per_item(sel, job.options.union))].append((j, i))
+            groups[(job.scene_id, job.options, conditions_per_item(sel, job.options.union or pipe.union))].append((j, i))
     results: list[list | Exception] = [[None] * len(job.items) for job in jobs]
     for members in groups.values():
         for (j, i), gen in zip(members, _run_group(pipe, jobs, members)):
@@ -62,10 +57,8 @@ def run_jobs(pipe: Pipeline, jobs: list[Job]) -> list[list[Generation] | Excepti
 
 def _run_group(pipe: Pipeline, jobs: list[Job], members: list[tuple[int, int]]) -> list:
     first = jobs[members[0][0]]
-    o = first.options
-    options = dict(dataclasses.asdict(o), progress=False)
     try:
-        return pipe.generate_many(first.scene, [jobs[j].items[i] for j, i in members], **options)
+        return pipe.generate_batch(first.scene, [jobs[j].items[i] for j, i in members], first.options, progress=False)
     except ObjaudioError as exc:
         if len({j for j, _ in members}) == 1:
             return [exc] * len(members)

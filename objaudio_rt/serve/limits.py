@@ -14,7 +14,6 @@ class ServeLimits:
     max_steps: int = 200                        # denoising steps per request
     max_duration: float = 10.24                 # seconds of audio (also capped by the model's own maximum)
     max_selections: int = 8                     # selections per generate request
-    max_text_chars: int = 200                   # one text selection
     max_points: int = 16                        # clicks in one points selection
     max_queue: int = 64                         # generate requests waiting or running; more get 503 + Retry-After
     request_timeout_s: float = 300.0            # per generate request, queueing included; then 504

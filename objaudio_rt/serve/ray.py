@@ -64,11 +64,11 @@ class _SharedScenes:
 @serve.ingress()
 class Objaudio:
     def __init__(self, scenes, checkpoint: str | None = None, device: str = "cuda", backend: str = "fast",
-                 sam_checkpoint: str | None = None):
+                 sam_checkpoint: str | None = None, threads: int | None = None):
         from .main import build_service
 
         self.service = build_service(checkpoint, device, backend, sam_checkpoint, submit=self.submit,
-                                     shared_scenes=_SharedScenes(scenes))
+                                     shared_scenes=_SharedScenes(scenes), threads=threads)
 
     @serve.batch(**BATCH)
     async def generate_batch(self, jobs: list[Job]) -> list:
@@ -88,7 +88,7 @@ class Objaudio:
 
 def build(args: dict):
     """`serve run objaudio_rt.serve.ray:build key=value ...`: checkpoint, device, backend, sam_checkpoint,
-    num_gpus (per replica; default 1 on cuda, else 0), replicas (a fixed count instead of autoscaling)."""
+    threads (CPU threads per replica, threads.check_threads), num_gpus (per replica; default 1 on cuda, else 0), replicas (a fixed count instead of autoscaling)."""
     args = dict(args)
     device = args.pop("device", "cuda")
     gpus = float(args.pop("num_gpus", 1 if device.startswith("cuda") else 0))
@@ -97,9 +97,14 @@ def build(args: dict):
     if replicas is not None:
         options.update(num_replicas=int(replicas), autoscaling_config=None)
     kwargs = {k: args.pop(k) for k in ("checkpoint", "backend", "sam_checkpoint") if k in args}
+    if "threads" in args:
+        from ..threads import check_threads
+
+        text = str(args.pop("threads"))
+        kwargs["threads"] = check_threads(int(text) if text.isdigit() else text, "threads")
     if args:
         raise ValueError(f"unknown argument(s) {', '.join(args)}: use checkpoint, device, backend, sam_checkpoint, "
-                         "num_gpus, replicas")
+                         "threads, num_gpus, replicas")
     return Objaudio.options(**options).bind(SceneStore.bind(), device=device, **kwargs)
 
 

@@ -1,4 +1,8 @@
-"""Uploaded images: decoding with the size limits, and the bounded cache of encoded scenes."""
+"""Uploaded images: decoding with the size limits, and the bounded cache of encoded scenes.
+
+Uploads are read by the runtime's own reader (images.load_image / load_mask: the modes, EXIF
+orientation, NaN and LAB checks and messages of the command line), with the service's pixel limit.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -9,17 +13,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ObjaudioError, check
-from ..images import load_mask
+from ..images import TooLarge, load_image, load_mask
 from ..pipeline import Scene
 from .limits import ServeLimits
 
 
 class SceneNotFound(ObjaudioError):
     """A scene id the service does not hold (never uploaded, or dropped from the bounded cache)."""
-
-
-class TooLarge(ObjaudioError):
-    """An upload over the service's size limits."""
 
 
 @dataclass
@@ -43,40 +43,17 @@ def scene_id_of(pixels: np.ndarray) -> str:
 
 
 def decode_image(data: bytes, limits: ServeLimits) -> np.ndarray:
-    """Image file bytes -> (H, W, 3) uint8 RGB; the pixel count is checked before anything is decoded."""
-    from PIL import Image, UnidentifiedImageError
-
+    """Image file bytes -> (H, W, 3) uint8 RGB, read as the command line reads a file; the byte size and
+    the pixel count (from the header) are checked before anything is decoded."""
     if len(data) > limits.max_image_bytes:
         raise TooLarge(f"image is {len(data)} bytes: at most {limits.max_image_bytes} are accepted")
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            w, h = im.size
-            if w * h > limits.max_image_pixels:
-                raise TooLarge(f"image is {w}x{h} = {w * h} pixels: at most {limits.max_image_pixels} are accepted; "
-                               "resize it first")
-            return np.array(im.convert("RGB"))
-    except Image.DecompressionBombError as exc:
-        raise TooLarge(f"image refused: {exc}") from None
-    except ObjaudioError:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise ObjaudioError("the upload is not a readable image: send a PNG or JPEG file") from None
+    return load_image(data, max_pixels=limits.max_image_pixels)
 
 
 def decode_mask(data: bytes, size_hw: tuple[int, int], limits: ServeLimits) -> np.ndarray:
-    """Mask PNG bytes -> (H, W) float32; it must have the scene's size (the runtime's check and message)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            w, h = im.size
-            check(w * h <= limits.max_image_pixels, f"mask is {w}x{h}: larger than any accepted image")
-            arr = np.asarray(im.convert("L"))
-    except ObjaudioError:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise ObjaudioError("mask_png is not a readable PNG: send a greyscale mask image") from None
-    return load_mask(arr, size_hw)
+    """Mask file bytes -> (H, W) float32, read as the command line reads a mask file (alpha cut-outs,
+    brightness, 16-bit); it must have the scene's size (the runtime's check and message)."""
+    return load_mask(data, size_hw, max_pixels=limits.max_image_pixels)
 
 
 def png_bytes(array: np.ndarray) -> bytes:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Awaitable, Callable
@@ -134,13 +133,12 @@ class Service:
         return value                                                    # Text
 
 
-def encode_wav(wave, sample_rate: int) -> bytes:
-    """(T,) float32 -> a 32-bit float mono WAV file (the waveform's bits, unchanged)."""
-    import soundfile as sf
+def encode_wav(wave, sample_rate: int, rate: int | None = None) -> bytes:
+    """(T,) float32 -> a 32-bit float mono WAV file (the waveform's bits unchanged unless `rate` resamples
+    it): audio.wav_bytes, the command line's writer."""
+    from ..audio import wav_bytes
 
-    buf = io.BytesIO()
-    sf.write(buf, np.asarray(wave, np.float32).reshape(-1), sample_rate, subtype="FLOAT", format="WAV")
-    return buf.getvalue()
+    return wav_bytes(wave, sample_rate, "float", rate)
 
 
 def spectrogram_png(mel) -> bytes:
@@ -153,8 +151,8 @@ def spectrogram_png(mel) -> bytes:
     return png_bytes((rgb * 255.0 + 0.5).astype(np.uint8))
 
 
-def generation_json(gen: Generation) -> dict:
+def generation_json(gen: Generation, rate: int | None = None) -> dict:
     b64 = lambda data: base64.b64encode(data).decode("ascii")           # noqa: E731
-    return {"wav": b64(encode_wav(gen.wave, gen.sample_rate)), "spectrogram_png": b64(spectrogram_png(gen.mel)),
+    return {"wav": b64(encode_wav(gen.wave, gen.sample_rate, rate)), "spectrogram_png": b64(spectrogram_png(gen.mel)),
             "mask_png": png_base64(gen.mask) if gen.mask is not None else None,
             "seconds": gen.wave.numel() / gen.sample_rate}

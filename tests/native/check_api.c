@@ -298,6 +298,25 @@ int main(int argc, char** argv) {
     EXPECT_STATUS(eng, objaudio_generate_stems(eng, scene, reqs, 0, outs, n), OBJAUDIO_ERR_INVALID_ARGUMENT);
     free(outs[1]);
 
+    /* ---- the PCM at another rate (libsoxr) ------------------------------------------------------- */
+    size_t n48 = 0;
+    EXPECT_STATUS(eng, objaudio_resample(eng, pcm2, n, 48000, NULL, 0, &n48), OBJAUDIO_ERR_BUFFER_TOO_SMALL);
+    CHECK(n48 == n * 3 + 1, "16 kHz -> 48 kHz asks for %zu samples, want %zu", n48, n * 3 + 1);
+    float* pcm48 = malloc(n48 * sizeof(float));
+    size_t got48 = 0;
+    CHECK(objaudio_resample(eng, pcm2, n, 48000, pcm48, n48, &got48) == OBJAUDIO_OK && got48 == n * 3,
+          "resample to 48 kHz: %zu samples, %s", got48, objaudio_last_error(eng));
+    EXPECT_STATUS(eng, objaudio_resample(eng, pcm2, n, 1000, pcm48, n48, &got48), OBJAUDIO_ERR_INVALID_ARGUMENT);
+    EXPECT_STATUS(eng, objaudio_resample(eng, pcm2, n, 192001, pcm48, n48, &got48), OBJAUDIO_ERR_INVALID_ARGUMENT);
+    EXPECT_STATUS(eng, objaudio_resample(eng, pcm2, n, 48000, pcm48, n48, NULL), OBJAUDIO_ERR_INVALID_ARGUMENT);
+    EXPECT_STATUS(eng, objaudio_resample(eng, NULL, n, 48000, pcm48, n48, &got48), OBJAUDIO_ERR_INVALID_ARGUMENT);
+    EXPECT_STATUS(eng, objaudio_resample(eng, pcm2, n, 48000, pcm2, n48, &got48), OBJAUDIO_ERR_INVALID_ARGUMENT);
+    pcm2[3] = NAN;
+    EXPECT_STATUS(eng, objaudio_resample(eng, pcm2, n, 48000, pcm48, n48, &got48), OBJAUDIO_ERR_INVALID_ARGUMENT);
+    CHECK(objaudio_resample(NULL, pcm2, n, 48000, pcm48, n48, &got48) == OBJAUDIO_ERR_INVALID_ARGUMENT, "NULL engine");
+    free(pcm48);
+
+
     /* ---- two threads at once on one engine -------------------------------------------------- */
     job jobs[2];
     pthread_t th[2];

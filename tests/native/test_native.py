@@ -36,6 +36,8 @@ def _missing_tools() -> str | None:
         return "this torch has no C++ headers (torch/include)"
     if not Path("/usr/include/openssl/evp.h").is_file():
         return "OpenSSL headers missing (apt-get install libssl-dev)"
+    if not Path("/usr/include/soxr.h").is_file():
+        return "libsoxr headers missing (apt-get install libsoxr-dev; make test installs them)"
     return None
 
 
@@ -159,6 +161,75 @@ def test_host_program_matches_python_pipeline(build, engine, demo_files, pipe, t
         assert err_lib <= tol, f"case {i}: libobjaudio differs from the Python pipeline by {err_lib:.3e} > {tol:.3e}"
         again, _, _ = host(build, engine, demo_files, tmp_path / f"{i}b.wav", *flags)
         assert np.array_equal(again, lib), "the same seed must give the same waveform run after run"
+
+
+def _host_refuses(build, engine, demo_files, *args, rc=2) -> str:
+    """Runs objaudio-generate, which must fail with exit `rc` and one line on stderr; returns the line."""
+    r = run([build / "objaudio-generate", "--engine", engine, "--image", demo_files / "scene.ppm", "--steps", "1",
+             *args], timeout=60, check=False)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == rc and len(lines) == 1 and lines[0].startswith("objaudio-generate: error: "), \
+        (args, r.returncode, r.stderr)
+    return lines[0]
+
+
+def test_host_follows_the_command_lines_output_rules(build, engine, demo_files, tmp_path):
+    """Issue 21: `--out victim.ppm` turned the image into a WAV, an existing file was overwritten without
+    asking, a WAV went to x.mp3, and --steps 0 printed "unknown flag or bad value" and the usage text.
+    Now: no output that is an input (also through a symbolic or a hard link, or a file of the engine), no
+    overwrite without --force, .wav only, one line for each bad flag, and no temporary left behind."""
+    victim = tmp_path / "victim.ppm"
+    shutil.copy(demo_files / "scene.ppm", victim)
+    before = victim.read_bytes()
+    (tmp_path / "link.wav").symlink_to(victim)
+    os.link(victim, tmp_path / "hard.wav")
+    (tmp_path / "engine.wav").symlink_to(engine / "engine.json")
+    taken = tmp_path / "taken.wav"
+    taken.write_bytes(b"keep")
+    os.mkfifo(tmp_path / "pipe.ppm")
+    image = ["--image", victim]
+    cases = [(image + ["--out", victim], "--out must end in .wav"),
+             (image + ["--out", tmp_path / "x.mp3"], "--out must end in .wav"),
+             (image + ["--out", tmp_path / "link.wav"], "is the input"),
+             (image + ["--out", tmp_path / "hard.wav", "--force"], "is the input"),
+             (image + ["--out", tmp_path / "engine.wav", "--force"], "is the engine's file"),
+             (image + ["--out", taken], "already exists: choose another path or pass --force"),
+             (image + ["--out", tmp_path / "no" / "x.wav"], "does not exist"),
+             (image + ["--out", tmp_path / "x.wav", "--steps", "0"], "steps must be an integer in [1, 999], got 0"),
+             (image + ["--out", tmp_path / "x.wav", "--sampler", "euler"], "unknown --sampler euler"),
+             (image + ["--out", tmp_path / "x.wav", "--seed", "-1"], "seed must be an integer in [0, 2**64 - 1]"),
+             (image + ["--out", tmp_path / "x.wav", "--sample-rate", "1000"],
+              "--sample-rate must be an integer from 8000 to 192000"),
+             (image + ["--out", tmp_path / "x.wav", "--bogus"], "unknown flag --bogus")]
+    for args, words in cases:
+        assert words in _host_refuses(build, engine, demo_files, *args), (args, words)
+    line = _host_refuses(build, engine, demo_files, "--image", tmp_path / "pipe.ppm", "--out", tmp_path / "x.wav", rc=1)
+    assert "is not a regular file" in line
+    assert victim.read_bytes() == before and taken.read_bytes() == b"keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["engine.wav", "hard.wav", "link.wav", "pipe.ppm", "taken.wav",
+                                                          "victim.ppm"]
+    taken.chmod(0o640)
+    run([build / "objaudio-generate", "--engine", engine, "--image", victim, "--steps", "1", "--out", taken, "--force"])
+    assert sf.info(str(taken)).samplerate == 16000 and (taken.stat().st_mode & 0o777) == 0o640
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".objaudio-part")]
+
+
+def test_host_and_c_api_resample_as_the_python_side(build, engine, demo_files, tmp_path):
+    """--sample-rate 48000 / objaudio_resample: libsoxr at very high quality, fed as python-soxr feeds it,
+    so the 48 kHz WAV is audio.resample of the 16 kHz one (to the float rounding of another build of the
+    same libsoxr: at most 1e-6 of the peak, against the 1e-2-scale differences of another resampler)."""
+    from objaudio_rt.audio import resample
+
+    flags = ["--mask", demo_files / "bird.pgm", "--steps", "5"]
+    native, sr, _ = host(build, engine, demo_files, tmp_path / "16k.wav", *flags)
+    for rate in (44100, 48000):
+        wave, sr_out, stdout = host(build, engine, demo_files, tmp_path / f"{rate}.wav", *flags, "--sample-rate", rate)
+        want = resample(native, sr, rate)
+        assert sr == 16000 and sr_out == rate and wave.shape == want.shape == (len(native) * rate // sr,)
+        err = float(np.abs(wave - want).max())
+        print(f"{rate} Hz: |libobjaudio - audio.resample| {err:.2e}")
+        assert err <= 1e-6 * float(np.abs(want).max()), f"{rate} Hz: differs from audio.resample by {err:.2e}"
+        assert f"at {rate} Hz" in stdout
 
 
 def library(build):

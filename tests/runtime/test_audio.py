@@ -80,3 +80,37 @@ def test_load_wav_corrupt(tmp_path):
     (tmp_path / "bad.wav").write_bytes(b"RIFF0000WAVEjunk")
     with pytest.raises(ObjaudioError, match="cannot read audio"):
         load_wav(tmp_path / "bad.wav")
+
+
+@pytest.mark.parametrize("rate", [44100, 48000])
+def test_resample_to_44_1_and_48_khz(rate):
+    """audio.resample (libsoxr) against the analytic tone at the new rate: at most the error of
+    scipy's polyphase resampler (what load_wav uses) on the same tone, away from the edges."""
+    from scipy.signal import resample_poly
+
+    from objaudio_rt.audio import resample
+
+    t = np.arange(16000) / 16000
+    x = (0.8 * np.sin(2 * np.pi * 1000 * t) + 0.1 * np.sin(2 * np.pi * 6500 * t)).astype(np.float32)
+    y = resample(torch.from_numpy(x), 16000, rate)
+    tr = np.arange(rate) / rate
+    ref = 0.8 * np.sin(2 * np.pi * 1000 * tr) + 0.1 * np.sin(2 * np.pi * 6500 * tr)
+    g = np.gcd(16000, rate)
+    poly = resample_poly(x.astype(np.float64), rate // g, 16000 // g)
+    edge = slice(rate // 10, -rate // 10)
+    err, err_poly = np.abs(y - ref)[edge].max(), np.abs(poly - ref)[edge].max()
+    assert y.dtype == np.float32 and y.shape == (rate,)
+    assert err <= err_poly, f"soxr error {err:.2e} > polyphase {err_poly:.2e}"
+    assert np.array_equal(resample(x, 16000, rate), y)                       # the same samples, the same result
+    assert np.array_equal(resample(x, 16000, 16000), x)
+
+
+def test_wav_at_another_rate_and_bad_rates(tmp_path):
+    x = np.sin(np.linspace(0, 200, 16000)).astype(np.float32) * 0.5
+    path = save_wav(tmp_path / "a.wav", x, rate=48000)
+    data, sr = sf.read(path, dtype="float32")
+    assert sr == 48000 and data.shape == (48000,)
+    for bad in (0, 7999, 192001, 44100.0, True):
+        with pytest.raises(ObjaudioError, match="from 8000 to 192000 Hz"):
+            save_wav(tmp_path / "b.wav", x, rate=bad)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav"]

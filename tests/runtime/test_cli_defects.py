@@ -156,6 +156,8 @@ def test_bad_inputs_are_answered_before_torch_loads(files):
     existing = files / "taken.wav"
     existing.write_bytes(b"keep")
     Image.new("L", (40, 30)).save(files / "small.png")
+    os.mkfifo(files / "pipe.png")
+    (files / "jobs.jsonl").write_text('{"image": "scene.png"}\n{"image": "scene.png", "seed": -1}\n')
     image = ["generate", "--image", files / "scene.png"]
     cases = [(["generate", "--image", files / "nope.png", "--out", files / "o.wav"], "image file not found"),
              (image + ["--mask", files / "nope.png", "--out", files / "o.wav"], "mask file not found"),
@@ -166,6 +168,15 @@ def test_bad_inputs_are_answered_before_torch_loads(files):
              (image + ["--cfg", "1000", "--out", files / "o.wav"], "cfg"),
              (image + ["--format", "pcm8", "--out", files / "o.wav"], "--format"),
              (image + ["--threads", "0", "--out", files / "o.wav"], "--threads"),
+             (image + ["--threads", "100000", "--out", files / "o.wav"], "--threads must be an integer from 1 to"),
+             (image + ["--steps", "abc", "--out", files / "o.wav"], "argument --steps: must be an integer, got 'abc'"),
+             (image + ["--sampler", "euler", "--out", files / "o.wav"], "argument --sampler: invalid choice"),
+             (image + ["--seed", "1e30", "--out", files / "o.wav"], "argument --seed: must be an integer"),
+             (["generate", "--image", files / "pipe.png", "--out", files / "o.wav"], "is not a regular file"),
+             (image + ["--text", "x" * 10500, "--out", files / "o.wav"], "10500 characters: at most 200"),
+             (image + ["--sample-rate", "1000", "--out", files / "o.wav"], "--sample-rate must be an integer"),
+             (["batch", files / "jobs.jsonl", "--out", files / "wavs"], "jobs.jsonl line 2: seed must be"),
+             (["serve", "--threads", "100000"], "--threads must be an integer from 1 to"),
              (image + ["--out", existing], "exists")]
     code = ("import json, sys; from objaudio_rt.cli import main\n"
             "rcs = [main(argv) for argv in json.loads(sys.argv[1])]\n"
@@ -179,7 +190,15 @@ def test_bad_inputs_are_answered_before_torch_loads(files):
     assert len(errors) == len(cases), errors
     for (_, match), line in zip(cases, errors):
         assert line.startswith("objaudio: error:") and match in line, (match, line)
-    assert existing.read_bytes() == b"keep" and not (files / "o.wav").exists()
+    assert existing.read_bytes() == b"keep" and not (files / "o.wav").exists() and not (files / "wavs").exists()
+
+
+def test_version_is_one_line(capsys):
+    from objaudio_rt import __version__
+
+    with pytest.raises(SystemExit) as exc:                           # argparse's version action exits 0
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"objaudio {__version__}"
 
 
 def test_no_library_warnings_reach_the_user(tiny_pipe, scene_image, recwarn):
@@ -213,17 +232,24 @@ def test_readme_command_line_examples_run_on_the_bundled_scene(tmp_path, monkeyp
     import shlex
 
     readme = (DEMO.parents[2] / "README.md").read_text()
-    block = readme.split("## Command line", 1)[1].split("```", 2)[1]
+    block = readme.split("## Command line", 1)[1].split("```", 2)[1].replace("\\\n", " ")   # joined continuations
     lines = [ln.split("#")[0].strip() for ln in block.splitlines()]
     runnable = [ln for ln in lines if ln.startswith("objaudio ") and "sam-checkpoint" not in ln
                 and "assemble" not in ln and " demo " not in f"{ln} "]
     assert len(runnable) >= 5
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "jobs.jsonl").write_text(json.dumps({"image": str(DEMO / "scene.png"), "mask": str(DEMO / "mask_bird.png"),
+                                                     "out": "bird.wav", "seed": 3}) + "\n")
     for line in runnable:
         argv = shlex.split(line.replace("$D", str(DEMO)))[1:]
-        extra = ["--steps", "2", "--duration", "0.5"] if argv[0] == "generate" else []
-        assert main(argv + extra) == 0, (line, capsys.readouterr().err)
-    assert (tmp_path / "bird.overview.png").is_file()
+        extra = ["--steps", "2", "--duration", "0.5"] if argv[0] in ("generate", "batch") else []
+        try:
+            code = main(argv + extra)
+        except SystemExit as exc:               # argparse's --version action exits after printing
+            code = exc.code
+        assert code == 0, (line, capsys.readouterr().err)
+    assert (tmp_path / "bird.overview.png").is_file() and (tmp_path / "mix.stem-1.wav").is_file()
+    assert (tmp_path / "wavs" / "bird.wav").is_file() and (tmp_path / "scenes" / "scene.wav").is_file()
 
 
 def test_mask_rescale_changed_on_the_pipeline_keeps_the_checksum(tmp_path):

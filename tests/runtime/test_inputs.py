@@ -103,3 +103,32 @@ def test_decompression_bomb_is_one_line_without_warnings(tmp_path, recwarn):
             load_image(path)
         assert "\n" not in str(exc.value) and str(MAX_PIXELS // 1_000_000) in str(exc.value)
     assert not [w for w in recwarn if "DecompressionBomb" in type(w.message).__name__]
+
+
+def test_a_file_reads_the_same_from_its_path_and_from_its_bytes(tmp_path):
+    """The service reads an upload's bytes with the reader the command line uses on the path: a float32
+    TIFF is grey, not black; NaN and LAB are refused with the same message."""
+    f = np.tile(np.linspace(0, 1, 48, dtype=np.float32), (40, 1))
+    good = _save(tmp_path, "f.tif", Image.fromarray(f))
+    rgb = load_image(good)
+    assert np.array_equal(load_image(good.read_bytes()), rgb) and rgb.max() == 255 and rgb[0, 24, 0] > 100
+    np.testing.assert_array_equal(load_mask(good.read_bytes(), (40, 48)), load_mask(good, (40, 48)))
+    f[3, 3] = np.nan
+    nan = _save(tmp_path, "nan.tif", Image.fromarray(f))
+    lab = _save(tmp_path, "lab.tif", Image.new("LAB", (40, 40)))
+    for path, match in ((nan, "contains NaN"), (lab, "LAB mode")):
+        with pytest.raises(ObjaudioError, match=match):
+            load_image(path)
+        with pytest.raises(ObjaudioError, match=match):
+            load_image(path.read_bytes())
+    with pytest.raises(ObjaudioError, match="at most 100 pixels"):
+        load_image(good.read_bytes(), max_pixels=100)
+
+
+def test_a_named_pipe_is_not_a_missing_file(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "pipe.png")
+    for read in (load_image, lambda p: load_mask(p, (40, 40))):
+        with pytest.raises(ObjaudioError, match="is not a regular file"):
+            read(tmp_path / "pipe.png")

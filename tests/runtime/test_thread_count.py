@@ -8,6 +8,7 @@ from objaudio_rt.errors import ObjaudioError
 
 
 def test_requested_then_environment_then_free_cores(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert threads.pick_threads(5) == 5
     assert threads.pick_threads() == 3
@@ -22,8 +23,30 @@ def test_requested_then_environment_then_free_cores(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
     monkeypatch.setattr(threads, "busy_elsewhere", lambda: 0.0)
     assert threads.pick_threads() == threads.MAX_DEFAULT
-    with pytest.raises(ObjaudioError, match="at least 1"):
+    with pytest.raises(ObjaudioError, match="from 1 to 64"):
         threads.pick_threads(0)
+
+
+@pytest.mark.parametrize("given", [0, -1, 3, 100000, 2.0, True, "2"])
+def test_a_given_count_is_bounded_by_the_cores(monkeypatch, given):
+    """--threads 100000 started 100000 threads (263 GB of virtual memory, the host's thread limit):
+    every count a user gives is at most the cores this process may use, refused in one line."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    with pytest.raises(ObjaudioError, match=r"--threads must be an integer from 1 to 2 \(the cores") as exc:
+        threads.check_threads(given)
+    assert "\n" not in str(exc.value)
+    assert threads.check_threads(2) == 2 and threads.pick_threads(1) == 1
+    with pytest.raises(ObjaudioError, match="--threads"):
+        threads.pick_threads(given)
+
+
+def test_omp_num_threads_is_bounded_too(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "100000")
+    with pytest.raises(ObjaudioError, match="OMP_NUM_THREADS must be an integer from 1 to 2"):
+        threads.pick_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert threads.pick_threads() == 2
 
 
 def test_busy_elsewhere_counts_other_running_threads_now(monkeypatch, tmp_path):

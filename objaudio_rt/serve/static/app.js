@@ -3,6 +3,7 @@
 const $ = (id) => document.getElementById(id);
 const COLORS = [[255, 99, 71], [90, 200, 250], [255, 214, 10], [48, 209, 88], [191, 90, 242], [255, 159, 10],
                 [100, 210, 255], [255, 55, 95]];
+const MAX_SEED = 18446744073709551615n;  // 2**64 - 1, the runtime's seed range (options.MAX_SEED)
 const DRAG_PX = 6;                     // a press that moves further than this is a box, not a click
 const state = { health: null, scene: null, image: null, masks: [], selections: [], inflight: null, objectUrls: [] };
 
@@ -142,14 +143,31 @@ async function choose(sel, add) {
   await generate();
 }
 
+// The seed as its exact decimal digits (a JS Number holds integers exactly only up to 2**53), or null.
+function seedDigits() {
+  const text = $("seed").value.trim() || "0";
+  return /^[0-9]+$/.test(text) && BigInt(text) <= MAX_SEED ? text.replace(/^0+(?=.)/, "") : null;
+}
+
 function settings() {
-  const out = { seed: Number($("seed").value || 0), union: $("union").value };
+  const out = { union: $("union").value };
   for (const key of ["steps", "cfg", "duration"]) if ($(key).value !== "") out[key] = Number($(key).value);
+  if ($("rate").value !== "") out.sample_rate = Number($("rate").value);
   return out;
+}
+
+// The request body as JSON, the seed written as its digits (first key: the one top-level "seed").
+function requestJson(body, seed) {
+  return JSON.stringify({ seed, ...body }).replace(/^\{"seed":"([0-9]+)"/, '{"seed":$1');
 }
 
 async function generate() {
   if (!state.scene || !state.selections.length) return;
+  const seed = seedDigits();
+  if (seed === null) {
+    message(`seed must be an integer in [0, 2**64 - 1] (what torch.Generator takes), got ${$("seed").value}`, true);
+    return;
+  }
   if (state.inflight) state.inflight.abort();       // a newer selection replaces the one in flight
   const controller = new AbortController();
   state.inflight = controller;
@@ -164,7 +182,7 @@ async function generate() {
   message("");
   try {
     const response = await api("/v1/generate", { method: "POST", signal: controller.signal,
-      headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+      headers: { "Content-Type": "application/json" }, body: requestJson(body, seed) });
     showResult(await response.json(), (performance.now() - start) / 1000);
   } catch (e) {
     if (e.name !== "AbortError") message(e.message, true);

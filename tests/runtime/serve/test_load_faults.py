@@ -104,7 +104,8 @@ def test_faults_get_clear_errors_and_the_service_keeps_serving(live):
         time.sleep(0.1)
     assert live.service.batcher.pending == 0, "the abandoned request is still held"
     wave_of(client.post("/v1/generate", json=ok))                     # still serving
-    defaults = wave_of(client.post("/v1/generate", json={"scene_id": "demo", "steps": FAST["steps"]}))
+    defaults = wave_of(client.post("/v1/generate", json={"scene_id": "demo", "selections": [{"whole": True}],
+                                                         "steps": FAST["steps"]}))
     assert defaults.shape == (int(live.service.pipe.config.clip_seconds * 16000),)   # whole scene, model's clip
     assert client.get("/health").json()["status"] == "ok"
 
@@ -135,7 +136,7 @@ def test_full_queue_gets_503_with_retry_after():
         server.stop()
 
 
-@pytest.mark.parametrize("timeout_s", [0.05])
+@pytest.mark.parametrize("timeout_s", [0.01])
 def test_request_past_its_time_limit_gets_504(timeout_s):
     from objaudio_rt.serve import ServeLimits
 
@@ -143,7 +144,8 @@ def test_request_past_its_time_limit_gets_504(timeout_s):
     try:
         client = server.client()
         client.get("/v1/demo").raise_for_status()
-        r = client.post("/v1/generate", json={"scene_id": "demo", "selections": [{"whole": True}], **FAST})
+        slow = {**FAST, "steps": 40}            # a few hundred ms here: past the limit whatever the host's speed
+        r = client.post("/v1/generate", json={"scene_id": "demo", "selections": [{"whole": True}], **slow})
         assert r.status_code == 504 and "limit per request" in r.json()["error"]
     finally:
         server.stop()
