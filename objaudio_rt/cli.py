@@ -57,7 +57,10 @@ def _add_generation_flags(p: argparse.ArgumentParser) -> None:
                         "mask = the paper's single union mask")
     p.add_argument("--seed", type=_integer, default=0, help="0 to 2**64-1")
     p.add_argument("--duration", type=_number, default=None,
-                   help="seconds, from one latent frame (0.04 s) to the model's maximum (default: its clip length)")
+                   help="seconds, from one latent frame (0.04 s) to 120; past the model's max_seconds the clip is "
+                        "denoised over overlapping windows (default: the model's clip length)")
+    p.add_argument("--loop", action="store_true",
+                   help="a seamless loop: the clip's end flows into its start (length snapped to 0.04 s)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
                    help="auto (default: on a CPU onnxruntime when `python -m export.onnx --cache` has built this "
@@ -211,7 +214,7 @@ def _backend_options(args) -> dict:
 def _run_options(args):
     from .options import RunOptions
 
-    return RunOptions(args.steps, args.sampler, args.cfg, args.seed, args.duration, args.union)
+    return RunOptions(args.steps, args.sampler, args.cfg, args.seed, args.duration, args.union, args.loop)
 
 
 def _options(args) -> dict:

@@ -10,10 +10,12 @@ Plain Python (the CLI imports this before torch):
     SAM_TYPES    the Segment Anything model types (sam.load_sam)
     MAX_TEXT     the longest text selection (selection.Text), for the CLI, Python and the service alike
     MIN_SAMPLE_RATE, MAX_SAMPLE_RATE  what a written WAV may be resampled to (audio.resample)
-    RunOptions   steps, sampler, cfg, seed, duration, union, with the model's defaults resolved
+    MAX_SECONDS  the longest generation (a clip past the model's max_seconds, or a loop: longform.py)
+    RunOptions   steps, sampler, cfg, seed, duration, union, loop, with the model's defaults resolved
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -42,6 +44,11 @@ MAX_TEXT = 200
 # A WAV's rate: the model's own (16 kHz), or resampled for a game or a DAW (44.1 or 48 kHz); 8 kHz
 # (telephone) to 192 kHz (the highest rate common audio interfaces run at).
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 192000
+# Past the model's own max_seconds a clip is denoised over overlapping windows (longform.py): time and
+# memory grow linearly with the length (benchmarks/longform.py measures both). Two
+# minutes is longer than any ambience bed a game loops; the limit is checked before the model loads.
+MAX_SECONDS = 120.0
+MIN_LOOP_FRAMES = 8                   # latent frames (0.32 s): a shorter loop is a buzz, not a sound
 
 
 def check_sample_rate(rate, what: str = "--sample-rate") -> int:
@@ -77,6 +84,7 @@ class RunOptions:
     seed: int = 0
     duration: float | None = None         # seconds
     union: str | None = None              # one of UNION_MODES
+    loop: bool = False                    # a seamless loop (longform.py): duration snapped to whole latent frames
 
     def resolve(self, config: ModelConfig, union: str = UNION_MODES[0]) -> ResolvedRun:
         """Every field filled (`union`: the caller's default mode) and checked."""
@@ -88,7 +96,7 @@ class RunOptions:
             cfg=config.default_cfg if self.cfg is None else float(self.cfg),
             seed=self.seed,
             duration=config.clip_seconds if self.duration is None else float(self.duration),
-            union=self.union or union)
+            union=self.union or union, loop=self.loop)
         top = max_steps(config.schedule.num_train_timesteps)
         check(isinstance(run.steps, int) and 0 < run.steps <= top,
               f"steps must be an integer in [1, {top}], got {run.steps!r}")
@@ -98,9 +106,15 @@ class RunOptions:
         check(isinstance(run.seed, int) and 0 <= run.seed <= MAX_SEED,
               f"seed must be an integer in [0, 2**64 - 1] (what torch.Generator takes), got {run.seed!r}")
         shortest = shortest_duration(config)
-        check(math.isfinite(run.duration) and shortest <= run.duration <= config.max_seconds,
-              f"duration must be in [{shortest:g}, {config.max_seconds:g}] seconds for this model, "
-              f"got {run.duration}")
+        check(math.isfinite(run.duration) and shortest <= run.duration <= MAX_SECONDS,
+              f"duration must be in [{shortest:g}, {MAX_SECONDS:g}] seconds (past the model's "
+              f"{config.max_seconds:g} s it is generated over overlapping windows), got {run.duration}")
+        check(isinstance(run.loop, bool), f"loop must be true or false, got {run.loop!r}")
+        if run.loop:
+            frames = round(run.duration / shortest)
+            check(frames >= MIN_LOOP_FRAMES, f"a loop must be at least {MIN_LOOP_FRAMES * shortest:g} seconds long, "
+                                             f"got {run.duration:g}")
+            run = dataclasses.replace(run, duration=round(frames * shortest, 6))   # whole latent frames: the period
         check(run.union in UNION_MODES, f"unknown union mode {run.union!r}: use one of {', '.join(UNION_MODES)}")
         return run
 

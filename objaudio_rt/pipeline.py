@@ -22,6 +22,7 @@ from .errors import ObjaudioError, check
 from .grounding import mask_to_patch_coverage, rescale_patch_weights
 from .images import load_image, load_mask
 from .config import ModelSource
+from .longform import Windows, WindowedUNet, decode_windows, vocode_blocks
 from .model import Calibration, GraphModel, ObjaudioModel
 from .options import GRAPH_BACKENDS, UNION_MODES, RunOptions
 from .samplers import SamplerPlan
@@ -62,6 +63,7 @@ class Generation:
     steps: int
     sampler: str
     cfg: float
+    loop: bool = False                 # the waveform's end flows into its start (longform.py)
 
 
 class Pipeline:
@@ -269,26 +271,65 @@ class Pipeline:
     def sample(self, conditions: Conditioned | Conditions, run: RunOptions, progress: bool = True) -> torch.Tensor:
         """The final latent (B, C, T/4, M/4) of the guided loop from each item's own noise: a generator
         seeded with `run.seed`, so an item's result does not depend on what else is in the batch.
-        `run` is resolved here unless it already is (`RunOptions.resolve`)."""
+        A loop, or a clip past the model's max_seconds, is denoised over overlapping windows of the
+        model's clip length (`windows`, longform.py). `run` is resolved here unless it already is."""
         run = run.resolve(self.config, self.union)                                  # as it is if resolved
         rows = conditions.conditions if isinstance(conditions, Conditioned) else conditions
         plan = SamplerPlan.build(run.sampler, run.steps, self.config.schedule)
         shape, _ = self.latent_shape(run.duration)
         noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(run.seed))
                              for _ in range(rows.items)]).to(self.device)           # (B, C, T/4, M/4)
-        return denoise(self.backend, noise, rows, plan, run.cfg, progress=progress)
+        windows = self.windows(run)
+        backend = self.backend if windows is None else WindowedUNet(self.backend, windows)
+        return denoise(backend, noise, rows, plan, run.cfg, progress=progress)
+
+    def windows(self, run: RunOptions) -> Windows | None:
+        """The latent windows of a loop or of a clip past the model's max_seconds (None: one pass)."""
+        run = run.resolve(self.config, self.union)
+        if not run.loop and run.duration <= self.config.max_seconds:
+            return None
+        (_, frames, _), _ = self.latent_shape(run.duration)
+        clip = self.latent_shape(self.config.clip_seconds)[0][1]                   # the trained length
+        return Windows.plan(frames, clip, run.loop)
 
     # ---- 5-6. latent -> log-mel -> waveform -------------------------------------------------
     @torch.no_grad()
-    def audio(self, z: torch.Tensor, duration: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def audio(self, z: torch.Tensor, run: RunOptions | float) -> tuple[torch.Tensor, torch.Tensor]:
         """(log-mel (B, frames, n_mels) on the device, waveform (B, samples) on the CPU) of latents z,
-        the waveform cut to `duration` seconds (`latent_shape`)."""
-        _, n_samples = self.latent_shape(duration)
-        mel = self.backend.decode(z)                                                  # (B, T, n_mels)
-        wave = self.backend.vocode(mel)[:, :n_samples].cpu()                          # (B, samples)
+        the waveform cut to the run's duration (`latent_shape`; a loop keeps whole latent frames, its
+        period). A windowed run (`windows`) decodes window by window and vocodes block by block
+        (`audio_blocks`). `run` may be a plain duration in seconds (one pass)."""
+        if not isinstance(run, RunOptions):
+            run = RunOptions(duration=float(run))
+        mel, blocks = self.audio_blocks(z, run)
+        wave = torch.cat(list(blocks), dim=1)
         check(bool(torch.isfinite(wave).all()), "generation produced NaN or inf samples: the checkpoint "
                                                  "may be damaged; try --backend eager or another checkpoint")
         return mel, wave
+
+    @torch.no_grad()
+    def audio_blocks(self, z: torch.Tensor, run: RunOptions):
+        """(log-mel (B, frames, n_mels), an iterator of waveform blocks (B, samples) on the CPU in order):
+        what `audio` joins, and what a stream hands out as each block is vocoded."""
+        run = run.resolve(self.config, self.union)
+        windows = self.windows(run)
+        f, hop = self.config.vae.downsample_factor, self.config.mel.hop_length
+        if windows is None:
+            mel = self.backend.decode(z)                                              # (B, T, n_mels)
+            block = mel.shape[1]
+        else:
+            mel = decode_windows(self.backend, z, windows, f)
+            block = windows.size * f
+        keep = mel.shape[1] * hop if run.loop else self.latent_shape(run.duration)[1]
+
+        def blocks():
+            done = 0
+            for wave in vocode_blocks(self.backend, mel, block, run.loop, hop):
+                wave = wave[:, :max(0, keep - done)].cpu()
+                done += wave.shape[1]
+                if wave.shape[1]:
+                    yield wave
+        return mel, blocks()
 
     # ---- all of it ------------------------------------------------------------------------
     def generate(self, scene: Scene, selection: Selection | None = None, **options) -> torch.Tensor:
@@ -298,7 +339,7 @@ class Pipeline:
     def generate_many(self, scene: Scene, selections: list[Selection | None], steps: int | None = None,
                       sampler: str | None = None, cfg: float | None = None, seed: int = 0,
                       duration: float | None = None, progress: bool = True,
-                      union: str | None = None) -> list[Generation]:
+                      union: str | None = None, loop: bool = False) -> list[Generation]:
         """One batched generation for several selections of one scene (e.g. clicking through objects):
         `conditions`, then `sample`, then `audio`.
 
@@ -306,8 +347,11 @@ class Pipeline:
         "compose" conditions on each part separately and averages their guidance directions
         (denoise.py); "mask" is the paper's single union mask (the parts'
         pixel masks unioned, one condition). A selection of one part is the same in both modes.
+
+        `duration` may pass the model's max_seconds (up to options.MAX_SECONDS) and `loop` makes the
+        clip's end flow into its start: both denoise one latent over overlapping windows (longform.py).
         """
-        return self.generate_batch(scene, selections, RunOptions(steps, sampler, cfg, seed, duration, union),
+        return self.generate_batch(scene, selections, RunOptions(steps, sampler, cfg, seed, duration, union, loop),
                                    progress=progress)
 
     def generate_batch(self, scene: Scene, selections: list[Selection | None], run: RunOptions,
@@ -316,9 +360,9 @@ class Pipeline:
         run = run.resolve(self.config, self.union)
         batch = self.conditions(scene, selections, run.union)
         z = self.sample(batch, run, progress=progress)
-        mel, wave = self.audio(z, run.duration)
+        mel, wave = self.audio(z, run)
         return [Generation(wave[i], mel[i].cpu(), w.cpu(), m, self.config.mel.sample_rate, run.seed, run.steps,
-                           run.sampler, run.cfg) for i, (w, m) in enumerate(batch.shown)]
+                           run.sampler, run.cfg, run.loop) for i, (w, m) in enumerate(batch.shown)]
 
     def latent_shape(self, duration: float) -> tuple[tuple[int, int, int], int]:
         """((C, frames / f, n_mels / f), waveform samples to keep): ModelConfig.latent_shape."""

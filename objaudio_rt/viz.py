@@ -2,7 +2,8 @@
 
 The selection is shown so that it cannot be mistaken for the scene's own colours: the pixels outside
 it are dimmed and its edge is outlined (a light line on a dark one, visible on any image); a colour
-tint alone turned a yellow bird merely orange. Each spectrogram is in dB with its colour bar.
+tint alone turned a yellow bird merely orange. Each spectrogram is in dB with its colour bar; a loop's
+goes on past its end into its start again (shaded), with the loop point marked.
 """
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import os
 import warnings
 
 import numpy as np
+import torch
 
 DB_PER_NEPER = 20.0 / np.log(10.0)      # the log-mel is ln(magnitude): 20 log10(x) = 8.686 ln(x)
 DIM_OUTSIDE = 0.35                      # brightness kept outside the selection
 OUTLINE = (("black", 2.6), ("#fff200", 1.2))   # (colour, line width): a light line on a dark one
+LOOP_AGAIN = 0.2                        # of a loop's length drawn again after its end
 
 
 def save_overview(path: str | os.PathLike, image: np.ndarray, items: list[tuple[str, object]],
@@ -72,8 +75,19 @@ def overview_figure(image: np.ndarray, items: list[tuple[str, object]]):
                       vmax=max(float(weights.max()), 1e-6))
         row[1].set_title("patch weights", fontsize=9)
         seconds = gen.wave.numel() / gen.sample_rate
-        spec = row[2].imshow(DB_PER_NEPER * gen.mel.T.numpy(), origin="lower", aspect="auto", cmap="viridis",
-                             extent=(0, seconds, 0, gen.mel.shape[1]))          # (n_mels, frames) in dB
+        mel = gen.mel
+        shown = seconds
+        if getattr(gen, "loop", False):                  # the start again after the end: the join is heard there
+            again = max(1, int(mel.shape[0] * LOOP_AGAIN))
+            mel = torch.cat([mel, mel[:again]])
+            shown = seconds * mel.shape[0] / gen.mel.shape[0]
+        spec = row[2].imshow(DB_PER_NEPER * mel.T.numpy(), origin="lower", aspect="auto", cmap="viridis",
+                             extent=(0, shown, 0, mel.shape[1]))               # (n_mels, frames) in dB
+        if shown > seconds:
+            row[2].axvspan(seconds, shown, color="black", alpha=0.35, lw=0)
+            row[2].axvline(seconds, color="white", linestyle="--", linewidth=1.2, label="loop point")
+            row[2].text(seconds, mel.shape[1] * 0.92, " loop point: the start again", color="white", fontsize=7,
+                        va="top")
         bar = fig.colorbar(spec, ax=row[2], pad=0.01, fraction=0.05)
         bar.set_label("dB", fontsize=8)
         bar.ax.tick_params(labelsize=7)

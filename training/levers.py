@@ -82,7 +82,7 @@ def levered_generate_many(pipe: Pipeline, levers: Levers):
         rows = Conditions.signed(torch.cat(conds), torch.tensor(owner), torch.tensor(weights, dtype=torch.float32),
                                  len(selections), pipe.backend.null_condition)
         z = pipe.sample(rows, run, progress=progress)                                 # (B, C, T/4, M/4)
-        mel, wave = pipe.audio(z, run.duration)
+        mel, wave = pipe.audio(z, run)
         return [Generation(wave[i], mel[i].cpu(), w.cpu(), m, pipe.config.mel.sample_rate, seed, steps, sampler, cfg)
                 for i, (w, m) in enumerate(shown)]
 

@@ -136,7 +136,8 @@ def create_app(service: Service) -> FastAPI:
             return Response(encode_wav(gens[0].wave, gens[0].sample_rate, rate), media_type="audio/wav")
         g = gens[0]
         body = {"sample_rate": rate or g.sample_rate, "seed": g.seed, "steps": g.steps, "sampler": g.sampler,
-                "cfg": g.cfg, "union": req.options.union, "mix": generation_json(gens[-1], rate),
+                "cfg": g.cfg, "union": req.options.union, "loop": g.loop,
+                "seconds": g.wave.numel() / g.sample_rate, "mix": generation_json(gens[-1], rate),
                 "stems": [dict(generation_json(x, rate), selection=i) for i, x in enumerate(gens[:len(req.selections)])]
                 if req.stems else []}
         return JSONResponse(body)

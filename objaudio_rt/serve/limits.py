@@ -12,7 +12,7 @@ class ServeLimits:
     max_image_pixels: int = 4096 * 4096         # width x height of an uploaded image
     max_body_bytes: int = 8 * 1024 * 1024       # a JSON request body (mask PNGs travel base64 inside it)
     max_steps: int = 200                        # denoising steps per request
-    max_duration: float = 10.24                 # seconds of audio (also capped by the model's own maximum)
+    max_duration: float = 60.0                  # seconds of audio; past the model's max_seconds: windows (longform.py)
     max_selections: int = 8                     # selections per generate request
     max_points: int = 16                        # clicks in one points selection
     max_queue: int = 64                         # generate requests waiting or running; more get 503 + Retry-After

@@ -17,7 +17,7 @@ from .limits import ServeLimits
 
 SELECTION_KEYS = ("mask_png", "points", "box", "text", "mask_index", "whole")
 GENERATE_FIELDS = ("scene_id", "selections", "union", "stems", "steps", "cfg", "seed", "duration", "sampler",
-                   "format", "sample_rate")
+                   "format", "sample_rate", "loop")
 
 
 @dataclass(frozen=True)
@@ -133,10 +133,12 @@ def parse_generate(data: dict, limits: ServeLimits) -> GenerateRequest:
     check(fmt in ("wav", "json"), f"'format' must be \"wav\" or \"json\", got {_short(fmt)}")
     check(not (stems and fmt == "wav"), "stems come back as JSON (one WAV per selection and the mix): "
                                         "drop \"format\": \"wav\" or set \"stems\": false")
+    loop = data.get("loop", False)
+    check(isinstance(loop, bool), f"'loop' must be true or false, got {_short(loop)}")
     rate = _number(data, "sample_rate", int, None)
     if rate is not None:
         check_sample_rate(rate, "'sample_rate'")
-    options = RunOptions(steps, sampler, _number(data, "cfg", float, None), seed, duration, union)
+    options = RunOptions(steps, sampler, _number(data, "cfg", float, None), seed, duration, union, loop)
     return GenerateRequest(_scene_id(data), tuple(_selection(s, i, limits) for i, s in enumerate(sels)),
                            options, stems, fmt, rate)
 

@@ -14,6 +14,7 @@ from typing import Awaitable, Callable
 import numpy as np
 
 from ..errors import check
+from ..options import MAX_SECONDS
 from ..pipeline import Generation, Pipeline
 from ..selection import Mask, Selection, Whole
 from .batching import Job, MicroBatcher, run_jobs
@@ -47,7 +48,8 @@ class Service:
                 "sam": self.has_sam, "sample_rate": self.pipe.config.mel.sample_rate,
                 "defaults": {"steps": self.pipe.config.default_steps, "cfg": self.pipe.config.default_cfg,
                              "duration": self.pipe.config.clip_seconds,
-                             "max_duration": min(self.pipe.config.max_seconds, self.limits.max_duration)}}
+                             "max_duration": min(MAX_SECONDS, self.limits.max_duration),
+                             "max_seconds_one_pass": self.pipe.config.max_seconds}}
 
     async def on_model_thread(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)

@@ -86,6 +86,7 @@ def test_never_overwrites_without_force(files, capsys):
     (["--duration", "0"], "duration"),
     (["--duration", "-2"], "duration"),
     (["--duration", "1000"], "duration"),
+    (["--duration", "0.1", "--loop"], "a loop must be at least"),
     (["--steps", "0"], "steps"),
     (["--cfg", "nan"], "cfg"),
     (["--checkpoint", "audioldm-xxl"], "not found"),
@@ -169,6 +170,21 @@ def test_stems_one_wav_per_object_plus_the_mix_at_48_khz(files, capsys):
     assert not np.array_equal(stems[0][0], stems[1][0]) and not np.array_equal(stems[0][0], mix)
     assert run("generate", "--image", files / "scene.png", "--out", files / "w.wav", "--stems", *FAST) == 2
     assert "--stems writes one WAV per selected object" in capsys.readouterr().err
+
+
+def test_long_clip_and_loop_from_the_command_line(files, capsys):
+    """--duration past the model's max_seconds (random:tiny: 5.12 s) and --loop: the asked lengths; the
+    overview marks the loop point."""
+    out = files / "long.wav"
+    fast = [a for a in FAST if a not in ("--duration", "0.64")]
+    assert run("generate", "--image", files / "scene.png", "--mask", files / "square.png", "--out", out,
+               "--no-png", "--duration", "6", *fast) == 0
+    wave, sr = sf.read(out, dtype="float32")
+    assert wave.shape == (6 * sr,)
+    loop = files / "loop.wav"
+    assert run("generate", "--image", files / "scene.png", "--out", loop, "--duration", "1.01", "--loop", *fast) == 0
+    wave, sr = sf.read(loop, dtype="float32")
+    assert wave.shape == (sr,) and (files / "loop.overview.png").is_file()
 
 
 def test_batch_jsonl_and_folder_reuse_one_model(files, capsys, monkeypatch):

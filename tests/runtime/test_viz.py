@@ -27,3 +27,20 @@ def test_selection_is_outlined_and_spectrogram_has_a_db_bar(tiny_pipe, scene_ima
     db = spectrograms[0].images[0].get_array()
     np.testing.assert_allclose(db, DB_PER_NEPER * sel.mel.T.numpy(), rtol=1e-6)
     assert render_overview(scene_image, [("square", sel)])[:4] == b"\x89PNG"
+
+
+def test_a_loop_shows_its_start_again_after_the_loop_point(tiny_pipe, scene_image, square_mask):
+    from objaudio_rt.viz import LOOP_AGAIN
+
+    scene = tiny_pipe.encode_image(scene_image)
+    (loop,) = tiny_pipe.generate_many(scene, [Mask(square_mask)], steps=1, duration=0.4, loop=True, progress=False)
+    fig = overview_figure(scene_image, [("loop", loop)])
+    spec = fig.axes[2]
+    seconds = loop.wave.numel() / loop.sample_rate
+    (marker,) = [line for line in spec.lines if line.get_label() == "loop point"]
+    assert marker.get_xdata()[0] == seconds
+    frames = loop.mel.shape[0]
+    drawn = spec.images[0].get_array()                                  # (n_mels, frames + again)
+    again = max(1, int(frames * LOOP_AGAIN))
+    assert drawn.shape[1] == frames + again
+    np.testing.assert_allclose(drawn[:, frames:], DB_PER_NEPER * loop.mel[:again].T.numpy(), rtol=1e-6)

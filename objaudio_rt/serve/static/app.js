@@ -153,6 +153,7 @@ function settings() {
   const out = { union: $("union").value };
   for (const key of ["steps", "cfg", "duration"]) if ($(key).value !== "") out[key] = Number($(key).value);
   if ($("rate").value !== "") out.sample_rate = Number($("rate").value);
+  if ($("loop").checked) out.loop = true;
   return out;
 }
 
@@ -215,10 +216,12 @@ function showResult(result, seconds) {
   });
   $("result").replaceChildren(...nodes);
   $("result").dataset.stems = result.stems.length;
+  $("result").dataset.loop = result.loop;
+  document.querySelectorAll("#result audio").forEach((a) => { a.loop = result.loop; });   // a loop plays on repeat
   const mixAudio = document.querySelector("#mix audio");
   mixAudio.play().catch(() => { /* autoplay may be blocked until the user interacts */ });
-  message(`${result.sampler} ${result.steps} steps, cfg ${result.cfg}, seed ${result.seed} — ` +
-          `${seconds.toFixed(1)} s`);
+  message(`${result.sampler} ${result.steps} steps, cfg ${result.cfg}, seed ${result.seed}` +
+          `${result.loop ? ", a seamless loop" : ""} — ${seconds.toFixed(1)} s`);
 }
 
 function pixelAt(event) {

@@ -234,3 +234,23 @@ def test_docs_load_nothing_from_another_host(live):
         r = client.get(url)
         assert r.status_code == 200 and len(r.content) > 100, url
     assert "SwaggerUIBundle" in client.get(next(u for u in urls if u.endswith(".js"))).text
+
+
+def test_long_clips_and_loops_over_http(live):
+    client = live.client()
+    info = client.get("/health").json()["defaults"]
+    assert info["max_duration"] == 60.0 and info["max_seconds_one_pass"] == live.service.pipe.config.max_seconds
+    long = info["max_seconds_one_pass"] + 0.4
+    body = {"scene_id": "demo", "selections": [{"mask_index": 0}], "steps": FAST["steps"], "seed": 3}
+    wave, sr = sf.read(io.BytesIO(client.post("/v1/generate", json={**body, "duration": long}).content),
+                       dtype="float32")
+    assert wave.shape == (int(long * sr),)
+    js = client.post("/v1/generate", json={**body, "duration": 1.01, "loop": True, "format": "json"}).json()
+    assert js["loop"] is True and js["seconds"] == pytest.approx(1.0)    # snapped to whole latent frames
+    looped, _ = sf.read(io.BytesIO(base64.b64decode(js["mix"]["wav"])), dtype="float32")
+    assert looped.shape == (16000,) and np.isfinite(looped).all()
+    for bad, message in [({"loop": "yes"}, "'loop' must be true or false"),
+                         ({"duration": 61}, "'duration' must be in (0, 60]"),
+                         ({"duration": 0.1, "loop": True}, "a loop must be at least")]:
+        r = client.post("/v1/generate", json={**body, **bad})
+        assert r.status_code == 400 and message in r.json()["error"], (bad, r.text)

@@ -1,7 +1,8 @@
 """The page in a real browser: Debian's chromium, headless, driven by Playwright.
 
 Loads the page, opens the demo scene, clicks an object, waits for the audio element to hold a WAV
-of the requested length, shift-clicks a second object, checks the stems, saves a screenshot
+of the requested length, shift-clicks a second object, checks the stems, asks for a 12 s loop (past the
+model's own maximum) and checks its length and that it plays on repeat, saves a screenshot
 (OBJAUDIO_SCREENSHOT=path also keeps it there, e.g. for the README's docs/serve-page.png).
 """
 import os
@@ -72,6 +73,15 @@ def test_click_to_hear_in_chromium(live, tmp_path):
             assert page.inner_text("#selections").split() == ["bird", "fire"]
             assert "mix: bird + fire" in page.inner_text("#mix h3")
             assert page.eval_on_selector("#mix img.spec", "i => i.naturalWidth") > 0
+
+            long = 12.0                        # past the model's max_seconds (10.24 s): made over windows
+            page.check("#loop")
+            page.fill("#duration", str(long))
+            x, y = inside("bird")
+            canvas.click(position={"x": (x + 0.5) * scale, "y": (y + 0.5) * scale})
+            page.wait_for_selector("#result[data-loop='true']", timeout=240_000)
+            page.wait_for_function(ready, arg=["#mix audio", long], timeout=240_000)
+            assert page.eval_on_selector("#mix audio", "a => a.loop") and "seamless loop" in page.inner_text("#message")
             assert not errors, errors
             shot = tmp_path / "page.png"
             page.screenshot(path=str(shot))

@@ -1,0 +1,232 @@
+"""Long clips and loops (objaudio_rt/longform.py): their cost beside one clip, their seams, and whether
+the selected object stays the one heard for the whole length.
+
+    python -m benchmarks.longform --ranges 7000:25 --json benchmarks/results/longform-DATE.json
+    python -m benchmarks.longform --checkpoint random:tiny --scenes 1 --long 3 --loop 1 --cost-seconds 6 --steps 2  # quick
+
+1. Cost (the demo scene, its bird mask): one clip of the model's `max_seconds` (10.24 s for tiny-synth,
+   one pass) and one clip of `--cost-seconds` (60 s, overlapping windows), each timed in a fresh child
+   process after a warm-up, side by side; the peak resident memory the generation added (ru_maxrss
+   after minus before); and the time to the first samples of the long clip (`Pipeline.audio_blocks`:
+   its first vocoded block), which today comes after the whole latent is denoised.
+2. Seams and selection (unseen SynthScenes test scenes, the `object` selections of training.evaluate:
+   one sounding object of a busy scene): per selection a short clip (the model's clip length, one pass),
+   a loop of `--loop` clips' length and a long clip of `--long` clips' length (past max_seconds:
+   windowed), all from the scene's seed. The seam ratio (`longform.seam_ratios`) at the loop's wrap
+   point, at the loop's and the long clip's window boundaries, and, as the control, at positions
+   halfway between boundaries, where no seam can be. Object accuracy of the short clips, and per window
+   (each clip-length segment of the long clip, classified alone) of the long ones.
+
+Prints two tables and writes JSON with provenance (device, versions, threads, load before and after,
+git commit, the checkpoint's weights fingerprint).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from objaudio_rt.artifacts import model_fingerprint
+from objaudio_rt.errors import check, command
+from objaudio_rt.options import MAX_SECONDS, RunOptions
+from objaudio_rt.pipeline import Pipeline
+from objaudio_rt.threads import use_threads
+
+from .latency import provenance
+
+DEMO = Path(__file__).resolve().parents[1] / "objaudio_rt" / "assets" / "demo"
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.longform", description=__doc__.split("\n")[0])
+    ap.add_argument("--checkpoint", default=None, help="checkpoint folder, tiny-synth or random:PRESET (default: embedded)")
+    ap.add_argument("--ranges", help="test-split ranges START:COUNT,... (training.evaluate --ranges)")
+    ap.add_argument("--scenes", type=int, default=20, help="scenes from --seed-start when --ranges is not given")
+    ap.add_argument("--seed-start", type=int, default=7000)
+    ap.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
+    ap.add_argument("--sampler", default=None)
+    ap.add_argument("--loop", type=float, default=2.0, help="loop length in clip lengths (default 2)")
+    ap.add_argument("--long", type=float, default=8.0, help="long clip length in clip lengths (default 8)")
+    ap.add_argument("--cost-seconds", type=float, default=60.0, help="the long clip of the cost table (default 60)")
+    ap.add_argument("--skip-cost", action="store_true", help="only the seams and selection table")
+    ap.add_argument("--skip-quality", action="store_true", help="only the cost table")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: the cores not busy now)")
+    ap.add_argument("--json", help="write the report here")
+    args = ap.parse_args(argv)
+    check(0 < args.cost_seconds <= MAX_SECONDS, f"--cost-seconds must be in (0, {MAX_SECONDS:g}]")
+    check(args.loop > 0 and args.long > 0, "--loop and --long must be positive")
+    return args
+
+
+# ---- 1. cost -----------------------------------------------------------------------------------
+def _cost_child(checkpoint, seconds, steps, sampler, threads, queue):
+    """In a fresh process: load, warm up, then time one generation of `seconds` (and its first block)."""
+    try:
+        torch.set_num_threads(threads)
+        from objaudio_rt import Mask
+
+        pipe = Pipeline.from_pretrained(checkpoint)
+        scene = pipe.encode_image(DEMO / "scene.png")
+        bird = Mask(DEMO / "mask_bird.png")
+        pipe.generate_many(scene, [bird], steps=2, sampler=sampler, duration=pipe.config.clip_seconds, progress=False)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        run = RunOptions(steps=steps, sampler=sampler, duration=seconds).resolve(pipe.config)
+        t0 = time.perf_counter()
+        z = pipe.sample(pipe.conditions(scene, [bird]), run, progress=False)
+        blocks = pipe.audio_blocks(z, run)[1]
+        first = next(blocks)
+        t_first = time.perf_counter() - t0
+        n = first.shape[1] + sum(b.shape[1] for b in blocks)
+        total = time.perf_counter() - t0
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        windows = pipe.windows(run)
+        queue.put({"seconds": seconds, "samples": n, "wall_s": total, "first_samples_s": t_first,
+                   "windows": 0 if windows is None else len(windows.starts),
+                   "peak_added_mib": (peak - before) / 1024.0, "steps": run.steps, "sampler": run.sampler})
+    except BaseException as exc:                                    # the parent reports it
+        queue.put({"error": f"{type(exc).__name__}: {exc}"})
+
+
+def measure_cost(args, threads: int) -> list[dict]:
+    config = Pipeline.from_pretrained(args.checkpoint).config
+    ctx = multiprocessing.get_context("spawn")
+    rows = []
+    for seconds in (config.max_seconds, args.cost_seconds):
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_cost_child, args=(args.checkpoint, seconds, args.steps, args.sampler, threads, queue))
+        proc.start()
+        result = queue.get()
+        proc.join()
+        check("error" not in result, f"the {seconds:g} s run failed: {result.get('error')}")
+        rows.append(result)
+    return rows
+
+
+# ---- 2. seams and selection ----------------------------------------------------------------------
+def measure_quality(args, pipe: Pipeline, seeds: list[int]) -> dict:
+    from tqdm.auto import tqdm
+
+    from objaudio_rt.longform import seam_ratios
+    from training.classifier import load_classifier
+    from training.evaluate import DEFAULT_CLASSIFIER, scene_selections
+    from training.synthscenes import SOUNDING_CLASSES, generate_scene
+
+    c = pipe.config
+    clip = c.clip_seconds
+    sr = c.mel.sample_rate
+    frame = c.vae.downsample_factor * c.mel.hop_length                      # samples per latent frame
+    classifier = load_classifier(DEFAULT_CLASSIFIER).eval()
+    seg = int(clip * sr)
+    out = {"short_correct": [], "window_correct": [], "loop_correct": [], "wrap": [], "loop_bounds": [],
+           "long_bounds": [], "control": [], "selections": 0}
+
+    def top1(waves: torch.Tensor) -> list[str]:
+        with torch.no_grad():
+            return [SOUNDING_CLASSES[int(i)] for i in classifier(waves).argmax(dim=1)]
+
+    def halfway(bounds: list[int], n: int) -> list[int]:
+        edges = sorted(set([0, *bounds, n]))
+        return [(a + b) // 2 for a, b in zip(edges, edges[1:]) if b - a > 2 * frame]
+
+    for seed in tqdm(seeds, desc="scenes"):
+        scene = generate_scene(seed, seconds=clip)
+        sels, items = scene_selections(scene, "compose", kinds=("object",))
+        if not sels:
+            continue
+        encoded = pipe.encode_image(scene.image)
+        target = [it.targets[0] for it in items]
+        opts = dict(steps=args.steps, sampler=args.sampler, seed=seed, progress=False)
+        short = pipe.generate_many(encoded, sels, duration=clip, **opts)
+        loop = pipe.generate_many(encoded, sels, duration=args.loop * clip, loop=True, **opts)
+        long = pipe.generate_many(encoded, sels, duration=args.long * clip, **opts)
+        out["short_correct"] += [p == t for p, t in zip(top1(torch.stack([g.wave for g in short])), target)]
+        loop_w = pipe.windows(RunOptions(duration=args.loop * clip, loop=True))
+        long_w = pipe.windows(RunOptions(duration=args.long * clip))
+        for i, t in enumerate(target):
+            w = loop[i].wave
+            bounds = [b * frame for b in loop_w.boundaries() if b]
+            r, _ = seam_ratios(w, c.mel, [0, *bounds], loop=True)
+            out["wrap"].append(r[0])
+            out["loop_bounds"] += r[1:]
+            out["loop_correct"] += [p == t for p in top1(w[: w.numel() // seg * seg].view(-1, seg))]
+            w = long[i].wave
+            bounds = [b * frame for b in long_w.boundaries()]
+            r, _ = seam_ratios(w, c.mel, bounds, loop=False)
+            out["long_bounds"] += r
+            out["control"] += seam_ratios(w, c.mel, halfway(bounds, w.numel()), loop=False)[0]
+            out["window_correct"] += [p == t for p in top1(w[: w.numel() // seg * seg].view(-1, seg))]
+        out["selections"] += len(sels)
+    return out
+
+
+def stats(values: list) -> dict:
+    a = np.asarray(values, np.float64)
+    if a.size == 0:
+        return {"n": 0}
+    return {"n": int(a.size), "mean": float(a.mean()), "median": float(np.median(a)),
+            "p90": float(np.percentile(a, 90)), "max": float(a.max())}
+
+
+@command("python -m benchmarks.longform")
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    threads = use_threads(args.threads)
+    load_before = os.getloadavg()
+    from training.evaluate import test_seeds
+    from training.synthscenes import split_seeds
+
+    pipe = Pipeline.from_pretrained(args.checkpoint)
+    report = {"benchmark": "longform", "checkpoint": pipe.source, "weights": model_fingerprint(pipe.model),
+              "config": {"clip_seconds": pipe.config.clip_seconds, "max_seconds": pipe.config.max_seconds,
+                         "steps": args.steps or pipe.config.default_steps,
+                         "sampler": args.sampler or pipe.config.default_sampler,
+                         "loop_seconds": args.loop * pipe.config.clip_seconds,
+                         "long_seconds": args.long * pipe.config.clip_seconds}}
+    if not args.skip_cost:
+        cost = measure_cost(args, threads)
+        report["cost"] = cost
+        one = cost[0]["wall_s"]
+        print(f"\ncost (demo scene, bird; {threads} threads, load {load_before[0]:.2f} before)")
+        print(f"{'seconds':>9}{'windows':>9}{'wall s':>9}{'x one clip':>11}{'first samples s':>17}{'peak MiB':>10}")
+        for r in cost:
+            print(f"{r['seconds']:>9g}{r['windows']:>9}{r['wall_s']:>9.2f}{r['wall_s'] / one:>11.2f}"
+                  f"{r['first_samples_s']:>17.2f}{r['peak_added_mib']:>10.1f}")
+    if not args.skip_quality:
+        seeds = test_seeds(args.ranges) if args.ranges else split_seeds("test", args.scenes, start=args.seed_start)
+        q = measure_quality(args, pipe, seeds)
+        summary = {"selections": q["selections"], "scenes": len(seeds),
+                   "object_accuracy_short": stats(q["short_correct"])["mean"] if q["short_correct"] else None,
+                   "object_accuracy_per_window_long": stats(q["window_correct"]).get("mean"),
+                   "object_accuracy_per_window_loop": stats(q["loop_correct"]).get("mean"),
+                   "seam_ratio_loop_wrap": stats(q["wrap"]), "seam_ratio_loop_windows": stats(q["loop_bounds"]),
+                   "seam_ratio_long_windows": stats(q["long_bounds"]), "seam_ratio_control": stats(q["control"])}
+        report["quality"] = summary
+        print(f"\nseams and selection ({q['selections']} object selections, {len(seeds)} unseen scenes)")
+        print(f"{'seam ratio (seam / median in-clip)':<38}{'n':>6}{'mean':>8}{'median':>8}{'p90':>8}")
+        for name in ("loop_wrap", "loop_windows", "long_windows", "control"):
+            s = summary[f"seam_ratio_{name}"]
+            if s["n"]:
+                print(f"{name:<38}{s['n']:>6}{s['mean']:>8.2f}{s['median']:>8.2f}{s['p90']:>8.2f}")
+        fmt = lambda v: "n/a" if v is None else f"{v:.3f}"                       # noqa: E731
+        print(f"object accuracy: short clips {fmt(summary['object_accuracy_short'])}, per window of the long "
+              f"clips {fmt(summary['object_accuracy_per_window_long'])}, per clip-length of the loops "
+              f"{fmt(summary['object_accuracy_per_window_loop'])}")
+    report["provenance"] = {**provenance(torch.device("cpu")), "load_before": load_before,
+                            "load_after": os.getloadavg()}
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
