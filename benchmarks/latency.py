@@ -22,7 +22,7 @@ eager-fp32, eager-fp16, eager-bf16 (EagerBackend with the model in that dtype, e
 grounding module, which every backend runs in float32); fast (FastBackend's defaults: fp16 UNet,
 graphed loop on CUDA), fast-bf16, fast-nograph (fused loop without the CUDA graph), fast-compile
 (torch.compile'd UNet inside the graph); onnxruntime (the graphs in --onnx-dir, default the
-cache folder `python -m export.onnx --cache --preset P --random-init --seed S` fills); tensorrt.
+cache folder `python -m export.onnx --cache --checkpoint random:P --seed S` fills); tensorrt.
 """
 from __future__ import annotations
 

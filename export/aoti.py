@@ -1,13 +1,14 @@
 """Build the ahead-of-time compiled UNet package (AOTInductor) the fast backend loads in seconds.
 
     python -m export.aoti --device cpu                                   # the embedded model, CPU, fp32
-    python -m export.aoti --preset audioldm-s --random-init --device cuda --dtype fp16 --max-batch 16
+    python -m export.aoti --checkpoint random:audioldm-s --device cuda --dtype fp16 --max-batch 16
 
 One package per checkpoint, device kind, dtype and latent shape (`--frames`: latent frames, default
 the model's clip), with the UNet batch dynamic from 2 to 2 x `--max-batch` selections. The UNet is
 exported with torch.export and compiled by inductor (`aoti_compile_and_package`); the package and
 its sidecar (objaudio_rt.aoti: torch version, platform, checkpoint fingerprint, dtype, shape) go to
-the cache the runtime reads (`$OBJAUDIO_CACHE/aoti/<fingerprint>/`) unless `--out` says otherwise.
+the cache the runtime reads (`$OBJAUDIO_CACHE/aoti/<fingerprint>/`) unless `--out` says otherwise,
+each written under a temporary name and renamed into place (artifacts.replacing).
 Each attention block's q, k and v projections are fused into one (unet_patch.fuse_attention_qkv) before
 export. Before the package is published it is loaded back and run against the unfused module.
 """
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import sys
 import time
@@ -23,16 +23,16 @@ from pathlib import Path
 
 import torch
 
-from export.onnx import add_model_args, load_model
-from objaudio_rt.aoti import (DTYPE_NAMES, SIDECAR_FORMAT, expected_sidecar, load_package, package_dir,
-                              package_name)
-from objaudio_rt.artifacts import model_fingerprint
+from objaudio_rt.aoti import DTYPES, SIDECAR_FORMAT, expected_sidecar, load_package, package_dir, package_name
+from objaudio_rt.artifacts import model_fingerprint, replacing, write_json_atomic
+from objaudio_rt.config import ModelSource
 from objaudio_rt.errors import check, command
 from objaudio_rt.model import ObjaudioModel
 from objaudio_rt.networks import UNetEps
+from objaudio_rt.options import DTYPE_NAMES
 from objaudio_rt.unet_patch import fuse_attention_qkv, to_channels_last
 
-DTYPES = {name: dtype for dtype, name in DTYPE_NAMES.items()}
+from .common import add_model_args, load_model
 
 
 def default_frames(model: ObjaudioModel) -> int:
@@ -85,16 +85,13 @@ def build_package(model: ObjaudioModel, device: torch.device, dtype: torch.dtype
     out_dir = package_dir(fingerprint, folder)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / package_name(device, dtype, latent_shape)
-    tmp = path.with_suffix(".partial.pt2")
-    export_s, compile_s = compile_package(call, (x, t, cond), {"sample": {0: unet_batch}, "timestep": None,
-                                                               "class_labels": {0: unet_batch}}, tmp)
+    with replacing(path, suffix=".pt2") as tmp:                   # AOTInductor writes only to a .pt2 name
+        export_s, compile_s = compile_package(call, (x, t, cond), {"sample": {0: unet_batch}, "timestep": None,
+                                                                   "class_labels": {0: unet_batch}}, tmp)
     sidecar = {"format": SIDECAR_FORMAT, **expected_sidecar(fingerprint, device, dtype, latent_shape),
                "max_unet_batch": 2 * max_batch, "source": source, "export_s": round(export_s, 2),
                "compile_s": round(compile_s, 2)}
-    tmp_sidecar = Path(f"{tmp}.json")
-    tmp_sidecar.write_text(json.dumps(sidecar, indent=1))
-    os.replace(tmp, path)
-    os.replace(tmp_sidecar, Path(f"{path}.json"))
+    write_json_atomic(Path(f"{path}.json"), sidecar)
     t0 = time.perf_counter()
     engine = load_package(fingerprint, device, dtype, latent_shape, out_dir)
     sidecar["load_s"] = round(time.perf_counter() - t0, 3)
@@ -104,7 +101,7 @@ def build_package(model: ObjaudioModel, device: torch.device, dtype: torch.dtype
         ref, got = UNetEps(reference)(xb, t, cb).float(), engine(xb, t, cb).float()    # against the unfused UNet
     sidecar["check"] = {"unet_batch": xb.shape[0],
                         "rel_err_vs_module": ((got - ref).norm() / ref.norm()).item()}
-    Path(f"{path}.json").write_text(json.dumps(sidecar, indent=1))
+    write_json_atomic(Path(f"{path}.json"), sidecar)
     sidecar["path"] = str(path)
     return sidecar
 
@@ -113,7 +110,7 @@ def _parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m export.aoti", description=__doc__.split("\n")[0])
     add_model_args(p)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+    p.add_argument("--dtype", choices=DTYPE_NAMES, default=None,
                    help="UNet dtype (default: fp16 on cuda, else fp32)")
     p.add_argument("--frames", type=int, default=None, help="latent frames (default: the model's clip)")
     p.add_argument("--max-batch", type=int, default=16, help="most selections per call (UNet batch 2x this)")
@@ -128,9 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     check(device.type in ("cpu", "cuda"), f"--device must be cpu or cuda, got {args.device}")
     check(device.type == "cpu" or torch.cuda.is_available(), "--device cuda but no CUDA device here")
     dtype = DTYPES[args.dtype or ("fp16" if device.type == "cuda" else "fp32")]
-    model, source, _ = load_model(args.checkpoint, args.preset, args.random_init, args.seed)
-    frames = args.frames or default_frames(model)
-    info = build_package(model, device, dtype, frames, args.max_batch, args.out, source)
+    pipe = load_model(ModelSource.parse(args.checkpoint), args.seed)
+    frames = args.frames or default_frames(pipe.model)
+    info = build_package(pipe.model, device, dtype, frames, args.max_batch, args.out, pipe.source)
     print(f"{info['path']}\n  {info['platform']}, {info['dtype']}, latent {info['latent_shape']}, UNet batch 2.."
           f"{info['max_unet_batch']}\n  export {info['export_s']:.1f} s, compile {info['compile_s']:.1f} s, load "
           f"{info['load_s']:.2f} s, rel. error vs module {info['check']['rel_err_vs_module']:.1e}")

@@ -1,6 +1,7 @@
 """Build the engine folder that libobjaudio (csrc/libobjaudio) loads: no Python at run time.
 
-    python -m export.engine --out ENGINE [--checkpoint DIR] [--device cpu|cuda] [--no-onnx] [--force]
+    python -m export.engine --out ENGINE [--checkpoint DIR|tiny-synth|random:PRESET] [--device cpu|cuda]
+                            [--no-onnx] [--force]
 
 ENGINE/
     engine.json        every constant the host-side math needs (see `engine_constants`; the noise
@@ -35,23 +36,24 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from objaudio_rt.artifacts import model_fingerprint
+from objaudio_rt.artifacts import ENGINE_NETWORKS as NETWORKS, MODEL_NETWORKS, model_fingerprint, write_json_atomic
 from objaudio_rt.checkpoint import sha256_file
+from objaudio_rt.config import ModelSource
 from objaudio_rt.errors import check, command
 from objaudio_rt.model import Calibration, ObjaudioModel
 from objaudio_rt.options import SAMPLERS, max_steps
 from objaudio_rt.samplers import betas
 
 from .aoti import compile_package
+from .common import add_model_args, load_model
 from .contracts import MAX_BATCH, Contract, latent_frames, model_contracts
-from .onnx import MODEL_NETWORKS, export_networks, write_json_atomic
+from .onnx import export_networks
 
 ENGINE_FORMAT = "objaudio-engine"
 ENGINE_VERSION = 2           # bump with csrc/libobjaudio/spec.h's kEngineVersion on any layout change
                              # (2: the schedule instead of sampler tables for a few step counts)
 RUNTIME = "libtorch-aoti"
 ENGINE_JSON, MANIFEST = "engine.json", "manifest.json"
-NETWORKS = ("image_encoder", "grounding_condition", "unet", "vae_decoder", "vocoder")
 
 
 # ---- constants ----------------------------------------------------------------------------------
@@ -168,7 +170,7 @@ def build_engine(model: ObjaudioModel, calibration: Calibration, out: str | os.P
 
 def _parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m export.engine", description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", help="checkpoint folder (default: the embedded model)")
+    add_model_args(p)
     p.add_argument("--out", required=True, help="engine folder to write")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device the networks are compiled for")
     p.add_argument("--no-onnx", action="store_true", help="leave out the ONNX graphs")
@@ -179,10 +181,8 @@ def _parse_args(argv):
 
 @command("python -m export.engine")
 def main(argv: list[str] | None = None) -> int:
-    from objaudio_rt.pipeline import Pipeline
-
     args = _parse_args(argv)
-    pipe = Pipeline.from_pretrained(args.checkpoint)          # None: the embedded model
+    pipe = load_model(ModelSource.parse(args.checkpoint), args.seed)
     check(math.isfinite(pipe.calibration.attn_std), "the checkpoint's calibration sigma is not finite")
     start = time.perf_counter()
     build_engine(pipe.model, pipe.calibration, args.out, args.device, pipe.source, onnx=not args.no_onnx,

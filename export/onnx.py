@@ -1,6 +1,6 @@
 """Export a checkpoint's networks to ONNX, reuse what is already exported, verify against PyTorch.
 
-    python -m export.onnx (--out DIR | --cache) [--checkpoint DIR | --preset NAME --random-init] [--fp16]
+    python -m export.onnx (--out DIR | --cache) [--checkpoint DIR|tiny-synth|random:PRESET [--seed S]] [--fp16]
                           [--verify] [--only unet,vae_decoder,...] [--sam-checkpoint PTH | --sam-random TYPE]
 
 --cache writes into the folder the runtime's onnxruntime backend reads when given none
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import shutil
 import sys
@@ -44,49 +43,20 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from objaudio_rt.artifacts import (FORMAT, MANIFEST, model_fingerprint, onnx_cache_dir, read_onnx_manifest,
-                                   weights_fingerprint)
+from objaudio_rt.artifacts import (FORMAT, MANIFEST, MODEL_NETWORKS, SAM_NETWORKS, model_fingerprint,
+                                   onnx_cache_dir, read_onnx_manifest, weights_fingerprint, write_json_atomic)
 from objaudio_rt.checkpoint import checkpoint_fingerprint, sha256_file
-from objaudio_rt.config import default_checkpoint
+from objaudio_rt.config import ModelSource
 from objaudio_rt.errors import ObjaudioError, check, command
 from objaudio_rt.model import ObjaudioModel
 
+from .common import add_model_args, load_model, parse_only, prepare_out_dir
 from .contracts import CONTRACT_VERSION, OPSET, Contract, build_sam, model_contracts, sam_contracts
 
-MODEL_NETWORKS = ("unet", "vae_decoder", "vocoder", "image_encoder", "text_encoder",
-                  "grounding_attention", "grounding_condition")
-SAM_NETWORKS = ("sam_image_encoder", "sam_mask_decoder")
 REPORT = "report.json"
 
 
 # ---- files ------------------------------------------------------------------------------------
-def prepare_out_dir(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ObjaudioError(f"cannot create output folder {out}: {exc.strerror or exc}; "
-                            "choose a writable --out") from None
-    try:
-        fd, probe = tempfile.mkstemp(dir=out, prefix=".write-probe.")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise ObjaudioError(f"output folder {out} is not writable ({exc.strerror or exc}): "
-                            "choose a writable --out") from None
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-        os.chmod(tmp, 0o644)                 # mkstemp makes it 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _export_one(contract: Contract, out: Path, fp16: bool) -> list[str]:
     """Export into a temporary folder inside `out`, then rename every file into place.
 
@@ -271,28 +241,10 @@ def verify_networks(out: str | os.PathLike, model: ObjaudioModel, networks: tupl
 
 
 # ---- CLI --------------------------------------------------------------------------------------
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    """The flags that say which weights an exporter reads (`load_model` takes them)."""
-    p.add_argument("--checkpoint", help="checkpoint folder (default: the embedded model, or the tiny preset)")
-    p.add_argument("--preset", help="a preset name (tiny, tiny-synth, audioldm-s); needs --random-init")
-    p.add_argument("--random-init", action="store_true", help="random weights for --preset")
-    p.add_argument("--seed", type=int, default=0, help="seed of --random-init weights")
-
-
-def load_model(checkpoint: str | None, preset: str | None, random_init: bool, seed: int):
-    """(model, source description, checkpoint manifest sha256 or None)."""
-    from objaudio_rt.pipeline import Pipeline
-
-    if preset is not None:
-        check(random_init, f"--preset {preset} has no trained weights: add --random-init, or give --checkpoint DIR")
-        check(checkpoint is None, "give either --checkpoint or --preset, not both")
-        pipe = Pipeline.from_pretrained(f"random:{preset}", seed=seed)
-        return pipe.model, pipe.source, None
-    check(not random_init, "--random-init goes with --preset NAME")
-    checkpoint = checkpoint or default_checkpoint()
-    pipe = Pipeline.from_pretrained(checkpoint, seed=seed)
-    manifest = Path(checkpoint) / "manifest.json"
-    return pipe.model, pipe.source, sha256_file(manifest) if manifest.is_file() else None
+def _manifest_sha256(source: ModelSource) -> str | None:
+    """sha256 of the checkpoint folder's manifest.json, which an export records; None for random weights."""
+    path = source.folder / "manifest.json" if source.folder is not None else None
+    return sha256_file(path) if path is not None and path.is_file() else None
 
 
 def load_sam_for_export(sam_checkpoint: str | None, sam_random: str | None):
@@ -326,18 +278,17 @@ def _parse_args(argv):
 
 
 def _networks(args, with_sam: bool) -> tuple[str, ...]:
-    default = MODEL_NETWORKS + (SAM_NETWORKS if with_sam else ())
-    return tuple(n.strip() for n in args.only.split(",") if n.strip()) if args.only else default
+    return parse_only(args.only) or MODEL_NETWORKS + (SAM_NETWORKS if with_sam else ())
 
 
-def _current_cache(args) -> Path | None:
+def _current_cache(args, source: ModelSource) -> Path | None:
     """The cache folder when it already holds current graphs of every network asked for, found from the
     checkpoint folder's files alone (checkpoint.checkpoint_fingerprint: no network is built, no model
     library imported), else None. This is `make demo`'s every run after the first."""
-    if not args.cache or args.preset or args.force or args.verify or args.sam_checkpoint or args.sam_random:
+    if not args.cache or args.force or args.verify or args.sam_checkpoint or args.sam_random:
         return None
-    folder = Path(args.checkpoint or default_checkpoint())
-    if not folder.is_dir():
+    folder = source.folder
+    if folder is None or not folder.is_dir():         # random weights, or no such folder (the full path says so)
         return None
     networks = _networks(args, with_sam=False)
     try:
@@ -352,23 +303,24 @@ def _current_cache(args) -> Path | None:
 @command("python -m export.onnx")
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    current = _current_cache(args)
+    weights = ModelSource.parse(args.checkpoint)
+    current = _current_cache(args, weights)
     if current is not None:
         if not args.quiet:
             print(f"{current}: the graphs of these weights are current")
         return 0
-    model, source, ckpt_sha = load_model(args.checkpoint, args.preset, args.random_init, args.seed)
+    pipe = load_model(weights, args.seed)
     if args.sam_random is not None:
         torch.manual_seed(args.seed)
     sam, sam_source = load_sam_for_export(args.sam_checkpoint, args.sam_random)
     networks = _networks(args, with_sam=sam is not None)
     if args.cache:
-        args.out = str(onnx_cache_dir(model_fingerprint(model)))
-    export_networks(model, args.out, networks, source=source, manifest_sha256=ckpt_sha, fp16=args.fp16,
-                    sam=sam, sam_source=sam_source, force=args.force, progress=not args.quiet)
+        args.out = str(onnx_cache_dir(model_fingerprint(pipe.model)))
+    export_networks(pipe.model, args.out, networks, source=pipe.source, manifest_sha256=_manifest_sha256(weights),
+                    fp16=args.fp16, sam=sam, sam_source=sam_source, force=args.force, progress=not args.quiet)
     if not args.verify:
         return 0
-    report = verify_networks(args.out, model, networks, sam, args.verify_seed, progress=not args.quiet)
+    report = verify_networks(args.out, pipe.model, networks, sam, args.verify_seed, progress=not args.quiet)
     print(f"{'network':<22}{'max_abs_err':>12}{'rel_err':>10}{'vs fp64':>10}{'tolerance':>10}{'MB':>9}"
           f"{'export s':>10}  ok   (seed {report['seed']}, onnxruntime {report['onnxruntime_version']}, CPU)")
     for name, r in report["networks"].items():

@@ -3,8 +3,8 @@
     python -m export.trt --onnx DIR --out DIR [--fp16] [--timing-cache PATH] [--only unet,...]
 
 Each `X.onnx` listed in the ONNX folder's manifest becomes `X.plan` plus the sidecar `X.plan.json`
-(objaudio_rt.backends.tensorrt.engine_sidecar: TensorRT version, compute capability, weights
-fingerprint, contract version), both written to temporary names and renamed. The profile of each
+(objaudio_rt.artifacts.engine_sidecar: TensorRT version, compute capability, weights fingerprint,
+contract version; the TensorRT backend checks it), both written to temporary names and renamed. The profile of each
 input is the contract's (min, opt, max) shapes, read back from the manifest.
 
 NOT EXERCISED on any machine of this project (TensorRT cannot be installed here): `build_engine`.
@@ -17,26 +17,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 
-from objaudio_rt.artifacts import CONTRACT_VERSION, read_onnx_manifest
-from objaudio_rt.backends.tensorrt import current_platform, engine_sidecar
+import torch
+
+from objaudio_rt.artifacts import (CONTRACT_VERSION, current_platform, engine_sidecar, read_onnx_manifest,
+                                   write_bytes_atomic, write_json_atomic)
 from objaudio_rt.errors import ObjaudioError, check, command
 
+from .common import parse_only, prepare_out_dir
 from .contracts import profile_shapes
-from .onnx import prepare_out_dir, write_json_atomic
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def build_engine(onnx_path: Path, engine_path: Path, profile: dict, fp16: bool,
@@ -61,9 +51,9 @@ def build_engine(onnx_path: Path, engine_path: Path, profile: dict, fp16: bool,
     config.set_timing_cache(cache, ignore_mismatch=False)
     serialized = builder.build_serialized_network(network, config)
     check(serialized is not None, f"TensorRT failed to build an engine from {onnx_path} (see its log above)")
-    _write_bytes_atomic(engine_path, bytes(serialized))
+    write_bytes_atomic(engine_path, bytes(serialized))
     if timing_cache is not None:
-        _write_bytes_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
+        write_bytes_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
 
 
 def build_engines(onnx_dir: str | os.PathLike, out: str | os.PathLike, networks: tuple[str, ...] | None = None,
@@ -72,12 +62,12 @@ def build_engines(onnx_dir: str | os.PathLike, out: str | os.PathLike, networks:
     manifest = read_onnx_manifest(onnx_dir, None, CONTRACT_VERSION, networks or ())
     networks = networks or tuple(manifest["networks"])
     try:
-        import tensorrt  # noqa: F401
+        import tensorrt
     except ImportError:
         raise ObjaudioError("TensorRT is not installed: pip install tensorrt (from NVIDIA's index) "
                             "on the machine with the GPU the engines are for") from None
     prepare_out_dir(out)
-    platform = current_platform()
+    platform = current_platform(torch.device("cuda"))
     built = []
     for name in networks:
         entry = manifest["networks"][name]
@@ -86,7 +76,7 @@ def build_engines(onnx_dir: str | os.PathLike, out: str | os.PathLike, networks:
         build_engine(onnx_dir / entry["file"], engine_path, profile, fp16,
                      Path(timing_cache) if timing_cache else None)
         write_json_atomic(Path(f"{engine_path}.json"),
-                          engine_sidecar(name, manifest["checkpoint"]["fingerprint"], platform["tensorrt_version"],
+                          engine_sidecar(name, manifest["checkpoint"]["fingerprint"], tensorrt.__version__,
                                          platform["compute_capability"], fp16, profile, platform["gpu_name"]))
         built.append(engine_path)
     return built
@@ -101,8 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fp16", action="store_true", help="allow float16 kernels (BuilderFlag.FP16)")
     p.add_argument("--timing-cache", help="timing cache file, read if present and updated")
     args = p.parse_args(argv)
-    networks = tuple(n.strip() for n in args.only.split(",") if n.strip()) if args.only else None
-    for path in build_engines(args.onnx, args.out, networks, args.fp16, args.timing_cache):
+    for path in build_engines(args.onnx, args.out, parse_only(args.only) or None, args.fp16, args.timing_cache):
         print(path)
     return 0
 

@@ -13,37 +13,23 @@ Packages live in `cache_root()/aoti/<fingerprint[:32]>/` unless a folder is give
 """
 from __future__ import annotations
 
-import logging
 import os
-import platform
 from pathlib import Path
 
 import torch
 
-from .artifacts import cache_root, check_sidecar
+from .artifacts import cache_root, check_sidecar, current_platform, platform_label
+from .backends.base import DTYPES
 from .errors import ObjaudioError, check
 
 SIDECAR_FORMAT = "objaudio-aoti-package"
 CHECKED = {"torch_version": "torch version", "platform": "platform", "checkpoint": "checkpoint weights",
            "dtype": "UNet dtype", "latent_shape": "latent shape"}
-DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-
-
-def current_platform(device: torch.device) -> str:
-    """What a package's machine code is built for: the GPU model, or the CPU architecture and vector ISA."""
-    if device.type == "cuda":
-        major, minor = torch.cuda.get_device_capability(device)
-        return f"cuda sm_{major}{minor} {torch.cuda.get_device_name(device)}"
-    from torch._inductor.cpu_vec_isa import pick_vec_isa
-
-    # inductor's ISA check imports torch.utils.cpp_extension, whose import warns "No CUDA runtime is found" on
-    # a machine with a CUDA toolkit and no GPU: a note for building CUDA extensions, which no run does
-    logging.getLogger("torch.utils.cpp_extension").addFilter(_no_cuda_runtime_note)
-    return f"cpu {platform.machine()} {pick_vec_isa() or 'scalar'}"
+DTYPE_NAME = {dtype: name for name, dtype in DTYPES.items()}     # torch dtype -> its options.DTYPE_NAMES name
 
 
 def package_name(device: torch.device, dtype: torch.dtype, latent_shape: tuple[int, int, int]) -> str:
-    return f"unet-{device.type}-{DTYPE_NAMES[dtype]}-{'x'.join(map(str, latent_shape))}.pt2"
+    return f"unet-{device.type}-{DTYPE_NAME[dtype]}-{'x'.join(map(str, latent_shape))}.pt2"
 
 
 def package_dir(fingerprint: str, folder: str | os.PathLike | None = None, root: Path | None = None) -> Path:
@@ -55,13 +41,14 @@ def package_dir(fingerprint: str, folder: str | os.PathLike | None = None, root:
 
 def expected_sidecar(fingerprint: str, device: torch.device, dtype: torch.dtype,
                      latent_shape: tuple[int, int, int]) -> dict:
-    return {"torch_version": torch.__version__, "platform": current_platform(device), "checkpoint": fingerprint,
-            "dtype": DTYPE_NAMES[dtype], "latent_shape": "x".join(map(str, latent_shape))}
+    return {"torch_version": torch.__version__, "platform": platform_label(current_platform(device)),
+            "checkpoint": fingerprint,
+            "dtype": DTYPE_NAME[dtype], "latent_shape": "x".join(map(str, latent_shape))}
 
 
 def rebuild_command(checkpoint: str, device: torch.device, dtype: torch.dtype, latent_shape) -> str:
     return (f"build it with `python -m export.aoti --checkpoint {checkpoint} --device {device.type} "
-            f"--dtype {DTYPE_NAMES[dtype]} --frames {latent_shape[1]}`")
+            f"--dtype {DTYPE_NAME[dtype]} --frames {latent_shape[1]}`")
 
 
 class AotiUNet:
@@ -80,10 +67,6 @@ class AotiUNet:
         x = x if x.is_contiguous() else x.contiguous()                 # no operator call when it already is
         cond = cond if cond.is_contiguous() else cond.contiguous()
         return self._runner(x, t if t.shape == (1,) else t.reshape(1), cond)
-
-
-def _no_cuda_runtime_note(record: logging.LogRecord) -> bool:
-    return "No CUDA runtime is found" not in record.getMessage()
 
 
 def load_package(fingerprint: str, device: torch.device, dtype: torch.dtype, latent_shape: tuple[int, int, int],

@@ -23,6 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .artifacts import read_json, tensors_fingerprint
 from .config import ModelConfig
 from .encoders import load_tokenizer
 from .errors import ObjaudioError, check
@@ -80,17 +81,12 @@ def read_config(folder: str | os.PathLike) -> tuple[ModelConfig, Calibration, di
     folder = Path(folder)
     check(folder.is_dir(), f"checkpoint folder not found: {folder} (give a folder written by save_pretrained, "
                            "the embedded model's name tiny-synth, or random:PRESET for random weights)")
-    for name in ("config.json", "manifest.json"):
-        check((folder / name).is_file(), f"checkpoint {folder} is missing {name}: it is incomplete; copy it again")
-    try:
-        raw = json.loads((folder / "config.json").read_text())
-        manifest = json.loads((folder / "manifest.json").read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ObjaudioError(f"checkpoint {folder} has a corrupt config.json or manifest.json: {exc}") from None
+    owner, fix = f"checkpoint {folder}", "it is incomplete or damaged; copy it again"
+    raw, manifest = (read_json(folder / name, owner, fix) for name in ("config.json", "manifest.json"))
     check(raw.get("format") == FORMAT, f"{folder} is not an objaudio checkpoint (config.json format is "
                                        f"{raw.get('format')!r}); use `objaudio assemble` for upstream weights")
     check(raw.get("version") == VERSION, f"checkpoint version {raw.get('version')} is not supported (need {VERSION})")
-    check(isinstance(manifest, dict) and isinstance(manifest.get("files"), dict),
+    check(isinstance(manifest.get("files"), dict),
           f"manifest.json of {folder} has no \"files\" table: the checkpoint is damaged; copy it again")
     for key in ("model", "calibration"):
         check(isinstance(raw.get(key), dict), f"config.json of {folder} has no \"{key}\" section: the checkpoint "
@@ -161,8 +157,6 @@ def _component_states(folder: Path) -> dict[str, dict[str, torch.Tensor]]:
 def _files_fingerprint(config: ModelConfig, states: dict[str, dict[str, torch.Tensor]]) -> str:
     """model_fingerprint from the files' tensors: the same config dict and, per component, every tensor
     under its state_dict key (TextEncoder wraps the CLAP module: `_component_module`), sorted, as float32."""
-    from .artifacts import tensors_fingerprint
-
     keyed = {name: {("model." if name == "text_encoder" else "") + k: v for k, v in state.items()}
              for name, state in states.items()}
     return tensors_fingerprint(config.to_dict(), keyed)

@@ -34,7 +34,6 @@ rank 0 logs and saves.
 from __future__ import annotations
 
 import copy
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +43,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from objaudio_rt.artifacts import replacing
 from objaudio_rt.errors import ObjaudioError
 from objaudio_rt.grounding import GroundingAttention, rescale_patch_weights
 from objaudio_rt.model import Calibration, ObjaudioModel
@@ -235,10 +235,9 @@ def _save_partial(path: Path, den: Denoiser, ema: Denoiser | None, opt, step: in
     tensors = {f"live.{k}": v.detach().cpu().contiguous() for k, v in den.state_dict().items()}
     if ema is not None:
         tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={"step": str(step)})
-    torch.save(opt.state_dict(), str(path.with_suffix(".optim.pt")))
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"step": str(step)})
+        torch.save(opt.state_dict(), str(path.with_suffix(".optim.pt")))
 
 
 def _load_partial(path: Path, den: Denoiser, ema: Denoiser | None, opt) -> int:

@@ -46,8 +46,8 @@ class OnnxRuntimeBackend(GraphBackend):
             onnx_dir = onnx_cache_dir(self.fingerprint)
             if not (onnx_dir / MANIFEST).is_file():
                 raise ObjaudioError(f"no ONNX graphs of these weights in {onnx_dir}: build them with "
-                                    "`python -m export.onnx --cache --checkpoint CHECKPOINT` (the same checkpoint "
-                                    "or --preset), or pass onnx_dir")
+                                    "`python -m export.onnx --cache --checkpoint CHECKPOINT` (the same checkpoint: "
+                                    "a folder, tiny-synth or random:PRESET), or pass onnx_dir")
         self.onnx_dir = Path(onnx_dir)
         manifest = read_onnx_manifest(self.onnx_dir, self.fingerprint, CONTRACT_VERSION, RUNTIME_NETWORKS)
         providers = ["CPUExecutionProvider"]

@@ -7,13 +7,14 @@ tensors with set_tensor_address, execute_async_v3 on the current torch stream), 
 sidecar check, the fused sampler step between UNet calls, and the loop (denoise.guided_loop)
 captured as one CUDA graph by the shared cache (cuda_graph.py), as the fast backend does.
 
-Each engine `X.plan` has a JSON sidecar `X.plan.json` (`engine_sidecar`) recording the TensorRT
-version, the GPU's compute capability, the weights fingerprint and the contract version;
-`check_engine_sidecar` refuses an engine whose sidecar differs and names every difference.
+Each engine `X.plan` has a JSON sidecar `X.plan.json` (artifacts.engine_sidecar, which export.trt
+writes) recording the TensorRT version, the GPU's compute capability, the weights fingerprint and
+the contract version; artifacts.check_engine_sidecar refuses an engine whose sidecar differs from
+this machine (artifacts.current_platform) and names every difference.
 
-NOT EXERCISED on any machine of this project (TensorRT cannot be installed here): `Engine`,
-`TensorRTBackend` and `current_platform`. They are written against
-TensorRT 10's documented Python API. The sidecar format and checks are pure Python and tested.
+NOT EXERCISED on any machine of this project (TensorRT cannot be installed here): `Engine` and
+`TensorRTBackend`. They are written against TensorRT 10's documented Python API. The sidecar format
+and checks are pure Python and tested.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from ..artifacts import CONTRACT_VERSION, RUNTIME_NETWORKS, check_sidecar, trt_cache_dir
+from ..artifacts import CONTRACT_VERSION, RUNTIME_NETWORKS, check_engine_sidecar, current_platform, trt_cache_dir
 from ..errors import ObjaudioError, check
 from ..model import GraphModel, ObjaudioModel
 from .cuda_graph import CudaGraphCache
@@ -30,36 +31,6 @@ from .fused import fused_step
 from .graph import GraphBackend
 
 GRAPH_CACHE_SIZE = 4      # captured loops kept (LRU), as FastOptions.graph_cache_size
-
-SIDECAR_FORMAT = "objaudio-trt-engine"
-# sidecar key -> how an error names it
-CHECKED = {"tensorrt_version": "TensorRT version", "compute_capability": "GPU compute capability",
-           "checkpoint": "checkpoint weights", "contract_version": "export contract version"}
-
-
-def engine_sidecar(network: str, checkpoint: str, tensorrt_version: str, compute_capability: str,
-                   fp16: bool, profile: dict, gpu_name: str = "") -> dict:
-    return {"format": SIDECAR_FORMAT, "network": network, "checkpoint": checkpoint,
-            "contract_version": CONTRACT_VERSION, "tensorrt_version": tensorrt_version,
-            "compute_capability": compute_capability, "gpu_name": gpu_name, "fp16": fp16,
-            "profile": {k: [list(s) for s in v] for k, v in profile.items()}}
-
-
-def check_engine_sidecar(engine_path: str | os.PathLike, expected: dict, rebuild: str | None = None) -> dict:
-    """A TensorRT engine's sidecar checked against `expected` (artifacts.check_sidecar with this
-    backend's format and checked keys): an engine runs only on the TensorRT version and GPU
-    architecture it was built for."""
-    rebuild = rebuild or f"rebuild it with `python -m export.trt --onnx ONNX_DIR --out {Path(engine_path).parent}`"
-    return check_sidecar(engine_path, expected, SIDECAR_FORMAT, CHECKED, rebuild)
-
-
-def current_platform() -> dict:
-    """TensorRT version and compute capability of the current CUDA device (sidecar keys)."""
-    import tensorrt as trt
-
-    major, minor = torch.cuda.get_device_capability()
-    return {"tensorrt_version": trt.__version__, "compute_capability": f"{major}.{minor}",
-            "gpu_name": torch.cuda.get_device_name()}
 
 
 class Engine:
@@ -125,7 +96,8 @@ class TensorRTBackend(GraphBackend):
         check(self.engine_dir.is_dir(), f"no TensorRT engines in {self.engine_dir}: build them with "
                                         f"`python -m export.onnx --out ONNX_DIR && python -m export.trt "
                                         f"--onnx ONNX_DIR --out {self.engine_dir}`")
-        expected = dict(current_platform(), checkpoint=fingerprint, contract_version=CONTRACT_VERSION)
+        expected = dict(current_platform(device), tensorrt_version=trt.__version__, checkpoint=fingerprint,
+                        contract_version=CONTRACT_VERSION)
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engines = {}
         for name in RUNTIME_NETWORKS:

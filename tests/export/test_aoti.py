@@ -103,8 +103,8 @@ def test_platform_check_prints_no_cuda_toolkit_note():
     import subprocess
     import sys
 
-    code = ("import torch; from objaudio_rt.aoti import current_platform; "
-            "print(current_platform(torch.device('cpu')))")
+    code = ("import torch; from objaudio_rt.artifacts import current_platform, platform_label; "
+            "print(platform_label(current_platform(torch.device('cpu'))))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.startswith("cpu "), proc.stderr
     assert "No CUDA runtime" not in proc.stderr, proc.stderr

@@ -80,7 +80,7 @@ def test_cli_missing_checkpoint_file(tmp_path, capsys, tiny_model):
 
 def test_cli_unwritable_out(tmp_path, capsys):
     (tmp_path / "file.txt").write_text("x")
-    rc, err = _cli(capsys, "--preset", "tiny", "--random-init", "--out", str(tmp_path / "file.txt" / "sub"),
+    rc, err = _cli(capsys, "--checkpoint", "random:tiny", "--out", str(tmp_path / "file.txt" / "sub"),
                    "--only", "grounding_attention")
     assert rc == 2 and len(err) == 1 and "cannot create output folder" in err[0]
 
@@ -89,7 +89,7 @@ def test_cli_refuses_dir_of_another_checkpoint(tmp_path, capsys, tiny_export):
     out = tmp_path / "onnx"
     shutil.copytree(tiny_export, out)
     before = _listing(out)
-    rc, err = _cli(capsys, "--preset", "tiny", "--random-init", "--seed", "3", "--out", str(out),
+    rc, err = _cli(capsys, "--checkpoint", "random:tiny", "--seed", "3", "--out", str(out),
                    "--only", "grounding_attention")
     assert rc == 2 and len(err) == 1 and "other weights" in err[0] and "--force" in err[0]
     assert _listing(out) == before

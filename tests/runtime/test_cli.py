@@ -90,7 +90,7 @@ def test_never_overwrites_without_force(files, capsys):
     (["--steps", "0"], "steps"),
     (["--cfg", "nan"], "cfg"),
     (["--checkpoint", "audioldm-xxl"], "not found"),
-    (["--checkpoint", "{d}"], "missing config.json"),
+    (["--checkpoint", "{d}"], "has no config.json"),
     (["--out", "{d}/nodir/x.wav"], "does not exist"),
     (["--out", "{d}/x.mp3"], "must end in .wav"),
     (["--device", "tpu"], "unknown device"),

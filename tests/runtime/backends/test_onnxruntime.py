@@ -27,7 +27,7 @@ def test_pipeline_onnxruntime_matches_eager(tmp_path, monkeypatch):
     eager = Pipeline.from_pretrained("random:tiny")
     with pytest.raises(ObjaudioError, match="python -m export.onnx --cache"):     # the runtime never exports
         Pipeline.from_pretrained("random:tiny", backend="onnxruntime")
-    assert export_main(["--preset", "tiny", "--random-init", "--cache", "--quiet",
+    assert export_main(["--checkpoint", "random:tiny", "--cache", "--quiet",
                         "--only", "unet,vae_decoder,vocoder,image_encoder,text_encoder"]) == 0
     ort = Pipeline.from_pretrained("random:tiny", backend="onnxruntime")       # reads the cache folder
     fp = model_fingerprint(eager.model)
