@@ -70,7 +70,7 @@ def parse_args(argv):
 def _cost_child(checkpoint, seconds, steps, sampler, threads, queue):
     """In a fresh process: load, warm up, then time one generation of `seconds` (and its first block)."""
     try:
-        torch.set_num_threads(threads)
+        use_threads(threads)
         from objaudio_rt import Mask
 
         pipe = Pipeline.from_pretrained(checkpoint)

@@ -12,7 +12,6 @@ import os
 import warnings
 
 import numpy as np
-import torch
 
 DB_PER_NEPER = 20.0 / np.log(10.0)      # the log-mel is ln(magnitude): 20 log10(x) = 8.686 ln(x)
 DIM_OUTSIDE = 0.35                      # brightness kept outside the selection
@@ -79,7 +78,7 @@ def overview_figure(image: np.ndarray, items: list[tuple[str, object]]):
         shown = seconds
         if getattr(gen, "loop", False):                  # the start again after the end: the join is heard there
             again = max(1, int(mel.shape[0] * LOOP_AGAIN))
-            mel = torch.cat([mel, mel[:again]])
+            mel = mel[list(range(mel.shape[0])) + list(range(again))]
             shown = seconds * mel.shape[0] / gen.mel.shape[0]
         spec = row[2].imshow(DB_PER_NEPER * mel.T.numpy(), origin="lower", aspect="auto", cmap="viridis",
                              extent=(0, shown, 0, mel.shape[1]))               # (n_mels, frames) in dB

@@ -92,7 +92,7 @@ def test_input_errors_come_before_the_model_loads(files, capsys, monkeypatch):
 
     monkeypatch.setattr(Pipeline, "from_pretrained", no_load)
     for extra in (["--mask", files / "missing.png"], ["--point", "500,5", "--sam-checkpoint", files / "scene.png"],
-                  ["--out", files / "nodir" / "x.wav"], ["--steps", "0"], ["--duration", "99"]):
+                  ["--out", files / "nodir" / "x.wav"], ["--steps", "0"], ["--duration", "999"], ["--duration", "0.1", "--loop"]):
         assert run("generate", "--image", files / "scene.png", "--out", files / "o.wav", *FAST, *extra) == 2
         capsys.readouterr()
 
