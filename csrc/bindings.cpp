@@ -17,11 +17,11 @@
 
 namespace {
 
-ObjaudioDtype objaudio_dtype(const at::Tensor& t) {
+objaudio_kernel_dtype objaudio_dtype(const at::Tensor& t) {
   switch (t.scalar_type()) {
-    case at::kFloat: return OBJAUDIO_FLOAT32;
-    case at::kHalf: return OBJAUDIO_FLOAT16;
-    case at::kBFloat16: return OBJAUDIO_BFLOAT16;
+    case at::kFloat: return OBJAUDIO_KERNEL_FLOAT32;
+    case at::kHalf: return OBJAUDIO_KERNEL_FLOAT16;
+    case at::kBFloat16: return OBJAUDIO_KERNEL_BFLOAT16;
     default: TORCH_CHECK(false, "objaudio kernels take float32, float16 or bfloat16, got ", t.scalar_type());
   }
 }
@@ -36,8 +36,8 @@ std::tuple<at::Tensor, at::Tensor> guided_step(const at::Tensor& coefs, const at
   CHECK_CUDA(coefs); CHECK_CUDA(step); CHECK_CUDA(cfg); CHECK_CUDA(x); CHECK_CUDA(eps_pair);
   CHECK_CONTIGUOUS(coefs); CHECK_CONTIGUOUS(cfg); CHECK_CONTIGUOUS(x); CHECK_CONTIGUOUS(eps_pair);
   CHECK_DTYPE(coefs, at::kFloat); CHECK_DTYPE(step, at::kLong); CHECK_DTYPE(cfg, at::kFloat);
-  TORCH_CHECK(coefs.dim() == 2 && coefs.size(1) >= 4 && coefs.size(1) <= 4 + OBJAUDIO_MAX_HISTORY,
-              "coefs must be the (S, K + 4) table, K <= ", OBJAUDIO_MAX_HISTORY);
+  TORCH_CHECK(coefs.dim() == 2 && coefs.size(1) >= 4 && coefs.size(1) <= 4 + OBJAUDIO_KERNEL_MAX_HISTORY,
+              "coefs must be the (S, K + 4) table, K <= ", OBJAUDIO_KERNEL_MAX_HISTORY);
   TORCH_CHECK(static_cast<int64_t>(history.size()) <= coefs.size(1) - 4, "more history slots than the table has");
   TORCH_CHECK(step.numel() == 1, "step must hold one index");
   TORCH_CHECK(cfg.dim() == 1 && (cfg.size(0) == 1 || cfg.size(0) == x.size(0)), "cfg must be (1,) or (B,)");
@@ -50,7 +50,7 @@ std::tuple<at::Tensor, at::Tensor> guided_step(const at::Tensor& coefs, const at
   }
   const c10::cuda::CUDAGuard guard(x.device());
   at::Tensor x_next = at::empty_like(x), x0 = at::empty_like(x);
-  ObjaudioStepParams p{};
+  objaudio_kernel_step_params p{};
   p.coefs = coefs.data_ptr<float>();
   p.width = coefs.size(1);
   p.step = step.data_ptr<int64_t>();
@@ -64,7 +64,7 @@ std::tuple<at::Tensor, at::Tensor> guided_step(const at::Tensor& coefs, const at
   p.x0 = x0.data_ptr();
   p.n = x.numel();
   p.dtype = objaudio_dtype(x);
-  check_status(objaudio_guided_step(&p, at::cuda::getCurrentCUDAStream()));
+  check_status(objaudio_kernel_guided_step(&p, at::cuda::getCurrentCUDAStream()));
   return {x_next, x0};
 }
 
@@ -86,7 +86,7 @@ std::tuple<at::Tensor, at::Tensor> grounding_pool(const at::Tensor& tokens, cons
   const c10::cuda::CUDAGuard guard(tokens.device());
   const auto f32 = tokens.options().dtype(at::kFloat);
   at::Tensor pooled = at::empty({B, L}, f32), weights_out = at::empty({B, P}, f32);
-  ObjaudioGroundingParams p{};
+  objaudio_kernel_grounding_params p{};
   p.tokens = tokens.data_ptr();
   p.tokens_batch_stride = tokens.size(0) == 1 ? 0 : tokens.stride(0);
   p.tokens_row_stride = tokens.stride(1);
@@ -100,7 +100,7 @@ std::tuple<at::Tensor, at::Tensor> grounding_pool(const at::Tensor& tokens, cons
   p.patches = static_cast<int32_t>(P);
   p.dim = static_cast<int32_t>(L);
   p.dtype = objaudio_dtype(tokens);
-  check_status(objaudio_grounding_pool(&p, at::cuda::getCurrentCUDAStream()));
+  check_status(objaudio_kernel_grounding_pool(&p, at::cuda::getCurrentCUDAStream()));
   return {pooled, weights_out};
 }
 

@@ -23,7 +23,7 @@ __device__ __forceinline__ float warp_max(float v) {
 // turns the P scores (in shared memory) into softmax weights; pass 3: one thread per column
 // of X accumulates a X. X is read twice; for one image it stays in L2 across the B blocks.
 template <typename T>
-__global__ void __launch_bounds__(kPoolThreads) grounding_pool_kernel(ObjaudioGroundingParams p) {
+__global__ void __launch_bounds__(kPoolThreads) grounding_pool_kernel(objaudio_kernel_grounding_params p) {
   extern __shared__ float a[];  // (patches)
   const int b = blockIdx.x;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
@@ -66,13 +66,14 @@ __global__ void __launch_bounds__(kPoolThreads) grounding_pool_kernel(ObjaudioGr
 }
 
 template <typename T>
-void launch_pool(const ObjaudioGroundingParams& p, cudaStream_t stream) {
+void launch_pool(const objaudio_kernel_grounding_params& p, cudaStream_t stream) {
   grounding_pool_kernel<T><<<p.batch, kPoolThreads, p.patches * sizeof(float), stream>>>(p);
 }
 
 }  // namespace
 
-extern "C" int objaudio_grounding_pool(const ObjaudioGroundingParams* p, cudaStream_t stream) {
+extern "C" int objaudio_kernel_grounding_pool(const objaudio_kernel_grounding_params* p,
+                                              objaudio_kernel_stream stream) {
   if (p == nullptr || p->tokens == nullptr || p->pe == nullptr || p->weights_out == nullptr || p->pooled == nullptr)
     return OBJAUDIO_KERNEL_ERR_NULL_POINTER;
   if ((p->k_vec == nullptr) == (p->weights_in == nullptr)) return OBJAUDIO_KERNEL_ERR_NULL_POINTER;
@@ -80,9 +81,9 @@ extern "C" int objaudio_grounding_pool(const ObjaudioGroundingParams* p, cudaStr
     return OBJAUDIO_KERNEL_ERR_BAD_SIZE;
   if (p->batch == 0) return OBJAUDIO_KERNEL_OK;
   switch (p->dtype) {
-    case OBJAUDIO_FLOAT32: launch_pool<float>(*p, stream); break;
-    case OBJAUDIO_FLOAT16: launch_pool<__half>(*p, stream); break;
-    case OBJAUDIO_BFLOAT16: launch_pool<__nv_bfloat16>(*p, stream); break;
+    case OBJAUDIO_KERNEL_FLOAT32: launch_pool<float>(*p, stream); break;
+    case OBJAUDIO_KERNEL_FLOAT16: launch_pool<__half>(*p, stream); break;
+    case OBJAUDIO_KERNEL_BFLOAT16: launch_pool<__nv_bfloat16>(*p, stream); break;
     default: return OBJAUDIO_KERNEL_ERR_BAD_DTYPE;
   }
   return objaudio::launch_status();

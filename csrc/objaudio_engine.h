@@ -1,14 +1,18 @@
 /* libobjaudio: object-aware image-to-audio generation from a C or C++ host, no Python in the process.
  *
- *   objaudio_engine* eng;  objaudio_scene* scene;  char err[512];
- *   if (objaudio_abi_version() != OBJAUDIO_ABI_VERSION) ...                 (header and library agree)
+ *   objaudio_engine* eng;  objaudio_scene* scene;  objaudio_options* opts;  char err[512];
+ *   if (objaudio_abi_version() != OBJAUDIO_ABI_MAJOR || objaudio_abi_minor() < OBJAUDIO_ABI_MINOR) ...
  *   objaudio_engine_open("engines/tiny-synth-cpu", NULL, &eng, err, sizeof err);
  *   objaudio_scene_encode(eng, rgb, width, height, &scene);                 (CLIP patch tokens, kept)
- *   objaudio_request req;  objaudio_request_init(&req);
- *   req.masks = masks;  req.n_masks = 1;  req.steps = 20;  req.cfg = 4.0f;  req.seed = 7;
- *   objaudio_generate(eng, scene, &req, pcm, capacity, &n_written);         (16 kHz mono float PCM)
- *   objaudio_resample(eng, pcm, n, 48000, pcm48, capacity48, &n48);       (optional: 44.1 / 48 kHz)
- *   objaudio_last_error(eng);  objaudio_scene_free(scene);  objaudio_engine_close(eng);
+ *   objaudio_request req;  objaudio_request_init(&req);                     (the selection)
+ *   req.masks = masks;  req.n_masks = 1;  req.mask_width = width;  req.mask_height = height;
+ *   objaudio_options_create(eng, &opts);                                    (how to generate it, as text)
+ *   objaudio_options_set(opts, "steps", "20");  objaudio_options_set(opts, "sample_rate", "48000");
+ *   objaudio_generate_with_options(eng, scene, &req, opts, pcm, capacity, &n_written);   (mono float PCM)
+ *   objaudio_last_error(eng);  objaudio_options_destroy(opts);  objaudio_scene_free(scene);
+ *   objaudio_engine_close(eng);
+ * The ABI 2.0 way still works: run options in the request (req.steps = 20; req.cfg = 4.0f; req.seed = 7),
+ * objaudio_generate (16 kHz PCM), then objaudio_resample for another rate.
  *
  * Conventions
  * - Every call returns an objaudio_status; OBJAUDIO_OK is 0. After a failed call on an engine,
@@ -17,11 +21,13 @@
  *   objaudio_engine_open, which has no engine yet, writes its message into the caller's buffer.
  * - The caller owns every buffer it passes (images, masks, noise, PCM); the library copies what it
  *   keeps and never frees or retains a caller's pointer after a call returns.
- * - Handles are opaque. There is no global state: everything lives in an engine or a scene.
+ * - Handles are opaque. There is no global state: everything lives in an engine, a scene or options.
+ * - The library's dynamic symbol table holds exactly the objaudio_* functions declared here (a linker
+ *   version script, csrc/libobjaudio/exports.map; tests/native compares the two).
  * - Thread safety: ONE ENGINE MAY BE USED FROM SEVERAL THREADS AT ONCE (open it with
  *   options.max_concurrent >= the number of threads that generate together; more wait their turn).
  *   A scene is immutable after encoding and may be shared between threads. Close an engine only
- *   after every other call on it has returned and its scenes are freed.
+ *   after every other call on it has returned and its scenes and options are freed.
  * - Selections: pixel masks (one, or a union of several) and the whole scene (n_masks == 0).
  *   Points, boxes and text selections need Segment Anything or the text encoder and stay
  *   Python-only for now (objaudio_rt).
@@ -42,9 +48,15 @@ extern "C" {
 #define OBJAUDIO_API __attribute__((visibility("default")))
 #endif
 
-/* Bumped on any incompatible change of this header's types or functions (2: objaudio_engine_info
- * holds max_steps instead of a list of offered step counts; any step count up to it runs). */
-#define OBJAUDIO_ABI_VERSION 2
+/* The ABI as MAJOR.MINOR. MAJOR grows on any incompatible change of this header's types or functions
+ * (2: objaudio_engine_info holds max_steps instead of a list of offered step counts), MINOR when
+ * functions, status codes or option keys are added (1: objaudio_options, objaudio_generate_with_options,
+ * OBJAUDIO_ERR_UNKNOWN_OPTION, objaudio_abi_minor). A host built against MAJOR.MINOR runs with a library
+ * of the same MAJOR and a MINOR at least its own: objaudio_abi_version() (the library's MAJOR) and
+ * objaudio_abi_minor() tell. */
+#define OBJAUDIO_ABI_MAJOR 2
+#define OBJAUDIO_ABI_MINOR 1
+#define OBJAUDIO_ABI_VERSION OBJAUDIO_ABI_MAJOR   /* the name ABI 2.0 hosts compare objaudio_abi_version() with */
 
 /* The rates objaudio_resample converts to (objaudio_rt/options.py MIN_SAMPLE_RATE, MAX_SAMPLE_RATE). */
 #define OBJAUDIO_MIN_SAMPLE_RATE 8000
@@ -58,7 +70,9 @@ typedef enum objaudio_status {
     OBJAUDIO_ERR_INCOMPATIBLE = 4,      /* engine built for another device, runtime or format version */
     OBJAUDIO_ERR_BUFFER_TOO_SMALL = 5,  /* the caller's output buffer cannot hold the result */
     OBJAUDIO_ERR_RUNTIME = 6,           /* a network failed to run, or produced NaN/inf */
-    OBJAUDIO_ERR_OUT_OF_MEMORY = 7
+    OBJAUDIO_ERR_OUT_OF_MEMORY = 7,
+    OBJAUDIO_ERR_UNKNOWN_OPTION = 8     /* objaudio_options_set: a key this library does not know (an older
+                                           library than the host's, or a typo); the options are unchanged */
 } objaudio_status;
 
 typedef enum objaudio_sampler {
@@ -76,6 +90,7 @@ typedef enum objaudio_union {
 
 typedef struct objaudio_engine objaudio_engine;
 typedef struct objaudio_scene objaudio_scene;
+typedef struct objaudio_options objaudio_options;
 
 typedef struct objaudio_open_options {
     uint32_t struct_size;       /* sizeof(objaudio_open_options); set by objaudio_open_options_init */
@@ -92,7 +107,7 @@ typedef struct objaudio_request {
     int32_t union_mode;         /* objaudio_union, for n_masks > 1 */
     int32_t sampler;            /* objaudio_sampler */
     int32_t steps;              /* 0: the engine's default; otherwise 1 .. objaudio_engine_info.max_steps */
-    float cfg;                  /* guidance scale >= 1; NaN is refused; 0 means the engine's default */
+    float cfg;                  /* guidance scale in [1, 100]; NaN is refused; 0 means the engine's default */
     uint64_t seed;              /* initial noise = torch.randn(latent_shape, generator=torch.Generator()
                                    .manual_seed(seed)), exactly as the Python pipeline draws it */
     const float* noise;         /* optional: the initial latent noise itself (noise_count floats,
@@ -115,7 +130,8 @@ typedef struct objaudio_engine_info {
     char device[16];            /* "cpu" or "cuda" */
 } objaudio_engine_info;
 
-OBJAUDIO_API uint32_t objaudio_abi_version(void);
+OBJAUDIO_API uint32_t objaudio_abi_version(void);   /* OBJAUDIO_ABI_MAJOR of the library */
+OBJAUDIO_API uint32_t objaudio_abi_minor(void);     /* OBJAUDIO_ABI_MINOR of the library */
 OBJAUDIO_API const char* objaudio_status_string(objaudio_status status);
 
 OBJAUDIO_API void objaudio_open_options_init(objaudio_open_options* options);
@@ -160,6 +176,39 @@ OBJAUDIO_API objaudio_status objaudio_generate(objaudio_engine* engine, const ob
 OBJAUDIO_API objaudio_status objaudio_generate_stems(objaudio_engine* engine, const objaudio_scene* scene,
                                                      const objaudio_request* requests, size_t n_requests,
                                                      float* const* pcm, size_t capacity);
+
+/* Run options as text keys and values, so that a new option is a new key of a later library, never a
+ * change of this header. The keys are the HTTP service's field names (objaudio_rt/serve/requests.py):
+ *   steps        integer, 1 .. objaudio_engine_info.max_steps                 (default: the engine's)
+ *   sampler      ddim | dpmpp | dpmpp3m | unipc                               (default: the engine's)
+ *   cfg          number, 1 .. 100: the guidance scale                         (default: the engine's)
+ *   seed         integer, 0 .. 18446744073709551615 (2**64 - 1): the noise, as request.seed   (default 0)
+ *   union        compose | mask: how n_masks > 1 masks combine (objaudio_union)  (default compose)
+ *   sample_rate  integer, OBJAUDIO_MIN_SAMPLE_RATE .. OBJAUDIO_MAX_SAMPLE_RATE Hz: the PCM's rate, through
+ *                libsoxr as objaudio_resample                                 (default: the engine's)
+ *   duration     seconds: this library makes the engine's clip only (clip_samples / sample_rate), so it
+ *                takes that length and refuses others (a later one takes longer clips, and a `loop` key)
+ * Numbers are plain decimal text ("20", "4.5"; no '+' and no spaces), read the same under any locale.
+ * A key set again takes the new value. An unknown key returns OBJAUDIO_ERR_UNKNOWN_OPTION,
+ * a bad value OBJAUDIO_ERR_INVALID_ARGUMENT; either way the options keep what they held and
+ * objaudio_last_error(engine) of the engine they were created with says what to do (options NULL:
+ * OBJAUDIO_ERR_INVALID_ARGUMENT with no message, there being no engine to keep it).
+ * Options belong to the engine they were created with: destroy them before closing it. Setting is not
+ * thread-safe; generations on several threads may read the same options at once. */
+OBJAUDIO_API objaudio_status objaudio_options_create(objaudio_engine* engine, objaudio_options** options);
+OBJAUDIO_API objaudio_status objaudio_options_set(objaudio_options* options, const char* key, const char* value);
+OBJAUDIO_API void objaudio_options_destroy(objaudio_options* options);  /* NULL is ignored */
+
+/* One generation of request's selection (masks, mask size, optional noise; NULL: the whole scene), run
+ * as options say (NULL: every default). The request's run fields (union_mode, sampler, steps, cfg, seed)
+ * must stay as objaudio_request_init leaves them: with options each is set once, as a key. *n_written
+ * (not NULL) is first set to the most samples the call writes (clip_samples at the engine's rate, or
+ * what sample_rate makes of them, as objaudio_resample counts), so a call with capacity 0 asks for the
+ * size (OBJAUDIO_ERR_BUFFER_TOO_SMALL); on success it holds the count written. */
+OBJAUDIO_API objaudio_status objaudio_generate_with_options(objaudio_engine* engine, const objaudio_scene* scene,
+                                                            const objaudio_request* request,
+                                                            const objaudio_options* options, float* pcm,
+                                                            size_t capacity, size_t* n_written);
 
 /* A generation's PCM (n samples at objaudio_engine_info.sample_rate) at another rate, rate in
  * [OBJAUDIO_MIN_SAMPLE_RATE, OBJAUDIO_MAX_SAMPLE_RATE] Hz (44100 or 48000 for games and DAWs), through

@@ -10,7 +10,7 @@ constexpr int kStepThreads = 256;
 constexpr int kStepMaxBlocks = 8192;
 
 template <typename T, int kHistory>
-__global__ void __launch_bounds__(kStepThreads) guided_step_kernel(ObjaudioStepParams p) {
+__global__ void __launch_bounds__(kStepThreads) guided_step_kernel(objaudio_kernel_step_params p) {
   const float* c = p.coefs + p.width * (*p.step);
   const float cx = c[0], ce = c[1], dx = c[p.width - 2], de = c[p.width - 1];
   const int64_t item_numel = p.n / p.cfg_items;  // cfg_items divides n (checked by the caller)
@@ -33,10 +33,10 @@ __global__ void __launch_bounds__(kStepThreads) guided_step_kernel(ObjaudioStepP
 }
 
 template <typename T>
-void launch_step(const ObjaudioStepParams& p, cudaStream_t stream) {
+void launch_step(const objaudio_kernel_step_params& p, cudaStream_t stream) {
   const int64_t want = (p.n + kStepThreads - 1) / kStepThreads;
   const int blocks = (int)(want < kStepMaxBlocks ? want : kStepMaxBlocks);
-  static_assert(OBJAUDIO_MAX_HISTORY == 2, "launch_step instantiates 0, 1 and 2 history slots");
+  static_assert(OBJAUDIO_KERNEL_MAX_HISTORY == 2, "launch_step instantiates 0, 1 and 2 history slots");
   switch (p.n_history) {
     case 0: guided_step_kernel<T, 0><<<blocks, kStepThreads, 0, stream>>>(p); break;
     case 1: guided_step_kernel<T, 1><<<blocks, kStepThreads, 0, stream>>>(p); break;
@@ -46,20 +46,20 @@ void launch_step(const ObjaudioStepParams& p, cudaStream_t stream) {
 
 }  // namespace
 
-extern "C" int objaudio_guided_step(const ObjaudioStepParams* p, cudaStream_t stream) {
+extern "C" int objaudio_kernel_guided_step(const objaudio_kernel_step_params* p, objaudio_kernel_stream stream) {
   if (p == nullptr || p->coefs == nullptr || p->step == nullptr || p->cfg == nullptr || p->x == nullptr ||
       p->eps_pair == nullptr || p->x_next == nullptr || p->x0 == nullptr)
     return OBJAUDIO_KERNEL_ERR_NULL_POINTER;
   if (p->n < 0 || p->cfg_items < 1 || p->n % p->cfg_items != 0 || p->width < 4 ||
-      p->width > 4 + OBJAUDIO_MAX_HISTORY || p->n_history < 0 || p->n_history > p->width - 4)
+      p->width > 4 + OBJAUDIO_KERNEL_MAX_HISTORY || p->n_history < 0 || p->n_history > p->width - 4)
     return OBJAUDIO_KERNEL_ERR_BAD_SIZE;
   for (int k = 0; k < p->n_history; ++k)
     if (p->history[k] == nullptr) return OBJAUDIO_KERNEL_ERR_NULL_POINTER;
   if (p->n == 0) return OBJAUDIO_KERNEL_OK;
   switch (p->dtype) {
-    case OBJAUDIO_FLOAT32: launch_step<float>(*p, stream); break;
-    case OBJAUDIO_FLOAT16: launch_step<__half>(*p, stream); break;
-    case OBJAUDIO_BFLOAT16: launch_step<__nv_bfloat16>(*p, stream); break;
+    case OBJAUDIO_KERNEL_FLOAT32: launch_step<float>(*p, stream); break;
+    case OBJAUDIO_KERNEL_FLOAT16: launch_step<__half>(*p, stream); break;
+    case OBJAUDIO_KERNEL_BFLOAT16: launch_step<__nv_bfloat16>(*p, stream); break;
     default: return OBJAUDIO_KERNEL_ERR_BAD_DTYPE;
   }
   return objaudio::launch_status();

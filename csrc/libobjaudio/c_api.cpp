@@ -1,13 +1,18 @@
 // The C ABI (objaudio_engine.h): checks every argument, turns every C++ exception into a status code
 // plus the calling thread's last-error message, and never lets one cross into the host.
 #include <algorithm>
+#include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <iterator>
 #include <mutex>
 #include <new>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
 #include "engine.h"
 #include "objaudio_engine.h"
@@ -29,6 +34,22 @@ struct objaudio_scene {
     const objaudio_engine* owner = nullptr;
 };
 
+// The run options of one generation in the request's terms (0: the engine's default), whether they come
+// from an objaudio_request (ABI 2.0) or from text keys (objaudio_options); one set of checks reads both.
+struct RunFields {
+    int32_t union_mode = OBJAUDIO_UNION_COMPOSE;
+    int32_t sampler = OBJAUDIO_SAMPLER_DEFAULT;
+    int32_t steps = 0;
+    double cfg = 0.0;            // a double: "4.1" as text gives Python's cfg, not float(4.1)
+    uint64_t seed = 0;
+    int32_t sample_rate = 0;     // objaudio_options only: the PCM's rate
+};
+
+struct objaudio_options {
+    RunFields run;
+    const objaudio_engine* owner = nullptr;
+};
+
 namespace {
 
 using objaudio::Failure;
@@ -36,6 +57,7 @@ using objaudio::Failure;
 constexpr uint32_t kMinSide = 32;              // objaudio_rt/images.py MIN_SIDE
 constexpr uint32_t kMaxSide = 8192;            // MAX_SIDE
 constexpr uint64_t kMaxPixels = 40000000;      // MAX_PIXELS
+constexpr double kMaxCfg = 100.0;              // objaudio_rt/options.py MAX_CFG
 
 #define OBJ_CHECK(cond, msg) \
     do { if (!(cond)) throw Failure(OBJAUDIO_ERR_INVALID_ARGUMENT, msg); } while (0)
@@ -71,6 +93,8 @@ void check_image_size(uint32_t width, uint32_t height) {
     OBJ_CHECK(static_cast<uint64_t>(width) * height <= kMaxPixels, "image has more than 40000000 pixels");
 }
 
+const char* const kUnionNames[] = {"compose", "mask"};   // objaudio_union order; options.py UNION_MODES
+
 const std::string& sampler_name(int32_t sampler, const objaudio::EngineSpec& s) {
     const auto& names = objaudio::sampler_names();        // in objaudio_sampler order, from 1
     if (sampler == OBJAUDIO_SAMPLER_DEFAULT) return s.default_sampler;
@@ -85,23 +109,37 @@ objaudio::SamplerTable sampler_table(int32_t sampler, int32_t steps, const objau
     return objaudio::build_sampler_table(sampler_name(sampler, s), steps, s.alphas_cumprod);
 }
 
-objaudio::Options check_options(const objaudio_request& r, const objaudio::EngineSpec& s) {
+void check_request(const objaudio_request& r) {
     OBJ_CHECK(r.struct_size >= sizeof(objaudio_request), "request.struct_size is wrong: initialise the request "
                                                          "with objaudio_request_init");
-    OBJ_CHECK(std::isfinite(r.cfg), "cfg (guidance scale) must be a finite number >= 1, got NaN or inf");
-    const double cfg = r.cfg == 0.0f ? s.default_cfg : static_cast<double>(r.cfg);
-    OBJ_CHECK(cfg >= 1.0, "cfg (guidance scale) must be a finite number >= 1, got " + std::to_string(cfg));
+}
+
+RunFields run_of(const objaudio_request& r) {
+    return RunFields{r.union_mode, r.sampler, r.steps, static_cast<double>(r.cfg), r.seed, 0};
+}
+
+std::string cfg_message(const std::string& got) {
+    return "cfg (guidance scale) must be a number in [1, 100], got " + got;
+}
+
+objaudio::Options check_options(const RunFields& r, const objaudio::EngineSpec& s) {
+    OBJ_CHECK(std::isfinite(r.cfg), cfg_message("NaN or inf"));
+    const double cfg = r.cfg == 0.0 ? s.default_cfg : r.cfg;
+    OBJ_CHECK(cfg >= 1.0 && cfg <= kMaxCfg, cfg_message(std::to_string(cfg)));
     return objaudio::Options{sampler_table(r.sampler, r.steps == 0 ? s.default_steps : r.steps, s), cfg};
 }
 
-objaudio::Item check_item(const objaudio_request& r, const objaudio_scene& sc, const objaudio::EngineSpec& s) {
+// The selection of request `r` (masks, noise) with the union mode and seed of `run`.
+objaudio::Item check_item(const objaudio_request& r, const RunFields& run, const objaudio_scene& sc,
+                          const objaudio::EngineSpec& s) {
     objaudio::Item item;
     const int max_masks = s.max_rows - 1;
     OBJ_CHECK(r.n_masks <= static_cast<size_t>(max_masks),
               std::to_string(r.n_masks) + " masks: at most " + std::to_string(max_masks) + " per generation");
     OBJ_CHECK(r.n_masks == 0 || r.masks != nullptr, "request.masks is NULL but n_masks is " + std::to_string(r.n_masks));
-    OBJ_CHECK(r.union_mode == OBJAUDIO_UNION_COMPOSE || r.union_mode == OBJAUDIO_UNION_MASK,
-              "unknown union_mode " + std::to_string(r.union_mode) + ": use OBJAUDIO_UNION_COMPOSE or OBJAUDIO_UNION_MASK");
+    OBJ_CHECK(run.union_mode == OBJAUDIO_UNION_COMPOSE || run.union_mode == OBJAUDIO_UNION_MASK,
+              "unknown union_mode " + std::to_string(run.union_mode) +
+                  ": use OBJAUDIO_UNION_COMPOSE or OBJAUDIO_UNION_MASK");
     if (r.n_masks > 0) {
         OBJ_CHECK(r.mask_width == sc.scene.width && r.mask_height == sc.scene.height,
                   "mask is " + std::to_string(r.mask_width) + "x" + std::to_string(r.mask_height) + " but the image is " +
@@ -117,8 +155,8 @@ objaudio::Item check_item(const objaudio_request& r, const objaudio_scene& sc, c
         OBJ_CHECK(any, "mask " + std::to_string(k) + " is empty (all zero): it selects nothing; draw the object's region");
         item.masks.push_back(m);
     }
-    item.union_mask = r.union_mode == OBJAUDIO_UNION_MASK;
-    item.seed = r.seed;
+    item.union_mask = run.union_mode == OBJAUDIO_UNION_MASK;
+    item.seed = run.seed;
     if (r.noise != nullptr) {
         OBJ_CHECK(r.noise_count == s.latent_numel(), "noise holds " + std::to_string(r.noise_count) +
                                                          " floats; this engine's latent needs " +
@@ -137,6 +175,110 @@ void check_scene(const objaudio_engine* eng, const objaudio_scene* scene) {
     OBJ_CHECK(scene->owner == eng, "scene was encoded by another engine: encode it with this one");
 }
 
+void check_capacity(size_t capacity, size_t need) {
+    if (capacity < need)
+        throw Failure(OBJAUDIO_ERR_BUFFER_TOO_SMALL, "pcm holds " + std::to_string(capacity) +
+                                                     " samples; the clip needs " + std::to_string(need));
+}
+
+// ---- objaudio_options: one row per key. A new option is a new row here and a line of the header's key
+// list; the header's types never change for it.
+
+// Reads the whole of `text` as a number into `out` (std::from_chars: no '+', no spaces, the same under any
+// locale); false if it is not one or does not fit T (`out` may then hold a partial value).
+template <typename T>
+bool parse_number(std::string_view text, T& out) {
+    const auto [end, err] = std::from_chars(text.data(), text.data() + text.size(), out);
+    return err == std::errc() && end == text.data() + text.size();
+}
+
+std::string quoted(std::string_view value) { return "'" + std::string(value) + "'"; }
+
+// The index of `value` in `names`, or -1.
+template <typename Names>
+int index_of(std::string_view value, const Names& names) {
+    int i = 0;
+    for (const auto& name : names) {
+        if (value == name) return i;
+        ++i;
+    }
+    return -1;
+}
+
+template <typename Names>
+std::string joined(const Names& names) {
+    std::string out;
+    for (const auto& name : names) out += (out.empty() ? "" : ", ") + std::string(name);
+    return out;
+}
+
+std::string format_g(double x) {            // Python's f"{x:g}"
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", x);
+    return buf;
+}
+
+void set_steps(RunFields& run, std::string_view v, const objaudio::EngineSpec& s) {
+    int32_t steps = 0;
+    OBJ_CHECK(parse_number(v, steps) && steps >= 1 && steps <= s.max_steps,
+              "steps must be an integer in [1, " + std::to_string(s.max_steps) + "], got " + quoted(v));
+    run.steps = steps;
+}
+
+void set_sampler(RunFields& run, std::string_view v, const objaudio::EngineSpec&) {
+    const auto& names = objaudio::sampler_names();          // objaudio_sampler order, from 1
+    const int i = index_of(v, names);
+    OBJ_CHECK(i >= 0, "unknown sampler " + quoted(v) + ": use one of " + joined(names));
+    run.sampler = 1 + i;
+}
+
+void set_cfg(RunFields& run, std::string_view v, const objaudio::EngineSpec&) {
+    double cfg = 0.0;
+    OBJ_CHECK(parse_number(v, cfg) && cfg >= 1.0 && cfg <= kMaxCfg, cfg_message(quoted(v)));
+    run.cfg = cfg;
+}
+
+void set_seed(RunFields& run, std::string_view v, const objaudio::EngineSpec&) {
+    uint64_t seed = 0;
+    OBJ_CHECK(parse_number(v, seed),
+              "seed must be an integer in [0, 2**64 - 1] (what torch.Generator takes), got " + quoted(v));
+    run.seed = seed;
+}
+
+void set_union(RunFields& run, std::string_view v, const objaudio::EngineSpec&) {
+    const int mode = index_of(v, kUnionNames);
+    OBJ_CHECK(mode >= 0, "unknown union mode " + quoted(v) + ": use one of " + joined(kUnionNames));
+    run.union_mode = mode;
+}
+
+void set_sample_rate(RunFields& run, std::string_view v, const objaudio::EngineSpec&) {
+    int32_t rate = 0;
+    OBJ_CHECK(parse_number(v, rate) && rate >= OBJAUDIO_MIN_SAMPLE_RATE && rate <= OBJAUDIO_MAX_SAMPLE_RATE,
+              "sample_rate must be an integer from 8000 to 192000 Hz (44100 or 48000 for games and DAWs), got " +
+                  quoted(v));
+    run.sample_rate = rate;
+}
+
+// Python's rule (config.latent_shape): a duration of d seconds is int(d * sample_rate) samples.
+void set_duration(RunFields&, std::string_view v, const objaudio::EngineSpec& s) {
+    double seconds = 0.0;
+    const bool number = parse_number(v, seconds) && std::isfinite(seconds) && seconds > 0.0;
+    const double clip = static_cast<double>(s.clip_samples) / s.sample_rate;
+    OBJ_CHECK(number && static_cast<size_t>(seconds * s.sample_rate) == s.clip_samples,
+              "duration must be " + format_g(clip) + " seconds, this engine's clip (longer, shorter and looped "
+              "clips are not in libobjaudio yet: make them in Python), got " + quoted(v));
+}
+
+struct OptionKey {
+    const char* name;
+    void (*set)(RunFields&, std::string_view, const objaudio::EngineSpec&);
+};
+
+constexpr OptionKey kOptionKeys[] = {{"steps", set_steps},   {"sampler", set_sampler},
+                                     {"cfg", set_cfg},       {"seed", set_seed},
+                                     {"union", set_union},   {"sample_rate", set_sample_rate},
+                                     {"duration", set_duration}};
+
 void write_message(char* error, size_t error_size, const std::string& message) {
     if (error == nullptr || error_size == 0) return;
     const size_t n = message.size() < error_size - 1 ? message.size() : error_size - 1;
@@ -148,7 +290,8 @@ void write_message(char* error, size_t error_size, const std::string& message) {
 
 extern "C" {
 
-uint32_t objaudio_abi_version(void) { return OBJAUDIO_ABI_VERSION; }
+uint32_t objaudio_abi_version(void) { return OBJAUDIO_ABI_MAJOR; }
+uint32_t objaudio_abi_minor(void) { return OBJAUDIO_ABI_MINOR; }
 
 const char* objaudio_status_string(objaudio_status status) {
     switch (status) {
@@ -160,6 +303,7 @@ const char* objaudio_status_string(objaudio_status status) {
         case OBJAUDIO_ERR_BUFFER_TOO_SMALL: return "output buffer too small";
         case OBJAUDIO_ERR_RUNTIME: return "runtime error";
         case OBJAUDIO_ERR_OUT_OF_MEMORY: return "out of memory";
+        case OBJAUDIO_ERR_UNKNOWN_OPTION: return "unknown option key";
     }
     return "unknown status";
 }
@@ -329,30 +473,103 @@ objaudio_status objaudio_generate_stems(objaudio_engine* engine, const objaudio_
         OBJ_CHECK(n_requests >= 1 && n_requests <= static_cast<size_t>(s.max_stems),
                   "n_requests must be in [1, " + std::to_string(s.max_stems) + "], got " + std::to_string(n_requests));
         OBJ_CHECK(pcm != nullptr, "pcm is NULL");
-        objaudio::Options options = check_options(requests[0], s);
-        std::vector<objaudio::Item> items;
-        std::vector<float*> out;
         size_t rows = 0;    // UNet rows per step: one unconditional row per item, one per condition
         for (size_t i = 0; i < n_requests; ++i) {
             const objaudio_request& r = requests[i];
+            check_request(r);
             rows += 1 + (r.n_masks > 1 && r.union_mode == OBJAUDIO_UNION_COMPOSE ? r.n_masks : 1);
         }
         OBJ_CHECK(rows <= static_cast<size_t>(s.max_rows),
                   "too many selections in one call: requests plus composed masks need " + std::to_string(rows) +
                       " UNet rows, this engine takes at most " + std::to_string(s.max_rows));
+        const objaudio::Options options = check_options(run_of(requests[0]), s);
+        std::vector<objaudio::Item> items;
+        std::vector<float*> out;
         for (size_t i = 0; i < n_requests; ++i) {
-            objaudio::Options o = check_options(requests[i], s);
+            const RunFields run = run_of(requests[i]);
+            const objaudio::Options o = check_options(run, s);
             OBJ_CHECK(o.table.sampler == options.table.sampler && o.table.steps() == options.table.steps() &&
                           o.cfg == options.cfg,
                       "all requests of one generate_stems call must share steps, sampler and cfg");
-            items.push_back(check_item(requests[i], *scene, s));
+            items.push_back(check_item(requests[i], run, *scene, s));
             OBJ_CHECK(pcm[i] != nullptr, "pcm[" + std::to_string(i) + "] is NULL");
             out.push_back(pcm[i]);
         }
-        if (capacity < s.clip_samples)
-            throw Failure(OBJAUDIO_ERR_BUFFER_TOO_SMALL, "pcm holds " + std::to_string(capacity) + " samples; a clip is " +
-                                                         std::to_string(s.clip_samples) + " (objaudio_engine_get_info)");
+        check_capacity(capacity, s.clip_samples);
         engine->engine->generate(scene->scene, items, options, out);
+    });
+}
+
+objaudio_status objaudio_options_create(objaudio_engine* engine, objaudio_options** options) {
+    return guarded(engine, [&] {
+        OBJ_CHECK(options != nullptr, "options (the output pointer) is NULL");
+        *options = nullptr;
+        auto handle = std::make_unique<objaudio_options>();
+        handle->owner = engine;
+        *options = handle.release();
+    });
+}
+
+objaudio_status objaudio_options_set(objaudio_options* options, const char* key, const char* value) {
+    if (options == nullptr) return OBJAUDIO_ERR_INVALID_ARGUMENT;     // no engine to keep a message on
+    return guarded(options->owner, [&] {
+        OBJ_CHECK(key != nullptr && value != nullptr, "key or value is NULL: give both as NUL-terminated text");
+        const auto it = std::find_if(std::begin(kOptionKeys), std::end(kOptionKeys),
+                                     [&](const OptionKey& k) { return std::strcmp(k.name, key) == 0; });
+        if (it == std::end(kOptionKeys)) {
+            std::vector<std::string_view> known;
+            for (const OptionKey& k : kOptionKeys) known.push_back(k.name);
+            throw Failure(OBJAUDIO_ERR_UNKNOWN_OPTION, "unknown option " + quoted(key) + ": this libobjaudio (ABI " +
+                                                           std::to_string(OBJAUDIO_ABI_MAJOR) + "." +
+                                                           std::to_string(OBJAUDIO_ABI_MINOR) + ") takes " +
+                                                           joined(known));
+        }
+        RunFields run = options->run;              // a refused value leaves the options as they were
+        it->set(run, value, options->owner->engine->spec());
+        options->run = run;
+    });
+}
+
+void objaudio_options_destroy(objaudio_options* options) { delete options; }
+
+objaudio_status objaudio_generate_with_options(objaudio_engine* engine, const objaudio_scene* scene,
+                                               const objaudio_request* request, const objaudio_options* options,
+                                               float* pcm, size_t capacity, size_t* n_written) {
+    return guarded(engine, [&] {
+        OBJ_CHECK(n_written != nullptr, "n_written is NULL: it receives the clip's length");
+        *n_written = 0;
+        const objaudio::EngineSpec& s = engine->engine->spec();
+        OBJ_CHECK(options == nullptr || options->owner == engine,
+                  "options were created with another engine: create them with this one");
+        const RunFields run = options != nullptr ? options->run : RunFields{};
+        objaudio_request selection;
+        objaudio_request_init(&selection);
+        if (request != nullptr) {
+            const objaudio_request& r = *request;
+            check_request(r);
+            OBJ_CHECK(r.union_mode == 0 && r.sampler == 0 && r.steps == 0 && r.cfg == 0.0f && r.seed == 0,
+                      "the request sets union_mode, sampler, steps, cfg or seed: with objaudio_options give them as "
+                      "the keys union, sampler, steps, cfg and seed, and leave the request's as objaudio_request_init "
+                      "sets them");
+            selection = r;
+        }
+        const int rate = run.sample_rate != 0 ? run.sample_rate : s.sample_rate;
+        const size_t most = rate == s.sample_rate ? s.clip_samples
+                                                  : objaudio::resampled_capacity(s.clip_samples, s.sample_rate, rate);
+        *n_written = most;
+        check_capacity(capacity, most);
+        OBJ_CHECK(pcm != nullptr, "pcm is NULL");
+        check_scene(engine, scene);
+        const objaudio::Options o = check_options(run, s);
+        const objaudio::Item item = check_item(selection, run, *scene, s);
+        if (rate == s.sample_rate) {
+            engine->engine->generate(scene->scene, {item}, o, {pcm});
+            *n_written = s.clip_samples;
+            return;
+        }
+        std::vector<float> clip(s.clip_samples);        // at the engine's rate, then resampled into pcm
+        engine->engine->generate(scene->scene, {item}, o, {clip.data()});
+        *n_written = objaudio::resample(clip.data(), clip.size(), s.sample_rate, rate, pcm, capacity);
     });
 }
 

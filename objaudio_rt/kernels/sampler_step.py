@@ -30,7 +30,7 @@ from ._cuda import extension, runs_cuda_cpp
 from ._triton import HAS_TRITON, runs_triton
 
 BLOCK = 1024
-MAX_HISTORY = 2            # history slots a step may read: csrc/params.h OBJAUDIO_MAX_HISTORY (a test holds them equal)
+MAX_HISTORY = 2            # history slots a step reads: params.h OBJAUDIO_KERNEL_MAX_HISTORY (a test holds them equal)
 
 if HAS_TRITON:
     import triton

@@ -43,8 +43,8 @@ def test_kernels_compile(source, arch, tmp_path):
 def test_c_header_is_plain_c(tmp_path):
     """A C host (a game engine) includes objaudio.h with a C compiler, not nvcc."""
     src = tmp_path / "host.c"
-    src.write_text('#include "objaudio.h"\nint main(void) { ObjaudioStepParams p = {0};\n'
-                   '  return objaudio_guided_step(&p, 0) == OBJAUDIO_KERNEL_ERR_NULL_POINTER ? 0 : 1; }\n')
+    src.write_text('#include "objaudio.h"\nint main(void) { objaudio_kernel_step_params p = {0};\n'
+                   '  return objaudio_kernel_guided_step(&p, 0) == OBJAUDIO_KERNEL_ERR_NULL_POINTER ? 0 : 1; }\n')
     run([NVCC, "-x", "c", "-c", DEFINE, "-I", CSRC, src, "-o", tmp_path / "host.o"])
 
 

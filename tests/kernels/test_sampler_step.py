@@ -86,10 +86,10 @@ def test_triton_step_matches_reference(shape, dtype, sampler, slots):
 
 
 def test_history_bound_is_one_number_in_python_and_c():
-    """Every sampler's K fits the kernels, and params.h's OBJAUDIO_MAX_HISTORY is kernels' MAX_HISTORY."""
+    """Every sampler's K fits the kernels, and params.h's OBJAUDIO_KERNEL_MAX_HISTORY is kernels' MAX_HISTORY."""
     assert set(HISTORY) == set(SAMPLERS) and max(HISTORY.values()) <= MAX_HISTORY
     params = (Path(__file__).resolve().parents[2] / "csrc" / "params.h").read_text()
-    assert re.search(r"#define OBJAUDIO_MAX_HISTORY (\d+)", params).group(1) == str(MAX_HISTORY)
+    assert re.search(r"#define OBJAUDIO_KERNEL_MAX_HISTORY (\d+)", params).group(1) == str(MAX_HISTORY)
 
 
 @interpreted

@@ -1,7 +1,9 @@
 /* libobjaudio's C API checked from C (tests/native/test_native.py builds and runs it, once under
  * AddressSanitizer + UBSan): bad inputs return the right status and a message, never a crash; the
- * same seed gives the same waveform; caller-given noise equals seed noise; two threads generate at
- * once on one engine and get what they get alone; last errors stay per thread.
+ * same seed gives the same waveform; caller-given noise equals seed noise; run options given as text
+ * keys (objaudio_options) give what the same options in the request give, and a bad key or value is
+ * refused with its own status and a message that names it; two threads generate at once on one engine
+ * and get what they get alone; last errors stay per thread.
  *
  *   objaudio-check-api ENGINE_DIR NOISE_FILE SEED
  * NOISE_FILE holds C*H*W float32 values: torch.randn((C, H, W), generator=torch.Generator().manual_seed(SEED)).
@@ -87,6 +89,155 @@ static void* run_job(void* arg) {
 
 static int same(const float* a, const float* b, size_t n) { return memcmp(a, b, n * sizeof(float)) == 0; }
 
+/* objaudio_options_set refuses `key` = `value` with `want` and a message holding `words`. */
+static void expect_refused(objaudio_engine* eng, objaudio_options* opts, const char* key, const char* value,
+                           objaudio_status want, const char* words) {
+    objaudio_status got = objaudio_options_set(opts, key, value);
+    const char* msg = objaudio_last_error(eng);
+    CHECK(got == want && strstr(msg, words) != NULL, "set %s = %s -> %d (want %d), message '%s' (want '%s')",
+          key ? key : "NULL", value ? value : "NULL", got, (int)want, msg, words);
+    if (got == want) printf("ok   %-28s %s\n", objaudio_status_string(got), msg);
+}
+
+static objaudio_status set_all(objaudio_options* opts, const char* const (*pairs)[2], size_t n) {
+    objaudio_status st = OBJAUDIO_OK;
+    for (size_t i = 0; i < n && st == OBJAUDIO_OK; ++i) st = objaudio_options_set(opts, pairs[i][0], pairs[i][1]);
+    return st;
+}
+
+/* The key/value path: `seed_pcm` is generate_seed(seed)'s clip (n samples), made through the request. */
+static void check_options_as_text(objaudio_engine* eng, objaudio_scene* scene, uint64_t seed, const float* seed_pcm,
+                                  size_t n) {
+    char seed_text[32], clip_text[32];
+    objaudio_engine_info info;
+    objaudio_engine_get_info(eng, &info);
+    snprintf(seed_text, sizeof seed_text, "%llu", (unsigned long long)seed);
+    snprintf(clip_text, sizeof clip_text, "%g", (double)info.clip_samples / info.sample_rate);
+    objaudio_options* opts = NULL;
+    CHECK(objaudio_options_create(NULL, &opts) == OBJAUDIO_ERR_INVALID_ARGUMENT && !opts, "options of a NULL engine");
+    EXPECT_STATUS(eng, objaudio_options_create(eng, NULL), OBJAUDIO_ERR_INVALID_ARGUMENT);
+    CHECK(objaudio_options_create(eng, &opts) == OBJAUDIO_OK && opts, "create: %s", objaudio_last_error(eng));
+    CHECK(objaudio_options_set(NULL, "steps", "5") == OBJAUDIO_ERR_INVALID_ARGUMENT, "NULL options");
+
+    /* generate_seed's run as text (each value set once before, to see a later one win) */
+    const char* const run[][2] = {{"steps", "3"},       {"steps", "10"},   {"sampler", "unipc"}, {"sampler", "ddim"},
+                                  {"cfg", "3"},         {"seed", "5"},     {"seed", seed_text},  {"union", "compose"},
+                                  {"duration", clip_text}};
+    CHECK(set_all(opts, run, sizeof run / sizeof run[0]) == OBJAUDIO_OK, "set: %s", objaudio_last_error(eng));
+
+    /* bad keys and values: their status, a message naming them, and the options left as they were */
+    const struct { const char *key, *value; objaudio_status want; const char* words; } bad[] = {
+        {"stpes", "10", OBJAUDIO_ERR_UNKNOWN_OPTION, "unknown option 'stpes': this libobjaudio (ABI 2.1) takes steps"},
+        {"loop", "true", OBJAUDIO_ERR_UNKNOWN_OPTION, "unknown option 'loop'"},
+        {"", "1", OBJAUDIO_ERR_UNKNOWN_OPTION, "unknown option ''"},
+        {"Steps", "10", OBJAUDIO_ERR_UNKNOWN_OPTION, "unknown option 'Steps'"},
+        {NULL, "10", OBJAUDIO_ERR_INVALID_ARGUMENT, "key or value is NULL"},
+        {"steps", NULL, OBJAUDIO_ERR_INVALID_ARGUMENT, "key or value is NULL"},
+        {"steps", "0", OBJAUDIO_ERR_INVALID_ARGUMENT, "steps must be an integer in [1, 999], got '0'"},
+        {"steps", "1000", OBJAUDIO_ERR_INVALID_ARGUMENT, "got '1000'"},
+        {"steps", "99999999999", OBJAUDIO_ERR_INVALID_ARGUMENT, "got '99999999999'"},
+        {"steps", "5.5", OBJAUDIO_ERR_INVALID_ARGUMENT, "got '5.5'"},
+        {"steps", " 5", OBJAUDIO_ERR_INVALID_ARGUMENT, "got ' 5'"},
+        {"steps", "5 ", OBJAUDIO_ERR_INVALID_ARGUMENT, "got '5 '"},
+        {"steps", "+5", OBJAUDIO_ERR_INVALID_ARGUMENT, "got '+5'"},
+        {"steps", "", OBJAUDIO_ERR_INVALID_ARGUMENT, "got ''"},
+        {"sampler", "euler", OBJAUDIO_ERR_INVALID_ARGUMENT,
+         "unknown sampler 'euler': use one of ddim, dpmpp, dpmpp3m, unipc"},
+        {"sampler", "DDIM", OBJAUDIO_ERR_INVALID_ARGUMENT, "unknown sampler 'DDIM'"},
+        {"cfg", "0.5", OBJAUDIO_ERR_INVALID_ARGUMENT, "cfg (guidance scale) must be a number in [1, 100], got '0.5'"},
+        {"cfg", "100.5", OBJAUDIO_ERR_INVALID_ARGUMENT, "got '100.5'"},
+        {"cfg", "nan", OBJAUDIO_ERR_INVALID_ARGUMENT, "got 'nan'"},
+        {"cfg", "inf", OBJAUDIO_ERR_INVALID_ARGUMENT, "got 'inf'"},
+        {"cfg", "4,5", OBJAUDIO_ERR_INVALID_ARGUMENT, "got '4,5'"},
+        {"seed", "-1", OBJAUDIO_ERR_INVALID_ARGUMENT, "seed must be an integer in [0, 2**64 - 1]"},
+        {"seed", "18446744073709551616", OBJAUDIO_ERR_INVALID_ARGUMENT, "got '18446744073709551616'"},
+        {"seed", "12abc", OBJAUDIO_ERR_INVALID_ARGUMENT, "got '12abc'"},
+        {"union", "or", OBJAUDIO_ERR_INVALID_ARGUMENT, "unknown union mode 'or': use one of compose, mask"},
+        {"sample_rate", "1000", OBJAUDIO_ERR_INVALID_ARGUMENT, "sample_rate must be an integer from 8000 to 192000"},
+        {"sample_rate", "192001", OBJAUDIO_ERR_INVALID_ARGUMENT, "got '192001'"},
+        {"sample_rate", "48000.0", OBJAUDIO_ERR_INVALID_ARGUMENT, "got '48000.0'"},
+        {"duration", "60", OBJAUDIO_ERR_INVALID_ARGUMENT, "this engine's clip"},
+        {"duration", "0", OBJAUDIO_ERR_INVALID_ARGUMENT, "got '0'"},
+        {"duration", "-1", OBJAUDIO_ERR_INVALID_ARGUMENT, "got '-1'"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i)
+        expect_refused(eng, opts, bad[i].key, bad[i].value, bad[i].want, bad[i].words);
+
+    const uint8_t* one[1] = {mask};
+    objaudio_request sel;
+    objaudio_request_init(&sel);
+    sel.masks = one;
+    sel.n_masks = 1;
+    sel.mask_width = W;
+    sel.mask_height = H;
+    float* out = malloc(n * sizeof(float));
+    size_t written = 0;
+    EXPECT_STATUS(eng, objaudio_generate_with_options(eng, scene, &sel, opts, NULL, 0, &written),
+                  OBJAUDIO_ERR_BUFFER_TOO_SMALL);
+    CHECK(written == n, "a size query with capacity 0 answers %zu samples, want %zu", written, n);
+    EXPECT_STATUS(eng, objaudio_generate_with_options(eng, scene, &sel, opts, out, n, NULL),
+                  OBJAUDIO_ERR_INVALID_ARGUMENT);
+    EXPECT_STATUS(eng, objaudio_generate_with_options(eng, NULL, &sel, opts, out, n, &written),
+                  OBJAUDIO_ERR_INVALID_ARGUMENT);
+    sel.steps = 10;                          /* a run field in the request as well as in the options */
+    EXPECT_STATUS(eng, objaudio_generate_with_options(eng, scene, &sel, opts, out, n, &written),
+                  OBJAUDIO_ERR_INVALID_ARGUMENT);
+    sel.steps = 0;
+    objaudio_status st = objaudio_generate_with_options(eng, scene, &sel, opts, out, n, &written);
+    CHECK(st == OBJAUDIO_OK && written == n && same(out, seed_pcm, n),
+          "steps/sampler/cfg/seed as text == the same in the request (and no refused value took effect): %s",
+          objaudio_last_error(eng));
+
+    /* sample_rate: the clip through objaudio_resample, in the same call */
+    size_t most = 0, got = 0;
+    CHECK(objaudio_options_set(opts, "sample_rate", "48000") == OBJAUDIO_OK, "sample_rate: %s",
+          objaudio_last_error(eng));
+    EXPECT_STATUS(eng, objaudio_generate_with_options(eng, scene, &sel, opts, NULL, 0, &most),
+                  OBJAUDIO_ERR_BUFFER_TOO_SMALL);
+    CHECK(most == 3 * n + 1, "48 kHz asks for %zu samples, want %zu", most, 3 * n + 1);
+    float* out48 = malloc(most * sizeof(float));
+    float* want48 = malloc(most * sizeof(float));
+    st = objaudio_generate_with_options(eng, scene, &sel, opts, out48, most, &written);
+    CHECK(objaudio_resample(eng, seed_pcm, n, 48000, want48, most, &got) == OBJAUDIO_OK, "resample");
+    CHECK(st == OBJAUDIO_OK && written == got && same(out48, want48, got),
+          "sample_rate 48000 == objaudio_resample of the 16 kHz clip (%zu vs %zu samples): %s", written, got,
+          objaudio_last_error(eng));
+    free(out48);
+    free(want48);
+
+    /* union mask and the whole scene (request NULL), each against the request path */
+    const uint8_t* two[2] = {mask, mask2};
+    objaudio_request r;
+    objaudio_request_init(&r);
+    r.masks = two;
+    r.n_masks = 2;
+    r.mask_width = W;
+    r.mask_height = H;
+    r.steps = 2;
+    r.union_mode = OBJAUDIO_UNION_MASK;
+    float* want = malloc(n * sizeof(float));
+    CHECK(objaudio_generate(eng, scene, &r, want, n, NULL) == OBJAUDIO_OK, "mask union: %s", objaudio_last_error(eng));
+    objaudio_options* other = NULL;
+    const char* const mask_union[][2] = {{"union", "mask"}, {"steps", "2"}};
+    CHECK(objaudio_options_create(eng, &other) == OBJAUDIO_OK && set_all(other, mask_union, 2) == OBJAUDIO_OK,
+          "union options: %s", objaudio_last_error(eng));
+    sel.masks = two;
+    sel.n_masks = 2;
+    st = objaudio_generate_with_options(eng, scene, &sel, other, out, n, &written);
+    CHECK(st == OBJAUDIO_OK && same(out, want, n), "union = mask as text == OBJAUDIO_UNION_MASK: %s",
+          objaudio_last_error(eng));
+    r.n_masks = 0;
+    r.union_mode = OBJAUDIO_UNION_COMPOSE;
+    CHECK(objaudio_generate(eng, scene, &r, want, n, NULL) == OBJAUDIO_OK, "whole scene: %s", objaudio_last_error(eng));
+    st = objaudio_generate_with_options(eng, scene, NULL, other, out, n, &written);
+    CHECK(st == OBJAUDIO_OK && same(out, want, n), "request NULL == the whole scene: %s", objaudio_last_error(eng));
+    free(want);
+    free(out);
+    objaudio_options_destroy(other);
+    objaudio_options_destroy(opts);
+    objaudio_options_destroy(NULL);
+}
+
 int main(int argc, char** argv) {
     if (argc != 4) {
         fprintf(stderr, "usage: objaudio-check-api ENGINE_DIR NOISE_FILE SEED\n");
@@ -102,8 +253,9 @@ int main(int argc, char** argv) {
         mask[i] = (x > 10 && x < 30 && y > 8 && y < 30) ? 255 : 0;
         mask2[i] = (x > 40 && y > 20) ? 255 : 0;
     }
-    CHECK(objaudio_abi_version() == OBJAUDIO_ABI_VERSION, "ABI %u vs header %d", objaudio_abi_version(),
-          OBJAUDIO_ABI_VERSION);
+    CHECK(objaudio_abi_version() == OBJAUDIO_ABI_MAJOR && objaudio_abi_minor() == OBJAUDIO_ABI_MINOR,
+          "library ABI %u.%u vs header %d.%d", objaudio_abi_version(), objaudio_abi_minor(), OBJAUDIO_ABI_MAJOR,
+          OBJAUDIO_ABI_MINOR);
 
     /* ---- open -------------------------------------------------------------------------------- */
     char err[512];
@@ -263,6 +415,9 @@ int main(int argc, char** argv) {
     r.noise_count = numel;
     st = objaudio_generate(eng, scene, &r, pcm2, n, &written);
     CHECK(st == OBJAUDIO_OK && written == n && same(pcm, pcm2, n), "given noise == torch.randn(seed) noise");
+
+    /* ---- run options as text keys ---------------------------------------------------------------- */
+    check_options_as_text(eng, scene, seed, pcm, n);
 
     /* ---- unions, whole scene, stems ----------------------------------------------------------- */
     const uint8_t* two[2] = {mask, mask2};
