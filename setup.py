@@ -45,7 +45,7 @@ setup(
     version=version(),
     description="Object-aware image-to-audio generation: an optimized inference engine",
     packages=find_packages(include=["objaudio_rt", "objaudio_rt.*", "export", "export.*"]),
-    package_data={"objaudio_rt": ["assets/**/*", "serve/static/*"]},
+    package_data={"objaudio_rt": ["assets/**/*", "frontends/serve/static/*"]},
     include_package_data=True,
     python_requires=">=3.10",
     install_requires=[
@@ -58,6 +58,6 @@ setup(
         "ray": ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9", "fastapi-offline>=1.7",
                 "ray[serve]>=2.40"],
     },
-    entry_points={"console_scripts": ["objaudio=objaudio_rt.cli:entry"]},
+    entry_points={"console_scripts": ["objaudio=objaudio_rt.frontends.cli:entry"]},
     **cuda_extension(),
 )

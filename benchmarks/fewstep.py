@@ -35,11 +35,11 @@ from pathlib import Path
 
 import torch
 
-from objaudio_rt.artifacts import model_fingerprint
-from objaudio_rt.errors import check, command
-from objaudio_rt.options import BACKEND_CHOICES, SAMPLERS, RunOptions
-from objaudio_rt.pipeline import Pipeline
-from objaudio_rt.threads import use_threads
+from objaudio_rt.modelio.artifacts import model_fingerprint
+from objaudio_rt.core.errors import check, command
+from objaudio_rt.core.options import BACKEND_CHOICES, SAMPLERS, RunOptions
+from objaudio_rt.core.pipeline import Pipeline
+from objaudio_rt.core.threads import use_threads
 from training.classifier import load_classifier
 from training.evaluate import DEFAULT_CLASSIFIER, generate, score, summarize, test_seeds
 from training.synthscenes import split_seeds

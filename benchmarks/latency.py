@@ -41,13 +41,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from objaudio_rt.config import ModelConfig, ModelSource
-from objaudio_rt.errors import ObjaudioError, check, command
-from objaudio_rt.model import Calibration, ObjaudioModel
-from objaudio_rt.options import RunOptions
-from objaudio_rt.pipeline import Pipeline
-from objaudio_rt.samplers import SamplerPlan
-from objaudio_rt.selection import Mask
+from objaudio_rt.core.config import ModelConfig, ModelSource
+from objaudio_rt.core.errors import ObjaudioError, check, command
+from objaudio_rt.modelio.model import Calibration, ObjaudioModel
+from objaudio_rt.core.options import RunOptions
+from objaudio_rt.core.pipeline import Pipeline
+from objaudio_rt.core.samplers import SamplerPlan
+from objaudio_rt.core.selection import Mask
 
 # benchmark name -> (registry name, options)
 SPECS = {"eager-fp32": ("eager", {"dtype": "fp32"}), "eager-fp16": ("eager", {"dtype": "fp16"}),
@@ -264,7 +264,7 @@ def provenance(device: torch.device) -> dict:
 def build_sam(device: torch.device):
     from segment_anything import sam_model_registry
 
-    from objaudio_rt.sam import SamSegmenter
+    from objaudio_rt.modelio.sam import SamSegmenter
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -276,7 +276,7 @@ def load_model(source: ModelSource, seed: int) -> tuple[ObjaudioModel, Calibrati
     if source.is_random:
         config = ModelConfig.from_name(source.random_preset)
         return ObjaudioModel.random(config, seed), Calibration.uncalibrated(config.image.num_patches)
-    from objaudio_rt.checkpoint import load_checkpoint
+    from objaudio_rt.modelio.checkpoint import load_checkpoint
 
     return load_checkpoint(source.folder)
 

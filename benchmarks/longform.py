@@ -1,4 +1,4 @@
-"""Long clips and loops (objaudio_rt/longform.py): their cost beside one clip, their seams, and whether
+"""Long clips and loops (objaudio_rt/core/longform.py): their cost beside one clip, their seams, and whether
 the selected object stays the one heard for the whole length.
 
     python -m benchmarks.longform --ranges 7000:25 --json benchmarks/results/longform-DATE.json
@@ -34,11 +34,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from objaudio_rt.artifacts import model_fingerprint
-from objaudio_rt.errors import check, command
-from objaudio_rt.options import MAX_SECONDS, RunOptions
-from objaudio_rt.pipeline import Pipeline
-from objaudio_rt.threads import use_threads
+from objaudio_rt.modelio.artifacts import model_fingerprint
+from objaudio_rt.core.errors import check, command
+from objaudio_rt.core.options import MAX_SECONDS, RunOptions
+from objaudio_rt.core.pipeline import Pipeline
+from objaudio_rt.core.threads import use_threads
 
 from .latency import provenance
 
@@ -114,7 +114,7 @@ def measure_cost(args, threads: int) -> list[dict]:
 def measure_quality(args, pipe: Pipeline, seeds: list[int]) -> dict:
     from tqdm.auto import tqdm
 
-    from objaudio_rt.longform import seam_ratios
+    from objaudio_rt.core.longform import seam_ratios
     from training.classifier import load_classifier
     from training.evaluate import DEFAULT_CLASSIFIER, scene_selections
     from training.synthscenes import SOUNDING_CLASSES, generate_scene

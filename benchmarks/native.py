@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from objaudio_rt.errors import ObjaudioError, command
-from objaudio_rt.selection import Mask
+from objaudio_rt.core.errors import ObjaudioError, command
+from objaudio_rt.core.selection import Mask
 
 from .latency import provenance
 
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from PIL import Image
 
-    from objaudio_rt.pipeline import Pipeline
+    from objaudio_rt.core.pipeline import Pipeline
 
     host, engine = Path(args.host), Path(args.engine)
     opts = ["--steps", str(args.steps), "--sampler", args.sampler, "--cfg", str(args.cfg), "--seed", str(args.seed)]

@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 
 from benchmarks.latency import provenance
-from objaudio_rt.networks import UNetEps
-from objaudio_rt.errors import command
-from objaudio_rt.pipeline import Pipeline
+from objaudio_rt.modelio.networks import UNetEps
+from objaudio_rt.core.errors import command
+from objaudio_rt.core.pipeline import Pipeline
 
 DTYPES = {"fp64": torch.float64, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 

@@ -34,12 +34,12 @@ import torch
 from torch.autograd import DeviceType
 
 from benchmarks.latency import SPECS, describe_backend, provenance, sync
-from objaudio_rt.config import ModelConfig
-from objaudio_rt.denoise import Conditions, denoise
-from objaudio_rt.errors import check, command
-from objaudio_rt.model import Calibration, ObjaudioModel
-from objaudio_rt.pipeline import Pipeline
-from objaudio_rt.samplers import SamplerPlan
+from objaudio_rt.core.config import ModelConfig
+from objaudio_rt.core.denoise import Conditions, denoise
+from objaudio_rt.core.errors import check, command
+from objaudio_rt.modelio.model import Calibration, ObjaudioModel
+from objaudio_rt.core.pipeline import Pipeline
+from objaudio_rt.core.samplers import SamplerPlan
 
 ALIASES = {"eager": "eager-fp32"}
 # First match wins: normalisation first (a compiled kernel named "..._group_norm_permute" is a norm),

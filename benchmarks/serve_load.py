@@ -24,10 +24,10 @@ import torch
 
 from benchmarks.latency import provenance
 from objaudio_rt import Pipeline
-from objaudio_rt.errors import command
-from objaudio_rt.serve import ServeLimits, Service
-from objaudio_rt.serve.main import ThreadedServer
-from objaudio_rt.threads import use_threads
+from objaudio_rt.core.errors import command
+from objaudio_rt.frontends.serve import ServeLimits, Service
+from objaudio_rt.frontends.serve.main import ThreadedServer
+from objaudio_rt.core.threads import use_threads
 
 
 def run_clients(url: str, clients: int, per_client: int, body: dict) -> dict:

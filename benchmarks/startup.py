@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.latency import provenance
-from objaudio_rt.errors import ObjaudioError, command
+from objaudio_rt.core.errors import ObjaudioError, command
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "objaudio_rt" / "assets" / "demo"

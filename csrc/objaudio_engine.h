@@ -58,7 +58,7 @@ extern "C" {
 #define OBJAUDIO_ABI_MINOR 1
 #define OBJAUDIO_ABI_VERSION OBJAUDIO_ABI_MAJOR   /* the name ABI 2.0 hosts compare objaudio_abi_version() with */
 
-/* The rates objaudio_resample converts to (objaudio_rt/options.py MIN_SAMPLE_RATE, MAX_SAMPLE_RATE). */
+/* The rates objaudio_resample converts to (objaudio_rt/core/options.py MIN_SAMPLE_RATE, MAX_SAMPLE_RATE). */
 #define OBJAUDIO_MIN_SAMPLE_RATE 8000
 #define OBJAUDIO_MAX_SAMPLE_RATE 192000
 
@@ -146,7 +146,7 @@ OBJAUDIO_API objaudio_status objaudio_engine_open(const char* engine_dir, const 
 OBJAUDIO_API void objaudio_engine_close(objaudio_engine* engine);       /* NULL is ignored */
 OBJAUDIO_API objaudio_status objaudio_engine_get_info(objaudio_engine* engine, objaudio_engine_info* info);
 
-/* The coefficient table a generation with `sampler` and `steps` runs (objaudio_rt/samplers.py), built from
+/* The coefficient table a generation with `sampler` and `steps` runs (objaudio_rt/core/samplers.py), built from
  * the engine's schedule: timesteps[i] (steps values) is the UNet's t at step i and coefs[i * width + j]
  * (steps * width values, width = K + 4) step i's row (cx, ce, c_1 .. c_K, dx, de). *width is written
  * first (NULL is refused), so a call with capacity 0 asks for the size (OBJAUDIO_ERR_BUFFER_TOO_SMALL). */
@@ -178,7 +178,7 @@ OBJAUDIO_API objaudio_status objaudio_generate_stems(objaudio_engine* engine, co
                                                      float* const* pcm, size_t capacity);
 
 /* Run options as text keys and values, so that a new option is a new key of a later library, never a
- * change of this header. The keys are the HTTP service's field names (objaudio_rt/serve/requests.py):
+ * change of this header. The keys are the HTTP service's field names (objaudio_rt/frontends/serve/requests.py):
  *   steps        integer, 1 .. objaudio_engine_info.max_steps                 (default: the engine's)
  *   sampler      ddim | dpmpp | dpmpp3m | unipc                               (default: the engine's)
  *   cfg          number, 1 .. 100: the guidance scale                         (default: the engine's)
@@ -212,7 +212,7 @@ OBJAUDIO_API objaudio_status objaudio_generate_with_options(objaudio_engine* eng
 
 /* A generation's PCM (n samples at objaudio_engine_info.sample_rate) at another rate, rate in
  * [OBJAUDIO_MIN_SAMPLE_RATE, OBJAUDIO_MAX_SAMPLE_RATE] Hz (44100 or 48000 for games and DAWs), through
- * libsoxr at its very high quality setting, as objaudio_rt.audio.resample (`--sample-rate`) does: the same
+ * libsoxr at its very high quality setting, as objaudio_rt.core.audio.resample (`--sample-rate`) does: the same
  * samples give what the Python side gives. *n_written is first set to the most samples the call may
  * write (n * rate / sample_rate + 1), so a call with capacity 0 asks for the size
  * (OBJAUDIO_ERR_BUFFER_TOO_SMALL); on success it holds the count written. pcm and out must not overlap. */

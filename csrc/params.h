@@ -19,7 +19,7 @@ typedef enum objaudio_kernel_dtype {
 /* History slots a step may read: objaudio_rt/kernels/sampler_step.py MAX_HISTORY (tests/kernels holds them equal). */
 #define OBJAUDIO_KERNEL_MAX_HISTORY 2
 
-/* One guided sampler step (objaudio_rt/samplers.py), per element i < n of item b, in float32, with the
+/* One guided sampler step (objaudio_rt/core/samplers.py), per element i < n of item b, in float32, with the
  * row (cx, ce, c_1 .. c_K, dx, de) = coefs[*step] of a table `width` = K + 4 wide:
  *   eps = eps_u + cfg[b] (eps_c - eps_u);  x_next = cx x + ce eps + sum_{k <= n_history} c_k h_k;
  *   x0 = dx x + de eps
@@ -44,7 +44,7 @@ typedef struct objaudio_kernel_step_params {
   objaudio_kernel_dtype dtype;  /* of x, eps_pair, history, x_next, x0 */
 } objaudio_kernel_step_params;
 
-/* Single-query grounding pool (objaudio_rt/grounding.py), per selection b < batch, X = tokens + pe:
+/* Single-query grounding pool (objaudio_rt/core/grounding.py), per selection b < batch, X = tokens + pe:
  *   a = softmax_p(X_p . k_vec[b])  (or a = weights_in[b]);  pooled[b] = a X;  weights_out[b] = a */
 typedef struct objaudio_kernel_grounding_params {
   const void* tokens;            /* (batch or 1, patches, dim) dtype, unit stride along dim */

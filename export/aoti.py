@@ -6,7 +6,7 @@
 One package per checkpoint, device kind, dtype and latent shape (`--frames`: latent frames, default
 the model's clip), with the UNet batch dynamic from 2 to 2 x `--max-batch` selections. The UNet is
 exported with torch.export and compiled by inductor (`aoti_compile_and_package`); the package and
-its sidecar (objaudio_rt.aoti: torch version, platform, checkpoint fingerprint, dtype, shape) go to
+its sidecar (objaudio_rt.backends.aoti: torch version, platform, checkpoint fingerprint, dtype, shape) go to
 the cache the runtime reads (`$OBJAUDIO_CACHE/aoti/<fingerprint>/`) unless `--out` says otherwise,
 each written under a temporary name and renamed into place (artifacts.replacing).
 Each attention block's q, k and v projections are fused into one (unet_patch.fuse_attention_qkv) before
@@ -23,14 +23,14 @@ from pathlib import Path
 
 import torch
 
-from objaudio_rt.aoti import DTYPES, SIDECAR_FORMAT, expected_sidecar, load_package, package_dir, package_name
-from objaudio_rt.artifacts import model_fingerprint, replacing, write_json_atomic
-from objaudio_rt.config import ModelSource
-from objaudio_rt.errors import check, command
-from objaudio_rt.model import ObjaudioModel
-from objaudio_rt.networks import UNetEps
-from objaudio_rt.options import DTYPE_NAMES
-from objaudio_rt.unet_patch import fuse_attention_qkv, to_channels_last
+from objaudio_rt.backends.aoti import DTYPES, SIDECAR_FORMAT, expected_sidecar, load_package, package_dir, package_name
+from objaudio_rt.modelio.artifacts import model_fingerprint, replacing, write_json_atomic
+from objaudio_rt.core.config import ModelSource
+from objaudio_rt.core.errors import check, command
+from objaudio_rt.modelio.model import ObjaudioModel
+from objaudio_rt.modelio.networks import UNetEps
+from objaudio_rt.core.options import DTYPE_NAMES
+from objaudio_rt.backends.unet_patch import fuse_attention_qkv, to_channels_last
 
 from .common import add_model_args, load_model
 

@@ -2,11 +2,11 @@
 which weights they read, their output folder, and `--only` lists.
 
     --checkpoint DIR | tiny-synth | random:PRESET   which weights, in the runtime's own words
-                                                    (objaudio_rt.config.ModelSource, parsed once)
+                                                    (objaudio_rt.core.config.ModelSource, parsed once)
     --seed S                                        the seed of random:PRESET weights
 
 The artifacts' own rules (manifests, sidecars, fingerprints, network names, atomic writes, the
-platform compiled code is tied to) are the runtime's: objaudio_rt/artifacts.py, read and written
+platform compiled code is tied to) are the runtime's: objaudio_rt/modelio/artifacts.py, read and written
 through by both sides.
 """
 from __future__ import annotations
@@ -16,8 +16,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from objaudio_rt.config import PRESETS, RANDOM, ModelSource
-from objaudio_rt.errors import ObjaudioError
+from objaudio_rt.core.config import PRESETS, RANDOM, ModelSource
+from objaudio_rt.core.errors import ObjaudioError
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -30,7 +30,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 def load_model(source: ModelSource, seed: int):
     """The Pipeline of the weights `source` names (random ones from `seed`): its .model, .calibration, .source."""
-    from objaudio_rt.pipeline import Pipeline
+    from objaudio_rt.core.pipeline import Pipeline
 
     return Pipeline.from_pretrained(source, seed=seed)
 

@@ -32,9 +32,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from objaudio_rt.artifacts import CONTRACT_VERSION  # noqa: F401  (re-exported: one version for both sides)
-from objaudio_rt.model import ObjaudioModel
-from objaudio_rt.networks import UNetEps, VAEDecodeToMel
+from objaudio_rt.modelio.artifacts import CONTRACT_VERSION  # noqa: F401  (re-exported: one version for both sides)
+from objaudio_rt.modelio.model import ObjaudioModel
+from objaudio_rt.modelio.networks import UNetEps, VAEDecodeToMel
 
 OPSET = 17
 MAX_BATCH = 4             # selections generated together (the UNet sees twice this with CFG)
@@ -109,7 +109,7 @@ def profile_shapes(contract: dict) -> dict[str, tuple[tuple[int, ...], tuple[int
 
 
 # ---- wrappers: the exact computation each graph holds ------------------------------------------
-# UNetEps and VAEDecodeToMel are the runtime's own (objaudio_rt.networks): the eager backend runs them.
+# UNetEps and VAEDecodeToMel are the runtime's own (objaudio_rt.modelio.networks): the eager backend runs them.
 class GroundingAttentionGraph(nn.Module):
     def __init__(self, grounding: nn.Module):
         super().__init__()

@@ -36,13 +36,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from objaudio_rt.artifacts import ENGINE_NETWORKS as NETWORKS, MODEL_NETWORKS, model_fingerprint, write_json_atomic
-from objaudio_rt.checkpoint import sha256_file
-from objaudio_rt.config import ModelSource
-from objaudio_rt.errors import check, command
-from objaudio_rt.model import Calibration, ObjaudioModel
-from objaudio_rt.options import SAMPLERS, max_steps
-from objaudio_rt.samplers import betas
+from objaudio_rt.modelio.artifacts import ENGINE_NETWORKS as NETWORKS, MODEL_NETWORKS, model_fingerprint, write_json_atomic
+from objaudio_rt.modelio.checkpoint import sha256_file
+from objaudio_rt.core.config import ModelSource
+from objaudio_rt.core.errors import check, command
+from objaudio_rt.modelio.model import Calibration, ObjaudioModel
+from objaudio_rt.core.options import SAMPLERS, max_steps
+from objaudio_rt.core.samplers import betas
 
 from .aoti import compile_package
 from .common import add_model_args, load_model
@@ -59,7 +59,7 @@ ENGINE_JSON, MANIFEST = "engine.json", "manifest.json"
 # ---- constants ----------------------------------------------------------------------------------
 def engine_constants(model: ObjaudioModel, calibration: Calibration) -> dict:
     """What libobjaudio computes on the host, and with which numbers (names as in objaudio_rt)."""
-    from objaudio_rt.pipeline import Pipeline
+    from objaudio_rt.core.pipeline import Pipeline
 
     cfg = model.config
     (c, h, w), n_samples = Pipeline.latent_shape(model, cfg.clip_seconds)
@@ -67,13 +67,13 @@ def engine_constants(model: ObjaudioModel, calibration: Calibration) -> dict:
         "audio": {"sample_rate": cfg.mel.sample_rate, "clip_seconds": cfg.clip_seconds, "clip_samples": n_samples,
                   "hop_length": cfg.mel.hop_length, "n_mels": cfg.mel.n_mels, "mel_frames": h * cfg.vae.downsample_factor},
         "latent": {"shape": [c, h, w], "noise": "torch.randn((C, H, W), generator=torch.Generator().manual_seed(seed))"},
-        "image": {  # objaudio_rt.encoders.ImageEncoder.preprocess
+        "image": {  # objaudio_rt.modelio.encoders.ImageEncoder.preprocess
             "size": cfg.image.image_size, "patch_size": cfg.image.patch_size,
             "grid": [cfg.image.image_size // cfg.image.patch_size] * 2, "num_patches": cfg.image.num_patches,
             "token_dim": cfg.image.embed_dim, "mean": list(cfg.image.mean), "std": list(cfg.image.std),
             "preprocess": "x = rgb / 255; resize the whole image (no crop) to size x size, bicubic, antialias, "
                           "align_corners false; x = (clamp(x, 0, 1) - mean) / std; layout (1, 3, size, size)"},
-        "mask": {  # objaudio_rt.images.load_mask + grounding.mask_to_patch_coverage + rescale_patch_weights
+        "mask": {  # objaudio_rt.core.images.load_mask + grounding.mask_to_patch_coverage + rescale_patch_weights
             "read": "uint8 / 255 (a mask whose largest value is 1 counts 1 as inside); must match the image size",
             "pool": "area-resize to size x size, then average over each patch_size x patch_size patch (row-major)",
             "rescale": cfg.grounding.mask_rescale, "attn_std": calibration.attn_std,
@@ -86,7 +86,7 @@ def engine_constants(model: ObjaudioModel, calibration: Calibration) -> dict:
                 "note": "both applied inside the vae_decoder network"},
         "guidance": "eps = eps_u + cfg * (eps_c - eps_u); x_next = cx x + ce eps + sum_k c_k h_k; "
                     "x0 = dx x + de eps; history h = (x0, h_1, .., h_{K-1}), newest first",
-        "schedule": {  # objaudio_rt.samplers: csrc/libobjaudio/samplers.cpp builds the tables from these
+        "schedule": {  # objaudio_rt.core.samplers: csrc/libobjaudio/samplers.cpp builds the tables from these
             "num_train_timesteps": cfg.schedule.num_train_timesteps, "beta_start": cfg.schedule.beta_start,
             "beta_end": cfg.schedule.beta_end, "betas": betas(cfg.schedule).tolist(),
             "max_steps": max_steps(cfg.schedule.num_train_timesteps)},

@@ -4,9 +4,9 @@
                           [--verify] [--only unet,vae_decoder,...] [--sam-checkpoint PTH | --sam-random TYPE]
 
 --cache writes into the folder the runtime's onnxruntime backend reads when given none
-(objaudio_rt.artifacts.onnx_cache_dir: `$OBJAUDIO_CACHE/onnx/<fingerprint>`). From a checkpoint
+(objaudio_rt.modelio.artifacts.onnx_cache_dir: `$OBJAUDIO_CACHE/onnx/<fingerprint>`). From a checkpoint
 folder whose graphs there are all current it returns without building the model (`_current_cache`).
-`export_manifest.json` in DIR ties the folder to one set of weights (objaudio_rt.artifacts.
+`export_manifest.json` in DIR ties the folder to one set of weights (objaudio_rt.modelio.artifacts.
 model_fingerprint) and one contract version; a network is re-exported only when its file is
 missing or changed, its precision differs, or the contract version moved. A folder exported from
 other weights is refused unless --force. Each network is written into a temporary sibling folder
@@ -43,12 +43,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from objaudio_rt.artifacts import (FORMAT, MANIFEST, MODEL_NETWORKS, SAM_NETWORKS, model_fingerprint,
+from objaudio_rt.modelio.artifacts import (FORMAT, MANIFEST, MODEL_NETWORKS, SAM_NETWORKS, model_fingerprint,
                                    onnx_cache_dir, read_onnx_manifest, weights_fingerprint, write_json_atomic)
-from objaudio_rt.checkpoint import checkpoint_fingerprint, sha256_file
-from objaudio_rt.config import ModelSource
-from objaudio_rt.errors import ObjaudioError, check, command
-from objaudio_rt.model import ObjaudioModel
+from objaudio_rt.modelio.checkpoint import checkpoint_fingerprint, sha256_file
+from objaudio_rt.core.config import ModelSource
+from objaudio_rt.core.errors import ObjaudioError, check, command
+from objaudio_rt.modelio.model import ObjaudioModel
 
 from .common import add_model_args, load_model, parse_only, prepare_out_dir
 from .contracts import CONTRACT_VERSION, OPSET, Contract, build_sam, model_contracts, sam_contracts
@@ -250,7 +250,7 @@ def _manifest_sha256(source: ModelSource) -> str | None:
 def load_sam_for_export(sam_checkpoint: str | None, sam_random: str | None):
     """(sam or None, source description)."""
     if sam_checkpoint is not None:
-        from objaudio_rt.sam import load_sam
+        from objaudio_rt.modelio.sam import load_sam
 
         check(sam_random is None, "give either --sam-checkpoint or --sam-random, not both")
         return load_sam(sam_checkpoint), str(sam_checkpoint)

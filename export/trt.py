@@ -3,7 +3,7 @@
     python -m export.trt --onnx DIR --out DIR [--fp16] [--timing-cache PATH] [--only unet,...]
 
 Each `X.onnx` listed in the ONNX folder's manifest becomes `X.plan` plus the sidecar `X.plan.json`
-(objaudio_rt.artifacts.engine_sidecar: TensorRT version, compute capability, weights fingerprint,
+(objaudio_rt.modelio.artifacts.engine_sidecar: TensorRT version, compute capability, weights fingerprint,
 contract version; the TensorRT backend checks it), both written to temporary names and renamed. The profile of each
 input is the contract's (min, opt, max) shapes, read back from the manifest.
 
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from objaudio_rt.artifacts import (CONTRACT_VERSION, current_platform, engine_sidecar, read_onnx_manifest,
+from objaudio_rt.modelio.artifacts import (CONTRACT_VERSION, current_platform, engine_sidecar, read_onnx_manifest,
                                    write_bytes_atomic, write_json_atomic)
-from objaudio_rt.errors import ObjaudioError, check, command
+from objaudio_rt.core.errors import ObjaudioError, check, command
 
 from .common import parse_only, prepare_out_dir
 from .contracts import profile_shapes

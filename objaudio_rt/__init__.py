@@ -12,9 +12,10 @@ import importlib
 
 __version__ = "0.1.0"
 
-_EXPORTS = {"Pipeline": ".pipeline", "Scene": ".pipeline", "Generation": ".pipeline", "Mask": ".selection",
-            "Points": ".selection", "Box": ".selection", "Text": ".selection", "Whole": ".selection",
-            "ModelConfig": ".config", "ObjaudioError": ".errors"}
+_EXPORTS = {"Pipeline": ".core.pipeline", "Scene": ".core.pipeline", "Generation": ".core.pipeline",
+            "Mask": ".core.selection", "Points": ".core.selection", "Box": ".core.selection", "Text": ".core.selection",
+            "Whole": ".core.selection", "ModelConfig": ".core.config", "ObjaudioError": ".core.errors",
+            "RunOptions": ".core.options"}
 
 __all__ = list(_EXPORTS)
 

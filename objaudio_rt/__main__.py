@@ -1,4 +1,4 @@
-from .cli import main
-from .errors import exit_now
+from .frontends.cli import main
+from .core.errors import exit_now
 
 exit_now(main())

@@ -51,8 +51,8 @@ def disc_mask() -> np.ndarray:
 # ---- exported graphs (tests/export and the graph backends in tests/runtime/backends) --------------
 @pytest.fixture(scope="session")
 def tiny_model():
-    from objaudio_rt.config import ModelConfig
-    from objaudio_rt.model import ObjaudioModel
+    from objaudio_rt.core.config import ModelConfig
+    from objaudio_rt.modelio.model import ObjaudioModel
 
     return ObjaudioModel.random(ModelConfig.from_name("tiny"), seed=0)
 
@@ -83,10 +83,10 @@ def aoti_package(tmp_path_factory):
     The build is the slowest step of the suite (an inductor C++ compile), so every AOTI test shares it.
     """
     from export.aoti import build_package, default_frames
-    from objaudio_rt.aoti import package_dir
-    from objaudio_rt.artifacts import model_fingerprint
-    from objaudio_rt.config import ModelConfig
-    from objaudio_rt.model import ObjaudioModel
+    from objaudio_rt.backends.aoti import package_dir
+    from objaudio_rt.modelio.artifacts import model_fingerprint
+    from objaudio_rt.core.config import ModelConfig
+    from objaudio_rt.modelio.model import ObjaudioModel
 
     model = ObjaudioModel.random(ModelConfig.from_name("tiny"), seed=0)
     cache = tmp_path_factory.mktemp("cache")

@@ -1,4 +1,4 @@
-"""One CLI error wrapper (objaudio_rt.errors.command) for every entry point: `objaudio` and every
+"""One CLI error wrapper (objaudio_rt.core.errors.command) for every entry point: `objaudio` and every
 `python -m export.* / training.* / benchmarks.*` with a main. A user error prints one line and
 exits 2; no main calls sys.exit itself."""
 import ast
@@ -30,7 +30,7 @@ def _run(capsys, main, argv):
 
 
 @pytest.mark.parametrize("module,prog,argv", [
-    ("objaudio_rt.cli", "objaudio", ["info", "--checkpoint", "{tmp}/none"]),
+    ("objaudio_rt.frontends.cli", "objaudio", ["info", "--checkpoint", "{tmp}/none"]),
     ("export.trt", "python -m export.trt", ["--onnx", "{tmp}/none", "--out", "{tmp}/engines"]),
     ("training.ablate", "python -m training.ablate", ["--init-from", "{tmp}", "--out", "{tmp}/o", "--variants", "x"]),
     ("benchmarks.latency", "python -m benchmarks.latency", ["--preset", "tiny", "--device", "cpu", "--backends", "x"]),
@@ -74,7 +74,7 @@ def test_every_thread_count_is_bounded_by_the_cores(module, argv, tmp_path, caps
     every entry point with a --threads flag refuses a count above the cores in one line, before any work."""
     import importlib
 
-    from objaudio_rt.threads import usable_cores
+    from objaudio_rt.core.threads import usable_cores
 
     main = importlib.import_module(module).main
     rc, err = _run(capsys, main, [a.format(tmp=tmp_path) for a in argv] + ["--threads", "100000"])
@@ -84,7 +84,7 @@ def test_every_thread_count_is_bounded_by_the_cores(module, argv, tmp_path, caps
 
 
 def test_no_entry_point_sets_torch_threads_itself():
-    """A thread count a user gives goes through objaudio_rt.threads (check_threads), nowhere else."""
+    """A thread count a user gives goes through objaudio_rt.core.threads (check_threads), nowhere else."""
     for pkg in ("objaudio_rt", "export", "training", "benchmarks"):
         for path in (ROOT / pkg).rglob("*.py"):
             if path.name == "threads.py":
@@ -92,4 +92,4 @@ def test_no_entry_point_sets_torch_threads_itself():
             calls = [n.lineno for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Call)
                      and getattr(n.func, "attr", None) == "set_num_threads"
                      and not (n.args and isinstance(n.args[0], ast.Constant))]
-            assert not calls, f"{path.relative_to(ROOT)}:{calls}: use objaudio_rt.threads.use_threads"
+            assert not calls, f"{path.relative_to(ROOT)}:{calls}: use objaudio_rt.core.threads.use_threads"

@@ -71,8 +71,8 @@ def import_graph() -> dict[str, set[str]]:
 def test_the_walk_sees_imports():
     graph = import_graph()
     assert "objaudio_rt.backends.base" in graph["objaudio_rt.backends.fast"]
-    assert "objaudio_rt.checkpoint" in graph["objaudio_rt.pipeline"]              # a lazy import counts
-    assert "objaudio_rt.networks" in graph["export.contracts"]
+    assert "objaudio_rt.modelio.checkpoint" in graph["objaudio_rt.core.pipeline"]              # a lazy import counts
+    assert "objaudio_rt.modelio.networks" in graph["export.contracts"]
 
 
 def test_no_upward_import():

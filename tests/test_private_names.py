@@ -4,7 +4,7 @@ A name with one leading underscore is private to the module that defines it. Wal
 of the project's packages (objaudio_rt, export, training, benchmarks; tests are white-box and not
 walked), this fails on:
 
-- `from objaudio_rt.pipeline import _combine_parts`: an import of a private name (or a private
+- `from objaudio_rt.core.pipeline import _combine_parts`: an import of a private name (or a private
   module) that another package defines;
 - `pipe._resolve_parts(...)`, `backend._model`: an attribute access whose private name is defined
   (as a function, class, method, or an attribute assigned on `self`) only in another package's
@@ -81,10 +81,10 @@ def test_the_walk_sees_a_private_import_and_a_private_attribute(tmp_path, monkey
     """The checker itself: a planted cross-package import and attribute call are both reported."""
     import tests.test_private_names as me
 
-    fake = {"objaudio_rt.pipeline": tmp_path / "pipeline.py", "training.levers": tmp_path / "levers.py"}
-    fake["objaudio_rt.pipeline"].write_text("def _combine_parts(x):\n    return x\n"
+    fake = {"objaudio_rt.core.pipeline": tmp_path / "pipeline.py", "training.levers": tmp_path / "levers.py"}
+    fake["objaudio_rt.core.pipeline"].write_text("def _combine_parts(x):\n    return x\n"
                                             "class Pipeline:\n    def _resolve_parts(self):\n        pass\n")
-    fake["training.levers"].write_text("from objaudio_rt.pipeline import _combine_parts\n"
+    fake["training.levers"].write_text("from objaudio_rt.core.pipeline import _combine_parts\n"
                                        "def f(pipe):\n    return pipe._resolve_parts()\n")
     monkeypatch.setattr(me, "modules", lambda: fake)
     monkeypatch.setattr(me, "ROOT", tmp_path)

@@ -1,5 +1,5 @@
 """The README's Layout section agrees with the tree: everything it names exists, and every package
-folder and every module of objaudio_rt/ (top level and backends/) is named there."""
+folder and every module of objaudio_rt/ (every package, at any depth) is named there."""
 import re
 from pathlib import Path
 
@@ -39,8 +39,10 @@ def test_the_layout_names_every_runtime_module_and_package():
     folders = [p for p in runtime.iterdir() if p.is_dir() and (p / "__init__.py").exists()]
     unnamed = [f"objaudio_rt/{p.name}/" for p in folders if f"objaudio_rt/{p.name}/" not in entries]
     assert not unnamed, f"README layout does not name the runtime packages {unnamed}"
-    backends = [p.stem for p in (runtime / "backends").glob("*.py") if p.stem != "__init__"]
-    unnamed = [b for b in backends if b not in text]
-    assert not unnamed, f"README layout does not name the backends modules {unnamed}"
+    unnamed = [f"objaudio_rt/{p.name}/" for p in folders if f"objaudio_rt/{p.name}/" not in entries]
+    modules = [p for p in runtime.rglob("*.py") if p.name != "__init__.py" and "assets" not in p.parts]
+    unnamed = [str(p.relative_to(ROOT)) for p in modules
+               if str(p.relative_to(ROOT)) not in entries and not re.search(rf"\b{re.escape(p.name)}", text)]
+    assert not unnamed, f"README layout does not name the runtime modules {unnamed}"
     for pkg in ("export/", "training/", "benchmarks/", "tests/", "csrc/"):
         assert pkg in entries, f"README layout does not name {pkg}"

@@ -37,12 +37,12 @@ from pathlib import Path
 
 import torch
 
-from objaudio_rt.checkpoint import load_checkpoint, save_checkpoint
-from objaudio_rt.errors import check, command
-from objaudio_rt.options import RunOptions
-from objaudio_rt.grounding import GroundingAttention
-from objaudio_rt.pipeline import Pipeline
-from objaudio_rt.threads import usable_cores, use_threads
+from objaudio_rt.modelio.checkpoint import load_checkpoint, save_checkpoint
+from objaudio_rt.core.errors import check, command
+from objaudio_rt.core.options import RunOptions
+from objaudio_rt.core.grounding import GroundingAttention
+from objaudio_rt.core.pipeline import Pipeline
+from objaudio_rt.core.threads import usable_cores, use_threads
 
 from .classifier import load_classifier
 from .data import SynthCache, SynthCacheConfig, build_synth_cache

@@ -1,7 +1,7 @@
 """A small sound classifier for SynthScenes: this project's stand-in for PANNs.
 
 It judges generated audio (which class sounds?) and gives the embeddings for FAD. A CNN over the
-AudioLDM log-mel (`objaudio_rt.audio.mel_spectrogram`), any input length (global pooling over
+AudioLDM log-mel (`objaudio_rt.core.audio.mel_spectrogram`), any input length (global pooling over
 time), 8 sigmoid outputs, one per sounding class: multi-label, so "nothing sounds" is all
 outputs below 0.5.
 
@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from objaudio_rt.audio import MelConfig, mel_spectrogram
-from objaudio_rt.errors import command
-from objaudio_rt.threads import use_threads
+from objaudio_rt.core.audio import MelConfig, mel_spectrogram
+from objaudio_rt.core.errors import command
+from objaudio_rt.core.threads import use_threads
 
 from .synthscenes import SOUNDING_CLASSES, generate_scene, split_seeds, synth_sound
 

@@ -38,10 +38,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from objaudio_rt.audio import MelConfig, load_wav, mel_spectrogram, normalize_waveform
-from objaudio_rt.errors import ObjaudioError, check
-from objaudio_rt.grounding import mask_to_patch_coverage
-from objaudio_rt.images import load_image
+from objaudio_rt.core.audio import MelConfig, load_wav, mel_spectrogram, normalize_waveform
+from objaudio_rt.core.errors import ObjaudioError, check
+from objaudio_rt.core.grounding import mask_to_patch_coverage
+from objaudio_rt.core.images import load_image
 
 from .synthscenes import ALL_CLASSES, SILENCE_CAPTION, generate_scene, make_caption, split_seeds
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from objaudio_rt.errors import command
+from objaudio_rt.core.errors import command
 
 from .synthscenes import generate_scene, split_seeds
 

@@ -56,11 +56,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from objaudio_rt.errors import ObjaudioError, check, command
-from objaudio_rt.options import SAMPLERS, RunOptions
-from objaudio_rt.pipeline import Pipeline
-from objaudio_rt.selection import Mask, Text, Whole
-from objaudio_rt.threads import usable_cores, use_threads
+from objaudio_rt.core.errors import ObjaudioError, check, command
+from objaudio_rt.core.options import SAMPLERS, RunOptions
+from objaudio_rt.core.pipeline import Pipeline
+from objaudio_rt.core.selection import Mask, Text, Whole
+from objaudio_rt.core.threads import usable_cores, use_threads
 
 from .classifier import load_classifier
 from .data import single_caption
@@ -345,10 +345,10 @@ def score(classifier, seeds: list[int], scene_waves: list[np.ndarray], seconds: 
 
 def write_worst(folder: Path, res: Results, n: int, meta: dict, image_size: int = 112, patch_size: int = 16) -> list:
     """The n worst-ranked selections (`badness`) as NN-kind-sSEED.wav + .png, and worst.json."""
-    from objaudio_rt.audio import MelConfig, mel_spectrogram, save_wav
-    from objaudio_rt.grounding import mask_to_patch_coverage
-    from objaudio_rt.pipeline import Generation
-    from objaudio_rt.viz import save_overview
+    from objaudio_rt.core.audio import MelConfig, mel_spectrogram, save_wav
+    from objaudio_rt.core.grounding import mask_to_patch_coverage
+    from objaudio_rt.core.pipeline import Generation
+    from objaudio_rt.frontends.viz import save_overview
 
     ranked = [(b, r) for r in range(len(res.items)) if (b := badness(res.items[r], res.probs[r])) is not None]
     ranked.sort(key=lambda x: -x[0])
@@ -406,7 +406,7 @@ def save_audio(path: Path, seeds: list[int], scene_waves: list[np.ndarray], scen
     Written through a temporary file, so an interrupted run leaves the previous save intact."""
     import io
 
-    from objaudio_rt.outputs import write_together
+    from objaudio_rt.frontends.outputs import write_together
 
     counts = np.array([len(w) for w in scene_waves])
     data = io.BytesIO()
@@ -438,7 +438,7 @@ def load_audio(path: Path, revocode: str | None = None) -> tuple[list[int], list
     if revocode is None:
         waves = mu_law_decode(data["audio"])
     else:
-        from objaudio_rt.checkpoint import load_checkpoint
+        from objaudio_rt.modelio.checkpoint import load_checkpoint
 
         vocoder = load_checkpoint(revocode)[0].vocoder
         n = data["audio"].shape[1]

@@ -1,6 +1,6 @@
 """Selection levers at inference time, as experiments on the evaluation (not a runtime option).
 
-They run through the runtime's one guided loop (`objaudio_rt.denoise`): per item, its condition
+They run through the runtime's one guided loop (`objaudio_rt.core.denoise`): per item, its condition
 rows with signed weights, plus (when the weights do not sum to 1) a row of the null condition
 taking the rest, so that
 
@@ -24,11 +24,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from objaudio_rt.denoise import Conditions
-from objaudio_rt.errors import check
-from objaudio_rt.options import RunOptions
-from objaudio_rt.pipeline import Generation, Pipeline, Scene, combine_parts
-from objaudio_rt.selection import Mask, Text, Whole
+from objaudio_rt.core.denoise import Conditions
+from objaudio_rt.core.errors import check
+from objaudio_rt.core.options import RunOptions
+from objaudio_rt.core.pipeline import Generation, Pipeline, Scene, combine_parts
+from objaudio_rt.core.selection import Mask, Text, Whole
 
 
 @dataclass(frozen=True)

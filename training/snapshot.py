@@ -20,9 +20,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from objaudio_rt.checkpoint import load_checkpoint, save_checkpoint
-from objaudio_rt.errors import check, command
-from objaudio_rt.threads import use_threads
+from objaudio_rt.modelio.checkpoint import load_checkpoint, save_checkpoint
+from objaudio_rt.core.errors import check, command
+from objaudio_rt.core.threads import use_threads
 
 from .train_ldm import LatentSet, calibrate
 

@@ -33,7 +33,7 @@ import scipy.fft
 import torch
 from torch.utils.data import Dataset
 
-from objaudio_rt.errors import command
+from objaudio_rt.core.errors import command
 
 SOUNDING_CLASSES = ("car", "bird", "dog", "bell", "water", "fire", "crowd", "siren")
 DISTRACTOR_CLASSES = ("tree", "house", "rock")

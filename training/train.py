@@ -33,13 +33,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from objaudio_rt.checkpoint import load_checkpoint, save_checkpoint
-from objaudio_rt.config import ModelConfig
-from objaudio_rt.encoders import ImageEncoder, TextEncoder, load_tokenizer
-from objaudio_rt.errors import check, command
-from objaudio_rt.grounding import GroundingAttention
-from objaudio_rt.model import Calibration, ObjaudioModel
-from objaudio_rt.threads import usable_cores, use_threads
+from objaudio_rt.modelio.checkpoint import load_checkpoint, save_checkpoint
+from objaudio_rt.core.config import ModelConfig
+from objaudio_rt.modelio.encoders import ImageEncoder, TextEncoder, load_tokenizer
+from objaudio_rt.core.errors import check, command
+from objaudio_rt.core.grounding import GroundingAttention
+from objaudio_rt.modelio.model import Calibration, ObjaudioModel
+from objaudio_rt.core.threads import usable_cores, use_threads
 
 from .data import KINDS, SynthCache, SynthCacheConfig, build_synth_cache
 from .train_components import StageBudget, train_clap, train_clip, train_vae, train_vocoder

@@ -34,9 +34,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from objaudio_rt.audio import MelConfig, mel_spectrogram
-from objaudio_rt.encoders import ImageEncoder, TextEncoder, build_tokenizer
-from objaudio_rt.model import ObjaudioModel
+from objaudio_rt.core.audio import MelConfig, mel_spectrogram
+from objaudio_rt.modelio.encoders import ImageEncoder, TextEncoder, build_tokenizer
+from objaudio_rt.modelio.model import ObjaudioModel
 
 from .data import KINDS, SynthCache
 from .synthscenes import ALL_CLASSES, PHRASES, SILENCE_CAPTION

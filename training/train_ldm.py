@@ -25,7 +25,7 @@ and days:
     running attention std as sigma. Training sees the substituted input directly.
 
 Calibration (`calibrate`): sigma = mean over calibration examples of the std over patches of
-the trained attention weights; mean = 1/P (any softmax). Stored as objaudio_rt.model.Calibration.
+the trained attention weights; mean = 1/P (any softmax). Stored as objaudio_rt.modelio.model.Calibration.
 
 Multi-GPU / multi-node: run under torchrun; the Denoiser (UNet + grounding) is wrapped in
 DistributedDataParallel, each rank draws its own batches (generator seeded by seed + rank), and
@@ -43,11 +43,11 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from objaudio_rt.artifacts import replacing
-from objaudio_rt.errors import ObjaudioError
-from objaudio_rt.grounding import GroundingAttention, rescale_patch_weights
-from objaudio_rt.model import Calibration, ObjaudioModel
-from objaudio_rt.samplers import alphas_cumprod
+from objaudio_rt.modelio.artifacts import replacing
+from objaudio_rt.core.errors import ObjaudioError
+from objaudio_rt.core.grounding import GroundingAttention, rescale_patch_weights
+from objaudio_rt.modelio.model import Calibration, ObjaudioModel
+from objaudio_rt.core.samplers import alphas_cumprod
 
 from .train_components import StageBudget, run_loop
 

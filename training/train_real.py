@@ -4,11 +4,11 @@
         --audioldm AUDIOLDM_S_DIFFUSERS_DIR --clip OPEN_CLIP_VIT_B32_STATE_DICT [--stage all|preprocess|ldm]
     torchrun --nproc_per_node 8 [--nnodes N ...] -m training.train --preset audioldm-s ...   (DDP)
 
-1. init: the upstream weights are assembled into an objaudio checkpoint (objaudio_rt.upstream:
+1. init: the upstream weights are assembled into an objaudio checkpoint (objaudio_rt.modelio.upstream:
    AudioLDM diffusers folder -> UNet, VAE, HiFi-GAN, CLAP text tower + tokenizer; open_clip
    state dict -> ViT; sizes read from the weights), DIR/init, and loaded from there.
 2. preprocess (`--stage preprocess`, rank 0): every manifest item is encoded once with the frozen
-   networks: audio -> 16 kHz mono (objaudio_rt.audio.load_wav), padded / truncated to the clip
+   networks: audio -> 16 kHz mono (objaudio_rt.core.audio.load_wav), padded / truncated to the clip
    length -> AudioLDM log-mel -> VAE latent (mean, times the scaling factor); image (or video
    frame) -> CLIP patch tokens; caption -> CLAP text_embeds. Cached in DIR/cache/latents.safetensors.
 3. ldm: grounding + UNet trained jointly (training/train_ldm.py) with the paper's settings: lr 1e-4,
@@ -29,10 +29,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from objaudio_rt.checkpoint import load_checkpoint, save_checkpoint
-from objaudio_rt.errors import check
-from objaudio_rt.model import ObjaudioModel
-from objaudio_rt.upstream import assemble
+from objaudio_rt.modelio.checkpoint import load_checkpoint, save_checkpoint
+from objaudio_rt.core.errors import check
+from objaudio_rt.modelio.model import ObjaudioModel
+from objaudio_rt.modelio.upstream import assemble
 
 from .data import load_item, read_manifest
 from .train_components import StageBudget

@@ -54,10 +54,10 @@ namespace {
 
 using objaudio::Failure;
 
-constexpr uint32_t kMinSide = 32;              // objaudio_rt/images.py MIN_SIDE
+constexpr uint32_t kMinSide = 32;              // objaudio_rt/core/images.py MIN_SIDE
 constexpr uint32_t kMaxSide = 8192;            // MAX_SIDE
 constexpr uint64_t kMaxPixels = 40000000;      // MAX_PIXELS
-constexpr double kMaxCfg = 100.0;              // objaudio_rt/options.py MAX_CFG
+constexpr double kMaxCfg = 100.0;              // objaudio_rt/core/options.py MAX_CFG
 
 #define OBJ_CHECK(cond, msg) \
     do { if (!(cond)) throw Failure(OBJAUDIO_ERR_INVALID_ARGUMENT, msg); } while (0)

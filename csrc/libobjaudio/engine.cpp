@@ -94,7 +94,7 @@ std::unique_ptr<Engine> Engine::open(const std::string& dir, int max_concurrent,
     return std::unique_ptr<Engine>(new Engine(std::move(spec), std::move(nets)));
 }
 
-// ---- 1. image -> patch tokens (objaudio_rt.encoders.ImageEncoder.preprocess, then the encoder) --------
+// ---- 1. image -> patch tokens (objaudio_rt.modelio.encoders.ImageEncoder.preprocess, then the encoder) --------
 Scene Engine::encode(const uint8_t* rgb, uint32_t width, uint32_t height) const {
     const EngineSpec& s = spec_;
     const int64_t side = s.image_size;
@@ -207,7 +207,7 @@ void Engine::generate(const Scene& scene, const std::vector<Item>& items, const 
         throw Failure(OBJAUDIO_ERR_INVALID_ARGUMENT, "too many masks in one generation: items plus conditions must be "
                                                      "at most " + std::to_string(s.max_rows));
 
-    // ---- 4. guided denoising loop (objaudio_rt/denoise.py guided_loop: composed rows, one per part) ----
+    // ---- 4. guided denoising loop (objaudio_rt/core/denoise.py guided_loop: composed rows, one per part) ----
     std::vector<at::Tensor> noise;
     for (const Item& item : items) {
         if (item.noise != nullptr) {

@@ -1,5 +1,5 @@
 // A generation's PCM at another sample rate (44.1 or 48 kHz for games and DAWs) through libsoxr, driven
-// exactly as objaudio_rt/audio.py's resample drives it (python-soxr's soxr.resample: very high quality,
+// exactly as objaudio_rt/core/audio.py's resample drives it (python-soxr's soxr.resample: very high quality,
 // float32, the input fed in the same chunks), so the two sides give the same samples. No torch here.
 #pragma once
 

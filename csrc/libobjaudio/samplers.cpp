@@ -1,4 +1,4 @@
-// objaudio_rt/samplers.py in C++: each function mirrors the Python one of the same name, in the same order
+// objaudio_rt/core/samplers.py in C++: each function mirrors the Python one of the same name, in the same order
 // of operations (numpy evaluates `a * b * v` as (a * b) * v, elementwise over v).
 #include "samplers.h"
 

@@ -1,4 +1,4 @@
-// The sampler coefficient tables, built on the host for any step count: a port of objaudio_rt/samplers.py
+// The sampler coefficient tables, built on the host for any step count: a port of objaudio_rt/core/samplers.py
 // (SamplerPlan.build), operation for operation in float64, so a table equals Python's to the rounding of
 // the math library's log and expm1. No torch here.
 //
@@ -13,7 +13,7 @@
 
 namespace objaudio {
 
-// The sampler names libobjaudio builds tables for (objaudio_rt/options.py SAMPLERS), in objaudio_sampler order.
+// The sampler names libobjaudio builds tables for (objaudio_rt/core/options.py SAMPLERS), in objaudio_sampler order.
 inline const std::vector<std::string>& sampler_names() {
     static const std::vector<std::string> names = {"ddim", "dpmpp", "dpmpp3m", "unipc"};
     return names;

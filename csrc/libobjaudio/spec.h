@@ -34,7 +34,7 @@ struct EngineSpec {
     int heads = 1, cond_dim = 0;
     std::vector<float> null_condition;         // (cond_dim,)
     std::vector<double> alphas_cumprod;        // (T,) from the schedule's betas; samplers.h builds the tables
-    int max_steps = 0;                         // T - 1 (objaudio_rt/options.py max_steps)
+    int max_steps = 0;                         // T - 1 (objaudio_rt/core/options.py max_steps)
     int default_steps = 0;
     std::string default_sampler;
     double default_cfg = 0.0;

@@ -9,7 +9,7 @@
  * engine's sample rate (16 kHz), or at --sample-rate HZ (44100 or 48000 for games and DAWs) through
  * objaudio_resample (libsoxr, as objaudio generate --sample-rate).
  *
- * The output follows `objaudio generate`'s rules (objaudio_rt/outputs.py): it must end in .wav, is
+ * The output follows `objaudio generate`'s rules (objaudio_rt/frontends/outputs.py): it must end in .wav, is
  * never one of the inputs (the image, a mask, a file of the engine folder; also through a symbolic or
  * hard link), replaces an existing file only with --force (keeping its mode), and is written to a
  * temporary .NAME.<pid>.objaudio-part in its folder, then renamed into place; a temporary left by a
@@ -151,7 +151,7 @@ static int read_pnm(const char* path, int channels, uint8_t** pixels, uint32_t* 
 }
 
 
-/* ---- output rules (objaudio_rt/outputs.py) ---------------------------------------------------- */
+/* ---- output rules (objaudio_rt/frontends/outputs.py) ---------------------------------------------------- */
 static dev_t g_out_dev;             /* the existing output file nftw compares the engine's files with */
 static ino_t g_out_ino;
 static char g_engine_hit[4096];

@@ -6,6 +6,9 @@ backend is built (by the Pipeline, the CLI and benchmarks/latency.py).
     onnxruntime  the exported ONNX graphs (onnxruntime.py)
     tensorrt     TensorRT engines built from them (tensorrt.py)
 
+Their compile helpers live beside them: aoti.py (AOTInductor packages of the UNet, loaded by fast)
+and unet_patch.py (fused GroupNorm+SiLU and GEGLU modules swapped into diffusers' UNet and VAE).
+
 Backend modules are imported only when built: onnxruntime and TensorRT are optional.
 `resolve_backend` turns "auto" (the command line's default) into the fastest backend ready here.
 """
@@ -18,9 +21,9 @@ from typing import Callable
 
 import torch
 
-from ..errors import ObjaudioError, check
-from ..model import GraphModel, ObjaudioModel
-from ..options import BACKEND_CHOICES, BACKENDS, GRAPH_BACKENDS
+from ..core.errors import ObjaudioError, check
+from ..modelio.model import GraphModel, ObjaudioModel
+from ..core.options import BACKEND_CHOICES, BACKENDS, GRAPH_BACKENDS
 from .base import DTYPES, Backend
 _CLASSES = {"eager": ("eager", "EagerBackend"), "fast": ("fast", "FastBackend"),
             "onnxruntime": ("onnxruntime", "OnnxRuntimeBackend"), "tensorrt": ("tensorrt", "TensorRTBackend")}
@@ -68,7 +71,7 @@ def _onnx_ready(fingerprint: Callable[[], str]) -> bool:
     """Whether onnxruntime is installed and the cache holds current ONNX graphs of these weights."""
     if importlib.util.find_spec("onnxruntime") is None:
         return False
-    from ..artifacts import CONTRACT_VERSION, RUNTIME_NETWORKS, cache_root, onnx_cache_dir, read_onnx_manifest
+    from ..modelio.artifacts import CONTRACT_VERSION, RUNTIME_NETWORKS, cache_root, onnx_cache_dir, read_onnx_manifest
 
     if not (cache_root() / "onnx").is_dir():
         return False                       # nothing exported at all: no need to read and hash the weights

@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-from ..config import ModelConfig
-from ..model import GraphModel, ObjaudioModel
-from ..options import DTYPE_NAMES
-from ..samplers import reference_step
+from ..core.config import ModelConfig
+from ..modelio.model import GraphModel, ObjaudioModel
+from ..core.options import DTYPE_NAMES
+from ..core.samplers import reference_step
 from .cuda_graph import CudaGraphCache
 
 if TYPE_CHECKING:
-    from ..samplers import DeviceTables
+    from ..core.samplers import DeviceTables
 
 DTYPES = dict(zip(DTYPE_NAMES, (torch.float32, torch.float16, torch.bfloat16)))   # the names options use
 

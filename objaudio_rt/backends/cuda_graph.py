@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from ..errors import check
+from ..core.errors import check
 
 # capture_body() -> body(static_inputs, warmup) -> output; called once per capture, so that what the
 # body allocates up front (e.g. the sampler's device tables) belongs to that one graph.

@@ -8,9 +8,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..model import ObjaudioModel
-from ..networks import UNetEps, VAEDecodeToMel
-from ..samplers import as_dtype
+from ..modelio.model import ObjaudioModel
+from ..modelio.networks import UNetEps, VAEDecodeToMel
+from ..core.samplers import as_dtype
 from .base import Backend
 
 

@@ -14,10 +14,10 @@ tests/runtime/backends/test_fast.py. What changes on CUDA:
 - the loop (denoise.guided_loop, the same one every backend runs) is captured as a CUDA graph per
   shapes, sampler, steps and schedule, in a bounded LRU cache (cuda_graph.py); single selections
   and composed unions alike, and any guidance value replays the same graph
-- the UNet (and VAE) in channels_last with fused modules swapped in (objaudio_rt.unet_patch:
+- the UNet (and VAE) in channels_last with fused modules swapped in (objaudio_rt.backends.unet_patch:
   GroupNorm+SiLU with the time-embedding add in one Triton kernel, GEGLU in one kernel), the VAE
   in fp16 (its measured fp16 error: benchmarks/precision.py)
-- the UNet from an AOTInductor package (objaudio_rt.aoti, built by `python -m export.aoti`) when
+- the UNet from an AOTInductor package (objaudio_rt.backends.aoti, built by `python -m export.aoti`) when
   the cache holds one for this model, device, dtype and latent shape (`aoti`: None = when there
   is one, True = required, False = never); on a CPU this is the fast path (inductor's fused C++
   kernels and oneDNN calls), so a CPU fast run matches eager within a derived tolerance, not bit
@@ -34,13 +34,13 @@ from dataclasses import dataclass
 
 import torch
 
-from ..aoti import PackageCache
-from ..artifacts import model_fingerprint
-from ..errors import check
+from .aoti import PackageCache
+from ..modelio.artifacts import model_fingerprint
+from ..core.errors import check
 from ..kernels.grounding import fused_pooled_values
-from ..model import ObjaudioModel
-from ..samplers import as_dtype
-from ..unet_patch import patch_unet, to_channels_last
+from ..modelio.model import ObjaudioModel
+from ..core.samplers import as_dtype
+from .unet_patch import patch_unet, to_channels_last
 from .base import DTYPES
 from .cuda_graph import CudaGraphCache
 from .eager import EagerBackend
@@ -57,7 +57,7 @@ class FastOptions:
     compile_unet: bool = False           # torch.compile the UNet (default mode; works inside the graph)
     fused_modules: bool = True           # UNet + VAE: fused GroupNorm/GEGLU modules, channels_last (unet_patch)
     aoti: bool | None = None             # AOTInductor UNet package: None = when the cache has one, True = required
-    aoti_dir: str | None = None          # package folder (default: the cache, objaudio_rt.aoti.package_dir)
+    aoti_dir: str | None = None          # package folder (default: the cache, objaudio_rt.backends.aoti.package_dir)
 
     def __post_init__(self):
         for name in ("unet_dtype", "vae_dtype", "vocoder_dtype"):

@@ -10,7 +10,7 @@ import torch
 from ..kernels.sampler_step import guided_step
 
 if TYPE_CHECKING:
-    from ..samplers import DeviceTables
+    from ..core.samplers import DeviceTables
 
 
 def fused_step(tables: "DeviceTables", i: int, x: torch.Tensor, eps_pair: torch.Tensor, cfg: torch.Tensor,

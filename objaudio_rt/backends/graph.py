@@ -12,8 +12,8 @@ from abc import abstractmethod
 
 import torch
 
-from ..artifacts import model_fingerprint
-from ..model import GraphModel, ObjaudioModel
+from ..modelio.artifacts import model_fingerprint
+from ..modelio.model import GraphModel, ObjaudioModel
 from .base import Backend
 
 

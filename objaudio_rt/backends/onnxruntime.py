@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..artifacts import (CONTRACT_VERSION, MANIFEST, RUNTIME_NETWORKS, onnx_cache_dir, ort_optimized_dir,
+from ..modelio.artifacts import (CONTRACT_VERSION, MANIFEST, RUNTIME_NETWORKS, onnx_cache_dir, ort_optimized_dir,
                          read_onnx_manifest)
-from ..errors import ObjaudioError, check
-from ..model import GraphModel, ObjaudioModel
+from ..core.errors import ObjaudioError, check
+from ..modelio.model import GraphModel, ObjaudioModel
 from .graph import GraphBackend
 
 

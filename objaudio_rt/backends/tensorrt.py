@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from ..artifacts import CONTRACT_VERSION, RUNTIME_NETWORKS, check_engine_sidecar, current_platform, trt_cache_dir
-from ..errors import ObjaudioError, check
-from ..model import GraphModel, ObjaudioModel
+from ..modelio.artifacts import CONTRACT_VERSION, RUNTIME_NETWORKS, check_engine_sidecar, current_platform, trt_cache_dir
+from ..core.errors import ObjaudioError, check
+from ..modelio.model import GraphModel, ObjaudioModel
 from .cuda_graph import CudaGraphCache
 from .fused import fused_step
 from .graph import GraphBackend

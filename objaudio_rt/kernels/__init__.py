@@ -3,7 +3,7 @@
 sampler_step  guided CFG + sampler update in one pass (reference: samplers.reference_step)
 grounding     single-query grounding attention pool (reference: GroundingAttention)
 group_norm    GroupNorm (+ time-embedding shift, + SiLU) in one pass, any layout (reference:
-              F.group_norm + F.silu; patched into the UNet and VAE by objaudio_rt.unet_patch)
+              F.group_norm + F.silu; patched into the UNet and VAE by objaudio_rt.backends.unet_patch)
 geglu         the attention block's GEGLU feed-forward activation (reference: diffusers' GEGLU)
 
 Each op has one name (`objaudio::guided_step`, `objaudio::grounding_pool`, `objaudio::group_norm_act`,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import ObjaudioError
+from ..core.errors import ObjaudioError
 
 try:
     from .. import _C

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..errors import check
+from ..core.errors import check
 from ._triton import HAS_TRITON, runs_triton
 
 BLOCK = 1024

@@ -1,6 +1,6 @@
 """Fused grounding attention for one query (or one mask) per selection, single-query algebra.
 
-Reference: `objaudio_rt.grounding.GroundingAttention.attention` and `.pooled_values` (dot
+Reference: `objaudio_rt.core.grounding.GroundingAttention.attention` and `.pooled_values` (dot
 attention, one head). With X = tokens + PE (P, L) and q = W_Q e_t + b_q (d_k):
 
     k_vec  = W_K^T q / sqrt(d_k)              (L,)    torch, O(L d_k)
@@ -24,8 +24,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..errors import check
-from ..grounding import GroundingAttention
+from ..core.errors import check
+from ..core.grounding import GroundingAttention
 from ._cuda import extension, runs_cuda_cpp
 from ._triton import HAS_TRITON, runs_triton
 

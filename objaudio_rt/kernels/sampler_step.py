@@ -1,6 +1,6 @@
 """Fused guided sampler step: classifier-free guidance and the affine update in one pass.
 
-Reference: `objaudio_rt.samplers.reference_step`. Per element of item b, in float32, with the row
+Reference: `objaudio_rt.core.samplers.reference_step`. Per element of item b, in float32, with the row
 [cx, ce, c_1 .. c_K, dx, de] of the (S, K + 4) table and the first n <= K history slots h_k given:
 
     eps    = eps_u + cfg[b] * (eps_c - eps_u)     (cfg: a (1,) or (B,) float32 device tensor)
@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import check
-from ..samplers import SamplerPlan, reference_step
+from ..core.errors import check
+from ..core.samplers import SamplerPlan, reference_step
 from ._cuda import extension, runs_cuda_cpp
 from ._triton import HAS_TRITON, runs_triton
 

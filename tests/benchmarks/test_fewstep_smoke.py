@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from objaudio_rt.config import ModelConfig
+from objaudio_rt.core.config import ModelConfig
 from training.evaluate import scene_selections
 from training.synthscenes import generate_scene, split_seeds
 

@@ -11,10 +11,10 @@ import shutil
 import pytest
 import torch
 
-from objaudio_rt.aoti import PackageCache, load_package, package_name
-from objaudio_rt.networks import UNetEps
-from objaudio_rt.artifacts import model_fingerprint
-from objaudio_rt.errors import ObjaudioError
+from objaudio_rt.backends.aoti import PackageCache, load_package, package_name
+from objaudio_rt.modelio.networks import UNetEps
+from objaudio_rt.modelio.artifacts import model_fingerprint
+from objaudio_rt.core.errors import ObjaudioError
 from tests.kernels.kernel_checks import assert_verbose_allclose, reference_tolerance
 
 CPU = torch.device("cpu")
@@ -78,8 +78,8 @@ def test_fast_backend_runs_the_package_on_the_cpu_within_the_derived_tolerance(a
     the float32 eager loop's own error), and the cache picks the package up without being told."""
     from objaudio_rt.backends.eager import EagerBackend
     from objaudio_rt.backends.fast import FastBackend, FastOptions
-    from objaudio_rt.denoise import Conditions, denoise
-    from objaudio_rt.samplers import SamplerPlan
+    from objaudio_rt.core.denoise import Conditions, denoise
+    from objaudio_rt.core.samplers import SamplerPlan
 
     model, shape = aoti_package["model"], aoti_package["latent_shape"]
     plan = SamplerPlan.build("dpmpp", 3, model.config.schedule)
@@ -103,7 +103,7 @@ def test_platform_check_prints_no_cuda_toolkit_note():
     import subprocess
     import sys
 
-    code = ("import torch; from objaudio_rt.artifacts import current_platform, platform_label; "
+    code = ("import torch; from objaudio_rt.modelio.artifacts import current_platform, platform_label; "
             "print(platform_label(current_platform(torch.device('cpu'))))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.startswith("cpu "), proc.stderr

@@ -7,7 +7,7 @@ import pytest
 from export import aoti as export_aoti
 from export import engine as export_engine
 from export import onnx as export_onnx
-from objaudio_rt.artifacts import MANIFEST
+from objaudio_rt.modelio.artifacts import MANIFEST
 
 EXPORTERS = [(export_onnx, "python -m export.onnx", ["--out", "{tmp}/out"]),
              (export_aoti, "python -m export.aoti", ["--device", "cpu", "--out", "{tmp}/out"]),

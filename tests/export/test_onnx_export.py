@@ -6,11 +6,11 @@ import pytest
 
 from export import onnx as export_onnx
 from export.onnx import MODEL_NETWORKS, SAM_NETWORKS, export_networks, verify_networks
-from objaudio_rt.artifacts import MANIFEST, model_fingerprint
-from objaudio_rt.checkpoint import save_checkpoint
-from objaudio_rt.config import ModelConfig
-from objaudio_rt.errors import ObjaudioError
-from objaudio_rt.model import Calibration, ObjaudioModel
+from objaudio_rt.modelio.artifacts import MANIFEST, model_fingerprint
+from objaudio_rt.modelio.checkpoint import save_checkpoint
+from objaudio_rt.core.config import ModelConfig
+from objaudio_rt.core.errors import ObjaudioError
+from objaudio_rt.modelio.model import Calibration, ObjaudioModel
 
 
 def _listing(folder):

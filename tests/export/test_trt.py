@@ -6,8 +6,8 @@ import torch
 
 from export.contracts import model_contracts, profile_shapes
 from export.trt import build_engines
-from objaudio_rt.artifacts import CONTRACT_VERSION, check_engine_sidecar, engine_sidecar
-from objaudio_rt.errors import ObjaudioError
+from objaudio_rt.modelio.artifacts import CONTRACT_VERSION, check_engine_sidecar, engine_sidecar
+from objaudio_rt.core.errors import ObjaudioError
 
 PLATFORM = {"tensorrt_version": "10.8.0", "compute_capability": "9.0", "checkpoint": "a" * 64,
             "contract_version": CONTRACT_VERSION}

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from objaudio_rt.errors import ObjaudioError
+from objaudio_rt.core.errors import ObjaudioError
 from objaudio_rt.kernels._triton import INTERPRETED
 from objaudio_rt.kernels.geglu import geglu, geglu_into, geglu_reference
 

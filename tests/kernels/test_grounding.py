@@ -5,8 +5,8 @@ import pytest
 import torch
 from .kernel_checks import assert_verbose_allclose, reference_tolerance
 
-from objaudio_rt.config import GroundingConfig
-from objaudio_rt.grounding import GroundingAttention
+from objaudio_rt.core.config import GroundingConfig
+from objaudio_rt.core.grounding import GroundingAttention
 from objaudio_rt.kernels import cuda_available, fused_pooled_values, grounding_pool, query_key_vector
 from objaudio_rt.kernels._cuda import extension
 from objaudio_rt.kernels._triton import INTERPRETED

@@ -8,13 +8,13 @@ from .kernel_checks import assert_verbose_allclose, reference_tolerance
 
 from objaudio_rt.backends.base import Backend
 from objaudio_rt.backends.fused import fused_step
-from objaudio_rt.denoise import Conditions, guided_loop
+from objaudio_rt.core.denoise import Conditions, guided_loop
 from objaudio_rt.kernels import cuda_available, guided_step, guided_step_into, upload_coefs
 from objaudio_rt.kernels._cuda import extension
 from objaudio_rt.kernels._triton import INTERPRETED
 from objaudio_rt.kernels.sampler_step import MAX_HISTORY
-from objaudio_rt.options import SAMPLERS
-from objaudio_rt.samplers import HISTORY, DeviceTables, SamplerPlan, reference_step
+from objaudio_rt.core.options import SAMPLERS
+from objaudio_rt.core.samplers import HISTORY, DeviceTables, SamplerPlan, reference_step
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 SHAPES = [(1, 8, 13, 4), (3, 8, 65, 16)]

@@ -71,7 +71,7 @@ def engine(tmp_path_factory):
     if given:
         return Path(given)
     from export.engine import build_engine
-    from objaudio_rt.pipeline import Pipeline
+    from objaudio_rt.core.pipeline import Pipeline
 
     pipe = Pipeline.from_pretrained(None)
     out = tmp_path_factory.mktemp("engine") / "tiny-synth-cpu"
@@ -81,7 +81,7 @@ def engine(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def pipe():
-    from objaudio_rt.pipeline import Pipeline
+    from objaudio_rt.core.pipeline import Pipeline
 
     return Pipeline.from_pretrained(None)
 
@@ -110,9 +110,9 @@ def python_wave(pipe, selection, **options) -> np.ndarray:
 
 def test_engine_folder_holds_what_the_library_needs(engine, pipe):
     from export.engine import ENGINE_FORMAT, NETWORKS
-    from objaudio_rt.checkpoint import sha256_file
-    from objaudio_rt.options import SAMPLERS
-    from objaudio_rt.samplers import alphas_cumprod
+    from objaudio_rt.modelio.checkpoint import sha256_file
+    from objaudio_rt.core.options import SAMPLERS
+    from objaudio_rt.core.samplers import alphas_cumprod
 
     e = json.loads((engine / "engine.json").read_text())
     assert e["format"] == ENGINE_FORMAT and e["runtime"]["device"] == "cpu"
@@ -132,7 +132,7 @@ def test_host_program_matches_python_pipeline(build, engine, demo_files, pipe, t
     Python pipeline's within a multiple of what another float32 runtime (onnxruntime, same graphs)
     differs from eager PyTorch on the same generation, or 1e-4 of the peak, whichever is larger."""
     from objaudio_rt.backends.onnxruntime import OnnxRuntimeBackend
-    from objaudio_rt.selection import Mask
+    from objaudio_rt.core.selection import Mask
 
     usage = run([build / "objaudio-generate", "--help"]).stdout
     assert all(flag in usage for flag in ("--engine", "--image", "--mask", "--steps", "--cfg", "--seed", "--out"))
@@ -222,7 +222,7 @@ def test_host_and_c_api_resample_as_the_python_side(build, engine, demo_files, t
     """--sample-rate 48000 / objaudio_resample: libsoxr at very high quality, fed as python-soxr feeds it,
     so the 48 kHz WAV is audio.resample of the 16 kHz one (to the float rounding of another build of the
     same libsoxr: at most 1e-6 of the peak, against the 1e-2-scale differences of another resampler)."""
-    from objaudio_rt.audio import resample
+    from objaudio_rt.core.audio import resample
 
     flags = ["--mask", demo_files / "bird.pgm", "--steps", "5"]
     native, sr, _ = host(build, engine, demo_files, tmp_path / "16k.wav", *flags)
@@ -275,8 +275,8 @@ def test_c_sampler_tables_match_sampler_plan(build, engine, pipe):
     bit for bit; the multistep solvers go through log and expm1 (glibc's against numpy's, each within
     an ulp or two) and differences of lambdas, which the higher-order coefficients amplify as the steps
     in lambda shrink: measured at most 4.5e-14 of the row's scale (UniPC, 999 steps), bound 1e-12."""
-    from objaudio_rt.options import SAMPLERS
-    from objaudio_rt.samplers import SamplerPlan
+    from objaudio_rt.core.options import SAMPLERS
+    from objaudio_rt.core.samplers import SamplerPlan
 
     lib = library(build)
     eng = open_engine(lib, engine)
@@ -360,7 +360,7 @@ def _tampered(engine, tmp_path, change) -> Path:
 
 
 def _edit_json(path: Path, edit, rehash: bool = True):
-    from objaudio_rt.checkpoint import sha256_file
+    from objaudio_rt.modelio.checkpoint import sha256_file
 
     data = json.loads(path.read_text())
     edit(data)

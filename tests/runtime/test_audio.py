@@ -4,8 +4,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from objaudio_rt.audio import MelConfig, load_wav, mel_basis, mel_spectrogram, save_wav
-from objaudio_rt.errors import ObjaudioError
+from objaudio_rt.core.audio import MelConfig, load_wav, mel_basis, mel_spectrogram, save_wav
+from objaudio_rt.core.errors import ObjaudioError
 
 librosa = pytest.importorskip("librosa")
 
@@ -88,7 +88,7 @@ def test_resample_to_44_1_and_48_khz(rate):
     scipy's polyphase resampler (what load_wav uses) on the same tone, away from the edges."""
     from scipy.signal import resample_poly
 
-    from objaudio_rt.audio import resample
+    from objaudio_rt.core.audio import resample
 
     t = np.arange(16000) / 16000
     x = (0.8 * np.sin(2 * np.pi * 1000 * t) + 0.1 * np.sin(2 * np.pi * 6500 * t)).astype(np.float32)

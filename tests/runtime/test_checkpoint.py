@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from objaudio_rt import ObjaudioError, Pipeline
-from objaudio_rt.checkpoint import describe, load_checkpoint, save_checkpoint
-from objaudio_rt.model import COMPONENTS
+from objaudio_rt.modelio.checkpoint import describe, load_checkpoint, save_checkpoint
+from objaudio_rt.modelio.model import COMPONENTS
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_changed_byte_is_a_checksum_mismatch(saved, tmp_path):
 
 def test_truncated_with_matching_manifest_is_caught_on_read(saved, tmp_path):
     """Someone re-hashed a broken file: safetensors itself must refuse it."""
-    from objaudio_rt.checkpoint import sha256_file
+    from objaudio_rt.modelio.checkpoint import sha256_file
 
     ck = _copy(saved, tmp_path)
     data = (ck / "vocoder.safetensors").read_bytes()
@@ -105,7 +105,7 @@ def test_save_refuses_to_overwrite_and_leaves_nothing_behind(saved, tiny_pipe, t
     def exploding_save(*args, **kwargs):
         raise Boom("disk full")
 
-    import objaudio_rt.checkpoint as ck
+    import objaudio_rt.modelio.checkpoint as ck
 
     original = ck.save_file
     ck.save_file = exploding_save
@@ -119,7 +119,7 @@ def test_save_refuses_to_overwrite_and_leaves_nothing_behind(saved, tiny_pipe, t
 
 def test_embedded_default_model_loads_and_generates():
     """The shipped checkpoint passes its own sha256 manifest and makes a finite clip."""
-    from objaudio_rt.config import default_checkpoint
+    from objaudio_rt.core.config import default_checkpoint
 
     path = default_checkpoint()
     if path.startswith("random:"):
@@ -128,7 +128,7 @@ def test_embedded_default_model_loads_and_generates():
     assert info["preset"] == "tiny-synth" and info["calibration"]["num_samples"] > 0
     pipe = Pipeline.from_pretrained()
     assert pipe.source == path
-    from objaudio_rt.cli import DEMO
+    from objaudio_rt.frontends.cli import DEMO
 
     wave = pipe.generate(pipe.encode_image(DEMO / "scene.png"), None, steps=2, duration=0.5, progress=False)
     assert wave.shape == (8000,) and torch.isfinite(wave).all() and wave.abs().max() > 0

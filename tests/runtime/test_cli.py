@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from objaudio_rt.cli import main
+from objaudio_rt.frontends.cli import main
 
 FAST = ["--checkpoint", "random:tiny", "--steps", "2", "--duration", "0.64"]
 
@@ -138,7 +138,7 @@ def test_info_on_saved_checkpoint(tmp_path, tiny_pipe, capsys):
 
 
 def test_demo(tmp_path, capsys):
-    from objaudio_rt.cli import DEMO
+    from objaudio_rt.frontends.cli import DEMO
 
     if not (DEMO / "scene.png").exists():
         pytest.skip("the bundled demo scene is not in this checkout yet")
@@ -150,7 +150,7 @@ def test_demo(tmp_path, capsys):
 def test_stems_one_wav_per_object_plus_the_mix_at_48_khz(files, capsys):
     """--stems: OUT is the mix, OUT.stem-K.wav the K-th selection alone, from one batched run; --sample-rate
     48000 resamples every WAV (libsoxr): the mix is audio.resample of the same selection generated alone."""
-    from objaudio_rt.audio import resample
+    from objaudio_rt.core.audio import resample
 
     two = ["--mask", files / "square.png", "--text", "a dog barking"]
     plain = files / "plain.wav"
@@ -192,7 +192,7 @@ def test_batch_jsonl_and_folder_reuse_one_model(files, capsys, monkeypatch):
     a folder of WAVs out; one model load; every line checked first; --skip-existing goes on."""
     import json
 
-    from objaudio_rt import pipeline
+    from objaudio_rt.core import pipeline
 
     loads = []
     real = pipeline.Pipeline.from_pretrained.__func__

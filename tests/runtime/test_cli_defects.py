@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from objaudio_rt.cli import DEMO, main
+from objaudio_rt.frontends.cli import DEMO, main
 
 FAST = ["--checkpoint", "random:tiny", "--steps", "2", "--duration", "0.64"]
 
@@ -85,7 +85,7 @@ def test_one_line_exit_2_nothing_written(files, capsys, extra, match):
 
 
 def test_input_errors_come_before_the_model_loads(files, capsys, monkeypatch):
-    from objaudio_rt.pipeline import Pipeline
+    from objaudio_rt.core.pipeline import Pipeline
 
     def no_load(*a, **k):
         raise AssertionError("the model was loaded before the inputs were checked")
@@ -98,7 +98,7 @@ def test_input_errors_come_before_the_model_loads(files, capsys, monkeypatch):
 
 
 def test_a_failed_picture_removes_the_wav(files, capsys, monkeypatch):
-    from objaudio_rt import outputs
+    from objaudio_rt.frontends import outputs
 
     real = outputs._write_file
 
@@ -115,7 +115,7 @@ def test_a_failed_picture_removes_the_wav(files, capsys, monkeypatch):
 
 def test_tiny_synth_by_name_is_the_embedded_model_and_random_is_said(files, capsys):
     from objaudio_rt import Pipeline
-    from objaudio_rt.config import embedded_checkpoint
+    from objaudio_rt.core.config import embedded_checkpoint
 
     assert Pipeline.from_pretrained("tiny-synth").source == embedded_checkpoint("tiny-synth")
     rnd = Pipeline.from_pretrained("random:tiny-synth", seed=3)
@@ -142,7 +142,7 @@ def test_demo_out_naming_a_file_and_info_on_a_corrupt_file(tmp_path, capsys):
     shutil.copytree(DEMO.parent / "tiny-synth", ck)
     (ck / "vae.safetensors").write_bytes(b"\x00" * 64)
     manifest = json.loads((ck / "manifest.json").read_text())
-    from objaudio_rt.checkpoint import sha256_file
+    from objaudio_rt.modelio.checkpoint import sha256_file
 
     manifest["files"]["vae.safetensors"] = sha256_file(ck / "vae.safetensors")
     (ck / "manifest.json").write_text(json.dumps(manifest))
@@ -178,7 +178,7 @@ def test_bad_inputs_are_answered_before_torch_loads(files):
              (["batch", files / "jobs.jsonl", "--out", files / "wavs"], "jobs.jsonl line 2: seed must be"),
              (["serve", "--threads", "100000"], "--threads must be an integer from 1 to"),
              (image + ["--out", existing], "exists")]
-    code = ("import json, sys; from objaudio_rt.cli import main\n"
+    code = ("import json, sys; from objaudio_rt.frontends.cli import main\n"
             "rcs = [main(argv) for argv in json.loads(sys.argv[1])]\n"
             "print(json.dumps({'rcs': rcs, 'loaded': [m for m in ('torch', 'diffusers', 'transformers') "
             "if m in sys.modules]}))")
@@ -207,8 +207,8 @@ def test_no_library_warnings_reach_the_user(tiny_pipe, scene_image, recwarn):
     import logging
 
     from objaudio_rt.backends.fast import FastBackend
-    from objaudio_rt.model import ObjaudioModel
-    from objaudio_rt.viz import render_overview
+    from objaudio_rt.modelio.model import ObjaudioModel
+    from objaudio_rt.frontends.viz import render_overview
 
     gen = tiny_pipe.generate_many(tiny_pipe.encode_image(scene_image), [None], steps=1, duration=0.32,
                                   progress=False)[0]

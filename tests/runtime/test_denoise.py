@@ -5,14 +5,14 @@ import pytest
 import torch
 
 from objaudio_rt import Mask, ObjaudioError
-from objaudio_rt.denoise import Conditions, denoise
+from objaudio_rt.core.denoise import Conditions, denoise
 
 
 def _backend_inputs(pipe, scene, *masks):
     conds = torch.cat([pipe.condition(scene, pipe.select(scene, Mask(m))[0]) for m in masks])   # (K, cond)
     shape, _ = pipe.latent_shape(1.28)
     x = torch.randn((1, *shape), generator=torch.Generator().manual_seed(5))
-    from objaudio_rt.samplers import SamplerPlan
+    from objaudio_rt.core.samplers import SamplerPlan
 
     return conds, x, SamplerPlan.build("dpmpp", 4, pipe.config.schedule)
 
@@ -42,7 +42,7 @@ def test_single_conditions_skip_the_gather_and_give_the_composed_loops_result(ti
 
 def _single_part_loop(backend, x, cond, plan, cfg):
     """The loop for one condition per item as written before the composed form: eps of [null, cond]."""
-    from objaudio_rt.samplers import reference_step
+    from objaudio_rt.core.samplers import reference_step
 
     cond2 = torch.cat([backend.null_condition.expand_as(cond), cond])
     x0 = None
@@ -54,7 +54,7 @@ def _single_part_loop(backend, x, cond, plan, cfg):
 
 def test_composed_parts_average_the_guidance_directions(tiny_pipe, scene_image, square_mask, disc_mask):
     """One DDIM step by hand: eps = eps_u + cfg * (w_a eps_a + w_b eps_b - eps_u)."""
-    from objaudio_rt.samplers import SamplerPlan, reference_step
+    from objaudio_rt.core.samplers import SamplerPlan, reference_step
 
     scene = tiny_pipe.encode_image(scene_image)
     conds, x, _ = _backend_inputs(tiny_pipe, scene, square_mask, disc_mask)

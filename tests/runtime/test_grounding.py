@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from objaudio_rt.config import GroundingConfig
-from objaudio_rt.errors import ObjaudioError
-from objaudio_rt.grounding import GroundingAttention, mask_to_patch_coverage, rescale_patch_weights
+from objaudio_rt.core.config import GroundingConfig
+from objaudio_rt.core.errors import ObjaudioError
+from objaudio_rt.core.grounding import GroundingAttention, mask_to_patch_coverage, rescale_patch_weights
 
 
 def make(attention="dot", heads=1, p=49, l=40, seed=0):

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from objaudio_rt.errors import ObjaudioError
-from objaudio_rt.images import MAX_PIXELS, load_image, load_mask
+from objaudio_rt.core.errors import ObjaudioError
+from objaudio_rt.core.images import MAX_PIXELS, load_image, load_mask
 
 
 def _save(tmp_path, name, im, **kw):

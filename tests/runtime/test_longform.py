@@ -1,4 +1,4 @@
-"""Long clips and loops (objaudio_rt/longform.py): the windows, their blending, the decoding by
+"""Long clips and loops (objaudio_rt/core/longform.py): the windows, their blending, the decoding by
 blocks, and the pipeline's long and looped generations."""
 import math
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from objaudio_rt.errors import ObjaudioError
-from objaudio_rt.longform import CONTEXT, Windows, WindowedUNet, decode_windows, seam_ratios, vocode_blocks
-from objaudio_rt.options import MAX_SECONDS, RunOptions
+from objaudio_rt.core.errors import ObjaudioError
+from objaudio_rt.core.longform import CONTEXT, Windows, WindowedUNet, decode_windows, seam_ratios, vocode_blocks
+from objaudio_rt.core.options import MAX_SECONDS, RunOptions
 
 
 @pytest.mark.parametrize("total,size,loop", [(300, 64, False), (65, 64, False), (64, 64, False), (75, 64, True),
@@ -126,7 +126,7 @@ def periodic_noise(n: int, lo: float, hi: float, seed: int) -> torch.Tensor:
 
 
 def test_seam_ratio_finds_a_jump_and_not_a_seamless_wrap():
-    from objaudio_rt.config import MelConfig
+    from objaudio_rt.core.config import MelConfig
 
     mel = MelConfig()
     n = mel.sample_rate                                                       # one second

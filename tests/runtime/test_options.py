@@ -1,9 +1,9 @@
 """RunOptions: the model's defaults resolved in one place, every value checked."""
 import pytest
 
-from objaudio_rt.config import ModelConfig
-from objaudio_rt.errors import ObjaudioError
-from objaudio_rt.options import RunOptions
+from objaudio_rt.core.config import ModelConfig
+from objaudio_rt.core.errors import ObjaudioError
+from objaudio_rt.core.options import RunOptions
 
 
 def test_defaults_come_from_the_model():

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from objaudio_rt import outputs
-from objaudio_rt.audio import save_wav, wav_bytes
-from objaudio_rt.errors import ObjaudioError
-from objaudio_rt.outputs import PART, check_outputs, write_together
+from objaudio_rt.frontends import outputs
+from objaudio_rt.core.audio import save_wav, wav_bytes
+from objaudio_rt.core.errors import ObjaudioError
+from objaudio_rt.frontends.outputs import PART, check_outputs, write_together
 
 
 def test_an_output_is_never_an_input_even_through_a_hard_link(tmp_path):

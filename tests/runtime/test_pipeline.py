@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from objaudio_rt import Box, Mask, ModelConfig, ObjaudioError, Points, Text, Whole
-from objaudio_rt.pipeline import Pipeline
+from objaudio_rt.core.pipeline import Pipeline
 
 OPTS = dict(steps=3, progress=False)
 

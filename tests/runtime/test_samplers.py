@@ -3,8 +3,8 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
-from objaudio_rt.errors import ObjaudioError
-from objaudio_rt.samplers import SamplerPlan, reference_step
+from objaudio_rt.core.errors import ObjaudioError
+from objaudio_rt.core.samplers import SamplerPlan, reference_step
 
 AUDIOLDM = dict(num_train_timesteps=1000, beta_start=0.0015, beta_end=0.0195, beta_schedule="scaled_linear")
 
@@ -141,8 +141,8 @@ def test_unknown_sampler_is_refused():
 def test_the_stated_maximum_steps_work_and_one_more_is_refused(sampler):
     """999 steps (max_steps) give finite tables with distinct timesteps; 1000 was an IndexError (DDIM)
     and a division by zero (DPM-Solver++) and is now one clear error."""
-    from objaudio_rt.errors import ObjaudioError
-    from objaudio_rt.options import max_steps
+    from objaudio_rt.core.errors import ObjaudioError
+    from objaudio_rt.core.options import max_steps
 
     plan = SamplerPlan.build(sampler, max_steps(1000))
     assert plan.steps == 999 and torch.isfinite(plan.coefs).all()
@@ -152,9 +152,9 @@ def test_the_stated_maximum_steps_work_and_one_more_is_refused(sampler):
 
 
 def test_cfg_is_bounded_where_the_update_breaks():
-    from objaudio_rt.config import ModelConfig
-    from objaudio_rt.errors import ObjaudioError
-    from objaudio_rt.options import MAX_CFG, RunOptions
+    from objaudio_rt.core.config import ModelConfig
+    from objaudio_rt.core.errors import ObjaudioError
+    from objaudio_rt.core.options import MAX_CFG, RunOptions
 
     config = ModelConfig.from_name("tiny")
     assert RunOptions(cfg=MAX_CFG).resolve(config).cfg == MAX_CFG

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from objaudio_rt.config import ModelSource, embedded_checkpoint, peek_config
-from objaudio_rt.errors import ObjaudioError
-from objaudio_rt.options import ResolvedRun, RunOptions
-from objaudio_rt.pipeline import Pipeline, conditions_per_item
-from objaudio_rt.selection import Mask, Text, Whole
+from objaudio_rt.core.config import ModelSource, embedded_checkpoint, peek_config
+from objaudio_rt.core.errors import ObjaudioError
+from objaudio_rt.core.options import ResolvedRun, RunOptions
+from objaudio_rt.core.pipeline import Pipeline, conditions_per_item
+from objaudio_rt.core.selection import Mask, Text, Whole
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,8 @@ import os
 
 import pytest
 
-from objaudio_rt import threads
-from objaudio_rt.errors import ObjaudioError
+from objaudio_rt.core import threads
+from objaudio_rt.core.errors import ObjaudioError
 
 
 def test_requested_then_environment_then_free_cores(monkeypatch):

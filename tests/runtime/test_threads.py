@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from objaudio_rt import Mask, Pipeline, Points, Text
-from objaudio_rt.sam import SamSegmenter
+from objaudio_rt.modelio.sam import SamSegmenter
 
 ROUNDS = 16
 

@@ -9,9 +9,9 @@ import copy
 import pytest
 import torch
 
-from objaudio_rt.config import ModelConfig
-from objaudio_rt.model import ObjaudioModel
-from objaudio_rt.unet_patch import FusedGEGLU, FusedGroupNorm, patch_unet, to_channels_last
+from objaudio_rt.core.config import ModelConfig
+from objaudio_rt.modelio.model import ObjaudioModel
+from objaudio_rt.backends.unet_patch import FusedGEGLU, FusedGroupNorm, patch_unet, to_channels_last
 from tests.kernels.kernel_checks import assert_verbose_allclose, reference_tolerance
 
 
@@ -81,7 +81,7 @@ def test_fused_qkv_unet_matches_the_reference(tiny_model, dtype):
     within the unfused network's own error in the same dtype; every block is fused."""
     from diffusers.models.attention_processor import Attention, FusedAttnProcessor2_0
 
-    from objaudio_rt.unet_patch import fuse_attention_qkv
+    from objaudio_rt.backends.unet_patch import fuse_attention_qkv
 
     config = tiny_model.config
     x, t, cond = unet_inputs(config, torch.float32)

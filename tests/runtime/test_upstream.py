@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from objaudio_rt import ObjaudioError, Pipeline, Points, Box
-from objaudio_rt.config import ModelConfig
-from objaudio_rt.sam import SamSegmenter, load_sam
-from objaudio_rt.upstream import assemble, load_open_clip_visual, read_state_dict
+from objaudio_rt.core.config import ModelConfig
+from objaudio_rt.modelio.sam import SamSegmenter, load_sam
+from objaudio_rt.modelio.upstream import assemble, load_open_clip_visual, read_state_dict
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def upstream(tmp_path_factory):
     folder = root / "audioldm"
     for name, module in parts.items():
         module.save_pretrained(folder / name)
-    from objaudio_rt.encoders import TextEncoder
+    from objaudio_rt.modelio.encoders import TextEncoder
 
     TextEncoder(cfg.text).tokenizer.save_pretrained(folder / "tokenizer")
     (folder / "model_index.json").write_text(json.dumps({"_class_name": "AudioLDMPipeline"}))

@@ -2,8 +2,8 @@
 turned a yellow bird merely orange), and each spectrogram in dB with its colour bar."""
 import numpy as np
 
-from objaudio_rt.selection import Mask
-from objaudio_rt.viz import DB_PER_NEPER, DIM_OUTSIDE, OUTLINE, overview_figure, render_overview
+from objaudio_rt.core.selection import Mask
+from objaudio_rt.frontends.viz import DB_PER_NEPER, DIM_OUTSIDE, OUTLINE, overview_figure, render_overview
 
 
 def test_selection_is_outlined_and_spectrogram_has_a_db_bar(tiny_pipe, scene_image, square_mask):
@@ -30,7 +30,7 @@ def test_selection_is_outlined_and_spectrogram_has_a_db_bar(tiny_pipe, scene_ima
 
 
 def test_a_loop_shows_its_start_again_after_the_loop_point(tiny_pipe, scene_image, square_mask):
-    from objaudio_rt.viz import LOOP_AGAIN
+    from objaudio_rt.frontends.viz import LOOP_AGAIN
 
     scene = tiny_pipe.encode_image(scene_image)
     (loop,) = tiny_pipe.generate_many(scene, [Mask(square_mask)], steps=1, duration=0.4, loop=True, progress=False)

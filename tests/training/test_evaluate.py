@@ -4,12 +4,12 @@ import json
 import numpy as np
 import pytest
 
-from objaudio_rt.config import ModelConfig
-from objaudio_rt.selection import Mask
-from objaudio_rt.model import Calibration, ObjaudioModel
-from objaudio_rt.checkpoint import save_checkpoint
+from objaudio_rt.core.config import ModelConfig
+from objaudio_rt.core.selection import Mask
+from objaudio_rt.modelio.model import Calibration, ObjaudioModel
+from objaudio_rt.modelio.checkpoint import save_checkpoint
 from training.classifier import SoundClassifier, save_classifier
-from objaudio_rt.errors import ObjaudioError
+from objaudio_rt.core.errors import ObjaudioError
 from training.evaluate import Item, Results, badness, breakdown, main, mu_law_decode, mu_law_encode, scene_selections
 from training.synthscenes import SOUNDING_CLASSES, generate_scene, split_seeds
 

@@ -5,12 +5,12 @@ import pytest
 import torch
 
 from objaudio_rt.backends.base import Backend
-from objaudio_rt.config import ModelConfig
-from objaudio_rt.denoise import Conditions, denoise
-from objaudio_rt.errors import ObjaudioError
-from objaudio_rt.pipeline import Pipeline
-from objaudio_rt.samplers import SamplerPlan
-from objaudio_rt.selection import Mask, Text
+from objaudio_rt.core.config import ModelConfig
+from objaudio_rt.core.denoise import Conditions, denoise
+from objaudio_rt.core.errors import ObjaudioError
+from objaudio_rt.core.pipeline import Pipeline
+from objaudio_rt.core.samplers import SamplerPlan
+from objaudio_rt.core.selection import Mask, Text
 from training.levers import Levers, complement, levered_generate_many
 
 

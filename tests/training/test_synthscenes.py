@@ -8,7 +8,7 @@ import scipy.fft
 import torch
 from PIL import Image
 
-from objaudio_rt.audio import mel_spectrogram
+from objaudio_rt.core.audio import mel_spectrogram
 from training.synthscenes import (ALL_CLASSES, CAPTION_KEYWORDS, CLASS_COLOURS, DISTRACTOR_CLASSES,
                                   SILENCE_CAPTION, SOUNDING_CLASSES, SynthScenesDataset, collate_scenes,
                                   generate_scene, read_shard, split_seeds, synth_sound, write_shard)

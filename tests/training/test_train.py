@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from objaudio_rt.checkpoint import load_checkpoint
-from objaudio_rt.config import ModelConfig
-from objaudio_rt.encoders import build_tokenizer
-from objaudio_rt.pipeline import Pipeline
+from objaudio_rt.modelio.checkpoint import load_checkpoint
+from objaudio_rt.core.config import ModelConfig
+from objaudio_rt.modelio.encoders import build_tokenizer
+from objaudio_rt.core.pipeline import Pipeline
 from training.data import SynthCache, read_manifest
 from training.train import STAGES, main
 
@@ -145,8 +145,8 @@ def test_real_recipe_ddp_gloo_two_processes(upstream, tmp_path):
 
 
 def test_init_from_rebuilds_a_component_whose_preset_sizes_changed(tmp_path):
-    from objaudio_rt.checkpoint import save_checkpoint
-    from objaudio_rt.model import Calibration, ObjaudioModel
+    from objaudio_rt.modelio.checkpoint import save_checkpoint
+    from objaudio_rt.modelio.model import Calibration, ObjaudioModel
 
     config = ModelConfig.from_name("tiny")
     config.vocoder.upsample_initial_channel = 16
@@ -230,7 +230,7 @@ def test_kind_weights_give_each_kind_its_share_of_a_batch():
 
 
 def test_kind_weights_errors_say_what_to_do():
-    from objaudio_rt.errors import ObjaudioError
+    from objaudio_rt.core.errors import ObjaudioError
     from training.train_ldm import example_weights
 
     data = _latent_set([0, 1, 2])
@@ -263,7 +263,7 @@ def test_snapshot_turns_a_partial_save_into_a_checkpoint_with_the_ema_weights(sy
     import copy
     import shutil
 
-    from objaudio_rt.samplers import alphas_cumprod
+    from objaudio_rt.core.samplers import alphas_cumprod
     from training.snapshot import snapshot
     from training.train_ldm import Denoiser, LdmConfig, _save_partial
 
@@ -293,7 +293,7 @@ def test_snapshot_turns_a_partial_save_into_a_checkpoint_with_the_ema_weights(sy
 
 
 def test_evaluate_ranges_concatenate_test_ranges_and_refuse_overlaps():
-    from objaudio_rt.errors import ObjaudioError
+    from objaudio_rt.core.errors import ObjaudioError
     from training.evaluate import test_seeds
     from training.synthscenes import split_seeds
 

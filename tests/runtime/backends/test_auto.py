@@ -15,13 +15,13 @@ import pytest
 import torch
 
 from export.onnx import main as export_main
-from objaudio_rt.artifacts import model_fingerprint, onnx_cache_dir
+from objaudio_rt.modelio.artifacts import model_fingerprint, onnx_cache_dir
 from objaudio_rt.backends import make_backend, resolve_backend
-from objaudio_rt.checkpoint import checkpoint_fingerprint, load_checkpoint, load_graph_model
-from objaudio_rt.errors import ObjaudioError
-from objaudio_rt.model import GraphModel
-from objaudio_rt.pipeline import Pipeline
-from objaudio_rt.selection import Mask, Text
+from objaudio_rt.modelio.checkpoint import checkpoint_fingerprint, load_checkpoint, load_graph_model
+from objaudio_rt.core.errors import ObjaudioError
+from objaudio_rt.modelio.model import GraphModel
+from objaudio_rt.core.pipeline import Pipeline
+from objaudio_rt.core.selection import Mask, Text
 
 ROOT = Path(__file__).resolve().parents[3]
 NETWORKS = "unet,vae_decoder,vocoder,image_encoder,text_encoder"
@@ -122,8 +122,8 @@ def test_graph_backend_run_imports_no_network_library(exported):
     folder, cache = exported
     code = (
         "import sys, numpy as np\n"
-        "from objaudio_rt.pipeline import Pipeline\n"
-        "from objaudio_rt.selection import Mask\n"
+        "from objaudio_rt.core.pipeline import Pipeline\n"
+        "from objaudio_rt.core.selection import Mask\n"
         f"pipe = Pipeline.from_pretrained({str(folder)!r}, backend='auto')\n"
         "img = np.full((40, 48, 3), 100, np.uint8); m = np.zeros((40, 48), bool); m[:20] = True\n"
         "g = pipe.generate_many(pipe.encode_image(img), [Mask(m)], steps=2, progress=False)[0]\n"
@@ -137,7 +137,7 @@ def test_graph_backend_run_imports_no_network_library(exported):
 def test_cli_default_says_which_backend_it_used(exported, tmp_path, scene_image, capsys, monkeypatch):
     from PIL import Image
 
-    from objaudio_rt.cli import main
+    from objaudio_rt.frontends.cli import main
 
     folder, cache = exported
     Image.fromarray(scene_image).save(tmp_path / "scene.png")

@@ -17,13 +17,13 @@ import torch
 from objaudio_rt.backends.eager import EagerBackend
 from objaudio_rt.backends.fast import FastBackend, FastOptions
 from objaudio_rt.backends.fused import fused_step
-from objaudio_rt.config import ModelConfig
-from objaudio_rt.denoise import Conditions, denoise, guided_loop
-from objaudio_rt.samplers import DeviceTables
-from objaudio_rt.model import Calibration, ObjaudioModel
-from objaudio_rt.pipeline import Pipeline
-from objaudio_rt.samplers import SamplerPlan
-from objaudio_rt.selection import Mask
+from objaudio_rt.core.config import ModelConfig
+from objaudio_rt.core.denoise import Conditions, denoise, guided_loop
+from objaudio_rt.core.samplers import DeviceTables
+from objaudio_rt.modelio.model import Calibration, ObjaudioModel
+from objaudio_rt.core.pipeline import Pipeline
+from objaudio_rt.core.samplers import SamplerPlan
+from objaudio_rt.core.selection import Mask
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run by benchmarks/gpu_check.sh)")
 SAMPLERS = [("ddim", 6), ("dpmpp", 5)]

@@ -8,16 +8,16 @@ import pytest
 import torch
 
 from export.onnx import main as export_main
-from objaudio_rt.artifacts import model_fingerprint
+from objaudio_rt.modelio.artifacts import model_fingerprint
 from objaudio_rt.backends.eager import EagerBackend
 from objaudio_rt.backends.onnxruntime import OnnxRuntimeBackend
-from objaudio_rt.config import ModelConfig
-from objaudio_rt.denoise import Conditions, denoise
-from objaudio_rt.errors import ObjaudioError
-from objaudio_rt.model import ObjaudioModel
-from objaudio_rt.pipeline import Pipeline
-from objaudio_rt.samplers import SamplerPlan
-from objaudio_rt.selection import Mask
+from objaudio_rt.core.config import ModelConfig
+from objaudio_rt.core.denoise import Conditions, denoise
+from objaudio_rt.core.errors import ObjaudioError
+from objaudio_rt.modelio.model import ObjaudioModel
+from objaudio_rt.core.pipeline import Pipeline
+from objaudio_rt.core.samplers import SamplerPlan
+from objaudio_rt.core.selection import Mask
 
 
 def test_pipeline_onnxruntime_matches_eager(tmp_path, monkeypatch):
@@ -80,7 +80,7 @@ def test_explicit_dir_runs_like_eager(tiny_export, tiny_model):
 def test_cpu_sessions_reuse_their_optimised_graphs(tiny_export, tiny_model, tmp_path, monkeypatch):
     """The first backend saves each network's optimised graph, the next loads it (same outputs bit for
     bit); a damaged copy is made again, and a cache that cannot be written costs only the saving."""
-    from objaudio_rt.artifacts import ort_optimized_dir
+    from objaudio_rt.modelio.artifacts import ort_optimized_dir
 
     monkeypatch.setenv("OBJAUDIO_CACHE", str(tmp_path / "cache"))
     cpu = torch.device("cpu")

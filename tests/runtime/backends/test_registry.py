@@ -4,8 +4,8 @@ import torch
 
 from objaudio_rt.backends import BACKENDS, backend_options, make_backend
 from objaudio_rt.backends.base import Backend
-from objaudio_rt.errors import ObjaudioError
-from objaudio_rt.pipeline import Pipeline
+from objaudio_rt.core.errors import ObjaudioError
+from objaudio_rt.core.pipeline import Pipeline
 
 
 def test_every_backend_is_registered_with_its_options():

@@ -19,8 +19,8 @@ FAST = {"steps": 2, "duration": 0.32, "seed": 7}          # a generate request's
 class LiveServer:
     def __init__(self, limits=None):
         from objaudio_rt import Pipeline
-        from objaudio_rt.serve import ServeLimits, Service
-        from objaudio_rt.serve.main import ThreadedServer
+        from objaudio_rt.frontends.serve import ServeLimits, Service
+        from objaudio_rt.frontends.serve.main import ThreadedServer
 
         pipe = Pipeline.from_pretrained(None if MODEL == "embedded" else MODEL, device="cpu", seed=0)
         self.server = ThreadedServer(Service(pipe, limits or ServeLimits()))

@@ -69,7 +69,7 @@ def test_generate_wav_equals_the_pipeline_and_stems_json(live, square_mask, disc
 
 
 def test_scene_cache_drops_least_recently_used():
-    from objaudio_rt.serve.scenes import SceneCache, SceneEntry, SceneNotFound
+    from objaudio_rt.frontends.serve.scenes import SceneCache, SceneEntry, SceneNotFound
 
     cache = SceneCache(2)
     for key in ("pinned", "a", "b"):
@@ -85,9 +85,9 @@ def test_runtime_imports_without_the_web_stack():
     """objaudio_rt and its CLI import with fastapi/uvicorn/ray unavailable; `objaudio serve` then says what to install."""
     code = ("import sys\n"
             "for m in ('fastapi', 'uvicorn', 'starlette', 'ray'): sys.modules[m] = None\n"
-            "import objaudio_rt, objaudio_rt.cli\n"
+            "import objaudio_rt, objaudio_rt.frontends.cli\n"
             "assert not any(m.startswith(('fastapi', 'uvicorn', 'ray')) and sys.modules[m] for m in sys.modules)\n"
-            "sys.exit(objaudio_rt.cli.main(['serve', '--port', '8123']))\n")
+            "sys.exit(objaudio_rt.frontends.cli.main(['serve', '--port', '8123']))\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "pip install 'objaudio[serve]'" in r.stderr, r.stderr
 
@@ -105,7 +105,7 @@ def test_an_upload_is_read_as_the_command_line_reads_the_file(live):
     scene_id), a LAB TIFF was accepted: the upload now goes through images.load_image."""
     from PIL import Image
 
-    from objaudio_rt.images import load_image
+    from objaudio_rt.core.images import load_image
 
     client = live.client()
     grey = np.tile(np.linspace(0, 1, 64, dtype=np.float32), (48, 1))
@@ -176,9 +176,9 @@ def test_malformed_json_of_any_shape_is_400_and_the_connection_stays_usable(live
 def test_fields_get_messages_that_say_what_is_wrong(live):
     """scene_id 123 said "missing"; text 123 said "at most 200 characters"; a missing selections list
     silently generated the whole scene; the seed range was [0, 2**63) against the CLI's 2**64 - 1."""
-    from objaudio_rt.errors import ObjaudioError
-    from objaudio_rt.options import RunOptions
-    from objaudio_rt.selection import Text
+    from objaudio_rt.core.errors import ObjaudioError
+    from objaudio_rt.core.options import RunOptions
+    from objaudio_rt.core.selection import Text
 
     client = live.client()
     ok = {"scene_id": "demo", "selections": [{"mask_index": 0}], **FAST}
@@ -207,7 +207,7 @@ def test_fields_get_messages_that_say_what_is_wrong(live):
 
 
 def test_sample_rate_resamples_the_wavs(live):
-    from objaudio_rt.audio import resample
+    from objaudio_rt.core.audio import resample
 
     client = live.client()
     body = {"scene_id": "demo", "selections": [{"mask_index": 0}], **FAST}

@@ -119,7 +119,7 @@ def _disconnect_mid_generation(port: int, body: dict) -> None:
 
 
 def test_full_queue_gets_503_with_retry_after():
-    from objaudio_rt.serve import ServeLimits
+    from objaudio_rt.frontends.serve import ServeLimits
 
     server = start(ServeLimits(max_queue=1, batch_window_ms=0.0, max_batch=1))
     try:
@@ -138,7 +138,7 @@ def test_full_queue_gets_503_with_retry_after():
 
 @pytest.mark.parametrize("timeout_s", [0.01])
 def test_request_past_its_time_limit_gets_504(timeout_s):
-    from objaudio_rt.serve import ServeLimits
+    from objaudio_rt.frontends.serve import ServeLimits
 
     server = start(ServeLimits(request_timeout_s=timeout_s))
     try:

@@ -25,7 +25,7 @@ def test_ray_serve_app_batches_and_shares_scenes_across_replicas():
     from PIL import Image
 
     from objaudio_rt import Pipeline
-    from objaudio_rt.serve.ray import build
+    from objaudio_rt.frontends.serve.ray import build
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from .config import (ImageEncoderConfig, ModelConfig, TextEncoderConfig, UNetConfig, VAEConfig,
+from ..core.config import (ImageEncoderConfig, ModelConfig, TextEncoderConfig, UNetConfig, VAEConfig,
                      VocoderConfig)
 from .encoders import ImageEncoder, TextEncoder, load_tokenizer
-from .errors import ObjaudioError, check
-from .grounding import GroundingAttention
+from ..core.errors import ObjaudioError, check
+from ..core.grounding import GroundingAttention
 from .model import Calibration, ObjaudioModel
 
 AUDIOLDM_PARTS = ("unet", "vae", "vocoder", "text_encoder", "tokenizer")

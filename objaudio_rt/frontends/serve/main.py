@@ -1,7 +1,7 @@
 """`objaudio serve`: build the pipeline and run the app under uvicorn (127.0.0.1 unless told otherwise)."""
 from __future__ import annotations
 
-from ..errors import ObjaudioError
+from ...core.errors import ObjaudioError
 from .limits import ServeLimits
 from .service import Service
 
@@ -11,8 +11,8 @@ def build_service(checkpoint=None, device: str = "cpu", backend: str = "eager", 
                   threads: int | None = None) -> Service:
     """`threads`: the model's CPU threads (threads.use_threads: checked against the cores; None = the
     run's default, as for `objaudio generate`)."""
-    from ..pipeline import Pipeline
-    from ..threads import use_threads
+    from ...core.pipeline import Pipeline
+    from ...core.threads import use_threads
 
     use_threads(threads)
     pipe = Pipeline.from_pretrained(checkpoint, device=device, backend=backend, sam_checkpoint=sam_checkpoint)

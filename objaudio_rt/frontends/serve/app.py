@@ -18,10 +18,10 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from ..errors import ObjaudioError, check
+from ...core.errors import ObjaudioError, check
 from .batching import QueueFull
 from .requests import parse_generate, parse_json, parse_segment
-from ..images import TooLarge
+from ...core.images import TooLarge
 from .scenes import SceneNotFound
 from .service import Service, encode_wav, generation_json
 

@@ -327,7 +327,7 @@ def _tiny_synth() -> ModelConfig:
 PRESETS = {"audioldm-s": _audioldm_s, "tiny": _tiny, "tiny-synth": _tiny_synth}
 
 
-ASSETS = Path(__file__).parent / "assets"
+ASSETS = Path(__file__).parents[1] / "assets"
 
 
 def embedded_checkpoint(preset: str) -> str | None:

@@ -15,15 +15,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backends import make_backend, resolve_backend
+from ..backends import make_backend, resolve_backend
 from .denoise import Conditions, denoise
-from .encoders import preprocess_pixels, tokenize_texts
+from ..modelio.encoders import preprocess_pixels, tokenize_texts
 from .errors import ObjaudioError, check
 from .grounding import mask_to_patch_coverage, rescale_patch_weights
 from .images import load_image, load_mask
 from .config import ModelSource
 from .longform import Windows, WindowedUNet, decode_windows, vocode_blocks
-from .model import Calibration, GraphModel, ObjaudioModel
+from ..modelio.model import Calibration, GraphModel, ObjaudioModel
 from .options import GRAPH_BACKENDS, UNION_MODES, RunOptions
 from .samplers import SamplerPlan
 from .selection import Box, Mask, Points, Selection, Text, Whole
@@ -97,7 +97,7 @@ class Pipeline:
         pipeline was built for a graph backend."""
         with self._model_lock:
             if self._model is None:
-                from .checkpoint import load_checkpoint
+                from ..modelio.checkpoint import load_checkpoint
 
                 self._model, _ = load_checkpoint(self._graph_model.folder)
             return self._model
@@ -108,7 +108,7 @@ class Pipeline:
             return self._model.text_encoder.tokenize(texts, self.device)
         with self._model_lock:
             if self._tokenizer is None:
-                from .encoders import load_tokenizer
+                from ..modelio.encoders import load_tokenizer
 
                 self._tokenizer = load_tokenizer(Path(self._graph_model.folder) / "tokenizer")
         return tokenize_texts(self._tokenizer, self.config.text, texts, self.device)
@@ -131,8 +131,8 @@ class Pipeline:
         backend "auto" picks the fastest one ready here (backends.resolve_backend); `backend_name` says
         which. A graph backend on a checkpoint folder loads no PyTorch network (checkpoint.load_graph_model).
         """
-        from .artifacts import model_fingerprint
-        from .checkpoint import load_checkpoint, load_graph_model
+        from ..modelio.artifacts import model_fingerprint
+        from ..modelio.checkpoint import load_checkpoint, load_graph_model
         from .config import ModelConfig, ModelSource
 
         src = path_or_preset if isinstance(path_or_preset, ModelSource) else ModelSource.parse(path_or_preset)
@@ -155,7 +155,7 @@ class Pipeline:
         return self.backend.name
 
     def save_pretrained(self, folder: str | os.PathLike, force: bool = False) -> Path:
-        from .checkpoint import save_checkpoint
+        from ..modelio.checkpoint import save_checkpoint
 
         return save_checkpoint(self.model, self.calibration, folder, force=force)
 
@@ -225,7 +225,7 @@ class Pipeline:
     def _sam(self, scene: Scene):
         """The segmenter, and the scene's SAM embedding computed once; safe from several threads
         (SamSegmenter serializes its own predictions)."""
-        from .sam import NEED_SAM, SamSegmenter, load_sam
+        from ..modelio.sam import NEED_SAM, SamSegmenter, load_sam
 
         with self._sam_lock:
             if self._segmenter is None:

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ImageEncoderConfig, TextEncoderConfig
-from .errors import ObjaudioError
+from ..core.config import ImageEncoderConfig, TextEncoderConfig
+from ..core.errors import ObjaudioError
 
 # A small vocabulary for the random-weight `tiny` preset's tokenizer (trained models ship their own).
 _TINY_CORPUS = [

@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ObjaudioError, check
-from .options import RunOptions
+from ..core.errors import ObjaudioError, check
+from ..core.options import RunOptions
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm", ".gif")
 RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunOptions))      # steps, sampler, cfg, seed, duration, union, loop
@@ -35,8 +35,8 @@ class Job:
 
     def parts(self, size_hw: tuple[int, int], sam_checkpoint) -> list[tuple[str, object]]:
         """(label, runtime selection) per part, each checked against the image (no model needed)."""
-        from .images import load_mask
-        from .selection import Box, Mask, Points, Text
+        from ..core.images import load_mask
+        from ..core.selection import Box, Mask, Points, Text
 
         parts = [(f"mask {m.name}", Mask(load_mask(m, size_hw))) for m in self.masks]
         parts += [(f"text '{t}'", Text(t)) for t in self.texts]
@@ -48,7 +48,7 @@ class Job:
                                         (1,) * len(self.points) + (0,) * len(self.bg_points))))
         for _, p in parts:
             if isinstance(p, (Points, Box)):
-                from .sam import NEED_SAM, check_sam_file
+                from ..modelio.sam import NEED_SAM, check_sam_file
 
                 p.check_inside(size_hw)
                 check(sam_checkpoint is not None, NEED_SAM)
@@ -98,7 +98,7 @@ def parse_numbers(text: str, n: int, what: str) -> tuple[float, ...]:
 
 def read_jobs(source: Path, out_dir: Path, defaults: RunOptions, texts: tuple[str, ...] = ()) -> list[Job]:
     """The jobs of a batch: a JSONL file's lines, or one whole-scene (or `texts`) job per image of a folder."""
-    from .images import check_file
+    from ..core.images import check_file
 
     if source.is_dir():
         images = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())

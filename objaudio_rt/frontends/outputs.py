@@ -15,7 +15,7 @@ import os
 import stat
 from pathlib import Path
 
-from .errors import ObjaudioError, check
+from ..core.errors import ObjaudioError, check
 
 PART = ".objaudio-part"
 

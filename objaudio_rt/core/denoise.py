@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from .backends.base import Backend
+from ..backends.base import Backend
 from .errors import check
 from .samplers import DeviceTables, SamplerPlan, as_dtype
 

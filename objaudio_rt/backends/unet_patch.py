@@ -24,9 +24,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .errors import check
-from .kernels.geglu import geglu
-from .kernels.group_norm import group_norm_act
+from ..core.errors import check
+from ..kernels.geglu import geglu
+from ..kernels.group_norm import group_norm_act
 
 
 class FusedGroupNorm(nn.Module):

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import ObjaudioError, check
+from ..core.errors import ObjaudioError, check
 from .model import COMPONENTS, GraphModel, ObjaudioModel
 
 MANIFEST = "export_manifest.json"

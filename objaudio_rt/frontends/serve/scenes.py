@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import ObjaudioError, check
-from ..images import TooLarge, load_image, load_mask
-from ..pipeline import Scene
+from ...core.errors import ObjaudioError, check
+from ...core.images import TooLarge, load_image, load_mask
+from ...core.pipeline import Scene
 from .limits import ServeLimits
 
 

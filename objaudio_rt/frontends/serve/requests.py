@@ -10,9 +10,9 @@ import json
 import math
 from dataclasses import dataclass
 
-from ..errors import ObjaudioError, check
-from ..options import SAMPLERS, UNION_MODES, RunOptions, check_sample_rate
-from ..selection import Box, Points, Text
+from ...core.errors import ObjaudioError, check
+from ...core.options import SAMPLERS, UNION_MODES, RunOptions, check_sample_rate
+from ...core.selection import Box, Points, Text
 from .limits import ServeLimits
 
 SELECTION_KEYS = ("mask_png", "points", "box", "text", "mask_index", "whole")

@@ -6,9 +6,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .config import ModelConfig
+from ..core.config import ModelConfig
 from .encoders import ImageEncoder, TextEncoder
-from .grounding import GroundingAttention
+from ..core.grounding import GroundingAttention
 
 COMPONENTS = ("unet", "vae", "vocoder", "image_encoder", "text_encoder", "grounding")
 

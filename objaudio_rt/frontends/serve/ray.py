@@ -1,7 +1,7 @@
 """The same app as a Ray Serve deployment: replicas (a GPU each), `@serve.batch`, autoscaling.
 
-    serve run objaudio_rt.serve.ray:app                            # GPU replicas, fast backend
-    serve run objaudio_rt.serve.ray:build device=cpu backend=eager num_gpus=0 checkpoint=random:tiny
+    serve run objaudio_rt.frontends.serve.ray:app                            # GPU replicas, fast backend
+    serve run objaudio_rt.frontends.serve.ray:build device=cpu backend=eager num_gpus=0 checkpoint=random:tiny
 
 Each `Objaudio` replica holds one pipeline and runs the FastAPI app of `objaudio serve`; generate
 requests reaching a replica are gathered by `@serve.batch` and run by the same `run_jobs` as the
@@ -87,7 +87,7 @@ class Objaudio:
 
 
 def build(args: dict):
-    """`serve run objaudio_rt.serve.ray:build key=value ...`: checkpoint, device, backend, sam_checkpoint,
+    """`serve run objaudio_rt.frontends.serve.ray:build key=value ...`: checkpoint, device, backend, sam_checkpoint,
     threads (CPU threads per replica, threads.check_threads), num_gpus (per replica; default 1 on cuda, else 0), replicas (a fixed count instead of autoscaling)."""
     args = dict(args)
     device = args.pop("device", "cuda")
@@ -98,7 +98,7 @@ def build(args: dict):
         options.update(num_replicas=int(replicas), autoscaling_config=None)
     kwargs = {k: args.pop(k) for k in ("checkpoint", "backend", "sam_checkpoint") if k in args}
     if "threads" in args:
-        from ..threads import check_threads
+        from ...core.threads import check_threads
 
         text = str(args.pop("threads"))
         kwargs["threads"] = check_threads(int(text) if text.isdigit() else text, "threads")

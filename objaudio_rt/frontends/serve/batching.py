@@ -19,10 +19,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import ObjaudioError
-from ..options import RunOptions
-from ..pipeline import Generation, Pipeline, Scene, conditions_per_item
-from ..selection import Selection
+from ...core.errors import ObjaudioError
+from ...core.options import RunOptions
+from ...core.pipeline import Generation, Pipeline, Scene, conditions_per_item
+from ...core.selection import Selection
 
 
 @dataclass(eq=False)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .backends.base import Backend
+from ..backends.base import Backend
 
 OVERLAP = 4               # windows overlap by 1/OVERLAP of their length
 MAX_WINDOW_ROWS = 32      # UNet rows per call: bounds the memory of a long clip's step

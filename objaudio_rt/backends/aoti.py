@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from .artifacts import cache_root, check_sidecar, current_platform, platform_label
-from .backends.base import DTYPES
-from .errors import ObjaudioError, check
+from ..modelio.artifacts import cache_root, check_sidecar, current_platform, platform_label
+from .base import DTYPES
+from ..core.errors import ObjaudioError, check
 
 SIDECAR_FORMAT = "objaudio-aoti-package"
 CHECKED = {"torch_version": "torch version", "platform": "platform", "checkpoint": "checkpoint weights",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..errors import ObjaudioError
+from ...core.errors import ObjaudioError
 
 
 @dataclass(frozen=True)

@@ -154,6 +154,6 @@ def save_wav(path: str | os.PathLike, wave: torch.Tensor | np.ndarray, sample_ra
              force: bool = False, fmt: str = "float", rate: int | None = None) -> Path:
     """Write a mono WAV atomically (see `wav_bytes`; `rate` resamples, e.g. to 48000); never overwrites
     an existing file unless `force`."""
-    from .outputs import write_together
+    from ..frontends.outputs import write_together
 
     return write_together([(path, wav_bytes(wave, sample_rate, fmt, rate))], force=force)[0]

@@ -24,9 +24,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .artifacts import read_json, tensors_fingerprint
-from .config import ModelConfig
+from ..core.config import ModelConfig
 from .encoders import load_tokenizer
-from .errors import ObjaudioError, check
+from ..core.errors import ObjaudioError, check
 from .model import COMPONENTS, Calibration, GraphModel, ObjaudioModel
 
 FORMAT = "objaudio-checkpoint"
@@ -135,7 +135,7 @@ def checkpoint_fingerprint(folder: str | os.PathLike) -> str:
 def load_graph_model(folder: str | os.PathLike) -> tuple[GraphModel, Calibration]:
     """What a graph backend needs of the checkpoint in `folder` (model.GraphModel), built in a fraction
     of a second from one read of its files: its networks run as exported graphs."""
-    from .grounding import GroundingAttention
+    from ..core.grounding import GroundingAttention
 
     folder = Path(folder)
     config, calibration, _ = read_config(folder)

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import ObjaudioError, check
-from .options import SAM_TYPES
+from ..core.errors import ObjaudioError, check
+from ..core.options import SAM_TYPES
 
 if TYPE_CHECKING:
     import torch

@@ -14,10 +14,10 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import ObjaudioError, check, command
-from .options import BACKEND_CHOICES, DTYPE_NAMES, SAMPLERS, UNION_MODES
+from ..core.errors import ObjaudioError, check, command
+from ..core.options import BACKEND_CHOICES, DTYPE_NAMES, SAMPLERS, UNION_MODES
 
-DEMO = Path(__file__).parent / "assets" / "demo"
+DEMO = Path(__file__).parents[1] / "assets" / "demo"
 
 
 class Parser(argparse.ArgumentParser):
@@ -86,7 +86,7 @@ def _add_generation_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .. import __version__
 
     parser = Parser(prog="objaudio", description="Object-aware image-to-audio generation.")
     parser.add_argument("--version", action="version", version=f"objaudio {__version__}")
@@ -162,9 +162,9 @@ def _check_options(args, options=()) -> None:
     through RunOptions against the model's settings where its config can be read without loading it
     (else the loader says why). Plain Python, as every check before _pipeline: a bad input is answered
     without importing torch."""
-    from .config import peek_config
-    from .options import SAM_TYPES, WAV_FORMATS, check_sample_rate
-    from .threads import check_threads
+    from ..core.config import peek_config
+    from ..core.options import SAM_TYPES, WAV_FORMATS, check_sample_rate
+    from ..core.threads import check_threads
 
     if args.threads is not None:
         check_threads(args.threads)
@@ -189,8 +189,8 @@ def _inputs(args, jobs=()) -> list[Path]:
 
 
 def _pipeline(args):
-    from .pipeline import Pipeline
-    from .threads import use_threads
+    from ..core.pipeline import Pipeline
+    from ..core.threads import use_threads
 
     use_threads(args.threads)
     pipe = Pipeline.from_pretrained(args.checkpoint, device=args.device, backend=args.backend,
@@ -212,7 +212,7 @@ def _backend_options(args) -> dict:
 
 
 def _run_options(args):
-    from .options import RunOptions
+    from ..core.options import RunOptions
 
     return RunOptions(args.steps, args.sampler, args.cfg, args.seed, args.duration, args.union, args.loop)
 
@@ -222,7 +222,7 @@ def _options(args) -> dict:
 
 
 def _wav(args, gen) -> bytes:
-    from .audio import wav_bytes
+    from ..core.audio import wav_bytes
 
     return wav_bytes(gen.wave, gen.sample_rate, args.format, args.sample_rate)
 
@@ -239,7 +239,7 @@ def _generate_job(pipe, scene, job, parts, stems: bool, progress: bool = True) -
 
 def cmd_generate(args) -> None:
     """Every check a file or flag allows runs before torch is imported (2 s here): bad input is answered at once."""
-    from .images import load_image
+    from ..core.images import load_image
     from .jobs import describe
     from .outputs import check_outputs, write_together
     from .viz import render_overview
@@ -284,7 +284,7 @@ def cmd_batch(args) -> None:
     what it finished: --skip-existing goes on from there."""
     from tqdm import tqdm
 
-    from .images import load_image
+    from ..core.images import load_image
     from .jobs import read_jobs
     from .outputs import check_outputs, write_together
 
@@ -339,7 +339,7 @@ def _where(job, fn):
 
 def cmd_demo(args) -> None:
     from .outputs import check_outputs, write_together
-    from .selection import Mask, Whole
+    from ..core.selection import Mask, Whole
     from .viz import render_overview
 
     check((DEMO / "scene.png").is_file(), f"the bundled demo scene is missing from {DEMO}: reinstall objaudio")
@@ -386,8 +386,8 @@ def cmd_demo(args) -> None:
 
 
 def cmd_info(args) -> None:
-    from .checkpoint import describe
-    from .config import default_checkpoint, embedded_checkpoint
+    from ..modelio.checkpoint import describe
+    from ..core.config import default_checkpoint, embedded_checkpoint
 
     folder = args.checkpoint or default_checkpoint()
     if not Path(folder).exists():
@@ -415,14 +415,14 @@ def cmd_info(args) -> None:
 
 
 def cmd_assemble(args) -> None:
-    from .upstream import assemble
+    from ..modelio.upstream import assemble
 
     out = assemble(args.audioldm, args.clip, args.out, grounding=args.grounding, force=args.force)
     print(f"wrote {out}")
 
 
 def cmd_serve(args) -> None:
-    from .threads import check_threads
+    from ..core.threads import check_threads
 
     if args.threads is not None:
         check_threads(args.threads)                  # before the web stack and torch load
@@ -447,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def entry() -> None:
     """The `objaudio` console script: main, then a fast exit (errors.exit_now)."""
-    from .errors import exit_now
+    from ..core.errors import exit_now
 
     exit_now(main())
 

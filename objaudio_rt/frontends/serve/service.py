@@ -13,16 +13,16 @@ from typing import Awaitable, Callable
 
 import numpy as np
 
-from ..errors import check
-from ..options import MAX_SECONDS
-from ..pipeline import Generation, Pipeline
-from ..selection import Mask, Selection, Whole
+from ...core.errors import check
+from ...core.options import MAX_SECONDS
+from ...core.pipeline import Generation, Pipeline
+from ...core.selection import Mask, Selection, Whole
 from .batching import Job, MicroBatcher, run_jobs
 from .limits import ServeLimits
 from .requests import GenerateRequest, SegmentRequest
 from .scenes import SceneCache, SceneEntry, decode_image, decode_mask, png_base64, png_bytes, scene_id_of
 
-DEMO = Path(__file__).resolve().parent.parent / "assets" / "demo"
+DEMO = Path(__file__).resolve().parents[2] / "assets" / "demo"
 DEMO_ID = "demo"
 
 
@@ -81,7 +81,7 @@ class Service:
 
     async def demo_scene(self) -> dict:
         """The bundled demo scene with its object masks, as the scene id "demo"."""
-        from ..images import load_image, load_mask
+        from ...core.images import load_image, load_mask
 
         if DEMO_ID not in self.scenes:
             pixels = load_image(DEMO / "scene.png")
@@ -138,7 +138,7 @@ class Service:
 def encode_wav(wave, sample_rate: int, rate: int | None = None) -> bytes:
     """(T,) float32 -> a 32-bit float mono WAV file (the waveform's bits unchanged unless `rate` resamples
     it): audio.wav_bytes, the command line's writer."""
-    from ..audio import wav_bytes
+    from ...core.audio import wav_bytes
 
     return wav_bytes(wave, sample_rate, "float", rate)
 
