@@ -108,10 +108,14 @@ def load_wav(path: str | os.PathLike, sample_rate: int = 16000) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(mono))
 
 
-def resample(wave: torch.Tensor | np.ndarray, sample_rate: int, rate: int) -> np.ndarray:
+def resample(wave: torch.Tensor | np.ndarray, sample_rate: int, rate: int, loop: bool = False) -> np.ndarray:
     """(T,) samples at `sample_rate` -> (round(T * rate / sample_rate),) float32 at `rate`, through libsoxr
     at its very high quality setting (a linear-phase band-limited resampler; 16 kHz -> 48 kHz keeps the
-    model's 0-8 kHz and adds nothing above it). The same samples give the same result every run."""
+    model's 0-8 kHz and adds nothing above it). The same samples give the same result every run.
+
+    `loop`: the samples repeat (a seamless loop); they are resampled as one period of that repetition
+    (one second of the loop wrapped on to each end, and cut off again at the new rate), so the filter
+    sees the start after the end and the resampled loop has no click at its seam."""
     import soxr
 
     check_sample_rate(rate, "the sample rate")
@@ -119,14 +123,22 @@ def resample(wave: torch.Tensor | np.ndarray, sample_rate: int, rate: int) -> np
     data = np.ascontiguousarray(data, dtype=np.float32).reshape(-1)
     if rate == sample_rate:
         return data
-    return np.ascontiguousarray(soxr.resample(data, sample_rate, rate, quality="VHQ"), dtype=np.float32)
+    if not loop:
+        return np.ascontiguousarray(soxr.resample(data, sample_rate, rate, quality="VHQ"), dtype=np.float32)
+    pad = sample_rate                                     # one second: `rate` samples at the new rate
+    wrapped = np.take(data, np.arange(-pad, data.size + pad), mode="wrap")
+    out = soxr.resample(wrapped, sample_rate, rate, quality="VHQ")
+    return np.ascontiguousarray(out[rate: rate + round(data.size * rate / sample_rate)], dtype=np.float32)
 
 
 def wav_bytes(wave: torch.Tensor | np.ndarray, sample_rate: int = 16000, fmt: str = "float",
-              rate: int | None = None) -> bytes:
+              rate: int | None = None, loop: bool = False) -> bytes:
     """A mono WAV file's bytes: "float" (32-bit IEEE float, the model's samples unchanged) or "pcm16"
     (16-bit integers, clipped to [-1, 1], readable by every player and Python's `wave` module).
     `rate`: the file's sample rate, the samples resampled to it (`resample`); None keeps `sample_rate`.
+    `loop`: the samples are a seamless loop: resampled as one (`resample(loop=True)`), and the file
+    carries a `smpl` chunk with one forward loop over all of them, which samplers and game engines
+    (FMOD, Wwise, Unity, Unreal) read to loop the sound by themselves.
 
     The header is written here, field by field, so the same samples always give the same bytes
     (libsndfile adds a PEAK chunk with a timestamp).
@@ -137,7 +149,7 @@ def wav_bytes(wave: torch.Tensor | np.ndarray, sample_rate: int = 16000, fmt: st
     check(data.size > 0, "refusing to write a WAV with no samples")
     check(bool(np.isfinite(data).all()), "refusing to write a waveform with NaN or inf samples")
     if rate is not None and rate != sample_rate:
-        data, sample_rate = resample(data, sample_rate, rate), rate
+        data, sample_rate = resample(data, sample_rate, rate, loop=loop), rate
     if fmt == "pcm16":
         samples = np.round(np.clip(data, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
         fmt_chunk = struct.pack("<HHIIHH", 1, 1, sample_rate, sample_rate * 2, 2, 16)      # PCM
@@ -146,14 +158,23 @@ def wav_bytes(wave: torch.Tensor | np.ndarray, sample_rate: int = 16000, fmt: st
         samples = data.astype("<f4").tobytes()
         fmt_chunk = struct.pack("<HHIIHHH", 3, 1, sample_rate, sample_rate * 4, 4, 32, 0)  # IEEE float
         chunks = [(b"fmt ", fmt_chunk), (b"fact", struct.pack("<I", data.size)), (b"data", samples)]
+    if loop:
+        chunks.append((b"smpl", smpl_chunk(data.size, sample_rate)))
     body = b"".join(tag + struct.pack("<I", len(c)) + c + b"\0" * (len(c) % 2) for tag, c in chunks)
     return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WAVE" + body
 
 
+def smpl_chunk(samples: int, sample_rate: int) -> bytes:
+    """A RIFF `smpl` chunk's body: MIDI unity note 60, no SMPTE offset, one forward loop over samples
+    [0, samples - 1], played forever (play count 0)."""
+    header = struct.pack("<9I", 0, 0, round(1e9 / sample_rate), 60, 0, 0, 0, 1, 0)
+    return header + struct.pack("<6I", 0, 0, 0, samples - 1, 0, 0)
+
+
 def save_wav(path: str | os.PathLike, wave: torch.Tensor | np.ndarray, sample_rate: int = 16000,
-             force: bool = False, fmt: str = "float", rate: int | None = None) -> Path:
+             force: bool = False, fmt: str = "float", rate: int | None = None, loop: bool = False) -> Path:
     """Write a mono WAV atomically (see `wav_bytes`; `rate` resamples, e.g. to 48000); never overwrites
     an existing file unless `force`."""
     from ..frontends.outputs import write_together
 
-    return write_together([(path, wav_bytes(wave, sample_rate, fmt, rate))], force=force)[0]
+    return write_together([(path, wav_bytes(wave, sample_rate, fmt, rate, loop))], force=force)[0]

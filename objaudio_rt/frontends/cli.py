@@ -224,7 +224,7 @@ def _options(args) -> dict:
 def _wav(args, gen) -> bytes:
     from ..core.audio import wav_bytes
 
-    return wav_bytes(gen.wave, gen.sample_rate, args.format, args.sample_rate)
+    return wav_bytes(gen.wave, gen.sample_rate, args.format, args.sample_rate, gen.loop)
 
 
 def _generate_job(pipe, scene, job, parts, stems: bool, progress: bool = True) -> list:

@@ -114,3 +114,35 @@ def test_wav_at_another_rate_and_bad_rates(tmp_path):
         with pytest.raises(ObjaudioError, match="from 8000 to 192000 Hz"):
             save_wav(tmp_path / "b.wav", x, rate=bad)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav"]
+
+
+def test_a_loop_is_resampled_as_a_loop_and_carries_its_loop_points(tmp_path):
+    """A loop resampled to 48 kHz equals one period of the repeated sound resampled (no click at its seam,
+    which plain resampling leaves: the filter sees silence past each end); its WAV has a smpl chunk with
+    one forward loop over every sample, and reads back as usual."""
+    import struct
+
+    import soundfile as sf
+
+    from objaudio_rt.core.audio import resample, wav_bytes
+
+    rng = np.random.default_rng(0)
+    spec = np.fft.rfft(rng.standard_normal(16000))
+    spec[np.fft.rfftfreq(16000, 1 / 16000) > 6000] = 0
+    loop = (0.5 * np.fft.irfft(spec, 16000) / np.abs(np.fft.irfft(spec, 16000)).max()).astype(np.float32)
+    got = resample(loop, 16000, 48000, loop=True)
+    middle = resample(np.tile(loop, 5), 16000, 48000)[2 * 48000: 3 * 48000]
+    assert got.shape == (48000,)
+    np.testing.assert_allclose(got, middle, atol=1e-4 * np.abs(middle).max())
+    plain = resample(loop, 16000, 48000)
+    assert np.abs(plain[:50] - middle[:50]).max() > 100 * np.abs(got[:50] - middle[:50]).max()   # the seam plain resampling breaks
+
+    data = wav_bytes(loop, 16000, "pcm16", rate=44100, loop=True)
+    at = data.index(b"smpl")
+    (size,) = struct.unpack("<I", data[at + 4: at + 8])
+    fields = struct.unpack("<15I", data[at + 8: at + 8 + size])
+    assert size == 60 and fields[7] == 1 and fields[9:12] == (0, 0, 0) and fields[12] == 44100 - 1
+    (tmp_path / "loop.wav").write_bytes(data)
+    back, sr = sf.read(tmp_path / "loop.wav", dtype="float32")
+    assert sr == 44100 and back.shape == (44100,)
+    assert b"smpl" not in wav_bytes(loop, 16000, "float")

@@ -133,7 +133,7 @@ def create_app(service: Service) -> FastAPI:
             return Response(status_code=499)
         rate = req.sample_rate
         if req.format == "wav":
-            return Response(encode_wav(gens[0].wave, gens[0].sample_rate, rate), media_type="audio/wav")
+            return Response(encode_wav(gens[0].wave, gens[0].sample_rate, rate, gens[0].loop), media_type="audio/wav")
         g = gens[0]
         body = {"sample_rate": rate or g.sample_rate, "seed": g.seed, "steps": g.steps, "sampler": g.sampler,
                 "cfg": g.cfg, "union": req.options.union, "loop": g.loop,

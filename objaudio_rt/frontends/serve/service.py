@@ -135,12 +135,12 @@ class Service:
         return value                                                    # Text
 
 
-def encode_wav(wave, sample_rate: int, rate: int | None = None) -> bytes:
+def encode_wav(wave, sample_rate: int, rate: int | None = None, loop: bool = False) -> bytes:
     """(T,) float32 -> a 32-bit float mono WAV file (the waveform's bits unchanged unless `rate` resamples
-    it): audio.wav_bytes, the command line's writer."""
+    it; a loop carries its loop points): audio.wav_bytes, the command line's writer."""
     from ...core.audio import wav_bytes
 
-    return wav_bytes(wave, sample_rate, "float", rate)
+    return wav_bytes(wave, sample_rate, "float", rate, loop)
 
 
 def spectrogram_png(mel) -> bytes:
@@ -155,6 +155,6 @@ def spectrogram_png(mel) -> bytes:
 
 def generation_json(gen: Generation, rate: int | None = None) -> dict:
     b64 = lambda data: base64.b64encode(data).decode("ascii")           # noqa: E731
-    return {"wav": b64(encode_wav(gen.wave, gen.sample_rate, rate)), "spectrogram_png": b64(spectrogram_png(gen.mel)),
+    return {"wav": b64(encode_wav(gen.wave, gen.sample_rate, rate, gen.loop)), "spectrogram_png": b64(spectrogram_png(gen.mel)),
             "mask_png": png_base64(gen.mask) if gen.mask is not None else None,
             "seconds": gen.wave.numel() / gen.sample_rate}

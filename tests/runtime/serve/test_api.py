@@ -249,6 +249,8 @@ def test_long_clips_and_loops_over_http(live):
     assert js["loop"] is True and js["seconds"] == pytest.approx(1.0)    # snapped to whole latent frames
     looped, _ = sf.read(io.BytesIO(base64.b64decode(js["mix"]["wav"])), dtype="float32")
     assert looped.shape == (16000,) and np.isfinite(looped).all()
+    wav = client.post("/v1/generate", json={**body, "duration": 1.0, "loop": True, "sample_rate": 48000}).content
+    assert b"smpl" in wav and sf.info(io.BytesIO(wav)).frames == 48000          # loop points for a game engine
     for bad, message in [({"loop": "yes"}, "'loop' must be true or false"),
                          ({"duration": 61}, "'duration' must be in (0, 60]"),
                          ({"duration": 0.1, "loop": True}, "a loop must be at least")]:
