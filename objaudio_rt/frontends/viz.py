@@ -85,8 +85,8 @@ def overview_figure(image: np.ndarray, items: list[tuple[str, object]]):
         if shown > seconds:
             row[2].axvspan(seconds, shown, color="black", alpha=0.35, lw=0)
             row[2].axvline(seconds, color="white", linestyle="--", linewidth=1.2, label="loop point")
-            row[2].text(seconds, mel.shape[1] * 0.92, " loop point: the start again", color="white", fontsize=7,
-                        va="top")
+            row[2].text(seconds, mel.shape[1] * 0.92, "loop point ", color="white", fontsize=7, va="top", ha="right")
+            row[2].text(seconds, mel.shape[1] * 0.08, " start again", color="white", fontsize=7, va="bottom")
         bar = fig.colorbar(spec, ax=row[2], pad=0.01, fraction=0.05)
         bar.set_label("dB", fontsize=8)
         bar.ax.tick_params(labelsize=7)
