@@ -97,8 +97,9 @@ class Conditions:
 
 @torch.no_grad()
 def guided_loop(backend: Backend, x: torch.Tensor, cond: Conditions, tables: DeviceTables, cfg: torch.Tensor,
-                steps: int | None = None, progress: bool = False) -> torch.Tensor:
-    """x: (B, C, H, W) noise; cfg: (1,) float32 device scalar. Runs the first `steps` steps (all by default)."""
+                steps: int | None = None, progress: bool = False, held=None) -> torch.Tensor:
+    """x: (B, C, H, W) noise; cfg: (1,) float32 device scalar. Runs the first `steps` steps (all by default).
+    held (longform.Held, host-side, never captured): frames set back to a final latent at every level."""
     b = x.shape[0]
     null = backend.null_condition.to(cond.rows.dtype).expand(b, -1)
     cond_rows = torch.cat([null, cond.rows])                                  # (B + R, cond_dim), unconditional first
@@ -106,6 +107,8 @@ def guided_loop(backend: Backend, x: torch.Tensor, cond: Conditions, tables: Dev
     tables.step.zero_()
     history: tuple[torch.Tensor, ...] = ()                                   # previous data predictions, newest first
     n = tables.plan.steps if steps is None else steps
+    if held is not None:
+        x = held.apply(x, 0)
     for i in tqdm(range(n), desc=f"denoise ({tables.plan.sampler})", disable=not progress, leave=False):
         t = tables.timesteps.index_select(0, tables.step)                     # (1,) int64, read on the device
         if cond.identity:                                                     # eps_c(b) = eps(x_b, c_b)
@@ -116,6 +119,8 @@ def guided_loop(backend: Backend, x: torch.Tensor, cond: Conditions, tables: Dev
             eps_c = torch.zeros_like(eps[:b]).index_add_(0, cond.owner, eps[b:] * w)   # (B, C, H, W)
             eps_pair = torch.cat([eps[:b], eps_c])
         x, history = backend.step(tables, i, x, eps_pair, cfg, history)
+        if held is not None:
+            x = held.apply(x, i + 1)
         tables.step.add_(1)
     return x
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from ..backends.base import Backend
+from .errors import check
 
 OVERLAP = 4               # windows overlap by 1/OVERLAP of their length
 MAX_WINDOW_ROWS = 32      # UNet rows per call: bounds the memory of a long clip's step
@@ -122,37 +123,152 @@ class WindowedUNet:
 def decode_windows(backend: Backend, z: torch.Tensor, windows: Windows, factor: int) -> torch.Tensor:
     """z: (B, C, T, M) latent; windows over its T frames; factor: log-mel frames per latent frame.
     Returns the log-mel (B, T * factor, n_mels): each window decoded alone, blended by the windows' weights."""
-    mel_windows = windows.scaled(factor)
-    index, weights = windows.index().to(z.device), mel_windows.weights().to(z.device)   # (n, W), (n, W f)
-    out = None
-    for k in range(index.shape[0]):
-        mel = backend.decode(z[:, :, index[k]]) * weights[k].view(1, -1, 1)          # (B, W f, n_mels)
-        if out is None:
-            out = torch.zeros(z.shape[0], mel_windows.total, mel.shape[-1], dtype=mel.dtype, device=mel.device)
-        out.index_add_(1, mel_windows.index()[k].to(mel.device), mel)
-    return out
+    mel = MelAssembly(windows, factor)
+    for k in range(len(windows.starts)):
+        mel.add(backend, z, k)
+    return mel.mel
+
+
+class MelAssembly:
+    """The log-mel of a windowed latent, built window by window: `add` decodes window k alone (the
+    decoder only ever sees a window) and adds it, weighted by `Windows.weights` on the mel axis; a
+    frame is final once every window covering it has been added (`final`)."""
+
+    def __init__(self, windows: Windows, factor: int):
+        self.windows = windows.scaled(factor)
+        self.latent_index = windows.index()                                # (n, W) latent frames
+        self.index, self.weights = self.windows.index(), self.windows.weights()   # (n, W f) mel frames
+        self.cover = torch.zeros(self.windows.total, dtype=torch.int64).index_add_(
+            0, self.index.flatten(), torch.ones(self.index.numel(), dtype=torch.int64))
+        self.added = torch.zeros_like(self.cover)
+        self.mel: torch.Tensor | None = None                               # (B, frames, n_mels)
+
+    def add(self, backend: Backend, z: torch.Tensor, k: int) -> None:
+        """Decodes window k of z (B, C, T, M), whose frames must be final, into the log-mel."""
+        mel = backend.decode(z[:, :, self.latent_index[k].to(z.device)])           # (B, W f, n_mels)
+        mel = mel * self.weights[k].to(mel.device).view(1, -1, 1)
+        if self.mel is None:
+            self.mel = torch.zeros(z.shape[0], self.windows.total, mel.shape[-1], dtype=mel.dtype, device=mel.device)
+        self.mel.index_add_(1, self.index[k].to(mel.device), mel)
+        self.added.index_add_(0, self.index[k], torch.ones(self.index.shape[1], dtype=torch.int64))
+
+    def final(self) -> torch.Tensor:
+        """(frames,) bool: the log-mel frames every covering window has been added to."""
+        return self.added == self.cover
+
+
+@dataclass(frozen=True)
+class Span:
+    """One vocoder call: the log-mel frames [start, start + size) in, the waveform of frames
+    [keep, stop) kept (frames modulo the total for a loop)."""
+    start: int
+    keep: int
+    stop: int
+
+
+def vocoder_spans(frames: int, size: int, loop: bool, origin: int = 0) -> list[Span]:
+    """The vocoder calls that turn a log-mel of `frames` frames into its waveform, each on exactly
+    `size` frames (the length the vocoder was built for; an AOTInductor engine runs no other) with
+    CONTEXT frames of context before and after what it keeps (none past the ends of a clip; a
+    loop's wrap around and its waveform starts at frame `origin`). A clip no longer than `size`
+    is one call on the whole of it."""
+    if not loop and size >= frames:
+        return [Span(0, 0, frames)]
+    check(size > 2 * CONTEXT, f"a vocoder span of {size} frames leaves nothing between its contexts")
+    spans, keep, end = [], origin, origin + frames
+    while keep < end:
+        if loop:
+            start, stop = keep - CONTEXT, min(end, keep + size - 2 * CONTEXT)
+        else:
+            start = max(0, min(keep - CONTEXT, frames - size))
+            stop = frames if start + size == frames else start + size - CONTEXT
+        spans.append(Span(start, keep, stop))
+        keep = stop
+    return spans
+
+
+def span_ready(span: Span, size: int, final: torch.Tensor, loop: bool) -> bool:
+    """Whether every log-mel frame a span reads is final."""
+    n = size if loop else min(size, final.numel())
+    return bool(final[torch.arange(span.start, span.start + n) % final.numel()].all())
 
 
 @torch.no_grad()
-def vocode_blocks(backend: Backend, mel: torch.Tensor, block: int, loop: bool, hop: int) -> Iterator[torch.Tensor]:
-    """mel: (B, frames, n_mels). Yields the waveform (B, block * hop) block after block (the last may
-    be shorter), each vocoded with CONTEXT frames of the log-mel on either side (wrapped around for a
-    loop, none past the ends of a clip) and the context's samples cut off again."""
+def vocode_span(backend: Backend, mel: torch.Tensor, span: Span, size: int, loop: bool, hop: int) -> torch.Tensor:
+    """The waveform (B, (stop - keep) * hop) of one span of mel (B, frames, n_mels)."""
     frames = mel.shape[1]
-    if block >= frames and not loop:
-        yield backend.vocode(mel)                                                      # one pass: no context to cut
-        return
-    for start in range(0, frames, block):
-        stop = min(start + block, frames)
-        if loop:
-            idx = torch.arange(start - CONTEXT, stop + CONTEXT, device=mel.device) % frames
-            left, right = CONTEXT, CONTEXT
-        else:
-            lo, hi = max(0, start - CONTEXT), min(frames, stop + CONTEXT)
-            idx = torch.arange(lo, hi, device=mel.device)
-            left, right = start - lo, hi - stop
-        wave = backend.vocode(mel[:, idx])                                             # (B, len(idx) * hop)
-        yield wave[:, left * hop: wave.shape[1] - right * hop]
+    n = size if loop else min(size, frames)
+    idx = torch.arange(span.start, span.start + n, device=mel.device) % frames
+    wave = backend.vocode(mel[:, idx])                                              # (B, n * hop)
+    lo = (span.keep - span.start) * hop
+    return wave[:, lo:lo + (span.stop - span.keep) * hop]
+
+
+@torch.no_grad()
+def vocode_blocks(backend: Backend, mel: torch.Tensor, size: int, loop: bool, hop: int,
+                  origin: int = 0) -> Iterator[torch.Tensor]:
+    """mel: (B, frames, n_mels). Yields the waveform block after block (`vocoder_spans`), each
+    vocoded on `size` frames with its context cut off again."""
+    for span in vocoder_spans(mel.shape[1], size, loop, origin):
+        yield vocode_span(backend, mel, span, size, loop, hop)
+
+
+# ---- streaming: the windows in order, each continuing the ones before -----------------------------
+def plan_sequential(total: int, size: int, loop: bool) -> Windows | None:
+    """Windows for a generation made window after window (a stream): the joint plan for a clip; for a
+    loop, evenly spaced windows whose hop is at least (size + overlap) / 2, so that the last one,
+    which continues both the one before it and the first, keeps a free middle of at least the
+    overlap between them. None for a loop too short for that (it is denoised jointly)."""
+    if not loop:
+        return Windows.plan(total, size, False)
+    size = min(size, total)
+    n = math.floor(2 * total / (size + size // OVERLAP))
+    if n < 2:
+        return None
+    return Windows(total, size, tuple(round(i * total / n) for i in range(n)), True)
+
+
+@dataclass
+class Held:
+    """Frames of a window whose latent is already final: at every step they are set back to the
+    clean latent noised to the step's level (the replacement method of inpainting), so the free
+    frames are denoised to continue them. mask: (W,) bool over the time axis; clean, noise:
+    (B, C, W, M); levels: (alpha, sigma) before the first step and after each step."""
+    mask: torch.Tensor
+    clean: torch.Tensor
+    noise: torch.Tensor
+    levels: list[tuple[float, float]]
+
+    def apply(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        """x at level i (0: the start, i: after step i - 1) with the held frames replaced."""
+        a, s = self.levels[i]
+        held = self.clean * a + self.noise * s if s > 0 else self.clean
+        return torch.where(self.mask.view(1, 1, -1, 1), held.to(x.dtype), x)
+
+
+def noise_levels(timesteps: list[int], alphas_cumprod) -> list[tuple[float, float]]:
+    """(alpha, sigma) of the latent before the first step (at timesteps[0]) and after each step (at the
+    next step's t; after the last, the clean latent (1, 0), where every sampler here lands)."""
+    ts = [int(t) for t in timesteps]
+    out = [(math.sqrt(alphas_cumprod[t]), math.sqrt(1.0 - alphas_cumprod[t])) for t in ts]
+    return out + [(1.0, 0.0)]
+
+
+def sequential_latents(run_window, noise: torch.Tensor, windows: Windows,
+                       levels: list[tuple[float, float]]) -> Iterator[tuple[int, torch.Tensor]]:
+    """Denoises the windows of noise (B, C, T, M) one after another; each window's frames that earlier
+    windows made final are held (`Held`). run_window(x, held) runs the guided loop on one window
+    (B, C, W, M). Yields (k, latent) after window k: the latent's frames covered by windows 0..k are final."""
+    z = torch.zeros_like(noise)
+    final = torch.zeros(windows.total, dtype=torch.bool)
+    for k, idx in enumerate(windows.index()):
+        known = final[idx]
+        x = noise[:, :, idx]
+        held = Held(known.to(noise.device), z[:, :, idx], x, levels) if bool(known.any()) else None
+        out = run_window(x.clone(), held)
+        z[:, :, idx] = torch.where(known.to(noise.device).view(1, 1, -1, 1), z[:, :, idx], out.to(z.dtype))
+        final[idx] = True
+        yield k, z
 
 
 def seam_ratios(wave: torch.Tensor, mel_cfg, seams: list[int], loop: bool) -> tuple[list[float], float]:

@@ -16,16 +16,17 @@ import numpy as np
 import torch
 
 from ..backends import make_backend, resolve_backend
-from .denoise import Conditions, denoise
+from .denoise import Conditions, denoise, guided_loop
 from ..modelio.encoders import preprocess_pixels, tokenize_texts
 from .errors import ObjaudioError, check
 from .grounding import mask_to_patch_coverage, rescale_patch_weights
 from .images import load_image, load_mask
 from .config import ModelSource
-from .longform import Windows, WindowedUNet, decode_windows, vocode_blocks
+from .longform import (CONTEXT, MelAssembly, Windows, WindowedUNet, decode_windows, noise_levels, plan_sequential,
+                       sequential_latents, span_ready, vocode_blocks, vocode_span, vocoder_spans)
 from ..modelio.model import Calibration, GraphModel, ObjaudioModel
 from .options import GRAPH_BACKENDS, UNION_MODES, RunOptions
-from .samplers import SamplerPlan
+from .samplers import DeviceTables, SamplerPlan, alphas_cumprod
 from .selection import Box, Mask, Points, Selection, Text, Whole
 
 @dataclass
@@ -49,6 +50,20 @@ class Conditioned:
     item the (patch weights, pixel mask) its Generation shows (a composed union: `combine_parts`)."""
     conditions: Conditions
     shown: list[Part]
+
+
+@dataclass
+class AudioStream:
+    """A generation handed out block by block (`Pipeline.stream`): iterate for (B, n) float32 blocks on the
+    CPU, `samples` in all (one period, for a loop, starting `origin` samples into it)."""
+    samples: int
+    loop: bool
+    origin: int
+    windows: Windows | None                 # the windows made in order; None: generated whole
+    blocks: object = field(repr=False)
+
+    def __iter__(self):
+        return iter(self.blocks)
 
 
 @dataclass
@@ -276,12 +291,16 @@ class Pipeline:
         run = run.resolve(self.config, self.union)                                  # as it is if resolved
         rows = conditions.conditions if isinstance(conditions, Conditioned) else conditions
         plan = SamplerPlan.build(run.sampler, run.steps, self.config.schedule)
-        shape, _ = self.latent_shape(run.duration)
-        noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(run.seed))
-                             for _ in range(rows.items)]).to(self.device)           # (B, C, T/4, M/4)
+        noise = self.noise(run, rows.items)                                         # (B, C, T/4, M/4)
         windows = self.windows(run)
         backend = self.backend if windows is None else WindowedUNet(self.backend, windows)
         return denoise(backend, noise, rows, plan, run.cfg, progress=progress)
+
+    def noise(self, run: RunOptions, items: int) -> torch.Tensor:
+        """(B, C, T/4, M/4) initial latents on the device: each item's from a generator seeded with run.seed."""
+        shape, _ = self.latent_shape(run.duration)
+        return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(run.seed))
+                            for _ in range(items)]).to(self.device)
 
     def windows(self, run: RunOptions) -> Windows | None:
         """The latent windows of a loop or of a clip past the model's max_seconds (None: one pass)."""
@@ -310,26 +329,84 @@ class Pipeline:
     @torch.no_grad()
     def audio_blocks(self, z: torch.Tensor, run: RunOptions):
         """(log-mel (B, frames, n_mels), an iterator of waveform blocks (B, samples) on the CPU in order):
-        what `audio` joins, and what a stream hands out as each block is vocoded."""
+        what `audio` joins. A windowed latent is decoded window by window and vocoded in spans of the
+        window's length (longform.vocoder_spans)."""
         run = run.resolve(self.config, self.union)
         windows = self.windows(run)
         f, hop = self.config.vae.downsample_factor, self.config.mel.hop_length
         if windows is None:
             mel = self.backend.decode(z)                                              # (B, T, n_mels)
-            block = mel.shape[1]
+            size = mel.shape[1]
         else:
             mel = decode_windows(self.backend, z, windows, f)
-            block = windows.size * f
-        keep = mel.shape[1] * hop if run.loop else self.latent_shape(run.duration)[1]
+            size = windows.size * f
+        return mel, self._kept(vocode_blocks(self.backend, mel, size, run.loop, hop), self.stream_samples(run))
 
-        def blocks():
-            done = 0
-            for wave in vocode_blocks(self.backend, mel, block, run.loop, hop):
-                wave = wave[:, :max(0, keep - done)].cpu()
-                done += wave.shape[1]
-                if wave.shape[1]:
-                    yield wave
-        return mel, blocks()
+    def stream_samples(self, run: RunOptions) -> int:
+        """The samples a generation (or one period of a loop) holds: the duration's for a clip, whole
+        latent frames for a loop."""
+        run = run.resolve(self.config, self.union)
+        (_, frames, _), keep = self.latent_shape(run.duration)
+        return frames * self.config.vae.downsample_factor * self.config.mel.hop_length if run.loop else keep
+
+    @staticmethod
+    def _kept(blocks, keep: int):
+        """The blocks (B, n) on the CPU, cut after `keep` samples in all."""
+        done = 0
+        for wave in blocks:
+            wave = wave[:, :max(0, keep - done)].cpu()
+            done += wave.shape[1]
+            if wave.shape[1]:
+                yield wave
+
+    # ---- 4-6 as a stream: the first samples before the last window is denoised ------------------
+    @torch.no_grad()
+    def stream(self, conditions: Conditioned | Conditions, run: RunOptions) -> "AudioStream":
+        """The generation of `conditions` as waveform blocks (B, samples) handed out in order as soon as
+        they are final. A long clip or a loop (`windows`) is denoised window after window
+        (longform.plan_sequential), each window's frames already made by the windows before it held
+        (longform.Held), then decoded and vocoded as far as it is final: the first samples of a long
+        clip come after one window, not the whole clip. This differs from `sample`, which denoises
+        the windows jointly. A loop's stream starts at `AudioStream.origin` (samples into the loop:
+        the first point the first window alone decides) and one period of it is `samples` long.
+        Anything else (one pass, or a loop too short to be made in order) is generated whole, then
+        handed out."""
+        run = run.resolve(self.config, self.union)
+        rows = conditions.conditions if isinstance(conditions, Conditioned) else conditions
+        windows = self.windows(run)
+        (_, frames, _), _ = self.latent_shape(run.duration)
+        seq = None if windows is None else plan_sequential(frames, windows.size, run.loop)
+        samples = self.stream_samples(run)
+        if seq is None:
+            return AudioStream(samples, run.loop, 0, None, self._whole(rows, run))
+        f, hop = self.config.vae.downsample_factor, self.config.mel.hop_length
+        origin = ((seq.starts[-1] + seq.size - seq.total) * f + CONTEXT) if run.loop else 0
+        return AudioStream(samples, run.loop, origin * hop, seq, self._kept(self._in_order(rows, run, seq, origin), samples))
+
+    def _whole(self, rows: Conditions, run: RunOptions):
+        z = self.sample(rows, run, progress=False)
+        yield from self.audio_blocks(z, run)[1]
+
+    def _in_order(self, rows: Conditions, run: RunOptions, seq: Windows, origin: int):
+        dev = self.device
+        plan = SamplerPlan.build(run.sampler, run.steps, self.config.schedule)
+        tables = DeviceTables.upload(plan, dev)
+        cfg = torch.full((1,), float(run.cfg), dtype=torch.float32, device=dev)
+        cond = rows.to(dev)
+        levels = noise_levels(plan.timesteps.tolist(), alphas_cumprod(self.config.schedule))
+        f, hop = self.config.vae.downsample_factor, self.config.mel.hop_length
+        size = seq.size * f
+        mel = MelAssembly(seq, f)
+        spans = vocoder_spans(seq.total * f, size, run.loop, origin)
+
+        def run_window(x, held):
+            return guided_loop(self.backend, x, cond, tables, cfg, held=held)
+
+        for k, z in sequential_latents(run_window, self.noise(run, rows.items), seq, levels):
+            mel.add(self.backend, z, k)
+            final = mel.final()
+            while spans and span_ready(spans[0], size, final, run.loop):
+                yield vocode_span(self.backend, mel.mel, spans.pop(0), size, run.loop, hop)
 
     # ---- all of it ------------------------------------------------------------------------
     def generate(self, scene: Scene, selection: Selection | None = None, **options) -> torch.Tensor:

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from objaudio_rt.core.errors import ObjaudioError
-from objaudio_rt.core.longform import CONTEXT, Windows, WindowedUNet, decode_windows, seam_ratios, vocode_blocks
+from objaudio_rt.core.longform import (CONTEXT, Windows, WindowedUNet, decode_windows, noise_levels, plan_sequential,
+                                      seam_ratios, sequential_latents, vocode_blocks, vocoder_spans)
 from objaudio_rt.core.options import MAX_SECONDS, RunOptions
 
 
@@ -69,7 +70,7 @@ def test_windowed_unet_equals_the_full_pass_for_a_pointwise_network(loop):
     assert all(shape[2] == 64 for shape in inner.calls)          # the network only ever sees windows
 
 
-def test_decoding_and_vocoding_by_blocks_equal_one_pass_for_local_networks():
+def test_decoding_and_vocoding_by_spans_equal_one_pass_for_local_networks():
     inner = Pointwise()
     z = torch.randn(1, 4, 150, 5)
     mel = decode_windows(inner, z, Windows.plan(150, 64, False), 4)
@@ -79,6 +80,63 @@ def test_decoding_and_vocoding_by_blocks_equal_one_pass_for_local_networks():
     looped = torch.cat(list(vocode_blocks(inner, mel, 100, loop=True, hop=3)), dim=1)
     circular = inner.vocode(torch.cat([mel[:, -CONTEXT:], mel, mel[:, :CONTEXT]], dim=1))[:, CONTEXT * 3:-CONTEXT * 3]
     torch.testing.assert_close(looped, circular, rtol=0, atol=1e-6)   # the loop's ends see each other
+    turned = torch.cat(list(vocode_blocks(inner, mel, 100, loop=True, hop=3, origin=77)), dim=1)
+    torch.testing.assert_close(turned, torch.roll(circular, -77 * 3, dims=1), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("frames,size,loop,origin", [(600, 100, False, 0), (100, 100, False, 0), (90, 100, False, 0),
+                                                     (600, 100, True, 0), (600, 100, True, 250), (150, 100, True, 40)])
+def test_vocoder_spans_read_exactly_their_size_and_keep_every_frame_once(frames, size, loop, origin):
+    spans = vocoder_spans(frames, size, loop, origin)
+    kept = [f % frames for s in spans for f in range(s.keep, s.stop)]
+    assert kept == [(origin + i) % frames for i in range(frames)]        # in order, each frame once
+    for s in spans:
+        n = size if loop else min(size, frames)
+        assert s.start <= s.keep < s.stop <= s.start + n                 # kept frames lie inside the input
+        if loop:
+            assert s.keep - s.start == CONTEXT and s.start + n - s.stop >= CONTEXT
+        else:
+            assert 0 <= s.start and s.start + n <= frames
+            assert s.keep - s.start >= min(CONTEXT, s.keep) and s.start + n - s.stop >= min(CONTEXT, frames - s.stop)
+
+
+@pytest.mark.parametrize("total,size,loop", [(300, 64, False), (1500, 64, False), (300, 64, True), (81, 64, True),
+                                             (1500, 64, True)])
+def test_sequential_windows_overlap_and_leave_the_last_loop_window_a_free_middle(total, size, loop):
+    w = plan_sequential(total, size, loop)
+    assert set(w.index().flatten().tolist()) == set(range(total))
+    if loop:
+        hop = max(np.diff(list(w.starts) + [total]))
+        assert w.size - hop >= w.size // 8                                 # neighbours overlap
+        assert 2 * min(np.diff(list(w.starts) + [total])) - w.size >= w.size // 4 - 1   # the last one's free middle
+    assert plan_sequential(70, 64, True) is None                           # too short to make in order
+
+
+class PointwiseStepping(Pointwise):
+    def step(self, tables, i, x, eps_pair, cfg, history):
+        from objaudio_rt.core.samplers import reference_step
+        return reference_step(tables.plan.coef_rows[i], x, eps_pair, cfg, history)
+
+
+@pytest.mark.parametrize("loop", [False, True])
+def test_windows_made_in_order_equal_the_joint_ones_for_a_pointwise_network(loop):
+    """With a pointwise UNet every frame evolves from its own noise alone, so holding the frames earlier
+    windows made (noised to each step's level) must give exactly the joint (MultiDiffusion) latent."""
+    from objaudio_rt.core.config import ScheduleConfig
+    from objaudio_rt.core.denoise import Conditions, denoise, guided_loop
+    from objaudio_rt.core.samplers import DeviceTables, SamplerPlan, alphas_cumprod
+
+    inner = PointwiseStepping()
+    noise, cond = torch.randn(1, 4, 300, 5), Conditions.single(torch.randn(1, 3))
+    plan = SamplerPlan.build("dpmpp", 6, ScheduleConfig())
+    seq = plan_sequential(300, 64, loop)
+    joint = denoise(WindowedUNet(inner, seq), noise, cond, plan, 3.0, progress=False)
+    tables, cfg = DeviceTables.upload(plan, inner.device), torch.tensor([3.0])
+    levels = noise_levels(plan.timesteps.tolist(), alphas_cumprod(ScheduleConfig()))
+    made = [(k, z) for k, z in sequential_latents(lambda x, held: guided_loop(inner, x, cond, tables, cfg, held=held),
+                                                  noise, seq, levels)]
+    assert [k for k, _ in made] == list(range(len(seq.starts)))
+    torch.testing.assert_close(made[-1][1], joint, rtol=1e-5, atol=1e-5)   # float32 rounding of the blend
 
 
 def test_durations_past_the_limit_and_short_loops_are_refused_before_anything_runs(tiny_pipe):
@@ -138,3 +196,51 @@ def test_seam_ratio_finds_a_jump_and_not_a_seamless_wrap():
     assert ratios[0] > 3 and ratios[1] > 3 and ratios[2] < 1.5              # two joins; the middle of a part
     inside, _ = seam_ratios(jumpy, mel, [n // 2, n // 4], loop=False)
     assert inside[0] > 3 and inside[1] < 1.5
+
+
+@pytest.mark.parametrize("loop", [False, True])
+def test_a_stream_hands_out_the_asked_length_and_its_first_window_is_one_clip(tiny_pipe, scene_image, square_mask, loop):
+    """The stream of a long clip (or a loop) makes its windows in order: the first block comes from the
+    first window alone, which is exactly a one-pass clip of the same noise; the blocks join to the asked
+    length and a loop's period starts at `origin`."""
+    from objaudio_rt import Mask
+
+    c = tiny_pipe.config
+    scene = tiny_pipe.encode_image(scene_image)
+    seconds = 3.2 * c.max_seconds if not loop else 2.5 * c.max_seconds
+    run = RunOptions(steps=2, duration=seconds, seed=4, loop=loop)
+    cond = tiny_pipe.conditions(scene, [Mask(square_mask)])
+    stream = tiny_pipe.stream(cond, run)
+    assert stream.windows is not None and stream.loop == loop
+    blocks = list(stream)
+    wave = torch.cat(blocks, dim=1)[0]
+    assert wave.numel() == stream.samples == tiny_pipe.stream_samples(run) and bool(torch.isfinite(wave).all())
+    assert len(blocks) > 1
+    # the first window alone is a one-pass clip of the first window's noise
+    clip_frames = stream.windows.size
+    first = tiny_pipe.noise(run.resolve(c), 1)[:, :, :clip_frames]
+    from objaudio_rt.core.denoise import denoise
+    from objaudio_rt.core.samplers import SamplerPlan
+    r = run.resolve(c)
+    z1 = denoise(tiny_pipe.backend, first, cond.conditions, SamplerPlan.build(r.sampler, r.steps, c.schedule), r.cfg,
+                 progress=False)
+    mel1 = tiny_pipe.backend.decode(z1)
+    f, hop = c.vae.downsample_factor, c.mel.hop_length
+    if not loop:   # the first block's samples, away from the window's right edge (blended with the next)
+        ref = tiny_pipe.backend.vocode(mel1)[0]
+        n = (stream.windows.starts[1] * f - CONTEXT) * hop
+        torch.testing.assert_close(blocks[0][0, :n // 2], ref[:n // 2], rtol=0, atol=1e-4)
+    else:
+        assert stream.origin == ((stream.windows.starts[-1] + stream.windows.size - stream.windows.total) * f
+                                 + CONTEXT) * hop
+
+
+def test_a_short_clip_streams_as_one_block_equal_to_the_generation(tiny_pipe, scene_image, square_mask):
+    from objaudio_rt import Mask
+
+    scene = tiny_pipe.encode_image(scene_image)
+    run = RunOptions(steps=2, duration=1.0, seed=4)
+    cond = tiny_pipe.conditions(scene, [Mask(square_mask)])
+    blocks = list(tiny_pipe.stream(cond, run))
+    want = tiny_pipe.generate_many(scene, [Mask(square_mask)], steps=2, duration=1.0, seed=4, progress=False)[0].wave
+    assert len(blocks) == 1 and torch.equal(blocks[0][0], want)
