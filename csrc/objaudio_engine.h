@@ -51,11 +51,12 @@ extern "C" {
 /* The ABI as MAJOR.MINOR. MAJOR grows on any incompatible change of this header's types or functions
  * (2: objaudio_engine_info holds max_steps instead of a list of offered step counts), MINOR when
  * functions, status codes or option keys are added (1: objaudio_options, objaudio_generate_with_options,
- * OBJAUDIO_ERR_UNKNOWN_OPTION, objaudio_abi_minor). A host built against MAJOR.MINOR runs with a library
+ * OBJAUDIO_ERR_UNKNOWN_OPTION, objaudio_abi_minor; 2: durations past the clip, the `loop` key, and
+ * objaudio_stream_open / _info / _read / _close). A host built against MAJOR.MINOR runs with a library
  * of the same MAJOR and a MINOR at least its own: objaudio_abi_version() (the library's MAJOR) and
  * objaudio_abi_minor() tell. */
 #define OBJAUDIO_ABI_MAJOR 2
-#define OBJAUDIO_ABI_MINOR 1
+#define OBJAUDIO_ABI_MINOR 2
 #define OBJAUDIO_ABI_VERSION OBJAUDIO_ABI_MAJOR   /* the name ABI 2.0 hosts compare objaudio_abi_version() with */
 
 /* The rates objaudio_resample converts to (objaudio_rt/core/options.py MIN_SAMPLE_RATE, MAX_SAMPLE_RATE). */
@@ -91,6 +92,7 @@ typedef enum objaudio_union {
 typedef struct objaudio_engine objaudio_engine;
 typedef struct objaudio_scene objaudio_scene;
 typedef struct objaudio_options objaudio_options;
+typedef struct objaudio_stream objaudio_stream;
 
 typedef struct objaudio_open_options {
     uint32_t struct_size;       /* sizeof(objaudio_open_options); set by objaudio_open_options_init */
@@ -186,8 +188,12 @@ OBJAUDIO_API objaudio_status objaudio_generate_stems(objaudio_engine* engine, co
  *   union        compose | mask: how n_masks > 1 masks combine (objaudio_union)  (default compose)
  *   sample_rate  integer, OBJAUDIO_MIN_SAMPLE_RATE .. OBJAUDIO_MAX_SAMPLE_RATE Hz: the PCM's rate, through
  *                libsoxr as objaudio_resample                                 (default: the engine's)
- *   duration     seconds: this library makes the engine's clip only (clip_samples / sample_rate), so it
- *                takes that length and refuses others (a later one takes longer clips, and a `loop` key)
+ *   duration     seconds, from the engine's clip (clip_samples / sample_rate: one pass) to 120 (ABI 2.2). Past
+ *                the clip the latent is denoised over overlapping windows of the clip's length, jointly
+ *                (objaudio_rt/core/longform.py); int(duration * sample_rate) samples. Shorter clips: Python.
+ *                                                                             (default: the clip)
+ *   loop         true | false (or 1 | 0): a seamless loop of duration seconds (at least the clip), snapped
+ *                to whole latent frames; the end flows into the start (ABI 2.2)       (default false)
  * Numbers are plain decimal text ("20", "4.5"; no '+' and no spaces), read the same under any locale.
  * A key set again takes the new value. An unknown key returns OBJAUDIO_ERR_UNKNOWN_OPTION,
  * a bad value OBJAUDIO_ERR_INVALID_ARGUMENT; either way the options keep what they held and
@@ -218,6 +224,33 @@ OBJAUDIO_API objaudio_status objaudio_generate_with_options(objaudio_engine* eng
  * (OBJAUDIO_ERR_BUFFER_TOO_SMALL); on success it holds the count written. pcm and out must not overlap. */
 OBJAUDIO_API objaudio_status objaudio_resample(objaudio_engine* engine, const float* pcm, size_t n, int32_t rate,
                                                float* out, size_t capacity, size_t* n_written);
+
+/* Streaming (ABI 2.2): the generation of request's selection, as options say, handed out in order as a host
+ * pulls it, so a long clip starts playing long before it is all made. A long clip or a loop is denoised
+ * window after window (each window holds the frames the windows before it made, and makes the rest so that
+ * they continue them), then decoded and vocoded as far as it is final; the first samples come after one
+ * window (about one clip's generation). A stream of the engine's clip, or of a loop shorter than 1.25 clips,
+ * is made whole on the first read. A stream's long clip is not the same sample as
+ * objaudio_generate_with_options', which denoises all windows jointly.
+ * There are no callbacks: objaudio_stream_read runs the generation on the calling thread as far as the
+ * samples it asks for need (call it from a worker thread that feeds the audio thread's ring buffer).
+ * A stream belongs to one thread at a time; several streams of one engine may run on several threads
+ * (options.max_concurrent). Close every stream before closing its engine. The stream is at the engine's
+ * rate: the sample_rate key is refused (a host's mixer resamples). Errors: objaudio_last_error(engine). */
+OBJAUDIO_API objaudio_status objaudio_stream_open(objaudio_engine* engine, const objaudio_scene* scene,
+                                                  const objaudio_request* request, const objaudio_options* options,
+                                                  objaudio_stream** stream);
+/* The stream's length: *samples, the clip's samples (a loop: one period); *origin, for a loop, where in the
+ * period (samples from the start of objaudio_generate_with_options' loop of the same options) the stream
+ * starts, the first point its first window alone decides; *loop, 1 for a loop. Any pointer may be NULL. */
+OBJAUDIO_API objaudio_status objaudio_stream_info(objaudio_stream* stream, size_t* samples, size_t* origin,
+                                                  int32_t* loop);
+/* Writes the next `frames` mono float samples into out and their count into *got; blocks while it makes
+ * them. A clip's stream ends after `samples`: *got is then less than frames (0 after the end), still
+ * OBJAUDIO_OK. A loop's never ends: after one period it plays the period again, seamlessly. A stream that
+ * failed (OBJAUDIO_ERR_RUNTIME) keeps failing: close it. */
+OBJAUDIO_API objaudio_status objaudio_stream_read(objaudio_stream* stream, float* out, size_t frames, size_t* got);
+OBJAUDIO_API void objaudio_stream_close(objaudio_stream* stream);      /* NULL is ignored */
 
 #ifdef __cplusplus
 }

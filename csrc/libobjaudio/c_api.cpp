@@ -43,6 +43,18 @@ struct RunFields {
     double cfg = 0.0;            // a double: "4.1" as text gives Python's cfg, not float(4.1)
     uint64_t seed = 0;
     int32_t sample_rate = 0;     // objaudio_options only: the PCM's rate
+    double duration = 0.0;       // objaudio_options only: seconds (0: the engine's clip)
+    bool loop = false;           // objaudio_options only: a seamless loop
+};
+
+struct objaudio_stream {
+    std::unique_ptr<objaudio::Stream> stream;
+    const objaudio_engine* owner = nullptr;
+    bool loop = false;
+    size_t samples = 0;                  // the clip's samples (a loop: one period)
+    std::vector<float> made;             // every sample handed out by the generation so far
+    size_t position = 0;                 // the next sample a read hands out (a loop: counts on past the period)
+    std::string failed;                  // the message of a failure that ended the stream
 };
 
 struct objaudio_options {
@@ -122,16 +134,44 @@ std::string cfg_message(const std::string& got) {
     return "cfg (guidance scale) must be a number in [1, 100], got " + got;
 }
 
+// The latent frames and kept samples of a duration (Python's RunOptions.resolve and config.latent_shape):
+// a clip of d seconds is int(d / (hop / rate)) log-mel frames rounded up to the VAE factor, and keeps
+// int(d * rate) samples; a loop is round(d / one latent frame) latent frames and keeps all of them.
+void set_length(objaudio::Options& o, const RunFields& r, const objaudio::EngineSpec& s) {
+    const int f = s.downsample;
+    const int64_t frame_samples = static_cast<int64_t>(f) * s.hop_length;
+    if (r.duration == 0.0 && !r.loop) return;                        // the engine's clip, one pass
+    const double seconds = r.duration == 0.0 ? static_cast<double>(s.clip_samples) / s.sample_rate : r.duration;
+    if (r.loop) {
+        o.frames = objaudio::py_round(seconds / (static_cast<double>(frame_samples) / s.sample_rate));
+        o.samples = static_cast<size_t>(o.frames * frame_samples);
+    } else {
+        auto mel = static_cast<int64_t>(seconds / (static_cast<double>(s.hop_length) / s.sample_rate));
+        if (mel % f) mel = (mel + f - 1) / f * f;
+        o.frames = mel / f;
+        o.samples = std::min(static_cast<size_t>(seconds * s.sample_rate), static_cast<size_t>(mel * s.hop_length));
+    }
+    o.loop = r.loop;
+    if (!o.loop && o.frames == s.latent_h) o.frames = 0;              // the clip's frames: one pass
+}
+
 objaudio::Options check_options(const RunFields& r, const objaudio::EngineSpec& s) {
     OBJ_CHECK(std::isfinite(r.cfg), cfg_message("NaN or inf"));
     const double cfg = r.cfg == 0.0 ? s.default_cfg : r.cfg;
     OBJ_CHECK(cfg >= 1.0 && cfg <= kMaxCfg, cfg_message(std::to_string(cfg)));
-    return objaudio::Options{sampler_table(r.sampler, r.steps == 0 ? s.default_steps : r.steps, s), cfg};
+    objaudio::Options o{sampler_table(r.sampler, r.steps == 0 ? s.default_steps : r.steps, s), cfg};
+    set_length(o, r, s);
+    return o;
+}
+
+// The samples a generation of `o` writes at the engine's rate.
+size_t clip_samples_of(const objaudio::Options& o, const objaudio::EngineSpec& s) {
+    return o.samples > 0 ? o.samples : s.clip_samples;
 }
 
 // The selection of request `r` (masks, noise) with the union mode and seed of `run`.
 objaudio::Item check_item(const objaudio_request& r, const RunFields& run, const objaudio_scene& sc,
-                          const objaudio::EngineSpec& s) {
+                          const objaudio::EngineSpec& s, int64_t frames = 0) {
     objaudio::Item item;
     const int max_masks = s.max_rows - 1;
     OBJ_CHECK(r.n_masks <= static_cast<size_t>(max_masks),
@@ -158,9 +198,12 @@ objaudio::Item check_item(const objaudio_request& r, const RunFields& run, const
     item.union_mask = run.union_mode == OBJAUDIO_UNION_MASK;
     item.seed = run.seed;
     if (r.noise != nullptr) {
-        OBJ_CHECK(r.noise_count == s.latent_numel(), "noise holds " + std::to_string(r.noise_count) +
-                                                         " floats; this engine's latent needs " +
-                                                         std::to_string(s.latent_numel()) + " (C * H * W)");
+        const size_t need = frames > 0 ? static_cast<size_t>(s.latent_c) * static_cast<size_t>(frames) * s.latent_w
+                                       : s.latent_numel();
+        OBJ_CHECK(r.noise_count == need, "noise holds " + std::to_string(r.noise_count) +
+                                             " floats; this run's latent needs " + std::to_string(need) +
+                                             " (C * frames * W, frames = " +
+                                             std::to_string(frames > 0 ? frames : s.latent_h) + ")");
         for (size_t i = 0; i < r.noise_count; ++i)
             OBJ_CHECK(std::isfinite(r.noise[i]), "noise contains NaN or inf");
         item.noise = r.noise;
@@ -259,14 +302,24 @@ void set_sample_rate(RunFields& run, std::string_view v, const objaudio::EngineS
     run.sample_rate = rate;
 }
 
-// Python's rule (config.latent_shape): a duration of d seconds is int(d * sample_rate) samples.
-void set_duration(RunFields&, std::string_view v, const objaudio::EngineSpec& s) {
+constexpr double kMaxSeconds = 120.0;       // objaudio_rt/core/options.py MAX_SECONDS
+
+// From the engine's clip (one pass) to kMaxSeconds (overlapping windows of the clip, longform.py).
+void set_duration(RunFields& run, std::string_view v, const objaudio::EngineSpec& s) {
     double seconds = 0.0;
     const bool number = parse_number(v, seconds) && std::isfinite(seconds) && seconds > 0.0;
     const double clip = static_cast<double>(s.clip_samples) / s.sample_rate;
-    OBJ_CHECK(number && static_cast<size_t>(seconds * s.sample_rate) == s.clip_samples,
-              "duration must be " + format_g(clip) + " seconds, this engine's clip (longer, shorter and looped "
-              "clips are not in libobjaudio yet: make them in Python), got " + quoted(v));
+    OBJ_CHECK(number && static_cast<size_t>(seconds * s.sample_rate) >= s.clip_samples && seconds <= kMaxSeconds,
+              "duration must be in [" + format_g(clip) + ", " + format_g(kMaxSeconds) + "] seconds: this engine's "
+              "clip, or longer, made over overlapping windows of it (shorter clips: make them in Python), got " +
+                  quoted(v));
+    run.duration = seconds;
+}
+
+void set_loop(RunFields& run, std::string_view v, const objaudio::EngineSpec&) {
+    OBJ_CHECK(v == "true" || v == "false" || v == "1" || v == "0",
+              "loop must be true or false (or 1 or 0), got " + quoted(v));
+    run.loop = v == "true" || v == "1";
 }
 
 struct OptionKey {
@@ -277,7 +330,24 @@ struct OptionKey {
 constexpr OptionKey kOptionKeys[] = {{"steps", set_steps},   {"sampler", set_sampler},
                                      {"cfg", set_cfg},       {"seed", set_seed},
                                      {"union", set_union},   {"sample_rate", set_sample_rate},
-                                     {"duration", set_duration}};
+                                     {"duration", set_duration}, {"loop", set_loop}};
+
+// The selection of an objaudio_options call: the request's masks and noise (NULL: the whole scene), its run
+// fields left as objaudio_request_init sets them.
+objaudio_request selection_of(const objaudio_request* request) {
+    objaudio_request selection;
+    objaudio_request_init(&selection);
+    if (request != nullptr) {
+        const objaudio_request& r = *request;
+        check_request(r);
+        OBJ_CHECK(r.union_mode == 0 && r.sampler == 0 && r.steps == 0 && r.cfg == 0.0f && r.seed == 0,
+                  "the request sets union_mode, sampler, steps, cfg or seed: with objaudio_options give them as "
+                  "the keys union, sampler, steps, cfg and seed, and leave the request's as objaudio_request_init "
+                  "sets them");
+        selection = r;
+    }
+    return selection;
+}
 
 void write_message(char* error, size_t error_size, const std::string& message) {
     if (error == nullptr || error_size == 0) return;
@@ -542,36 +612,88 @@ objaudio_status objaudio_generate_with_options(objaudio_engine* engine, const ob
         OBJ_CHECK(options == nullptr || options->owner == engine,
                   "options were created with another engine: create them with this one");
         const RunFields run = options != nullptr ? options->run : RunFields{};
-        objaudio_request selection;
-        objaudio_request_init(&selection);
-        if (request != nullptr) {
-            const objaudio_request& r = *request;
-            check_request(r);
-            OBJ_CHECK(r.union_mode == 0 && r.sampler == 0 && r.steps == 0 && r.cfg == 0.0f && r.seed == 0,
-                      "the request sets union_mode, sampler, steps, cfg or seed: with objaudio_options give them as "
-                      "the keys union, sampler, steps, cfg and seed, and leave the request's as objaudio_request_init "
-                      "sets them");
-            selection = r;
-        }
+        const objaudio_request selection = selection_of(request);
         const int rate = run.sample_rate != 0 ? run.sample_rate : s.sample_rate;
-        const size_t most = rate == s.sample_rate ? s.clip_samples
-                                                  : objaudio::resampled_capacity(s.clip_samples, s.sample_rate, rate);
+        const objaudio::Options o = check_options(run, s);
+        const size_t n = clip_samples_of(o, s);
+        const size_t most = rate == s.sample_rate ? n : objaudio::resampled_capacity(n, s.sample_rate, rate);
         *n_written = most;
         check_capacity(capacity, most);
         OBJ_CHECK(pcm != nullptr, "pcm is NULL");
         check_scene(engine, scene);
-        const objaudio::Options o = check_options(run, s);
-        const objaudio::Item item = check_item(selection, run, *scene, s);
+        const objaudio::Item item = check_item(selection, run, *scene, s, o.frames);
         if (rate == s.sample_rate) {
             engine->engine->generate(scene->scene, {item}, o, {pcm});
-            *n_written = s.clip_samples;
+            *n_written = n;
             return;
         }
-        std::vector<float> clip(s.clip_samples);        // at the engine's rate, then resampled into pcm
+        std::vector<float> clip(n);                     // at the engine's rate, then resampled into pcm
         engine->engine->generate(scene->scene, {item}, o, {clip.data()});
         *n_written = objaudio::resample(clip.data(), clip.size(), s.sample_rate, rate, pcm, capacity);
     });
 }
+
+objaudio_status objaudio_stream_open(objaudio_engine* engine, const objaudio_scene* scene,
+                                     const objaudio_request* request, const objaudio_options* options,
+                                     objaudio_stream** stream) {
+    return guarded(engine, [&] {
+        OBJ_CHECK(stream != nullptr, "stream (the output pointer) is NULL");
+        *stream = nullptr;
+        const objaudio::EngineSpec& s = engine->engine->spec();
+        OBJ_CHECK(options == nullptr || options->owner == engine,
+                  "options were created with another engine: create them with this one");
+        const RunFields run = options != nullptr ? options->run : RunFields{};
+        OBJ_CHECK(run.sample_rate == 0 || run.sample_rate == s.sample_rate,
+                  "a stream is at the engine's rate (" + std::to_string(s.sample_rate) + " Hz): leave sample_rate "
+                  "unset and let the host's mixer resample");
+        const objaudio_request selection = selection_of(request);
+        check_scene(engine, scene);
+        const objaudio::Options o = check_options(run, s);
+        const objaudio::Item item = check_item(selection, run, *scene, s, o.frames);
+        auto handle = std::make_unique<objaudio_stream>();
+        handle->stream = engine->engine->stream(scene->scene, item, o);
+        handle->owner = engine;
+        handle->loop = o.loop;
+        handle->samples = handle->stream->samples();
+        *stream = handle.release();
+    });
+}
+
+objaudio_status objaudio_stream_info(objaudio_stream* stream, size_t* samples, size_t* origin, int32_t* loop) {
+    if (stream == nullptr) return OBJAUDIO_ERR_INVALID_ARGUMENT;
+    return guarded(stream->owner, [&] {
+        if (samples != nullptr) *samples = stream->samples;
+        if (origin != nullptr) *origin = stream->stream->origin();
+        if (loop != nullptr) *loop = stream->loop ? 1 : 0;
+    });
+}
+
+objaudio_status objaudio_stream_read(objaudio_stream* stream, float* out, size_t frames, size_t* got) {
+    if (stream == nullptr) return OBJAUDIO_ERR_INVALID_ARGUMENT;
+    return guarded(stream->owner, [&] {
+        OBJ_CHECK(got != nullptr, "got is NULL: it receives the count of samples read");
+        *got = 0;
+        OBJ_CHECK(out != nullptr || frames == 0, "out is NULL");
+        if (!stream->failed.empty())
+            throw Failure(OBJAUDIO_ERR_RUNTIME, "the stream failed earlier (" + stream->failed + "): close it");
+        const size_t want = stream->loop ? frames : std::min(frames, stream->samples - stream->position);
+        const size_t need = stream->loop ? std::min(stream->position + want, stream->samples) : stream->position + want;
+        try {
+            while (stream->made.size() < need && stream->stream->next(stream->made)) {
+            }
+        } catch (const std::exception& e) {
+            stream->failed = e.what();
+            throw;
+        }
+        OBJ_CHECK(stream->made.size() >= need, "the stream ended early (an internal error)");
+        for (size_t i = 0; i < want; ++i)
+            out[i] = stream->made[stream->loop ? (stream->position + i) % stream->samples : stream->position + i];
+        stream->position += want;
+        *got = want;
+    });
+}
+
+void objaudio_stream_close(objaudio_stream* stream) { delete stream; }
 
 objaudio_status objaudio_generate(objaudio_engine* engine, const objaudio_scene* scene,
                                   const objaudio_request* request, float* pcm, size_t capacity, size_t* n_written) {

@@ -7,10 +7,12 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/_upsample_bicubic2d_aa.h>
 #include <ATen/ops/adaptive_avg_pool2d.h>
+#include <ATen/ops/arange.h>
 #include <ATen/ops/avg_pool2d.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
+#include <ATen/ops/index_select.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/isfinite.h>
 #include <ATen/ops/minimum.h>
@@ -21,11 +23,14 @@
 #include <ATen/ops/std.h>
 #include <ATen/ops/tensor.h>
 #include <ATen/ops/where.h>
+#include <ATen/ops/zeros.h>
 #include <ATen/ops/zeros_like.h>
 #include <c10/util/Exception.h>
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/version.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <map>
 
@@ -163,15 +168,324 @@ at::Tensor sampler_step(const double* c, int k, const at::Tensor& x, const at::T
 
 }  // namespace
 
-void Engine::generate(const Scene& scene, const std::vector<Item>& items, const Options& options,
-                      const std::vector<float*>& out) const {
-    const EngineSpec& s = spec_;
-    const at::Device dev = nets_->device;
+// ---- 2-3. selections -> one condition row per part (a composed union has several) ----------------------
+struct Cond {
+    at::Tensor rows;                     // (B + R, cond_dim): B null rows, then the R part rows
+    at::Tensor own;                      // (R,) the item each part row belongs to
+    at::Tensor wts;                      // (R, 1, 1, 1) 1 / parts of its item
+    int64_t nb = 0;                      // B
+};
+
+// ---- long clips and loops: objaudio_rt/core/longform.py, step for step -----------------------------------
+constexpr int64_t kOverlap = 4;          // OVERLAP: windows overlap by 1/4 of their length
+constexpr int64_t kContext = 32;         // CONTEXT: log-mel frames of context around a vocoded span
+
+struct Windows {                         // longform.Windows
+    int64_t total = 0, size = 0;
+    std::vector<int64_t> starts;
+    bool loop = false;
+
+    static Windows plan(int64_t total, int64_t size, bool loop) {
+        size = std::min(size, total);
+        int64_t overlap = size / kOverlap;
+        Windows w{total, size, {}, loop};
+        if (loop) {
+            overlap = std::min(overlap, size / 2);
+            const auto n = std::max<int64_t>(2, static_cast<int64_t>(std::ceil(static_cast<double>(total) /
+                                                                                static_cast<double>(size - overlap))));
+            for (int64_t i = 0; i < n; ++i) w.starts.push_back(py_round(static_cast<double>(i * total) / n));
+            return w;
+        }
+        if (size == total) {
+            w.starts = {0};
+            return w;
+        }
+        const auto n = static_cast<int64_t>(std::ceil(static_cast<double>(total - overlap) /
+                                                      static_cast<double>(size - overlap)));
+        for (int64_t i = 0; i < n; ++i)
+            w.starts.push_back(py_round(static_cast<double>(i * (total - size)) / static_cast<double>(n - 1)));
+        return w;
+    }
+
+    // longform.plan_sequential; false for a loop too short to make in order (it is denoised jointly).
+    static bool plan_sequential(int64_t total, int64_t size, bool loop, Windows& out) {
+        if (!loop) {
+            out = plan(total, size, false);
+            return true;
+        }
+        size = std::min(size, total);
+        const auto n = static_cast<int64_t>(std::floor(static_cast<double>(2 * total) /
+                                                       static_cast<double>(size + size / kOverlap)));
+        if (n < 2) return false;
+        out = Windows{total, size, {}, true};
+        for (int64_t i = 0; i < n; ++i) out.starts.push_back(py_round(static_cast<double>(i * total) / n));
+        return true;
+    }
+
+    Windows scaled(int64_t f) const {
+        Windows w{total * f, size * f, {}, loop};
+        for (int64_t s : starts) w.starts.push_back(s * f);
+        return w;
+    }
+
+    int64_t count() const { return static_cast<int64_t>(starts.size()); }
+
+    std::vector<int64_t> frames(int64_t k) const {   // window k's frames (modulo total for a loop)
+        std::vector<int64_t> f(size);
+        for (int64_t j = 0; j < size; ++j) f[j] = (starts[k] + j) % total;
+        return f;
+    }
+
+    at::Tensor index(int64_t k) const { return at::tensor(frames(k), at::kLong); }
+
+    // (n, size) float32: each window's share of each of its frames (ramps over a quarter, shares sum to 1).
+    std::vector<std::vector<float>> weights() const {
+        const int64_t ramp = std::max<int64_t>(1, size / kOverlap);
+        std::vector<double> own(size);
+        for (int64_t j = 0; j < size; ++j)
+            own[j] = std::min(std::min(static_cast<double>(j + 1), static_cast<double>(size - j)),
+                              static_cast<double>(ramp) + 1.0) / (static_cast<double>(ramp) + 1.0);
+        std::vector<double> cover(total, 0.0);
+        for (int64_t k = 0; k < count(); ++k)
+            for (int64_t j = 0; j < size; ++j) cover[(starts[k] + j) % total] += own[j];
+        std::vector<std::vector<float>> w(count(), std::vector<float>(size));
+        for (int64_t k = 0; k < count(); ++k)
+            for (int64_t j = 0; j < size; ++j) w[k][j] = static_cast<float>(own[j] / cover[(starts[k] + j) % total]);
+        return w;
+    }
+};
+
+struct Span {                            // longform.Span: one vocoder call
+    int64_t start, keep, stop;
+};
+
+// longform.vocoder_spans
+std::vector<Span> vocoder_spans(int64_t frames, int64_t size, bool loop, int64_t origin) {
+    if (!loop && size >= frames) return {Span{0, 0, frames}};
+    std::vector<Span> spans;
+    int64_t keep = origin;
+    const int64_t end = origin + frames;
+    while (keep < end) {
+        int64_t start, stop;
+        if (loop) {
+            start = keep - kContext;
+            stop = std::min(end, keep + size - 2 * kContext);
+        } else {
+            start = std::max<int64_t>(0, std::min(keep - kContext, frames - size));
+            stop = start + size == frames ? frames : start + size - kContext;
+        }
+        spans.push_back(Span{start, keep, stop});
+        keep = stop;
+    }
+    return spans;
+}
+
+int64_t floor_mod(int64_t a, int64_t n) { return ((a % n) + n) % n; }
+
+// The frames held in a window made after others (longform.Held): set back at every level to the final
+// latent noised to that level.
+struct Held {
+    at::Tensor mask;                     // (1, 1, W, 1) bool
+    at::Tensor clean, noise;             // (B, C, W, M)
+    std::vector<std::pair<double, double>> levels;   // (alpha, sigma) before step 0 and after each step
+
+    at::Tensor apply(const at::Tensor& x, size_t i) const {
+        const auto [a, s] = levels[i];
+        at::Tensor held = s > 0 ? clean * a + noise * s : clean;
+        return at::where(mask, held.to(x.scalar_type()), x);
+    }
+};
+
+// longform.noise_levels
+std::vector<std::pair<double, double>> noise_levels(const SamplerTable& table, const std::vector<double>& acp) {
+    std::vector<std::pair<double, double>> out;
+    for (int64_t t : table.timesteps) out.emplace_back(std::sqrt(acp[t]), std::sqrt(1.0 - acp[t]));
+    out.emplace_back(1.0, 0.0);
+    return out;
+}
+
+struct StreamState {
+    const Engine* eng = nullptr;
+    Cond cond;
+    Options opt;
+    at::Tensor noise;                            // (1, C, T, M) on the device
+    enum class Mode { kOnePass, kJoint, kSequential } mode = Mode::kOnePass;
+    Windows win;                                 // the latent windows (kJoint, kSequential)
+    // kSequential: the latent made so far and which of its frames are final
+    at::Tensor z;
+    std::vector<char> made;
+    int64_t next_window = 0;
+    bool denoised = false;                       // kOnePass, kJoint: the whole latent is made
+    // the log-mel, assembled window by window (longform.MelAssembly)
+    Windows mel_win;
+    std::vector<std::vector<float>> mel_weights;
+    at::Tensor mel;                              // (1, frames, n_mels)
+    std::vector<int> cover, added;
+    int64_t vocoder_size = 0;
+    std::vector<Span> spans;
+    size_t next_span = 0;
+    size_t samples = 0, origin = 0, handed = 0;
+
+    // ---- the networks -----------------------------------------------------------------------------------
+    at::Tensor unet_rows(const at::Tensor& x, const at::Tensor& t) const {    // x (B, C, W, M) -> (B + R, ...)
+        const Engine::Networks& n = *eng->nets_;
+        return run(n["unet"], "unet", {at::cat({x, x.index_select(0, cond.own)}), t, cond.rows}).to(at::kFloat);
+    }
+
+    // The guided loop (denoise.guided_loop) on x; over `joint`'s windows blended (WindowedUNet), or with
+    // frames held (Held).
+    at::Tensor denoise(at::Tensor x, const Windows* joint, const Held* held) const {
+        const at::Device dev = eng->nets_->device;
+        const SamplerTable& table = opt.table;
+        const int64_t nb = cond.nb;
+        std::vector<at::Tensor> idx, wts;
+        if (joint != nullptr) {
+            const auto w = joint->weights();
+            for (int64_t k = 0; k < joint->count(); ++k) {
+                idx.push_back(joint->index(k).to(dev));
+                wts.push_back(at::tensor(w[k], at::kFloat).to(dev).view({1, 1, -1, 1}));
+            }
+        }
+        std::vector<at::Tensor> history;
+        if (held != nullptr) x = held->apply(x, 0);
+        for (int i = 0; i < table.steps(); ++i) {
+            at::Tensor t = at::full({1}, table.timesteps[i], at::TensorOptions(at::kLong).device(dev));
+            at::Tensor eps;
+            if (joint == nullptr) {
+                eps = unet_rows(x, t);                                                       // (B + R, C, H, W)
+            } else {
+                eps = at::zeros({nb + cond.own.size(0), x.size(1), x.size(2), x.size(3)},
+                                at::TensorOptions(at::kFloat).device(dev));
+                for (size_t k = 0; k < idx.size(); ++k)
+                    eps.index_add_(2, idx[k], unet_rows(x.index_select(2, idx[k]), t) * wts[k]);
+            }
+            at::Tensor eps_c = at::zeros_like(eps.slice(0, 0, nb)).index_add_(0, cond.own, eps.slice(0, nb) * cond.wts);
+            x = sampler_step(table.row(i), table.history(), x, eps.slice(0, 0, nb), eps_c, opt.cfg, history);
+            if (held != nullptr) x = held->apply(x, static_cast<size_t>(i) + 1);
+        }
+        return x;
+    }
+
+    // Decodes window k of the final latent zz into the log-mel (MelAssembly.add).
+    void add_window(const at::Tensor& zz, int64_t k) {
+        const Engine::Networks& n = *eng->nets_;
+        const at::Device dev = n.device;
+        at::Tensor m = run(n["vae_decoder"], "vae_decoder", {zz.index_select(2, win.index(k).to(dev))}).to(at::kFloat);
+        m = m * at::tensor(mel_weights[k], at::kFloat).to(dev).view({1, -1, 1});
+        if (!mel.defined()) mel = at::zeros({m.size(0), mel_win.total, m.size(2)}, m.options());
+        mel.index_add_(1, mel_win.index(k).to(dev), m);
+        for (int64_t f : mel_win.frames(k)) ++added[f];
+    }
+
+    bool span_ready(const Span& sp) const {
+        const int64_t frames = mel_win.total;
+        const int64_t n = win.loop ? vocoder_size : std::min(vocoder_size, frames);
+        for (int64_t f = sp.start; f < sp.start + n; ++f)
+            if (added[floor_mod(f, frames)] != cover[floor_mod(f, frames)]) return false;
+        return true;
+    }
+
+    std::vector<float> vocode(const Span& sp) const {                           // longform.vocode_span
+        const Engine::Networks& n = *eng->nets_;
+        const int64_t frames = mel_win.total;
+        const int64_t len = win.loop ? vocoder_size : std::min(vocoder_size, frames);
+        std::vector<int64_t> f(len);
+        for (int64_t j = 0; j < len; ++j) f[j] = floor_mod(sp.start + j, frames);
+        at::Tensor wave = run(n["vocoder"], "vocoder", {mel.index_select(1, at::tensor(f, at::kLong).to(mel.device()))})
+                              .to(at::kCPU, at::kFloat).flatten().contiguous();
+        const int64_t hop = static_cast<int64_t>(eng->spec_.hop_length);
+        const int64_t lo = (sp.keep - sp.start) * hop, count = (sp.stop - sp.keep) * hop;
+        if (wave.numel() < lo + count)
+            throw Failure(OBJAUDIO_ERR_RUNTIME, "vocoder returned " + std::to_string(wave.numel()) + " samples, fewer "
+                                                "than its log-mel frames times engine.json's hop_length");
+        wave = wave.slice(0, lo, lo + count);
+        if (!at::isfinite(wave).all().item<bool>())
+            throw Failure(OBJAUDIO_ERR_RUNTIME, "generation produced NaN or inf samples: the engine may be damaged; "
+                                                "rebuild it from a good checkpoint");
+        return std::vector<float>(wave.data_ptr<float>(), wave.data_ptr<float>() + wave.numel());
+    }
+
+    void set_mel_windows(const Windows& w, int64_t origin_frames) {
+        const int64_t f = eng->spec_.downsample;
+        win = w;
+        mel_win = w.scaled(f);
+        mel_weights = mel_win.weights();
+        cover.assign(mel_win.total, 0);
+        added.assign(mel_win.total, 0);
+        for (int64_t k = 0; k < mel_win.count(); ++k)
+            for (int64_t fr : mel_win.frames(k)) ++cover[fr];
+        vocoder_size = std::max<int64_t>(w.size * f, 4 * kContext);
+        spans = vocoder_spans(mel_win.total, vocoder_size, w.loop, origin_frames);
+    }
+
+    // Makes the next part of the latent (one window, or all of it) and decodes what it finishes.
+    void advance() {
+        if (mode == Mode::kSequential) {
+            const at::Device dev = eng->nets_->device;
+            const std::vector<int64_t> fr = win.frames(next_window);
+            at::Tensor idx = at::tensor(fr, at::kLong).to(dev);
+            std::vector<char> known(fr.size());
+            bool any = false;
+            for (size_t j = 0; j < fr.size(); ++j) any |= (known[j] = made[fr[j]]) != 0;
+            at::Tensor x = noise.index_select(2, idx);
+            at::Tensor out;
+            at::Tensor mask;
+            if (any) {
+                std::vector<uint8_t> k8(known.begin(), known.end());
+                mask = at::tensor(k8, at::kByte).to(at::kBool).to(dev).view({1, 1, -1, 1});
+                Held held{mask, z.index_select(2, idx), x, noise_levels(opt.table, eng->spec_.alphas_cumprod)};
+                out = denoise(x.clone(), nullptr, &held);
+                out = at::where(mask, z.index_select(2, idx), out);
+            } else {
+                out = denoise(x.clone(), nullptr, nullptr);
+            }
+            z.index_copy_(2, idx, out);
+            for (int64_t f : fr) made[f] = 1;
+            add_window(z, next_window++);
+            return;
+        }
+        if (mode == Mode::kJoint) {
+            z = denoise(noise.clone(), &win, nullptr);
+            for (int64_t k = 0; k < win.count(); ++k) add_window(z, k);
+        } else {
+            z = denoise(noise.clone(), nullptr, nullptr);
+            add_window(z, 0);
+        }
+        denoised = true;
+    }
+
+    bool next(std::vector<float>& out) {
+        while (handed < samples) {
+            if (next_span < spans.size() && span_ready(spans[next_span])) {
+                std::vector<float> block = vocode(spans[next_span++]);
+                const size_t n = std::min(block.size(), samples - handed);
+                out.insert(out.end(), block.begin(), block.begin() + static_cast<std::ptrdiff_t>(n));
+                handed += n;
+                if (n > 0) return true;
+                continue;
+            }
+            const bool more = mode == Mode::kSequential ? next_window < win.count() : !denoised;
+            if (!more) throw Failure(OBJAUDIO_ERR_RUNTIME, "stream ended before its last sample (an internal error)");
+            advance();
+        }
+        return false;
+    }
+};
+
+Stream::Stream(std::unique_ptr<StreamState> state) : state_(std::move(state)) {}
+Stream::~Stream() = default;
+size_t Stream::samples() const { return state_->samples; }
+size_t Stream::origin() const { return state_->origin; }
+bool Stream::next(std::vector<float>& out) { return state_->next(out); }
+
+namespace {
+
+Cond make_conditions(const Engine& eng, const Scene& scene, const std::vector<Item>& items,
+                     AOTIModelPackageLoader& grounding, at::Device dev) {
+    const EngineSpec& s = eng.spec();
     const size_t npix = static_cast<size_t>(scene.width) * scene.height;
     at::Tensor tokens = at::from_blob(const_cast<float*>(scene.tokens.data()),
                                       {1, s.num_patches, s.token_dim}, at::kFloat).to(dev);   // (1, P, L)
-
-    // ---- 2-3. selections -> one condition per part (a composed union has several) ------------------
     std::vector<at::Tensor> conds;           // (1, cond_dim) each
     std::vector<int64_t> owner;              // the item each condition row belongs to
     std::vector<float> part_weight;          // 1 / parts of its item
@@ -195,8 +509,7 @@ void Engine::generate(const Scene& scene, const std::vector<Item>& items, const 
             if (!(cov.sum().item<float>() > 0))
                 throw Failure(OBJAUDIO_ERR_INVALID_ARGUMENT, "a mask covers no part of the image: draw a larger mask");
             at::Tensor w = rescale_patch_weights(cov, s).view({1, 1, s.num_patches}).expand({1, s.heads, s.num_patches});
-            conds.push_back(run((*nets_)["grounding_condition"], "grounding_condition",
-                                {w.to(dev), tokens}).to(at::kFloat));
+            conds.push_back(run(grounding, "grounding_condition", {w.to(dev), tokens}).to(at::kFloat));
             owner.push_back(static_cast<int64_t>(b));
             part_weight.push_back(static_cast<float>(1.0 / static_cast<double>(pixels.size())));
         }
@@ -206,30 +519,91 @@ void Engine::generate(const Scene& scene, const std::vector<Item>& items, const 
     if (rows > s.max_rows)
         throw Failure(OBJAUDIO_ERR_INVALID_ARGUMENT, "too many masks in one generation: items plus conditions must be "
                                                      "at most " + std::to_string(s.max_rows));
+    at::Tensor null = at::from_blob(const_cast<float*>(s.null_condition.data()), {1, s.cond_dim}, at::kFloat).to(dev);
+    return Cond{at::cat({null.expand({nb, s.cond_dim}), at::cat(conds)}),                  // (B + R, cond_dim)
+                at::tensor(owner, at::kLong).to(dev),                                       // (R,)
+                at::tensor(part_weight, at::kFloat).to(dev).view({-1, 1, 1, 1}), nb};      // (R, 1, 1, 1)
+}
 
-    // ---- 4. guided denoising loop (objaudio_rt/core/denoise.py guided_loop: composed rows, one per part) ----
+// Each item's initial latent (C, frames, W): its own noise, or torch.randn(shape,
+// generator=torch.Generator().manual_seed(seed)) drawn on the CPU as Pipeline.noise draws it.
+at::Tensor make_noise(const std::vector<Item>& items, const EngineSpec& s, int64_t frames, at::Device dev) {
     std::vector<at::Tensor> noise;
     for (const Item& item : items) {
         if (item.noise != nullptr) {
-            noise.push_back(at::from_blob(const_cast<float*>(item.noise), {s.latent_c, s.latent_h, s.latent_w},
+            noise.push_back(at::from_blob(const_cast<float*>(item.noise), {s.latent_c, frames, s.latent_w},
                                           at::kFloat).clone());
-        } else {   // torch.randn(shape, generator=torch.Generator().manual_seed(seed)), drawn on the CPU
+        } else {
             at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(item.seed);
-            noise.push_back(at::randn({s.latent_c, s.latent_h, s.latent_w}, gen, at::TensorOptions(at::kFloat)));
+            noise.push_back(at::randn({s.latent_c, frames, s.latent_w}, gen, at::TensorOptions(at::kFloat)));
         }
     }
-    at::Tensor x = at::stack(noise).to(dev);                                                  // (B, C, H, W)
-    at::Tensor own = at::tensor(owner, at::kLong).to(dev);                                    // (R,)
-    at::Tensor wts = at::tensor(part_weight, at::kFloat).to(dev).view({-1, 1, 1, 1});         // (R, 1, 1, 1)
-    at::Tensor null = at::from_blob(const_cast<float*>(s.null_condition.data()), {1, s.cond_dim}, at::kFloat).to(dev);
-    at::Tensor cond_rows = at::cat({null.expand({nb, s.cond_dim}), at::cat(conds)});         // (B + R, cond_dim)
+    return at::stack(noise).to(dev);                                                          // (B, C, T, M)
+}
+
+}  // namespace
+
+std::unique_ptr<Stream> Engine::stream(const Scene& scene, const Item& item, const Options& options) const {
+    const EngineSpec& s = spec_;
+    auto st = std::make_unique<StreamState>();
+    st->eng = this;
+    st->opt = options;
+    const int64_t frames = options.frames > 0 ? options.frames : s.latent_h;
+    st->cond = make_conditions(*this, scene, {item}, (*nets_)["grounding_condition"], nets_->device);
+    st->noise = make_noise({item}, s, frames, nets_->device);
+    st->samples = options.samples > 0 ? options.samples : s.clip_samples;
+    if (frames == s.latent_h && !options.loop) {
+        st->mode = StreamState::Mode::kOnePass;
+        st->set_mel_windows(Windows::plan(frames, frames, false), 0);
+        return std::make_unique<Stream>(std::move(st));
+    }
+    Windows seq;
+    if (Windows::plan_sequential(frames, s.latent_h, options.loop, seq)) {
+        st->mode = StreamState::Mode::kSequential;
+        st->z = at::zeros_like(st->noise);
+        st->made.assign(frames, 0);
+        const int64_t origin = options.loop ? (seq.starts.back() + seq.size - seq.total) * s.downsample + kContext : 0;
+        st->set_mel_windows(seq, origin);
+        st->origin = static_cast<size_t>(origin) * s.hop_length;
+    } else {
+        st->mode = StreamState::Mode::kJoint;
+        st->set_mel_windows(Windows::plan(frames, s.latent_h, options.loop), 0);
+    }
+    return std::make_unique<Stream>(std::move(st));
+}
+
+void Engine::generate(const Scene& scene, const std::vector<Item>& items, const Options& options,
+                      const std::vector<float*>& out) const {
+    const EngineSpec& s = spec_;
+    if (options.loop || (options.frames > 0 && options.frames != s.latent_h)) {
+        // a long clip or a loop: its windows denoised jointly (Pipeline.sample), then decoded in spans
+        if (items.size() != 1) throw Failure(OBJAUDIO_ERR_INVALID_ARGUMENT, "long clips and loops take one selection");
+        StreamState st;
+        st.eng = this;
+        st.opt = options;
+        st.cond = make_conditions(*this, scene, items, (*nets_)["grounding_condition"], nets_->device);
+        st.noise = make_noise(items, s, options.frames, nets_->device);
+        st.samples = options.samples;
+        st.mode = StreamState::Mode::kJoint;
+        st.set_mel_windows(Windows::plan(options.frames, s.latent_h, options.loop), 0);
+        std::vector<float> wave;
+        wave.reserve(st.samples);
+        while (st.next(wave)) {
+        }
+        std::memcpy(out[0], wave.data(), wave.size() * sizeof(float));
+        return;
+    }
+    const at::Device dev = nets_->device;
+    const Cond c = make_conditions(*this, scene, items, (*nets_)["grounding_condition"], dev);
+    const int64_t nb = c.nb;
+    at::Tensor x = make_noise(items, s, s.latent_h, dev);                                    // (B, C, H, W)
     std::vector<at::Tensor> history;                                                           // (B, C, H, W) each
     const SamplerTable& table = options.table;
     for (int i = 0; i < table.steps(); ++i) {
         at::Tensor t = at::full({1}, table.timesteps[i], at::TensorOptions(at::kLong).device(dev));
-        at::Tensor eps = run((*nets_)["unet"], "unet", {at::cat({x, x.index_select(0, own)}), t, cond_rows})
+        at::Tensor eps = run((*nets_)["unet"], "unet", {at::cat({x, x.index_select(0, c.own)}), t, c.rows})
                              .to(at::kFloat);                                                  // (B + R, C, H, W)
-        at::Tensor eps_c = at::zeros_like(eps.slice(0, 0, nb)).index_add_(0, own, eps.slice(0, nb) * wts);
+        at::Tensor eps_c = at::zeros_like(eps.slice(0, 0, nb)).index_add_(0, c.own, eps.slice(0, nb) * c.wts);
         x = sampler_step(table.row(i), table.history(), x, eps.slice(0, 0, nb), eps_c, options.cfg, history);
     }
 

@@ -4,6 +4,7 @@
 // Inputs arrive here already checked by c_api.cpp; this layer assumes sizes and pointers are valid.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -13,6 +14,9 @@
 #include "spec.h"
 
 namespace objaudio {
+
+// Python's round() of a float: to the nearest integer, ties to even (the default rounding mode).
+inline int64_t py_round(double x) { return static_cast<int64_t>(std::nearbyint(x)); }
 
 struct Scene {
     uint32_t width = 0, height = 0;
@@ -29,6 +33,26 @@ struct Item {                            // one selection: its masks (each width
 struct Options {
     SamplerTable table;                  // built for the request's sampler and steps (samplers.h)
     double cfg = 0.0;
+    int64_t frames = 0;                  // latent frames T; 0: the engine's clip (one pass)
+    size_t samples = 0;                  // samples a generation keeps (a loop: one period); 0: clip_samples
+    bool loop = false;                   // the latent's time axis wraps around
+};
+
+struct StreamState;
+
+// A generation handed out in order (objaudio_rt Pipeline.stream): a long clip or a loop is denoised window
+// after window, each holding what the windows before it made, and decoded and vocoded as far as it is final.
+class Stream {
+ public:
+    explicit Stream(std::unique_ptr<StreamState> state);
+    ~Stream();
+    size_t samples() const;              // the samples of the clip (a loop: one period)
+    size_t origin() const;               // a loop's stream starts this many samples into the period
+    // Appends the next block of samples; false once all `samples` have been handed out.
+    bool next(std::vector<float>& out);
+
+ private:
+    std::unique_ptr<StreamState> state_;
 };
 
 class Engine {
@@ -38,11 +62,15 @@ class Engine {
 
     const EngineSpec& spec() const { return spec_; }
     Scene encode(const uint8_t* rgb, uint32_t width, uint32_t height) const;
-    // Writes spec().clip_samples samples per item into out[i]. Thread-safe.
+    // Writes options.samples (0: spec().clip_samples) samples per item into out[i]; a run of more frames than
+    // the clip, or a loop, denoises its windows jointly (longform.py, one item). Thread-safe.
     void generate(const Scene& scene, const std::vector<Item>& items, const Options& options,
                   const std::vector<float*>& out) const;
+    // One item's generation as a stream. The scene and the item's masks are read here, not kept.
+    std::unique_ptr<Stream> stream(const Scene& scene, const Item& item, const Options& options) const;
 
  private:
+    friend struct StreamState;
     struct Networks;
     Engine(EngineSpec spec, std::unique_ptr<Networks> nets);
     EngineSpec spec_;

@@ -107,6 +107,11 @@ EngineSpec parse_spec(const json::Value& e) {
     s.latent_c = positive(static_cast<long long>(shape[0]), "latent.shape", 4096);
     s.latent_h = positive(static_cast<long long>(shape[1]), "latent.shape", 4096);
     s.latent_w = positive(static_cast<long long>(shape[2]), "latent.shape", 4096);
+    s.hop_length = positive(audio.at("hop_length", "audio").as_int("audio.hop_length"), "audio.hop_length", 65536);
+    const int mel_frames = positive(audio.at("mel_frames", "audio").as_int("audio.mel_frames"), "audio.mel_frames");
+    if (mel_frames % s.latent_h || static_cast<size_t>(mel_frames) * s.hop_length < s.clip_samples)
+        throw json::Error("audio.mel_frames must be latent frames times the VAE factor and hold clip_samples at hop_length");
+    s.downsample = mel_frames / s.latent_h;
 
     const auto& img = e.at("image");
     s.image_size = positive(img.at("size", "image").as_int("image.size"), "image.size", 4096);

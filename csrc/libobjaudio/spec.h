@@ -27,6 +27,8 @@ struct EngineSpec {
     int sample_rate = 0;
     size_t clip_samples = 0;
     int latent_c = 0, latent_h = 0, latent_w = 0;
+    int hop_length = 0;                        // samples per log-mel frame
+    int downsample = 0;                        // log-mel frames per latent frame (the VAE's factor)
     int image_size = 0, patch_size = 0, num_patches = 0, token_dim = 0;
     std::array<double, 3> mean{}, std{};
     std::string mask_rescale;                  // "moments" or "sum"

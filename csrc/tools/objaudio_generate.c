@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "objaudio_engine.h"
+#include "pnm.h"
 
 #define MAX_MASKS 16
 #define MAX_STEPS 999              /* options.max_steps: the schedule's 1000 timesteps less one */
@@ -73,83 +74,6 @@ static int32_t sampler_of(const char* name) {
         if (!strcmp(name, names[i])) return i + 1;
     return OBJAUDIO_SAMPLER_DEFAULT;
 }
-
-/* ---- PNM reading ---------------------------------------------------------------------------- */
-static int pnm_token(FILE* f, char* buf, size_t size) {   /* next header token, skipping # comments */
-    int c;
-    size_t n = 0;
-    while ((c = fgetc(f)) != EOF) {
-        if (c == '#') {
-            while ((c = fgetc(f)) != EOF && c != '\n') {}
-        } else if (c != ' ' && c != '\t' && c != '\n' && c != '\r') {
-            break;
-        }
-    }
-    while (c != EOF && c != ' ' && c != '\t' && c != '\n' && c != '\r' && n + 1 < size) {
-        buf[n++] = (char)c;
-        c = fgetc(f);
-    }
-    buf[n] = '\0';
-    return n > 0 ? 0 : -1;   /* the one whitespace byte after maxval has been consumed */
-}
-
-/* Reads a binary PPM (channels 3) or PGM (channels 1) into *pixels (malloc'd, 8-bit, scaled to 255). */
-static int read_pnm(const char* path, int channels, uint8_t** pixels, uint32_t* width, uint32_t* height) {
-    char tok[32];
-    long w, h, maxval;
-    struct stat st;
-    *pixels = NULL;
-    if (stat(path, &st) != 0) {
-        error("%s %s: %s", channels == 3 ? "image" : "mask", path, strerror(errno));
-        return -1;
-    }
-    if (!S_ISREG(st.st_mode)) {                  /* a named pipe would block fopen; a folder is no image */
-        error("%s %s is %s: give a binary %s file", channels == 3 ? "image" : "mask", path,
-              S_ISDIR(st.st_mode) ? "a folder" : "not a regular file (a named pipe, a device or a socket)",
-              channels == 3 ? "PPM (P6)" : "PGM (P5)");
-        return -1;
-    }
-    FILE* f = fopen(path, "rb");
-    if (!f) {
-        error("cannot open %s: %s", path, strerror(errno));
-        return -1;
-    }
-    if (pnm_token(f, tok, sizeof tok) || strcmp(tok, channels == 3 ? "P6" : "P5") != 0) {
-        error("%s is not a binary %s file (convert it, e.g. with ImageMagick or PIL)", path,
-              channels == 3 ? "PPM (P6)" : "PGM (P5)");
-        fclose(f);
-        return -1;
-    }
-    if (pnm_token(f, tok, sizeof tok) || (w = strtol(tok, NULL, 10)) <= 0 || w > 8192 ||
-        pnm_token(f, tok, sizeof tok) || (h = strtol(tok, NULL, 10)) <= 0 || h > 8192 ||
-        pnm_token(f, tok, sizeof tok) || (maxval = strtol(tok, NULL, 10)) <= 0 || maxval > 255) {
-        error("%s has a bad header (8-bit images of at most 8192x8192 are read)", path);
-        fclose(f);
-        return -1;
-    }
-    size_t n = (size_t)w * (size_t)h * (size_t)channels;
-    uint8_t* data = malloc(n);
-    if (!data) {
-        error("out of memory reading %s", path);
-        fclose(f);
-        return -1;
-    }
-    if (fread(data, 1, n, f) != n) {
-        error("%s is truncated", path);
-        free(data);
-        fclose(f);
-        return -1;
-    }
-    fclose(f);
-    if (maxval != 255 && !(channels == 1 && maxval == 1)) {   /* 0/1 masks are read as the Python loader does */
-        for (size_t i = 0; i < n; ++i) data[i] = (uint8_t)((data[i] > maxval ? maxval : data[i]) * 255 / maxval);
-    }
-    *pixels = data;
-    *width = (uint32_t)w;
-    *height = (uint32_t)h;
-    return 0;
-}
-
 
 /* ---- output rules (objaudio_rt/frontends/outputs.py) ---------------------------------------------------- */
 static dev_t g_out_dev;             /* the existing output file nftw compares the engine's files with */
@@ -439,10 +363,10 @@ int main(int argc, char** argv) {
     objaudio_engine_info info;
     objaudio_status st;
     double t0, t1, t2, t3;
-    if (read_pnm(image, 3, &rgb, &w, &h)) goto done;          /* the files before the engine: quick answers */
+    if (pnm_read(PROG, image, 3, &rgb, &w, &h)) goto done;          /* the files before the engine: quick answers */
     for (size_t k = 0; k < n_masks; ++k) {
         uint32_t mw, mh;
-        if (read_pnm(masks[k], 1, &mask_px[k], &mw, &mh)) goto done;
+        if (pnm_read(PROG, masks[k], 1, &mask_px[k], &mw, &mh)) goto done;
         if (mw != w || mh != h) {
             error("mask %s is %ux%u but the image is %ux%u: make the mask the same size as the image", masks[k],
                   mw, mh, w, h);

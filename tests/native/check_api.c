@@ -105,6 +105,100 @@ static objaudio_status set_all(objaudio_options* opts, const char* const (*pairs
     return st;
 }
 
+/* Streams: bad arguments, a clip's stream equal to its generation, a long clip's length and end, a loop
+ * that repeats its period forever; a loop's `loop`/`duration` keys through generate_with_options. */
+static void check_streams(objaudio_engine* eng, objaudio_scene* scene, uint64_t seed, const float* seed_pcm, size_t n) {
+    char seed_text[32];
+    snprintf(seed_text, sizeof seed_text, "%llu", (unsigned long long)seed);
+    const uint8_t* one[1] = {mask};
+    objaudio_request sel;
+    objaudio_request_init(&sel);
+    sel.masks = one;
+    sel.n_masks = 1;
+    sel.mask_width = W;
+    sel.mask_height = H;
+    objaudio_options* opts = NULL;
+    const char* const clip[][2] = {{"steps", "10"}, {"sampler", "ddim"}, {"cfg", "3"}, {"seed", seed_text}};
+    CHECK(objaudio_options_create(eng, &opts) == OBJAUDIO_OK && set_all(opts, clip, 4) == OBJAUDIO_OK,
+          "stream options: %s", objaudio_last_error(eng));
+    objaudio_stream* st = NULL;
+    EXPECT_STATUS(eng, objaudio_stream_open(eng, scene, &sel, opts, NULL), OBJAUDIO_ERR_INVALID_ARGUMENT);
+    EXPECT_STATUS(eng, objaudio_stream_open(eng, NULL, &sel, opts, &st), OBJAUDIO_ERR_INVALID_ARGUMENT);
+    CHECK(st == NULL, "a refused stream_open leaves *stream NULL");
+    CHECK(objaudio_stream_open(NULL, scene, &sel, opts, &st) == OBJAUDIO_ERR_INVALID_ARGUMENT, "NULL engine");
+    CHECK(objaudio_stream_read(NULL, NULL, 0, NULL) == OBJAUDIO_ERR_INVALID_ARGUMENT, "read of a NULL stream");
+    CHECK(objaudio_stream_info(NULL, NULL, NULL, NULL) == OBJAUDIO_ERR_INVALID_ARGUMENT, "info of a NULL stream");
+    objaudio_stream_close(NULL);
+    CHECK(objaudio_options_set(opts, "sample_rate", "48000") == OBJAUDIO_OK, "sample_rate");
+    EXPECT_STATUS(eng, objaudio_stream_open(eng, scene, &sel, opts, &st), OBJAUDIO_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(objaudio_last_error(eng), "the engine's rate") != NULL, "a resampled stream is refused: '%s'",
+          objaudio_last_error(eng));
+    CHECK(objaudio_options_set(opts, "sample_rate", "16000") == OBJAUDIO_OK, "sample_rate 16000");
+
+    /* the engine's clip: one block, the same samples as the generation; then the end */
+    CHECK(objaudio_stream_open(eng, scene, &sel, opts, &st) == OBJAUDIO_OK && st, "open: %s", objaudio_last_error(eng));
+    size_t samples = 0, origin = 1, got = 0;
+    int32_t loop = 1;
+    CHECK(objaudio_stream_info(st, &samples, &origin, &loop) == OBJAUDIO_OK && samples == n && origin == 0 && loop == 0,
+          "a clip's stream: %zu samples, origin %zu, loop %d", samples, origin, (int)loop);
+    float* out = malloc((n + 100) * sizeof(float));
+    EXPECT_STATUS(eng, objaudio_stream_read(st, out, 10, NULL), OBJAUDIO_ERR_INVALID_ARGUMENT);
+    EXPECT_STATUS(eng, objaudio_stream_read(st, NULL, 10, &got), OBJAUDIO_ERR_INVALID_ARGUMENT);
+    size_t total = 0;
+    while (total < n + 100) {
+        CHECK(objaudio_stream_read(st, out + total, 777, &got) == OBJAUDIO_OK, "read: %s", objaudio_last_error(eng));
+        if (got == 0) break;
+        total += got;
+    }
+    CHECK(total == n && same(out, seed_pcm, n), "a clip's stream holds its %zu samples (got %zu), equal to the clip",
+          n, total);
+    CHECK(objaudio_stream_read(st, out, 10, &got) == OBJAUDIO_OK && got == 0, "after the end: 0 samples, OK");
+    objaudio_stream_close(st);
+
+    /* a loop of two clips: whole periods, repeated forever */
+    objaudio_engine_info info;
+    objaudio_engine_get_info(eng, &info);
+    char two_clips[32];
+    snprintf(two_clips, sizeof two_clips, "%g", 2.0 * info.clip_samples / info.sample_rate);
+    const char* const looped[][2] = {{"steps", "2"}, {"sampler", "dpmpp"}, {"loop", "true"}, {"duration", two_clips}};
+    objaudio_options* lo = NULL;
+    CHECK(objaudio_options_create(eng, &lo) == OBJAUDIO_OK && set_all(lo, looped, 4) == OBJAUDIO_OK,
+          "loop options: %s", objaudio_last_error(eng));
+    CHECK(objaudio_stream_open(eng, scene, &sel, lo, &st) == OBJAUDIO_OK, "open a loop: %s", objaudio_last_error(eng));
+    CHECK(objaudio_stream_info(st, &samples, &origin, &loop) == OBJAUDIO_OK && samples == 2 * n && loop == 1 &&
+              origin > 0 && origin < samples,
+          "a loop's stream: %zu samples (want %zu), origin %zu, loop %d", samples, 2 * n, origin, (int)loop);
+    const size_t play = 5 * n + 123;            /* two and a half periods */
+    float* loop_pcm = malloc(play * sizeof(float));
+    total = 0;
+    while (total < play) {
+        const size_t want = play - total < 1000 ? play - total : 1000;
+        CHECK(objaudio_stream_read(st, loop_pcm + total, want, &got) == OBJAUDIO_OK && got == want,
+              "a loop never ends: read %zu of %zu at %zu: %s", got, want, total, objaudio_last_error(eng));
+        if (got != want) break;
+        total += got;
+    }
+    CHECK(total == play && same(loop_pcm, loop_pcm + samples, samples) &&
+              same(loop_pcm, loop_pcm + 2 * samples, play - 2 * samples),
+          "the stream plays the loop's period again and again");
+    objaudio_stream_close(st);
+    size_t written = 0;
+    EXPECT_STATUS(eng, objaudio_generate_with_options(eng, scene, &sel, lo, NULL, 0, &written),
+                  OBJAUDIO_ERR_BUFFER_TOO_SMALL);
+    CHECK(written == 2 * n, "a loop of two clips asks for %zu samples, want %zu", written, 2 * n);
+    float* gen = malloc(written * sizeof(float));
+    CHECK(objaudio_generate_with_options(eng, scene, &sel, lo, gen, written, &written) == OBJAUDIO_OK,
+          "generate a loop: %s", objaudio_last_error(eng));
+    double energy = 0;
+    for (size_t i = 0; i < written; ++i) energy += (double)gen[i] * gen[i];
+    CHECK(energy > 0 && isfinite(energy), "a finite, non-silent loop (energy %g)", energy);
+    free(gen);
+    free(loop_pcm);
+    free(out);
+    objaudio_options_destroy(lo);
+    objaudio_options_destroy(opts);
+}
+
 /* The key/value path: `seed_pcm` is generate_seed(seed)'s clip (n samples), made through the request. */
 static void check_options_as_text(objaudio_engine* eng, objaudio_scene* scene, uint64_t seed, const float* seed_pcm,
                                   size_t n) {
@@ -127,8 +221,10 @@ static void check_options_as_text(objaudio_engine* eng, objaudio_scene* scene, u
 
     /* bad keys and values: their status, a message naming them, and the options left as they were */
     const struct { const char *key, *value; objaudio_status want; const char* words; } bad[] = {
-        {"stpes", "10", OBJAUDIO_ERR_UNKNOWN_OPTION, "unknown option 'stpes': this libobjaudio (ABI 2.1) takes steps"},
-        {"loop", "true", OBJAUDIO_ERR_UNKNOWN_OPTION, "unknown option 'loop'"},
+        {"stpes", "10", OBJAUDIO_ERR_UNKNOWN_OPTION, "unknown option 'stpes': this libobjaudio (ABI 2.2) takes steps"},
+        {"looped", "true", OBJAUDIO_ERR_UNKNOWN_OPTION, "unknown option 'looped'"},
+        {"loop", "yes", OBJAUDIO_ERR_INVALID_ARGUMENT, "loop must be true or false (or 1 or 0), got 'yes'"},
+        {"loop", "TRUE", OBJAUDIO_ERR_INVALID_ARGUMENT, "got 'TRUE'"},
         {"", "1", OBJAUDIO_ERR_UNKNOWN_OPTION, "unknown option ''"},
         {"Steps", "10", OBJAUDIO_ERR_UNKNOWN_OPTION, "unknown option 'Steps'"},
         {NULL, "10", OBJAUDIO_ERR_INVALID_ARGUMENT, "key or value is NULL"},
@@ -156,7 +252,9 @@ static void check_options_as_text(objaudio_engine* eng, objaudio_scene* scene, u
         {"sample_rate", "1000", OBJAUDIO_ERR_INVALID_ARGUMENT, "sample_rate must be an integer from 8000 to 192000"},
         {"sample_rate", "192001", OBJAUDIO_ERR_INVALID_ARGUMENT, "got '192001'"},
         {"sample_rate", "48000.0", OBJAUDIO_ERR_INVALID_ARGUMENT, "got '48000.0'"},
-        {"duration", "60", OBJAUDIO_ERR_INVALID_ARGUMENT, "this engine's clip"},
+        {"duration", "1", OBJAUDIO_ERR_INVALID_ARGUMENT, "this engine's clip, or longer"},
+        {"duration", "120.5", OBJAUDIO_ERR_INVALID_ARGUMENT, "got '120.5'"},
+        {"duration", "nan", OBJAUDIO_ERR_INVALID_ARGUMENT, "got 'nan'"},
         {"duration", "0", OBJAUDIO_ERR_INVALID_ARGUMENT, "got '0'"},
         {"duration", "-1", OBJAUDIO_ERR_INVALID_ARGUMENT, "got '-1'"},
     };
@@ -418,6 +516,9 @@ int main(int argc, char** argv) {
 
     /* ---- run options as text keys ---------------------------------------------------------------- */
     check_options_as_text(eng, scene, seed, pcm, n);
+
+    /* ---- streams, long clips and loops ------------------------------------------------------------ */
+    check_streams(eng, scene, seed, pcm, n);
 
     /* ---- unions, whole scene, stems ----------------------------------------------------------- */
     const uint8_t* two[2] = {mask, mask2};

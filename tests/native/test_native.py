@@ -442,4 +442,161 @@ def test_abi_version_of_the_library_is_the_headers(build):
     lib = ctypes.CDLL(str(build / "libobjaudio.so"))
     lib.objaudio_abi_version.restype = lib.objaudio_abi_minor.restype = ctypes.c_uint32
     header = (_header_define("OBJAUDIO_ABI_MAJOR"), _header_define("OBJAUDIO_ABI_MINOR"))
-    assert (lib.objaudio_abi_version(), lib.objaudio_abi_minor()) == header == (2, 1)
+    assert (lib.objaudio_abi_version(), lib.objaudio_abi_minor()) == header == (2, 2)
+
+
+class Request(ctypes.Structure):
+    """objaudio_request, field for field."""
+    _fields_ = [("struct_size", ctypes.c_uint32), ("masks", ctypes.POINTER(ctypes.c_void_p)),
+                ("n_masks", ctypes.c_size_t), ("mask_width", ctypes.c_uint32), ("mask_height", ctypes.c_uint32),
+                ("union_mode", ctypes.c_int32), ("sampler", ctypes.c_int32), ("steps", ctypes.c_int32),
+                ("cfg", ctypes.c_float), ("seed", ctypes.c_uint64), ("noise", ctypes.POINTER(ctypes.c_float)),
+                ("noise_count", ctypes.c_size_t)]
+
+
+class NativeRun:
+    """The demo scene and one of its masks in libobjaudio (ctypes): generate_with_options and streams."""
+
+    def __init__(self, build, engine, mask_name: str):
+        V = ctypes.c_void_p
+        lib = self.lib = library(build)
+        lib.objaudio_last_error.argtypes = [V]
+        lib.objaudio_options_create.argtypes = [V, ctypes.POINTER(V)]
+        lib.objaudio_options_set.argtypes = [V, ctypes.c_char_p, ctypes.c_char_p]
+        lib.objaudio_options_destroy.argtypes = [V]
+        lib.objaudio_request_init.argtypes = [ctypes.POINTER(Request)]
+        floats, size = ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_size_t)
+        lib.objaudio_generate_with_options.argtypes = [V, V, ctypes.POINTER(Request), V, floats, ctypes.c_size_t, size]
+        lib.objaudio_stream_open.argtypes = [V, V, ctypes.POINTER(Request), V, ctypes.POINTER(V)]
+        lib.objaudio_stream_info.argtypes = [V, size, size, ctypes.POINTER(ctypes.c_int32)]
+        lib.objaudio_stream_read.argtypes = [V, floats, ctypes.c_size_t, size]
+        lib.objaudio_stream_close.argtypes = [V]
+        self.eng = open_engine(lib, engine)
+        img = np.ascontiguousarray(np.asarray(Image.open(DEMO / "scene.png").convert("RGB")))
+        h, w = img.shape[:2]
+        self.scene = V()
+        assert lib.objaudio_scene_encode(self.eng, img.tobytes(), w, h, ctypes.byref(self.scene)) == 0
+        mask = np.ascontiguousarray(np.asarray(Image.open(DEMO / f"mask_{mask_name}.png").convert("L")))
+        self._mask = ctypes.create_string_buffer(mask.tobytes(), mask.size)
+        self._masks = (ctypes.c_void_p * 1)(ctypes.cast(self._mask, ctypes.c_void_p))
+        self.req = Request()
+        lib.objaudio_request_init(ctypes.byref(self.req))
+        self.req.masks, self.req.n_masks, self.req.mask_width, self.req.mask_height = self._masks, 1, w, h
+
+    def error(self) -> str:
+        return self.lib.objaudio_last_error(self.eng).decode()
+
+    def options(self, **keys) -> ctypes.c_void_p:
+        opts = ctypes.c_void_p()
+        assert self.lib.objaudio_options_create(self.eng, ctypes.byref(opts)) == 0
+        for k, v in keys.items():
+            assert self.lib.objaudio_options_set(opts, k.encode(), str(v).encode()) == 0, (k, v, self.error())
+        return opts
+
+    def generate(self, **keys) -> np.ndarray:
+        opts, n = self.options(**keys), ctypes.c_size_t()
+        try:
+            assert self.lib.objaudio_generate_with_options(self.eng, self.scene, ctypes.byref(self.req), opts, None, 0,
+                                                           ctypes.byref(n)) == 5            # the size first
+            buf = (ctypes.c_float * n.value)()
+            assert self.lib.objaudio_generate_with_options(self.eng, self.scene, ctypes.byref(self.req), opts, buf,
+                                                           n.value, ctypes.byref(n)) == 0, self.error()
+        finally:
+            self.lib.objaudio_options_destroy(opts)
+        return np.frombuffer(buf, np.float32)[:n.value].copy()
+
+    def stream(self, periods: float = 1.0, chunk: int = 3000, **keys) -> tuple[np.ndarray, int, int, bool]:
+        """(samples read, the stream's samples, origin, loop): `periods` times its samples, in reads of `chunk`."""
+        opts, s = self.options(**keys), ctypes.c_void_p()
+        try:
+            assert self.lib.objaudio_stream_open(self.eng, self.scene, ctypes.byref(self.req), opts,
+                                                 ctypes.byref(s)) == 0, self.error()
+        finally:
+            self.lib.objaudio_options_destroy(opts)
+        samples, origin, loop, got = ctypes.c_size_t(), ctypes.c_size_t(), ctypes.c_int32(), ctypes.c_size_t()
+        assert self.lib.objaudio_stream_info(s, ctypes.byref(samples), ctypes.byref(origin), ctypes.byref(loop)) == 0
+        want, parts, buf = int(samples.value * periods), [], (ctypes.c_float * chunk)()
+        while sum(map(len, parts)) < want:
+            assert self.lib.objaudio_stream_read(s, buf, min(chunk, want - sum(map(len, parts))), ctypes.byref(got)) == 0
+            if got.value == 0:
+                break
+            parts.append(np.frombuffer(buf, np.float32)[:got.value].copy())
+        self.lib.objaudio_stream_close(s)
+        return np.concatenate(parts), samples.value, origin.value, bool(loop.value)
+
+    def close(self):
+        self.lib.objaudio_scene_free(self.scene)
+        self.lib.objaudio_engine_close(self.eng)
+
+
+def test_long_clips_loops_and_streams_match_the_python_pipeline(build, engine, pipe):
+    """duration past the clip, loop, and streams (objaudio_stream_*) against Pipeline.generate_batch and
+    Pipeline.stream on the same seed. Bound: the one-pass test's 1e-4 of the peak (AOTInductor's float32
+    rounding against eager PyTorch), times 3 for the windows: each frame's eps blends up to two windows'
+    UNet calls, made at another batch size than Python's, and every step feeds the next (measured: at most
+    1.3e-4 of the peak, 5 steps)."""
+    from objaudio_rt import Mask
+    from objaudio_rt.core.options import RunOptions
+
+    native = NativeRun(build, engine, "bird")
+    scene = pipe.encode_image(DEMO / "scene.png")
+    sel = Mask(DEMO / "mask_bird.png")
+    clip = pipe.config.clip_seconds
+    try:
+        for loop, seconds in ((False, pipe.config.max_seconds + 1.76), (True, 2 * clip), (True, clip)):
+            keys = dict(steps=5, seed=SEED, duration=f"{seconds:g}", loop=str(loop).lower())
+            run = RunOptions(steps=5, seed=SEED, duration=seconds, loop=loop)
+            want = pipe.generate_batch(scene, [sel], run, progress=False)[0].wave.numpy()
+            got = native.generate(**keys)
+            tol = 3e-4 * float(np.abs(want).max())
+            assert got.shape == want.shape, (loop, seconds, got.shape, want.shape)
+            err = float(np.abs(got - want).max())
+            print(f"loop={loop} {seconds:g} s: |lib - python| {err:.2e} (tolerance {tol:.2e})")
+            assert err <= tol, (loop, seconds, err, tol)
+
+            stream = pipe.stream(pipe.conditions(scene, [sel]), run)
+            want_s = torch.cat(list(stream), dim=1)[0].numpy()
+            got_s, samples, origin, is_loop = native.stream(**keys)
+            assert (samples, origin, is_loop) == (stream.samples, stream.origin, loop)
+            assert got_s.shape == want_s.shape == (samples,)
+            err = float(np.abs(got_s - want_s).max())
+            print(f"  stream: |lib - python| {err:.2e}, origin {origin}")
+            assert err <= tol, ("stream", loop, seconds, err, tol)
+            if loop and stream.windows is None:          # a loop too short to make in order: the generation itself
+                np.testing.assert_allclose(got_s, got, rtol=0, atol=1e-7)
+    finally:
+        native.close()
+
+
+def test_loop_example_plays_a_seamless_loop_into_a_file_under_sanitizers(build, engine, demo_files, pipe, tmp_path):
+    """csrc/tools/objaudio_loop.c, the C example a game starts from, under AddressSanitizer + UBSan: 12 s
+    of a 5.12 s loop read in 1024-sample blocks, written as they come. The file holds the period again
+    and again, bit for bit; its first period is the Python stream of the same loop; an existing output
+    is refused and left alone."""
+    from objaudio_rt import Mask
+    from objaudio_rt.core.options import RunOptions
+
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:exitcode=23",
+               LSAN_OPTIONS=f"suppressions={Path(__file__).parent / 'lsan.supp'}",
+               UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
+    out = tmp_path / "loop.wav"
+    period_s = 2 * pipe.config.clip_seconds
+    r = run([build / "objaudio-loop-asan", engine, demo_files / "scene.ppm", demo_files / "fire.pgm", f"{period_s:g}",
+             "12", out, "3", SEED], env=env, check=False)
+    assert r.returncode == 0, f"exit {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
+    assert "runtime error" not in r.stderr and "AddressSanitizer" not in r.stderr, r.stderr[-6000:]
+    assert "first 1024 samples after" in r.stdout
+    wave, sr = sf.read(out, dtype="float32")
+    period = round(period_s * sr)
+    assert sr == 16000 and wave.shape == (12 * sr,) and bool(np.isfinite(wave).all())
+    assert np.array_equal(wave[:period], wave[period:2 * period]) and np.array_equal(wave[:12 * sr - 2 * period],
+                                                                                     wave[2 * period:])
+    run_ = RunOptions(steps=3, seed=SEED, duration=period_s, loop=True)
+    scene = pipe.encode_image(DEMO / "scene.png")
+    want = torch.cat(list(pipe.stream(pipe.conditions(scene, [Mask(DEMO / "mask_fire.png")]), run_)), dim=1)[0].numpy()
+    err = float(np.abs(wave[:period] - want).max())
+    assert err <= 3e-4 * float(np.abs(want).max()), err          # the bound of the test above
+    before = out.read_bytes()
+    again = run([build / "objaudio-loop", engine, demo_files / "scene.ppm", demo_files / "fire.pgm", "5.12", "1", out],
+                check=False)
+    assert again.returncode == 2 and "exists" in again.stderr and out.read_bytes() == before
