@@ -57,6 +57,7 @@ import numpy as np
 import torch
 
 from objaudio_rt.core.errors import ObjaudioError, check, command
+from objaudio_rt.core.guidance import APG
 from objaudio_rt.core.options import SAMPLERS, RunOptions
 from objaudio_rt.core.pipeline import Pipeline
 from objaudio_rt.core.selection import Mask, Text, Whole
@@ -462,6 +463,17 @@ def test_seeds(ranges: str) -> list[int]:
     return seeds
 
 
+def parse_apg(text: str | None) -> APG | None:
+    """--apg ETA[:R] -> APG (None: classifier-free guidance)."""
+    if text is None:
+        return None
+    eta, _, r = text.partition(":")
+    try:
+        return APG(float(eta), float(r) if r else 0.0)
+    except ValueError:
+        raise ObjaudioError(f"--apg must be ETA or ETA:R (numbers), got {text!r}") from None
+
+
 @command("python -m training.evaluate")
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
@@ -492,6 +504,9 @@ def main(argv=None) -> int:
                    help="lever (training/levers.py): subtract LAM x the rest-of-scene guidance direction")
     p.add_argument("--union-gain", type=float, default=1.0, metavar="G",
                    help="lever (training/levers.py): each of a composed union's k parts gets guidance weight G/k")
+    p.add_argument("--apg", default=None, metavar="ETA[:R]",
+                   help="lever (training/levers.py): adaptive projected guidance, keeping ETA of the update's part "
+                        "parallel to the conditional prediction, the update's norm capped at R (default: none)")
     p.add_argument("--kinds", default=None, help="generate only these selection kinds, comma-separated "
                                                  f"({', '.join(ITEM_KINDS)}; default: all)")
     p.add_argument("--worst", type=int, default=0, metavar="N",
@@ -515,7 +530,7 @@ def main(argv=None) -> int:
         steps, sampler, cfg = run.steps, run.sampler, run.cfg
         seeds = test_seeds(args.ranges) if args.ranges else split_seeds("test", args.scenes, start=args.seed_start)
         seconds = pipe.config.clip_seconds
-        levers = Levers(args.negative, args.union_gain)
+        levers = Levers(args.negative, args.union_gain, parse_apg(args.apg))
         lever_run = levers != Levers()
         meta = {"union_mode": args.union_mode or "both", "steps": steps, "sampler": sampler, "cfg": cfg,
                 "clip_seconds": seconds, "device": str(pipe.device), "checkpoint": str(args.checkpoint),

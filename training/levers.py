@@ -16,6 +16,9 @@ it is the runtime's composed union. Levers:
                  worse at guidance 4.) Text and whole-scene selections get no negative row.
     union_gain   gamma: each of the k parts of a composed union gets weight gamma / k (1: their mean,
                  the runtime's default; 2 with two parts: each object at full guidance).
+    apg          adaptive projected guidance (objaudio_rt/core/guidance.py) in place of classifier-free
+                 guidance's update: eta, the kept share of the update's part parallel to the
+                 conditional prediction, and r, a cap on the update's norm (0: none).
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import torch
 
 from objaudio_rt.core.denoise import Conditions
 from objaudio_rt.core.errors import check
+from objaudio_rt.core.guidance import APG
 from objaudio_rt.core.options import RunOptions
 from objaudio_rt.core.pipeline import Generation, Pipeline, Scene, combine_parts
 from objaudio_rt.core.selection import Mask, Text, Whole
@@ -35,13 +39,15 @@ from objaudio_rt.core.selection import Mask, Text, Whole
 class Levers:
     negative: float = 0.0
     union_gain: float = 1.0
+    apg: APG | None = None
 
     def __post_init__(self):
         check(np.isfinite(self.negative) and self.negative >= 0, f"negative must be >= 0, got {self.negative}")
         check(np.isfinite(self.union_gain) and self.union_gain > 0, f"union_gain must be > 0, got {self.union_gain}")
 
     def label(self) -> str:
-        return f"negative={self.negative:g},union_gain={self.union_gain:g}"
+        return f"negative={self.negative:g},union_gain={self.union_gain:g}" + (
+            f",{self.apg.label()}" if self.apg is not None else "")
 
 
 def complement(pixel: np.ndarray | None) -> np.ndarray | None:
@@ -81,7 +87,7 @@ def levered_generate_many(pipe: Pipeline, levers: Levers):
                 weights.append(-levers.negative / run.cfg)
         rows = Conditions.signed(torch.cat(conds), torch.tensor(owner), torch.tensor(weights, dtype=torch.float32),
                                  len(selections), pipe.backend.null_condition)
-        z = pipe.sample(rows, run, progress=progress)                                 # (B, C, T/4, M/4)
+        z = pipe.sample(rows, run, progress=progress, guidance=levers.apg)          # (B, C, T/4, M/4)
         mel, wave = pipe.audio(z, run)
         return [Generation(wave[i], mel[i].cpu(), w.cpu(), m, pipe.config.mel.sample_rate, seed, steps, sampler, cfg)
                 for i, (w, m) in enumerate(shown)]

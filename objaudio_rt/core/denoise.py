@@ -97,9 +97,11 @@ class Conditions:
 
 @torch.no_grad()
 def guided_loop(backend: Backend, x: torch.Tensor, cond: Conditions, tables: DeviceTables, cfg: torch.Tensor,
-                steps: int | None = None, progress: bool = False, held=None) -> torch.Tensor:
+                steps: int | None = None, progress: bool = False, held=None, guidance=None) -> torch.Tensor:
     """x: (B, C, H, W) noise; cfg: (1,) float32 device scalar. Runs the first `steps` steps (all by default).
-    held (longform.Held, host-side, never captured): frames set back to a final latent at every level."""
+    held (longform.Held, host-side, never captured): frames set back to a final latent at every level.
+    guidance (guidance.APG): replaces classifier-free guidance's update; the step then runs at cfg 1 on
+    (eps_u, the guided eps)."""
     b = x.shape[0]
     null = backend.null_condition.to(cond.rows.dtype).expand(b, -1)
     cond_rows = torch.cat([null, cond.rows])                                  # (B + R, cond_dim), unconditional first
@@ -107,6 +109,7 @@ def guided_loop(backend: Backend, x: torch.Tensor, cond: Conditions, tables: Dev
     tables.step.zero_()
     history: tuple[torch.Tensor, ...] = ()                                   # previous data predictions, newest first
     n = tables.plan.steps if steps is None else steps
+    one = torch.ones_like(cfg) if guidance is not None else None
     if held is not None:
         x = held.apply(x, 0)
     for i in tqdm(range(n), desc=f"denoise ({tables.plan.sampler})", disable=not progress, leave=False):
@@ -118,7 +121,11 @@ def guided_loop(backend: Backend, x: torch.Tensor, cond: Conditions, tables: Dev
             eps = as_dtype(backend.unet_eps(x_rows, t, cond_rows), torch.float32)                 # (B + R, ...)
             eps_c = torch.zeros_like(eps[:b]).index_add_(0, cond.owner, eps[b:] * w)   # (B, C, H, W)
             eps_pair = torch.cat([eps[:b], eps_c])
-        x, history = backend.step(tables, i, x, eps_pair, cfg, history)
+        if guidance is not None:
+            eps_pair = torch.cat([eps_pair[:b], guidance.eps(tables.plan.coef_rows[i], x, eps_pair, cfg)])
+            x, history = backend.step(tables, i, x, eps_pair, one, history)
+        else:
+            x, history = backend.step(tables, i, x, eps_pair, cfg, history)
         if held is not None:
             x = held.apply(x, i + 1)
         tables.step.add_(1)
@@ -127,7 +134,7 @@ def guided_loop(backend: Backend, x: torch.Tensor, cond: Conditions, tables: Dev
 
 @torch.no_grad()
 def denoise(backend: Backend, noise: torch.Tensor, cond: Conditions, plan: SamplerPlan, cfg: float,
-            progress: bool = True) -> torch.Tensor:
+            progress: bool = True, guidance=None) -> torch.Tensor:
     """noise: (B, C, H, W), float32 (float64 for a reference run). Returns the final latent (B, C, H, W)
     on the backend's device; the sampler arithmetic is float32 (samplers.reference_step).
 
@@ -138,8 +145,9 @@ def denoise(backend: Backend, noise: torch.Tensor, cond: Conditions, plan: Sampl
     x = noise.to(dev)
     cond = cond.to(dev)
     cfg_t = torch.full((1,), float(cfg), dtype=torch.float32, device=dev)            # (1,) device scalar
-    if backend.graphs is None:
-        return guided_loop(backend, x, cond, DeviceTables.upload(plan, dev), cfg_t, progress=progress)
+    if backend.graphs is None or guidance is not None:                 # guidance: an experiment, not captured
+        return guided_loop(backend, x, cond, DeviceTables.upload(plan, dev), cfg_t, progress=progress,
+                           guidance=guidance)
     inputs = {"x": x, "rows": cond.rows, "owner": cond.owner, "weights": cond.weights, "cfg": cfg_t}
 
     def capture_body():

@@ -283,18 +283,20 @@ class Pipeline:
 
     # ---- 4. conditions -> latent ----------------------------------------------------------
     @torch.no_grad()
-    def sample(self, conditions: Conditioned | Conditions, run: RunOptions, progress: bool = True) -> torch.Tensor:
+    def sample(self, conditions: Conditioned | Conditions, run: RunOptions, progress: bool = True,
+               guidance=None) -> torch.Tensor:
         """The final latent (B, C, T/4, M/4) of the guided loop from each item's own noise: a generator
         seeded with `run.seed`, so an item's result does not depend on what else is in the batch.
         A loop, or a clip past the model's max_seconds, is denoised over overlapping windows of the
-        model's clip length (`windows`, longform.py). `run` is resolved here unless it already is."""
+        model's clip length (`windows`, longform.py). `run` is resolved here unless it already is.
+        guidance: a guidance.APG in place of classifier-free guidance's update (an evaluation lever)."""
         run = run.resolve(self.config, self.union)                                  # as it is if resolved
         rows = conditions.conditions if isinstance(conditions, Conditioned) else conditions
         plan = SamplerPlan.build(run.sampler, run.steps, self.config.schedule)
         noise = self.noise(run, rows.items)                                         # (B, C, T/4, M/4)
         windows = self.windows(run)
         backend = self.backend if windows is None else WindowedUNet(self.backend, windows)
-        return denoise(backend, noise, rows, plan, run.cfg, progress=progress)
+        return denoise(backend, noise, rows, plan, run.cfg, progress=progress, guidance=guidance)
 
     def noise(self, run: RunOptions, items: int) -> torch.Tensor:
         """(B, C, T/4, M/4) initial latents on the device: each item's from a generator seeded with run.seed."""
