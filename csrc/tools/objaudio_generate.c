@@ -2,7 +2,7 @@
  *
  *   objaudio-generate --engine DIR --image scene.ppm --mask obj.pgm [--mask obj2.pgm ...]
  *                     [--union compose|mask] [--sampler NAME] [--steps N] [--cfg W] [--seed S]
- *                     [--sample-rate HZ] [--force] --out out.wav
+ *                     [--sample-rate HZ] [--duration S] [--loop] [--force] --out out.wav
  *
  * The image is a binary PPM (P6), each mask a binary PGM (P5) of the image's size (0 = outside,
  * maxval = inside); no --mask means the whole scene. Writes a mono 32-bit float WAV at the engine's
@@ -44,7 +44,7 @@
 static const char* USAGE =
     "usage: objaudio-generate --engine DIR --image scene.ppm --mask obj.pgm [--mask obj2.pgm ...]\n"
     "                         [--union compose|mask] [--sampler NAME] [--steps N] [--cfg W] [--seed S]\n"
-    "                         [--sample-rate HZ] [--force] --out out.wav\n"
+    "                         [--sample-rate HZ] [--duration S] [--loop] [--force] --out out.wav\n"
     "  --engine DIR     engine folder built by python -m export.engine\n"
     "  --image FILE     binary PPM (P6) RGB image\n"
     "  --mask FILE      binary PGM (P5) mask of the image's size; repeat for a union; none: whole scene\n"
@@ -54,6 +54,8 @@ static const char* USAGE =
     "  --cfg W          guidance scale, 1 to 100 (default: the engine's)\n"
     "  --seed S         noise seed in [0, 2**64 - 1], the same noise as objaudio generate --seed S (default 0)\n"
     "  --sample-rate HZ the WAV's rate, 8000 to 192000 (44100 or 48000 for games and DAWs; default: the engine's)\n"
+    "  --duration S     seconds, from the engine's clip to 120 (past the clip: overlapping windows)\n"
+    "  --loop           a seamless loop of --duration seconds (default: the clip); the end flows into the start\n"
     "  --out FILE       WAV file to write (32-bit float, mono); never an input\n"
     "  --force          replace --out if it exists\n";
 
@@ -260,12 +262,59 @@ static int parse_long(const char* s, long lo, long hi, long* out) {
     return 0;
 }
 
+/* A generation of `duration` seconds (NULL: the clip) or a loop through objaudio_options: the request's run
+ * fields become text keys, the request keeps the selection. *pcm is malloc'd. */
+static int generate_long(objaudio_engine* eng, objaudio_scene* scene, const objaudio_request* req,
+                         const char* duration, int loop, float** pcm, size_t* written) {
+    static const char* const samplers[] = {"ddim", "dpmpp", "dpmpp3m", "unipc"};
+    objaudio_options* opts = NULL;
+    objaudio_request sel = *req;
+    char text[4][32];
+    int rc = -1;
+    snprintf(text[0], sizeof text[0], "%d", (int)req->steps);
+    snprintf(text[1], sizeof text[1], "%.9g", (double)req->cfg);
+    snprintf(text[2], sizeof text[2], "%llu", (unsigned long long)req->seed);
+    snprintf(text[3], sizeof text[3], "%s", req->union_mode == OBJAUDIO_UNION_MASK ? "mask" : "compose");
+    sel.union_mode = 0;
+    sel.sampler = 0;
+    sel.steps = 0;
+    sel.cfg = 0.0f;
+    sel.seed = 0;
+    if (objaudio_options_create(eng, &opts) != OBJAUDIO_OK ||
+        (req->steps && objaudio_options_set(opts, "steps", text[0]) != OBJAUDIO_OK) ||
+        (req->sampler && objaudio_options_set(opts, "sampler", samplers[req->sampler - 1]) != OBJAUDIO_OK) ||
+        (req->cfg != 0.0f && objaudio_options_set(opts, "cfg", text[1]) != OBJAUDIO_OK) ||
+        objaudio_options_set(opts, "seed", text[2]) != OBJAUDIO_OK ||
+        objaudio_options_set(opts, "union", text[3]) != OBJAUDIO_OK ||
+        (duration && objaudio_options_set(opts, "duration", duration) != OBJAUDIO_OK) ||
+        (loop && objaudio_options_set(opts, "loop", "true") != OBJAUDIO_OK)) {
+        error("%s", objaudio_last_error(eng));
+        goto done;
+    }
+    size_t most = 0;
+    objaudio_generate_with_options(eng, scene, &sel, opts, NULL, 0, &most);      /* asks for the length */
+    if (most == 0 || !(*pcm = malloc(most * sizeof(float)))) {
+        error("%s", most == 0 ? objaudio_last_error(eng) : "out of memory");
+        goto done;
+    }
+    if (objaudio_generate_with_options(eng, scene, &sel, opts, *pcm, most, written) != OBJAUDIO_OK) {
+        error("%s", objaudio_last_error(eng));
+        goto done;
+    }
+    rc = 0;
+done:
+    objaudio_options_destroy(opts);
+    return rc;
+}
+
 int main(int argc, char** argv) {
     const char *engine_dir = NULL, *image = NULL, *out = NULL, *inputs[MAX_MASKS + 1];
     const char** masks = inputs + 1;
     size_t n_masks = 0;
     int force = 0;
     long rate = 0;                               /* 0: the engine's own */
+    const char* duration = NULL;                 /* text, as the options key takes it */
+    int loop = 0;
     objaudio_request req;
     objaudio_request_init(&req);
     for (int i = 1; i < argc; ++i) {
@@ -280,9 +329,13 @@ int main(int argc, char** argv) {
             force = 1;
             continue;
         }
+        if (!strcmp(a, "--loop")) {
+            loop = 1;
+            continue;
+        }
         if (strcmp(a, "--engine") && strcmp(a, "--image") && strcmp(a, "--out") && strcmp(a, "--mask") &&
             strcmp(a, "--union") && strcmp(a, "--sampler") && strcmp(a, "--steps") && strcmp(a, "--cfg") &&
-            strcmp(a, "--seed") && strcmp(a, "--sample-rate")) {
+            strcmp(a, "--seed") && strcmp(a, "--sample-rate") && strcmp(a, "--duration")) {
             error("unknown flag %s (see " PROG " --help)", a);
             return 2;
         }
@@ -323,6 +376,14 @@ int main(int argc, char** argv) {
                       OBJAUDIO_MIN_SAMPLE_RATE, OBJAUDIO_MAX_SAMPLE_RATE, v);
                 return 2;
             }
+        } else if (!strcmp(a, "--duration")) {
+            char* end;
+            const double seconds = strtod(v, &end);
+            if (*end || end == v || !(seconds > 0.0 && seconds <= 120.0)) {
+                error("duration must be a number of seconds in (0, 120], got %s", v);
+                return 2;
+            }
+            duration = v;
         } else if (!strcmp(a, "--cfg")) {
             char* end;
             req.cfg = strtof(v, &end);
@@ -390,15 +451,19 @@ int main(int argc, char** argv) {
         goto done;
     }
     t2 = now_seconds();
-    pcm = malloc(info.clip_samples * sizeof(float));
-    if (!pcm) {
-        error("out of memory");
-        goto done;
-    }
     size_t written = 0;
-    if ((st = objaudio_generate(eng, scene, &req, pcm, info.clip_samples, &written)) != OBJAUDIO_OK) {
-        error("%s", objaudio_last_error(eng));
-        goto done;
+    if (duration || loop) {                      /* past the clip, or a loop: the run as text options */
+        if (generate_long(eng, scene, &req, duration, loop, &pcm, &written)) goto done;
+    } else {
+        pcm = malloc(info.clip_samples * sizeof(float));
+        if (!pcm) {
+            error("out of memory");
+            goto done;
+        }
+        if ((st = objaudio_generate(eng, scene, &req, pcm, info.clip_samples, &written)) != OBJAUDIO_OK) {
+            error("%s", objaudio_last_error(eng));
+            goto done;
+        }
     }
     t3 = now_seconds();
     int out_rate = info.sample_rate;

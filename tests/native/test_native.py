@@ -568,6 +568,26 @@ def test_long_clips_loops_and_streams_match_the_python_pipeline(build, engine, p
         native.close()
 
 
+def test_host_program_makes_long_clips_and_loops_as_the_library(build, engine, demo_files, tmp_path):
+    """objaudio-generate --duration / --loop: the samples generate_with_options gives for the same keys;
+    a duration outside (0, 120] is a usage error before the engine opens, one shorter than the clip a
+    failed generation with the library's message."""
+    native = NativeRun(build, engine, "fire")
+    try:
+        for flags, keys in ((["--duration", "12"], dict(duration="12")),
+                            (["--duration", "6", "--loop"], dict(duration="6", loop="true"))):
+            wave, sr, _ = host(build, engine, demo_files, tmp_path / f"{len(flags)}.wav", "--mask",
+                               demo_files / "fire.pgm", "--steps", "2", *flags)
+            want = native.generate(steps=2, seed=SEED, **keys)
+            assert sr == 16000 and np.array_equal(wave, want), flags
+    finally:
+        native.close()
+    assert "duration must be a number of seconds in (0, 120]" in _host_refuses(build, engine, demo_files, "--duration",
+                                                                                "200", "--out", tmp_path / "x.wav")
+    line = _host_refuses(build, engine, demo_files, "--duration", "1", "--out", tmp_path / "y.wav", rc=1)
+    assert "duration must be in [2.56, 120] seconds" in line and not (tmp_path / "y.wav").exists()
+
+
 def test_loop_example_plays_a_seamless_loop_into_a_file_under_sanitizers(build, engine, demo_files, pipe, tmp_path):
     """csrc/tools/objaudio_loop.c, the C example a game starts from, under AddressSanitizer + UBSan: 12 s
     of a 5.12 s loop read in 1024-sample blocks, written as they come. The file holds the period again
