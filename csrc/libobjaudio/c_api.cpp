@@ -45,6 +45,7 @@ struct RunFields {
     int32_t sample_rate = 0;     // objaudio_options only: the PCM's rate
     double duration = 0.0;       // objaudio_options only: seconds (0: the engine's clip)
     bool loop = false;           // objaudio_options only: a seamless loop
+    bool apg = false;            // objaudio_options only: guidance "apg"
 };
 
 struct objaudio_stream {
@@ -161,6 +162,7 @@ objaudio::Options check_options(const RunFields& r, const objaudio::EngineSpec& 
     OBJ_CHECK(cfg >= 1.0 && cfg <= kMaxCfg, cfg_message(std::to_string(cfg)));
     objaudio::Options o{sampler_table(r.sampler, r.steps == 0 ? s.default_steps : r.steps, s), cfg};
     set_length(o, r, s);
+    o.apg = r.apg;
     return o;
 }
 
@@ -322,6 +324,11 @@ void set_loop(RunFields& run, std::string_view v, const objaudio::EngineSpec&) {
     run.loop = v == "true" || v == "1";
 }
 
+void set_guidance(RunFields& run, std::string_view v, const objaudio::EngineSpec&) {
+    OBJ_CHECK(v == "cfg" || v == "apg", "unknown guidance " + quoted(v) + ": use one of cfg, apg");
+    run.apg = v == "apg";
+}
+
 struct OptionKey {
     const char* name;
     void (*set)(RunFields&, std::string_view, const objaudio::EngineSpec&);
@@ -330,7 +337,8 @@ struct OptionKey {
 constexpr OptionKey kOptionKeys[] = {{"steps", set_steps},   {"sampler", set_sampler},
                                      {"cfg", set_cfg},       {"seed", set_seed},
                                      {"union", set_union},   {"sample_rate", set_sample_rate},
-                                     {"duration", set_duration}, {"loop", set_loop}};
+                                     {"duration", set_duration}, {"loop", set_loop},
+                                     {"guidance", set_guidance}};
 
 // The selection of an objaudio_options call: the request's masks and noise (NULL: the whole scene), its run
 // fields left as objaudio_request_init sets them.

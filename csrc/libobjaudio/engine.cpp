@@ -15,6 +15,7 @@
 #include <ATen/ops/index_select.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/isfinite.h>
+#include <ATen/ops/lerp.h>
 #include <ATen/ops/minimum.h>
 #include <ATen/ops/ones_like.h>
 #include <ATen/ops/randn.h>
@@ -166,6 +167,32 @@ at::Tensor sampler_step(const double* c, int k, const at::Tensor& x, const at::T
     return x_next;
 }
 
+// ---- 4b. adaptive projected guidance (guidance.APG with eta 0, no cap), op for op ------------------------
+// The guided eps of one step: x0_c + (cfg - 1) times the part of D = x0_c - x0_u orthogonal to x0_c, per
+// item, turned back into eps with the row's (dx, de). The step then runs at cfg 1 on (eps_u, this).
+at::Tensor apg_eps(const double* c, int k, const at::Tensor& x, const at::Tensor& eps_u, const at::Tensor& eps_c,
+                   double cfg) {
+    const double dx = c[k + 2], de = c[k + 3];
+    at::Tensor xf = x.to(at::kFloat);
+    const std::vector<int64_t> dims = {1, 2, 3};
+    auto norm = [&](const at::Tensor& t) { return t.square().sum(dims, true).sqrt(); };
+    at::Tensor x0_c = xf * dx + eps_c * de;
+    at::Tensor d = (eps_c - eps_u) * de;
+    at::Tensor unit = x0_c / norm(x0_c).clamp_min(1e-12);
+    at::Tensor par = (d * unit).sum(dims, true) * unit;
+    at::Tensor w = at::full({1}, cfg, at::TensorOptions(at::kFloat).device(x.device())).view({-1, 1, 1, 1});
+    at::Tensor x0 = x0_c + (w - 1.0) * (d - par + par * 0.0);
+    return (x0 - xf * dx) / de;
+}
+
+// One guided step: classifier-free guidance, or APG then a step at cfg 1.
+at::Tensor guided_step(const SamplerTable& table, int i, const at::Tensor& x, const at::Tensor& eps_u,
+                       const at::Tensor& eps_c, double cfg, bool apg, std::vector<at::Tensor>& history) {
+    if (!apg) return sampler_step(table.row(i), table.history(), x, eps_u, eps_c, cfg, history);
+    at::Tensor eps_g = apg_eps(table.row(i), table.history(), x, eps_u, eps_c, cfg);
+    return sampler_step(table.row(i), table.history(), x, eps_u, eps_g, 1.0, history);
+}
+
 }  // namespace
 
 // ---- 2-3. selections -> one condition row per part (a composed union has several) ----------------------
@@ -282,19 +309,35 @@ std::vector<Span> vocoder_spans(int64_t frames, int64_t size, bool loop, int64_t
 
 int64_t floor_mod(int64_t a, int64_t n) { return ((a % n) + n) % n; }
 
-// The frames held in a window made after others (longform.Held): set back at every level to the final
-// latent noised to that level.
+// The frames of a window that earlier windows made (longform.Held): at every step pulled back towards the
+// final latent noised to that level, with weights ramping from 1 deep inside the made part to 0 at the
+// free frames.
 struct Held {
-    at::Tensor mask;                     // (1, 1, W, 1) bool
+    at::Tensor weight;                   // (1, 1, W, 1) float32
     at::Tensor clean, noise;             // (B, C, W, M)
     std::vector<std::pair<double, double>> levels;   // (alpha, sigma) before step 0 and after each step
 
     at::Tensor apply(const at::Tensor& x, size_t i) const {
         const auto [a, s] = levels[i];
         at::Tensor held = s > 0 ? clean * a + noise * s : clean;
-        return at::where(mask, held.to(x.scalar_type()), x);
+        return at::lerp(x, held.to(x.scalar_type()), weight.to(x.scalar_type()));
     }
 };
+
+// longform.held_weights: 0 on free frames; on made ones min(1, d / (ramp + 1)), d the distance to the
+// nearest free frame.
+std::vector<float> held_weights(const std::vector<char>& known, int64_t ramp) {
+    const auto n = static_cast<int64_t>(known.size());
+    std::vector<float> w(known.size(), 0.0f);
+    for (int64_t j = 0; j < n; ++j) {
+        if (!known[j]) continue;
+        int64_t d = n + 1;
+        for (int64_t f = 0; f < n; ++f)
+            if (!known[f]) d = std::min(d, f > j ? f - j : j - f);
+        w[j] = d > n ? 1.0f : std::min(1.0f, static_cast<float>(d) / static_cast<float>(ramp + 1));
+    }
+    return w;
+}
 
 // longform.noise_levels
 std::vector<std::pair<double, double>> noise_levels(const SamplerTable& table, const std::vector<double>& acp) {
@@ -360,7 +403,7 @@ struct StreamState {
                     eps.index_add_(2, idx[k], unet_rows(x.index_select(2, idx[k]), t) * wts[k]);
             }
             at::Tensor eps_c = at::zeros_like(eps.slice(0, 0, nb)).index_add_(0, cond.own, eps.slice(0, nb) * cond.wts);
-            x = sampler_step(table.row(i), table.history(), x, eps.slice(0, 0, nb), eps_c, opt.cfg, history);
+            x = guided_step(table, i, x, eps.slice(0, 0, nb), eps_c, opt.cfg, opt.apg, history);
             if (held != nullptr) x = held->apply(x, static_cast<size_t>(i) + 1);
         }
         return x;
@@ -429,17 +472,15 @@ struct StreamState {
             for (size_t j = 0; j < fr.size(); ++j) any |= (known[j] = made[fr[j]]) != 0;
             at::Tensor x = noise.index_select(2, idx);
             at::Tensor out;
-            at::Tensor mask;
             if (any) {
-                std::vector<uint8_t> k8(known.begin(), known.end());
-                mask = at::tensor(k8, at::kByte).to(at::kBool).to(dev).view({1, 1, -1, 1});
-                Held held{mask, z.index_select(2, idx), x, noise_levels(opt.table, eng->spec_.alphas_cumprod)};
+                const int64_t ramp = std::max<int64_t>(0, win.size / kOverlap - 1);   // sequential_latents' default
+                at::Tensor weight = at::tensor(held_weights(known, ramp), at::kFloat).to(dev).view({1, 1, -1, 1});
+                Held held{weight, z.index_select(2, idx), x, noise_levels(opt.table, eng->spec_.alphas_cumprod)};
                 out = denoise(x.clone(), nullptr, &held);
-                out = at::where(mask, z.index_select(2, idx), out);
             } else {
                 out = denoise(x.clone(), nullptr, nullptr);
             }
-            z.index_copy_(2, idx, out);
+            z.index_copy_(2, idx, out.to(z.scalar_type()));
             for (int64_t f : fr) made[f] = 1;
             add_window(z, next_window++);
             return;
@@ -604,7 +645,7 @@ void Engine::generate(const Scene& scene, const std::vector<Item>& items, const 
         at::Tensor eps = run((*nets_)["unet"], "unet", {at::cat({x, x.index_select(0, c.own)}), t, c.rows})
                              .to(at::kFloat);                                                  // (B + R, C, H, W)
         at::Tensor eps_c = at::zeros_like(eps.slice(0, 0, nb)).index_add_(0, c.own, eps.slice(0, nb) * c.wts);
-        x = sampler_step(table.row(i), table.history(), x, eps.slice(0, 0, nb), eps_c, options.cfg, history);
+        x = guided_step(table, i, x, eps.slice(0, 0, nb), eps_c, options.cfg, options.apg, history);
     }
 
     // ---- 5-6. latent -> mel -> waveform, one item at a time ---------------------------------------------

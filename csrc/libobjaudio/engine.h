@@ -36,6 +36,7 @@ struct Options {
     int64_t frames = 0;                  // latent frames T; 0: the engine's clip (one pass)
     size_t samples = 0;                  // samples a generation keeps (a loop: one period); 0: clip_samples
     bool loop = false;                   // the latent's time axis wraps around
+    bool apg = false;                    // adaptive projected guidance (objaudio_rt/core/guidance.py, eta 0)
 };
 
 struct StreamState;

@@ -230,20 +230,32 @@ def plan_sequential(total: int, size: int, loop: bool) -> Windows | None:
 
 @dataclass
 class Held:
-    """Frames of a window whose latent is already final: at every step they are set back to the
-    clean latent noised to the step's level (the replacement method of inpainting), so the free
-    frames are denoised to continue them. mask: (W,) bool over the time axis; clean, noise:
-    (B, C, W, M); levels: (alpha, sigma) before the first step and after each step."""
-    mask: torch.Tensor
+    """Frames of a window that earlier windows made: at every step they are pulled back towards the
+    final latent noised to the step's level (inpainting by replacement), with a weight (W,) in [0, 1]
+    that is 1 far inside the made part and ramps down towards the free frames, so the window's own
+    prediction takes over gradually there and the free frames are denoised to continue the made
+    ones. clean, noise: (B, C, W, M); levels: (alpha, sigma) before the first step and after each."""
+    weight: torch.Tensor
     clean: torch.Tensor
     noise: torch.Tensor
     levels: list[tuple[float, float]]
 
     def apply(self, x: torch.Tensor, i: int) -> torch.Tensor:
-        """x at level i (0: the start, i: after step i - 1) with the held frames replaced."""
+        """x at level i (0: the start, i: after step i - 1) with the held frames pulled back."""
         a, s = self.levels[i]
         held = self.clean * a + self.noise * s if s > 0 else self.clean
-        return torch.where(self.mask.view(1, 1, -1, 1), held.to(x.dtype), x)
+        return torch.lerp(x, held.to(x.dtype), self.weight.to(x.dtype).view(1, 1, -1, 1))
+
+
+def held_weights(known: torch.Tensor, ramp: int) -> torch.Tensor:
+    """(W,) float32: 0 on free frames; on known ones min(1, d / (ramp + 1)), d the distance in frames to
+    the nearest free frame (ramp 0: 1 on every known frame, plain replacement)."""
+    n = known.numel()
+    free = torch.nonzero(~known).flatten()
+    if free.numel() == 0:
+        return torch.ones(n)
+    d = (torch.arange(n)[:, None] - free[None]).abs().min(dim=1).values.float()
+    return torch.where(known, torch.clamp(d / (ramp + 1), max=1.0), torch.zeros(n))
 
 
 def noise_levels(timesteps: list[int], alphas_cumprod) -> list[tuple[float, float]]:
@@ -254,20 +266,24 @@ def noise_levels(timesteps: list[int], alphas_cumprod) -> list[tuple[float, floa
     return out + [(1.0, 0.0)]
 
 
-def sequential_latents(run_window, noise: torch.Tensor, windows: Windows,
-                       levels: list[tuple[float, float]]) -> Iterator[tuple[int, torch.Tensor]]:
+def sequential_latents(run_window, noise: torch.Tensor, windows: Windows, levels: list[tuple[float, float]],
+                       ramp: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
     """Denoises the windows of noise (B, C, T, M) one after another; each window's frames that earlier
-    windows made final are held (`Held`). run_window(x, held) runs the guided loop on one window
-    (B, C, W, M). Yields (k, latent) after window k: the latent's frames covered by windows 0..k are final."""
+    windows made are held (`Held`, weights ramping over `ramp` frames, default size / OVERLAP - 1, so a
+    quarter-window overlap is ramped whole and its far frame held exactly) and the window's result
+    replaces them. run_window(x, held) runs the guided loop on one window
+    (B, C, W, M). Yields (k, latent) after window k: frames covered by windows 0..k and by no later
+    window are final."""
+    ramp = max(0, windows.size // OVERLAP - 1) if ramp is None else ramp
     z = torch.zeros_like(noise)
-    final = torch.zeros(windows.total, dtype=torch.bool)
+    made = torch.zeros(windows.total, dtype=torch.bool)
     for k, idx in enumerate(windows.index()):
-        known = final[idx]
+        known = made[idx]
         x = noise[:, :, idx]
-        held = Held(known.to(noise.device), z[:, :, idx], x, levels) if bool(known.any()) else None
-        out = run_window(x.clone(), held)
-        z[:, :, idx] = torch.where(known.to(noise.device).view(1, 1, -1, 1), z[:, :, idx], out.to(z.dtype))
-        final[idx] = True
+        held = (Held(held_weights(known, ramp).to(noise.device), z[:, :, idx], x, levels)
+                if bool(known.any()) else None)
+        z[:, :, idx] = run_window(x.clone(), held).to(z.dtype)
+        made[idx] = True
         yield k, z
 
 

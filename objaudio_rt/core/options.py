@@ -11,7 +11,8 @@ Plain Python (the CLI imports this before torch):
     MAX_TEXT     the longest text selection (selection.Text), for the CLI, Python and the service alike
     MIN_SAMPLE_RATE, MAX_SAMPLE_RATE  what a written WAV may be resampled to (audio.resample)
     MAX_SECONDS  the longest generation (a clip past the model's max_seconds, or a loop: longform.py)
-    RunOptions   steps, sampler, cfg, seed, duration, union, loop, with the model's defaults resolved
+    GUIDANCE     how the conditional and unconditional predictions combine (guidance.py)
+    RunOptions   steps, sampler, cfg, seed, duration, union, loop, guidance, with the model's defaults resolved
 """
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
 
 SAMPLERS = ("ddim", "dpmpp", "dpmpp3m", "unipc")   # samplers.py: DDIM, DPM-Solver++ 2M and 3M, UniPC
 UNION_MODES = ("compose", "mask")
+# "cfg": classifier-free guidance (the paper's); "apg": adaptive projected guidance (guidance.APG, eta 0),
+# measured against cfg on paired unseen selections (training/README.md)
+GUIDANCE = ("cfg", "apg")
 BACKENDS = ("eager", "fast", "onnxruntime", "tensorrt")
 GRAPH_BACKENDS = ("onnxruntime", "tensorrt")   # run exported graphs: no PyTorch network is built (model.GraphModel)
 BACKEND_CHOICES = ("auto", *BACKENDS)          # "auto": backends.resolve_backend picks one ready here
@@ -85,6 +89,7 @@ class RunOptions:
     duration: float | None = None         # seconds
     union: str | None = None              # one of UNION_MODES
     loop: bool = False                    # a seamless loop (longform.py): duration snapped to whole latent frames
+    guidance: str | None = None           # one of GUIDANCE (default "cfg")
 
     def resolve(self, config: ModelConfig, union: str = UNION_MODES[0]) -> ResolvedRun:
         """Every field filled (`union`: the caller's default mode) and checked."""
@@ -96,7 +101,7 @@ class RunOptions:
             cfg=config.default_cfg if self.cfg is None else float(self.cfg),
             seed=self.seed,
             duration=config.clip_seconds if self.duration is None else float(self.duration),
-            union=self.union or union, loop=self.loop)
+            union=self.union or union, loop=self.loop, guidance=self.guidance or GUIDANCE[0])
         top = max_steps(config.schedule.num_train_timesteps)
         check(isinstance(run.steps, int) and 0 < run.steps <= top,
               f"steps must be an integer in [1, {top}], got {run.steps!r}")
@@ -116,6 +121,7 @@ class RunOptions:
                                              f"got {run.duration:g}")
             run = dataclasses.replace(run, duration=round(frames * shortest, 6))   # whole latent frames: the period
         check(run.union in UNION_MODES, f"unknown union mode {run.union!r}: use one of {', '.join(UNION_MODES)}")
+        check(run.guidance in GUIDANCE, f"unknown guidance {run.guidance!r}: use one of {', '.join(GUIDANCE)}")
         return run
 
 

@@ -20,6 +20,7 @@ from .denoise import Conditions, denoise, guided_loop
 from ..modelio.encoders import preprocess_pixels, tokenize_texts
 from .errors import ObjaudioError, check
 from .grounding import mask_to_patch_coverage, rescale_patch_weights
+from .guidance import APG
 from .images import load_image, load_mask
 from .config import ModelSource
 from .longform import (CONTEXT, MelAssembly, Windows, WindowedUNet, decode_windows, noise_levels, plan_sequential,
@@ -289,14 +290,14 @@ class Pipeline:
         seeded with `run.seed`, so an item's result does not depend on what else is in the batch.
         A loop, or a clip past the model's max_seconds, is denoised over overlapping windows of the
         model's clip length (`windows`, longform.py). `run` is resolved here unless it already is.
-        guidance: a guidance.APG in place of classifier-free guidance's update (an evaluation lever)."""
+        guidance: a guidance.APG in place of classifier-free guidance's update (default: run.guidance's)."""
         run = run.resolve(self.config, self.union)                                  # as it is if resolved
         rows = conditions.conditions if isinstance(conditions, Conditioned) else conditions
         plan = SamplerPlan.build(run.sampler, run.steps, self.config.schedule)
         noise = self.noise(run, rows.items)                                         # (B, C, T/4, M/4)
         windows = self.windows(run)
         backend = self.backend if windows is None else WindowedUNet(self.backend, windows)
-        return denoise(backend, noise, rows, plan, run.cfg, progress=progress, guidance=guidance)
+        return denoise(backend, noise, rows, plan, run.cfg, progress=progress, guidance=guidance or guidance_of(run))
 
     def noise(self, run: RunOptions, items: int) -> torch.Tensor:
         """(B, C, T/4, M/4) initial latents on the device: each item's from a generator seeded with run.seed."""
@@ -402,7 +403,7 @@ class Pipeline:
         spans = vocoder_spans(seq.total * f, size, run.loop, origin)
 
         def run_window(x, held):
-            return guided_loop(self.backend, x, cond, tables, cfg, held=held)
+            return guided_loop(self.backend, x, cond, tables, cfg, held=held, guidance=guidance_of(run))
 
         for k, z in sequential_latents(run_window, self.noise(run, rows.items), seq, levels):
             mel.add(self.backend, z, k)
@@ -418,7 +419,7 @@ class Pipeline:
     def generate_many(self, scene: Scene, selections: list[Selection | None], steps: int | None = None,
                       sampler: str | None = None, cfg: float | None = None, seed: int = 0,
                       duration: float | None = None, progress: bool = True,
-                      union: str | None = None, loop: bool = False) -> list[Generation]:
+                      union: str | None = None, loop: bool = False, guidance: str | None = None) -> list[Generation]:
         """One batched generation for several selections of one scene (e.g. clicking through objects):
         `conditions`, then `sample`, then `audio`.
 
@@ -429,8 +430,10 @@ class Pipeline:
 
         `duration` may pass the model's max_seconds (up to options.MAX_SECONDS) and `loop` makes the
         clip's end flow into its start: both denoise one latent over overlapping windows (longform.py).
+        `guidance`: "cfg" (default, the paper's) or "apg" (adaptive projected guidance, guidance.py).
         """
-        return self.generate_batch(scene, selections, RunOptions(steps, sampler, cfg, seed, duration, union, loop),
+        return self.generate_batch(scene, selections,
+                                   RunOptions(steps, sampler, cfg, seed, duration, union, loop, guidance),
                                    progress=progress)
 
     def generate_batch(self, scene: Scene, selections: list[Selection | None], run: RunOptions,
@@ -446,6 +449,11 @@ class Pipeline:
     def latent_shape(self, duration: float) -> tuple[tuple[int, int, int], int]:
         """((C, frames / f, n_mels / f), waveform samples to keep): ModelConfig.latent_shape."""
         return self.config.latent_shape(duration)
+
+
+def guidance_of(run: RunOptions) -> APG | None:
+    """The guided loop's guidance for run.guidance: None for classifier-free guidance."""
+    return APG() if run.guidance == "apg" else None
 
 
 def conditions_per_item(selection: Selection | None, union: str) -> int:

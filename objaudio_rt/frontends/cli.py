@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from ..core.errors import ObjaudioError, check, command
-from ..core.options import BACKEND_CHOICES, DTYPE_NAMES, SAMPLERS, UNION_MODES
+from ..core.options import BACKEND_CHOICES, DTYPE_NAMES, GUIDANCE, SAMPLERS, UNION_MODES
 
 DEMO = Path(__file__).parents[1] / "assets" / "demo"
 
@@ -61,6 +61,9 @@ def _add_generation_flags(p: argparse.ArgumentParser) -> None:
                         "denoised over overlapping windows (default: the model's clip length)")
     p.add_argument("--loop", action="store_true",
                    help="a seamless loop: the clip's end flows into its start (length snapped to 0.04 s)")
+    p.add_argument("--guidance", choices=GUIDANCE, default=None,
+                   help="cfg: classifier-free guidance (default, the paper's); apg: adaptive projected guidance, "
+                        "which keeps the guidance update's part orthogonal to the conditional prediction")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
                    help="auto (default: on a CPU onnxruntime when `python -m export.onnx --cache` has built this "
@@ -214,7 +217,8 @@ def _backend_options(args) -> dict:
 def _run_options(args):
     from ..core.options import RunOptions
 
-    return RunOptions(args.steps, args.sampler, args.cfg, args.seed, args.duration, args.union, args.loop)
+    return RunOptions(args.steps, args.sampler, args.cfg, args.seed, args.duration, args.union, args.loop,
+                      args.guidance)
 
 
 def _options(args) -> dict:

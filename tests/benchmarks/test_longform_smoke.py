@@ -16,10 +16,13 @@ def test_longform_writes_cost_seams_and_accuracy(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert "first samples s" in run.stdout and "loop_wrap" in run.stdout and "control" in run.stdout
     report = json.loads(out.read_text())
-    one, long = report["cost"]
+    one, long, stream = report["cost"]
     assert (one["seconds"], one["windows"], long["seconds"]) == (5.12, 0, 6.0) and long["windows"] >= 2
-    assert long["samples"] == 6 * 16000 and 0 < long["first_samples_s"] <= long["wall_s"]
+    assert (long["mode"], stream["mode"], stream["seconds"], stream["windows"]) == ("joint", "stream", 6.0, long["windows"])
+    for row in (long, stream):
+        assert row["samples"] == 6 * 16000 and 0 < row["first_samples_s"] <= row["wall_s"]
     q = report["quality"]
-    assert q["seam_ratio_loop_wrap"]["n"] == q["selections"] > 0
-    assert q["object_accuracy_per_window_long"]["n"] == 5 * q["selections"]
+    assert q["seam_ratio_loop_wrap"]["n"] == q["seam_ratio_stream_loop_wrap"]["n"] == q["selections"] > 0
+    assert q["object_accuracy_per_window_long"]["n"] == q["object_accuracy_per_window_long_stream"]["n"] \
+        == 5 * q["selections"]
     assert {"git_commit", "load_before", "load_after", "cpu_threads"} <= set(report["provenance"])

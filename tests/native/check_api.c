@@ -225,6 +225,7 @@ static void check_options_as_text(objaudio_engine* eng, objaudio_scene* scene, u
         {"looped", "true", OBJAUDIO_ERR_UNKNOWN_OPTION, "unknown option 'looped'"},
         {"loop", "yes", OBJAUDIO_ERR_INVALID_ARGUMENT, "loop must be true or false (or 1 or 0), got 'yes'"},
         {"loop", "TRUE", OBJAUDIO_ERR_INVALID_ARGUMENT, "got 'TRUE'"},
+        {"guidance", "pag", OBJAUDIO_ERR_INVALID_ARGUMENT, "unknown guidance 'pag': use one of cfg, apg"},
         {"", "1", OBJAUDIO_ERR_UNKNOWN_OPTION, "unknown option ''"},
         {"Steps", "10", OBJAUDIO_ERR_UNKNOWN_OPTION, "unknown option 'Steps'"},
         {NULL, "10", OBJAUDIO_ERR_INVALID_ARGUMENT, "key or value is NULL"},

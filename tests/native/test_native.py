@@ -339,13 +339,22 @@ def test_c_api_bad_inputs_threads_and_noise(build, engine, tmp_path):
 
 
 def test_c_api_under_address_and_ub_sanitizers(build, engine, tmp_path):
-    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:exitcode=23",
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0:abort_on_error=0:exitcode=23",
                LSAN_OPTIONS=f"suppressions={Path(__file__).parent / 'lsan.supp'}",
                UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
-    r = run([build / "objaudio-check-api-asan", engine, _noise_file(engine, tmp_path / "noise.f32"), SEED],
-            env=env, check=False)
-    assert r.returncode == 0, f"exit {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
-    assert "runtime error" not in r.stderr and "AddressSanitizer" not in r.stderr, r.stderr[-6000:]
+    # Leaks are not checked here: LeakSanitizer's own tracer thread crashes at this program's exit on this
+    # machine (glibc 2.36, gcc 12: "Tracer caught signal 11"), for the library of 2026-12-05 as for today's,
+    # before it reports anything. AddressSanitizer and UBSan stay on for every call; the leak check runs on
+    # objaudio-loop-asan (test_loop_example_...: engine, options, a stream, all closed).
+    out, err = tmp_path / "asan.out", tmp_path / "asan.err"
+    with out.open("w") as o, err.open("w") as e:
+        rc = subprocess.run([str(build / "objaudio-check-api-asan"), str(engine),
+                             str(_noise_file(engine, tmp_path / "noise.f32")), str(SEED)],
+                            stdout=o, stderr=e, env=env, timeout=600).returncode
+    stdout, stderr = out.read_text(), err.read_text()
+    assert rc == 0, f"exit {rc}\n{stdout[-3000:]}\n{stderr[-6000:]}"
+    assert stdout.strip().splitlines()[-1].endswith(" 0 failed"), stdout[-3000:]
+    assert "runtime error" not in stderr and "AddressSanitizer" not in stderr, stderr[-6000:]
 
 
 def _tampered(engine, tmp_path, change) -> Path:
@@ -530,8 +539,8 @@ class NativeRun:
 
 
 def test_long_clips_loops_and_streams_match_the_python_pipeline(build, engine, pipe):
-    """duration past the clip, loop, and streams (objaudio_stream_*) against Pipeline.generate_batch and
-    Pipeline.stream on the same seed. Bound: the one-pass test's 1e-4 of the peak (AOTInductor's float32
+    """duration past the clip, loop, guidance "apg", and streams (objaudio_stream_*) against
+    Pipeline.generate_batch and Pipeline.stream on the same seed. Bound: the one-pass test's 1e-4 of the peak (AOTInductor's float32
     rounding against eager PyTorch), times 3 for the windows: each frame's eps blends up to two windows'
     UNet calls, made at another batch size than Python's, and every step feeds the next (measured: at most
     1.3e-4 of the peak, 5 steps)."""
@@ -543,15 +552,16 @@ def test_long_clips_loops_and_streams_match_the_python_pipeline(build, engine, p
     sel = Mask(DEMO / "mask_bird.png")
     clip = pipe.config.clip_seconds
     try:
-        for loop, seconds in ((False, pipe.config.max_seconds + 1.76), (True, 2 * clip), (True, clip)):
-            keys = dict(steps=5, seed=SEED, duration=f"{seconds:g}", loop=str(loop).lower())
-            run = RunOptions(steps=5, seed=SEED, duration=seconds, loop=loop)
+        for loop, seconds, guidance in ((False, pipe.config.max_seconds + 1.76, "cfg"), (True, 2 * clip, "cfg"),
+                                        (True, clip, "cfg"), (False, clip, "apg"), (True, 2 * clip, "apg")):
+            keys = dict(steps=5, seed=SEED, duration=f"{seconds:g}", loop=str(loop).lower(), guidance=guidance)
+            run = RunOptions(steps=5, seed=SEED, duration=seconds, loop=loop, guidance=guidance)
             want = pipe.generate_batch(scene, [sel], run, progress=False)[0].wave.numpy()
             got = native.generate(**keys)
             tol = 3e-4 * float(np.abs(want).max())
             assert got.shape == want.shape, (loop, seconds, got.shape, want.shape)
             err = float(np.abs(got - want).max())
-            print(f"loop={loop} {seconds:g} s: |lib - python| {err:.2e} (tolerance {tol:.2e})")
+            print(f"loop={loop} {seconds:g} s {guidance}: |lib - python| {err:.2e} (tolerance {tol:.2e})")
             assert err <= tol, (loop, seconds, err, tol)
 
             stream = pipe.stream(pipe.conditions(scene, [sel]), run)
@@ -562,7 +572,7 @@ def test_long_clips_loops_and_streams_match_the_python_pipeline(build, engine, p
             err = float(np.abs(got_s - want_s).max())
             print(f"  stream: |lib - python| {err:.2e}, origin {origin}")
             assert err <= tol, ("stream", loop, seconds, err, tol)
-            if loop and stream.windows is None:          # a loop too short to make in order: the generation itself
+            if stream.windows is None:                   # one pass, or a loop too short to make in order: the generation
                 np.testing.assert_allclose(got_s, got, rtol=0, atol=1e-7)
     finally:
         native.close()

@@ -54,3 +54,31 @@ def test_the_guided_loop_with_apg_at_eta_one_equals_the_plain_loop(tiny_pipe, sc
     torch.testing.assert_close(same, plain, rtol=1e-4, atol=1e-4)
     other = tiny_pipe.sample(cond, run, progress=False, guidance=APG(0.0))
     assert float((other - plain).abs().max()) > 10 * float((same - plain).abs().max())   # eta 0 changes the run
+
+
+def test_guidance_is_a_run_option_everywhere_and_apg_is_the_lever(tiny_pipe, scene_image, square_mask):
+    """RunOptions.guidance ("cfg" | "apg"), the CLI's --guidance, the service's "guidance" field and a batch
+    line's: each refuses another name; "apg" generates what the evaluation lever APG() generates."""
+    from objaudio_rt import Mask
+    from objaudio_rt.core.options import RunOptions
+    from objaudio_rt.frontends.cli import build_parser
+    from objaudio_rt.frontends.serve.limits import ServeLimits
+    from objaudio_rt.frontends.serve.requests import parse_generate
+
+    with pytest.raises(ObjaudioError, match="unknown guidance 'pag': use one of cfg, apg"):
+        RunOptions(guidance="pag").resolve(tiny_pipe.config)
+    assert RunOptions().resolve(tiny_pipe.config).guidance == "cfg"
+    body = {"scene_id": "s", "selections": [{"whole": True}], "guidance": "apg"}
+    assert parse_generate(body, ServeLimits()).options.guidance == "apg"
+    with pytest.raises(ObjaudioError, match="'guidance' must be one of cfg, apg"):
+        parse_generate({**body, "guidance": 1}, ServeLimits())
+    args = build_parser().parse_args(["generate", "--image", "x.png", "--guidance", "apg", "--out", "y.wav"])
+    assert args.guidance == "apg"
+    scene = tiny_pipe.encode_image(scene_image)
+    sel = Mask(square_mask)
+    got = tiny_pipe.generate_many(scene, [sel], steps=3, seed=5, guidance="apg", progress=False)[0].wave
+    run = RunOptions(steps=3, seed=5)
+    z = tiny_pipe.sample(tiny_pipe.conditions(scene, [sel]), run, progress=False, guidance=APG())
+    assert torch.equal(got, tiny_pipe.audio(z, run)[1][0])
+    cfg = tiny_pipe.generate_many(scene, [sel], steps=3, seed=5, progress=False)[0].wave
+    assert not torch.equal(got, cfg)

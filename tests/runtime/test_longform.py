@@ -120,10 +120,13 @@ class PointwiseStepping(Pointwise):
 
 @pytest.mark.parametrize("loop", [False, True])
 def test_windows_made_in_order_equal_the_joint_ones_for_a_pointwise_network(loop):
-    """With a pointwise UNet every frame evolves from its own noise alone, so holding the frames earlier
-    windows made (noised to each step's level) must give exactly the joint (MultiDiffusion) latent."""
+    """With a pointwise UNet every frame evolves from its own noise alone: frames a window makes freely
+    (held weight 0) and frames it holds fully (weight 1) must equal the joint (MultiDiffusion) latent
+    exactly; only the ramps between them (weights in (0, 1)) may differ. With no ramp (plain
+    replacement) every frame equals it."""
     from objaudio_rt.core.config import ScheduleConfig
     from objaudio_rt.core.denoise import Conditions, denoise, guided_loop
+    from objaudio_rt.core.longform import held_weights
     from objaudio_rt.core.samplers import DeviceTables, SamplerPlan, alphas_cumprod
 
     inner = PointwiseStepping()
@@ -133,10 +136,30 @@ def test_windows_made_in_order_equal_the_joint_ones_for_a_pointwise_network(loop
     joint = denoise(WindowedUNet(inner, seq), noise, cond, plan, 3.0, progress=False)
     tables, cfg = DeviceTables.upload(plan, inner.device), torch.tensor([3.0])
     levels = noise_levels(plan.timesteps.tolist(), alphas_cumprod(ScheduleConfig()))
-    made = [(k, z) for k, z in sequential_latents(lambda x, held: guided_loop(inner, x, cond, tables, cfg, held=held),
-                                                  noise, seq, levels)]
-    assert [k for k, _ in made] == list(range(len(seq.starts)))
-    torch.testing.assert_close(made[-1][1], joint, rtol=1e-5, atol=1e-5)   # float32 rounding of the blend
+
+    def run_window(x, held):
+        return guided_loop(inner, x, cond, tables, cfg, held=held)
+    for ramp in (0, None):
+        made = [(k, z.clone()) for k, z in sequential_latents(run_window, noise, seq, levels, ramp=ramp)]
+        assert [k for k, _ in made] == list(range(len(seq.starts)))
+        ramped = torch.zeros(300, dtype=torch.bool)
+        done = torch.zeros(300, dtype=torch.bool)
+        for idx in seq.index():
+            w = held_weights(done[idx], 15 if ramp is None else ramp)
+            ramped[idx[(w > 0) & (w < 1)]] = True
+            done[idx] = True
+        assert int(ramped.sum()) <= 2 * 15 * len(seq.starts) and (ramp != 0 or not ramped.any())
+        torch.testing.assert_close(made[-1][1][:, :, ~ramped], joint[:, :, ~ramped], rtol=1e-5, atol=1e-5)
+
+
+def test_held_weights_ramp_from_the_free_frames_and_reach_one():
+    from objaudio_rt.core.longform import held_weights
+
+    known = torch.tensor([True] * 5 + [False] * 3 + [True] * 2)
+    w = held_weights(known, 3)
+    torch.testing.assert_close(w, torch.tensor([1, 1, 0.75, 0.5, 0.25, 0, 0, 0, 0.25, 0.5]))
+    assert torch.equal(held_weights(known, 0), known.float())            # plain replacement
+    assert torch.equal(held_weights(torch.ones(4, dtype=torch.bool), 3), torch.ones(4))
 
 
 def test_durations_past_the_limit_and_short_loops_are_refused_before_anything_runs(tiny_pipe):

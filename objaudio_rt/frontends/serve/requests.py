@@ -11,13 +11,13 @@ import math
 from dataclasses import dataclass
 
 from ...core.errors import ObjaudioError, check
-from ...core.options import SAMPLERS, UNION_MODES, RunOptions, check_sample_rate
+from ...core.options import GUIDANCE, SAMPLERS, UNION_MODES, RunOptions, check_sample_rate
 from ...core.selection import Box, Points, Text
 from .limits import ServeLimits
 
 SELECTION_KEYS = ("mask_png", "points", "box", "text", "mask_index", "whole")
 GENERATE_FIELDS = ("scene_id", "selections", "union", "stems", "steps", "cfg", "seed", "duration", "sampler",
-                   "format", "sample_rate", "loop")
+                   "format", "sample_rate", "loop", "guidance")
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,9 @@ def parse_generate(data: dict, limits: ServeLimits) -> GenerateRequest:
     rate = _number(data, "sample_rate", int, None)
     if rate is not None:
         check_sample_rate(rate, "'sample_rate'")
-    options = RunOptions(steps, sampler, _number(data, "cfg", float, None), seed, duration, union, loop)
+    guidance = data.get("guidance", GUIDANCE[0])
+    check(guidance in GUIDANCE, f"'guidance' must be one of {', '.join(GUIDANCE)}, got {_short(guidance)}")
+    options = RunOptions(steps, sampler, _number(data, "cfg", float, None), seed, duration, union, loop, guidance)
     return GenerateRequest(_scene_id(data), tuple(_selection(s, i, limits) for i, s in enumerate(sels)),
                            options, stems, fmt, rate)
 
