@@ -16,7 +16,8 @@
 # Back here: `python -m training.shard join out/ckpt NEW_CKPT`, then compare the two JSONs (every bar on
 # the same selections) before the new checkpoint may replace objaudio_rt/assets/tiny-synth.
 # Knobs (environment): OUT, DEVICE (cuda; cpu for a dry run here), TRAIN_MINUTES, SCENES (training scenes,
-# 3000), BATCH_SCALE (batch multiple of the CPU recipe, 8), EVAL_RANGES, MAX_STEPS (cap, dry runs), DEADLINE.
+# 3000), BATCH_SCALE (batch multiple of the CPU recipe, 8), EVAL_RANGES, MAX_STEPS (cap, dry runs), DEADLINE,
+# SETUP_SECONDS (what the train stage may take beyond TRAIN_MINUTES: loading, the cache, calibration; 120).
 # A failing stage is logged and the next one runs; exits 1 when any stage failed or timed out.
 set -u
 cd "$(dirname "$0")/.."
@@ -45,7 +46,7 @@ if [ "$DEVICE" = cuda ]; then install_wheels "$OUT/build.log"; fi
 
 # ---- 2. train ------------------------------------------------------------------------------------
 rm -rf "$RUN"
-stage "train ($TRAIN_MINUTES min on $DEVICE)" "$(cap "$(awk "BEGIN { print int($TRAIN_MINUTES * 60 + 120) }")" 200)" \
+stage "train ($TRAIN_MINUTES min on $DEVICE)" "$(cap "$(awk "BEGIN { print int($TRAIN_MINUTES * 60 + ${SETUP_SECONDS:-120}) }")" 200)" \
     "$OUT/train.log" python3 -m training.train --preset tiny-synth --out "$RUN" --stage ldm --ldm-preset targeted \
         --init-from "$BASE" --device "$DEVICE" --scenes "$SCENES" --workers "$WORKERS" --batch-scale "$BATCH_SCALE" \
         --budget-minutes "$TRAIN_MINUTES" --seed 5 "${STEPS_CAP[@]}"
@@ -82,7 +83,8 @@ keys = ("object_accuracy", "leakage", "union_recall", "union_recall_mask", "sile
 rows = {n: json.loads((out / f"eval_{n}.json").read_text()) for n in ("base", "new") if (out / f"eval_{n}.json").is_file()}
 print("== evaluation (" + ", ".join(f"{n}: {r['selections']} selections" for n, r in rows.items()) + ")")
 for k in keys:
-    print(f"{k:<20}" + "".join(f"{n:>6} {r.get(k, float('nan')):.3f}  " for n, r in rows.items()))
+    print(f"{k:<20}" + "".join(f"{n:>6} {'n/a' if r.get(k) is None else format(r[k], '.3f'):>5}  "
+                                for n, r in rows.items()))
 PY
 grep -a -o "ldm: [0-9]*step" "$OUT/train.log" | tail -1 >> "$SUMMARY"
 note "done in $((SECONDS - START))s; $FAILED stage(s) failed; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"
