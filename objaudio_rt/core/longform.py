@@ -166,6 +166,12 @@ class Span:
     stop: int
 
 
+def vocoder_size(windows: Windows, factor: int) -> int:
+    """The log-mel frames of one vocoder call for these windows: a window's, and at least 4 CONTEXT (a short
+    loop's windows are shorter than that; the engine's windows never are)."""
+    return max(windows.size * factor, 4 * CONTEXT)
+
+
 def vocoder_spans(frames: int, size: int, loop: bool, origin: int = 0) -> list[Span]:
     """The vocoder calls that turn a log-mel of `frames` frames into its waveform, each on exactly
     `size` frames (the length the vocoder was built for; an AOTInductor engine runs no other) with

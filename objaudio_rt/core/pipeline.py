@@ -24,7 +24,7 @@ from .guidance import APG
 from .images import load_image, load_mask
 from .config import ModelSource
 from .longform import (CONTEXT, MelAssembly, Windows, WindowedUNet, decode_windows, noise_levels, plan_sequential,
-                       sequential_latents, span_ready, vocode_blocks, vocode_span, vocoder_spans)
+                       sequential_latents, span_ready, vocode_blocks, vocode_span, vocoder_size, vocoder_spans)
 from ..modelio.model import Calibration, GraphModel, ObjaudioModel
 from .options import GRAPH_BACKENDS, UNION_MODES, RunOptions
 from .samplers import DeviceTables, SamplerPlan, alphas_cumprod
@@ -342,7 +342,7 @@ class Pipeline:
             size = mel.shape[1]
         else:
             mel = decode_windows(self.backend, z, windows, f)
-            size = windows.size * f
+            size = vocoder_size(windows, f)
         return mel, self._kept(vocode_blocks(self.backend, mel, size, run.loop, hop), self.stream_samples(run))
 
     def stream_samples(self, run: RunOptions) -> int:
@@ -398,7 +398,7 @@ class Pipeline:
         cond = rows.to(dev)
         levels = noise_levels(plan.timesteps.tolist(), alphas_cumprod(self.config.schedule))
         f, hop = self.config.vae.downsample_factor, self.config.mel.hop_length
-        size = seq.size * f
+        size = vocoder_size(seq, f)
         mel = MelAssembly(seq, f)
         spans = vocoder_spans(seq.total * f, size, run.loop, origin)
 
