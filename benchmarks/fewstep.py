@@ -3,6 +3,13 @@
     python -m benchmarks.fewstep --samplers dpmpp,dpmpp3m,unipc,ddim --steps 4,6,8,10,20 \
         --ranges 5000:15 --json benchmarks/results/fewstep-DATE.json
     python -m benchmarks.fewstep --checkpoint random:tiny --samplers ddim,unipc --steps 2,3 --scenes 1   # quick
+    python -m benchmarks.fewstep --samplers dpmpp --steps 4,20 --student DISTILLED --student-steps 2,4 \
+        --ranges 12000:40,13000:40 --json benchmarks/results/distilled-DATE.json
+
+`--student` adds a guidance-distilled checkpoint of the same teacher (training/distill.py: one UNet row per
+step) at `--student-steps` with `--student-sampler`, generated from the same noise, interleaved with the
+teacher's configurations; its rows say "student" and the table ends with each configuration's time and
+metrics beside the teacher's most-steps row (the baseline).
 
 On unseen SynthScenes test scenes (`--ranges S:N,..` or `--seed-start/--scenes`, as training.evaluate),
 every (sampler, steps) generates each scene's selections (training.evaluate.scene_selections: object
@@ -114,6 +121,9 @@ def parse_args(argv):
                                                                      "(training.evaluate --ranges)")
     ap.add_argument("--seed-start", type=int, default=5000, help="first test-split index (without --ranges)")
     ap.add_argument("--scenes", type=int, default=15, help="scenes from --seed-start (without --ranges)")
+    ap.add_argument("--student", default=None, help="a guidance-distilled checkpoint of the same teacher (one row a step)")
+    ap.add_argument("--student-steps", default="4", help="the student's step counts, comma-separated")
+    ap.add_argument("--student-sampler", default=None, help="the student's sampler (default: the one it was made for)")
     ap.add_argument("--backend", default="eager", choices=BACKEND_CHOICES)
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: the cores not busy now)")
     ap.add_argument("--classifier", type=Path, default=DEFAULT_CLASSIFIER)
@@ -121,6 +131,7 @@ def parse_args(argv):
     args = ap.parse_args(argv)
     args.samplers = parse_list(args.samplers, "--samplers", str, "ddim,unipc")
     args.steps = parse_list(args.steps, "--steps", int, "4,8,20")
+    args.student_steps = parse_list(args.student_steps, "--student-steps", int, "2,4")
     check(args.scenes >= 1 and args.seed_start >= 0, "--scenes must be >= 1 and --seed-start >= 0")
     return args
 
@@ -131,7 +142,7 @@ def print_table(report: dict) -> None:
           f"clips per row, cfg {c['cfg']}, backend {c['backend']}, {p['cpu_threads']} threads")
     print(f"device {p['device']} | {p['cpu_model']} | torch {p['torch']} | load {p['load_average_before'][0]:.2f} -> "
           f"{p['load_average_after'][0]:.2f} | commit {p['git_commit'][:12]}")
-    heads = ["sampler", "steps", "rows/clip", "s/clip", "cpu s/clip", "object acc", "leakage", "union rec",
+    heads = ["model", "sampler", "steps", "rows/clip", "s/clip", "cpu s/clip", "object acc", "leakage", "union rec",
              "union mask", "silent acc", "text gap"]
     print("".join(f"{h:>11}" for h in heads))
 
@@ -140,8 +151,18 @@ def print_table(report: dict) -> None:
 
     for r in report["results"]:
         m = r["metrics"]
-        cells = [r["sampler"], str(r["steps"]), num(r["unet_rows_per_clip"], ".1f"), num(r["seconds_per_clip"]),
+        cells = [r["model"], r["sampler"], str(r["steps"]), num(r["unet_rows_per_clip"], ".1f"), num(r["seconds_per_clip"]),
                  num(r["cpu_seconds_per_clip"]), *(num(m[k]) for k in METRICS)]
+        print("".join(f"{v:>11}" for v in cells))
+    base = report["baseline"]
+    b = next(r for r in report["results"] if (r["model"], r["sampler"], r["steps"]) == tuple(base))
+    print(f"\nagainst the baseline ({' '.join(map(str, base))}): time share and metric differences")
+    print("".join(f"{h:>11}" for h in ["model", "sampler", "steps", "time %"] + heads[6:]))
+    for r in report["results"]:
+        share = 100 * r["seconds_per_clip"] / b["seconds_per_clip"] if b["seconds_per_clip"] else None
+        diffs = [None if r["metrics"][k] is None or b["metrics"][k] is None else r["metrics"][k] - b["metrics"][k]
+                 for k in METRICS]
+        cells = [r["model"], r["sampler"], str(r["steps"]), num(share, ".1f"), *(num(d, "+.3f") for d in diffs)]
         print("".join(f"{v:>11}" for v in cells))
 
 
@@ -151,41 +172,56 @@ def main(argv=None) -> int:
     use_threads(args.threads)
     load_before = os.getloadavg()
     seeds = test_seeds(args.ranges) if args.ranges else split_seeds("test", args.scenes, start=args.seed_start)
-    pipe = Pipeline.from_pretrained(args.checkpoint, backend=args.backend)
-    configs = [(s, n) for s in args.samplers for n in args.steps]
-    for sampler, steps in configs:                      # every name and count checked before the first clip
-        RunOptions(steps=steps, sampler=sampler, cfg=args.cfg).resolve(pipe.config)
+    pipes = {"teacher": Pipeline.from_pretrained(args.checkpoint, backend=args.backend)}
+    pipe = pipes["teacher"]
+    check(pipe.config.distilled is None, "--checkpoint is guidance-distilled: give its teacher, and the student "
+                                         "with --student")
+    configs = [("teacher", s, n) for s in args.samplers for n in args.steps]
+    if args.student:
+        pipes["student"] = Pipeline.from_pretrained(args.student, backend=args.backend)
+        d = pipes["student"].config.distilled
+        check(d is not None, f"--student {args.student} is not a guidance-distilled checkpoint (training/distill.py)")
+        check(d.teacher == model_fingerprint(pipe.model), f"--student {args.student} was distilled from another "
+                                                          "teacher than --checkpoint: compare it with its own teacher")
+        sampler = args.student_sampler or pipes["student"].config.default_sampler
+        configs += [("student", sampler, n) for n in args.student_steps]
+    for who, sampler, steps in configs:                 # every name and count checked before the first clip
+        RunOptions(steps=steps, sampler=sampler, cfg=args.cfg).resolve(pipes[who].config)
     cfg = RunOptions(cfg=args.cfg).resolve(pipe.config).cfg
-    counted = Counted(pipe)
+    counted = {who: Counted(p) for who, p in pipes.items()}
     meters = {c: Meter() for c in configs}
     waves = {c: [] for c in configs}
-    for sampler in args.samplers:                        # warm-up, not counted: first calls allocate and pick kernels
-        generate(pipe, seeds[:1], min(args.steps), sampler, cfg, progress=False, generate_many=counted.generate_many)
+    for who, sampler in dict.fromkeys((w, s) for w, s, _ in configs):   # warm-up, not counted
+        generate(pipes[who], seeds[:1], min(n for w, s, n in configs if (w, s) == (who, sampler)), sampler, cfg,
+                 progress=False, generate_many=counted[who].generate_many)
     for k, seed in enumerate(seeds):                      # interleaved: every configuration meets the same load
         print(f"[fewstep] scene {k + 1}/{len(seeds)} (seed {seed})", file=sys.stderr, flush=True)
-        for sampler, steps in configs:
-            counted.meter = meters[sampler, steps]
-            scene_waves, _ = generate(pipe, [seed], steps, sampler, cfg, progress=False,
-                                      generate_many=counted.generate_many)
-            waves[sampler, steps] += scene_waves
+        for who, sampler, steps in configs:
+            counted[who].meter = meters[who, sampler, steps]
+            scene_waves, _ = generate(pipes[who], [seed], steps, sampler, cfg, progress=False,
+                                      generate_many=counted[who].generate_many)
+            waves[who, sampler, steps] += scene_waves
     classifier = load_classifier(args.classifier)
     results = []
-    for sampler, steps in configs:
-        summary = summarize(score(classifier, seeds, waves[sampler, steps], pipe.config.clip_seconds), len(seeds),
+    for who, sampler, steps in configs:
+        summary = summarize(score(classifier, seeds, waves[who, sampler, steps], pipe.config.clip_seconds), len(seeds),
                             steps, sampler, cfg)
-        m = meters[sampler, steps]
+        m = meters[who, sampler, steps]
         clips = max(m.clips, 1)
-        results.append({"sampler": sampler, "steps": steps, "clips": m.clips, "unet_rows": m.rows,
+        results.append({"model": who, "sampler": sampler, "steps": steps, "clips": m.clips, "unet_rows": m.rows,
                         "unet_rows_per_clip": m.rows / clips, "seconds_per_clip": m.wall_s / clips,
                         "cpu_seconds_per_clip": m.cpu_s / clips, "generate_seconds": m.wall_s,
                         "metrics": {k: v for k, v in summary.items() if not k.startswith("by_")}})
     report = {
         "provenance": {**provenance(pipe.device), "cpu_model": cpu_model(), "load_average_before": load_before,
-                       "load_average_after": os.getloadavg(), "checkpoint_fingerprint": model_fingerprint(pipe.model)},
+                       "load_average_after": os.getloadavg(), "checkpoint_fingerprint": model_fingerprint(pipe.model),
+                   **({"student_fingerprint": model_fingerprint(pipes["student"].model)} if args.student else {})},
         "config": {"checkpoint": args.checkpoint or "tiny-synth (embedded)", "source": pipe.source,
                    "backend": pipe.backend.name, "cfg": cfg, "samplers": args.samplers, "steps": args.steps,
                    "seeds": seeds, "scenes": len(seeds), "clips_per_config": results[0]["clips"],
-                   "clip_seconds": pipe.config.clip_seconds, "classifier": str(args.classifier)},
+                   "clip_seconds": pipe.config.clip_seconds, "classifier": str(args.classifier),
+                   "student": args.student},
+        "baseline": ["teacher", args.samplers[0], max(args.steps)],
         "results": results,
     }
     if args.json:

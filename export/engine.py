@@ -123,6 +123,10 @@ def build_engine(model: ObjaudioModel, calibration: Calibration, out: str | os.P
     Everything is built in a temporary sibling folder and renamed into place at the end, so an
     interrupted build never leaves a half-written engine where an old one was."""
     check(device in ("cpu", "cuda"), f"unknown device {device!r}: use cpu or cuda")
+    if model.config.distilled is not None:
+        raise NotImplementedError("libobjaudio runs two-row guidance only: the one-row loop of a guidance-distilled "
+                                  "checkpoint (its guidance embedding) is not built in the native engine yet; build "
+                                  "the engine from its teacher checkpoint")
     if device == "cuda":
         check(torch.cuda.is_available(), "--device cuda compiles the networks for the GPU of this machine, and "
                                          "this machine has none: build the engine on the GPU machine")

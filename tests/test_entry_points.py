@@ -66,6 +66,7 @@ def test_a_reader_that_left_gets_no_traceback():
     ("training.snapshot", ["--run", "{tmp}", "--init-from", "{tmp}", "--out", "{tmp}/o"]),
     ("training.ablate", ["--init-from", "{tmp}", "--out", "{tmp}/o"]),
     ("training.classifier", ["--out", "{tmp}/c"]),
+    ("training.distill", ["--teacher", "{tmp}/none", "--out", "{tmp}/o"]),
     ("benchmarks.serve_load", []),
     ("benchmarks.fewstep", []),
 ])

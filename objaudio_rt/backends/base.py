@@ -46,6 +46,8 @@ class Backend(ABC):
         self.device = device
         self.grounding = model.grounding.to(device=device, dtype=torch.float32).eval()
         self.null_condition = model.null_condition.to(device=device, dtype=torch.float32)   # (cond_dim,)
+        embed = getattr(model, "guidance_embedding", None)            # a guidance-distilled UNet's (one row a step)
+        self.guidance_embedding = None if embed is None else embed.to(device=device, dtype=torch.float32).eval()
 
     # ---- encoders -------------------------------------------------------------------------
     @abstractmethod

@@ -215,6 +215,25 @@ class ScheduleConfig:
     beta_end: float = 0.0195
 
 
+@dataclass(frozen=True)
+class DistilledConfig:
+    """A guidance-distilled UNet (Meng et al., 2023; training/distill.py): the checkpoint's UNet takes the
+    guidance scale w as an input, the embedding `GuidanceEmbedding(w)` added to every condition row, and
+    predicts the teacher's guided eps_u + w (eps_c - eps_u) in one row per step instead of two.
+    `cfg_min`..`cfg_max`: the scales it was trained on; `teacher`: the teacher checkpoint's fingerprint."""
+    embedding_dim: int = 64            # sinusoidal features of w
+    hidden_dim: int = 256
+    cfg_min: float = 1.0
+    cfg_max: float = 8.0
+    teacher: str = ""
+
+    def __post_init__(self):
+        if self.embedding_dim % 2 or self.embedding_dim < 2 or self.hidden_dim < 1:
+            raise ObjaudioError("distilled.embedding_dim must be even and >= 2, hidden_dim >= 1")
+        if not 0.0 <= self.cfg_min <= self.cfg_max:
+            raise ObjaudioError(f"distilled cfg range [{self.cfg_min}, {self.cfg_max}] is empty")
+
+
 @dataclass
 class ModelConfig:
     name: str = "audioldm-s"
@@ -231,6 +250,7 @@ class ModelConfig:
     default_steps: int = 200
     default_sampler: str = "ddim"
     default_cfg: float = 2.0
+    distilled: DistilledConfig | None = None   # a guidance-distilled UNet (one row per step)
 
     def __post_init__(self):
         self.grounding.num_patches = self.image.num_patches
@@ -263,7 +283,11 @@ class ModelConfig:
         return PRESETS[name]()
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Every field; `distilled` only when set (so a teacher's dict, and its fingerprint, are as before)."""
+        d = dataclasses.asdict(self)
+        if d["distilled"] is None:
+            del d["distilled"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
@@ -275,7 +299,8 @@ class ModelConfig:
             if isinstance(value, dict):
                 klass = {"unet": UNetConfig, "vae": VAEConfig, "vocoder": VocoderConfig,
                          "image": ImageEncoderConfig, "text": TextEncoderConfig,
-                         "grounding": GroundingConfig, "schedule": ScheduleConfig, "mel": MelConfig}[key]
+                         "grounding": GroundingConfig, "schedule": ScheduleConfig, "mel": MelConfig,
+                         "distilled": DistilledConfig}[key]
                 kwargs[key] = klass(**{k: _tuplify(v) for k, v in value.items()})
             else:
                 kwargs[key] = value

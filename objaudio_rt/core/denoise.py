@@ -14,6 +14,11 @@ row's eps exactly (0 + 1 * eps), so the composed form is also the single-selecti
 conditions (`Conditions.single`, `identity`) skip the gather and the weighted sum, whose operator
 calls were a sixth of a CPU step's outside the UNet.
 
+A guidance-distilled UNet (the backend's `guidance_embedding` is set: config.DistilledConfig) has the
+guidance built in: each row's condition gains the embedding of the scale, the UNet runs on the R
+part rows only (no unconditional rows), eps = sum over rows r of item b of w_r eps(x_b, c_r + g(cfg)),
+and the step reads (eps, eps) at scale 1: one row per step instead of two.
+
 Backends supply only the network call (`unet_eps`) and the step (`step`: `reference_step` on
 the host's float64 table, or the fused kernel reading the device table). The loop never syncs
 with the host: the timestep and the coefficient row are read at a device step counter and the
@@ -103,18 +108,31 @@ def guided_loop(backend: Backend, x: torch.Tensor, cond: Conditions, tables: Dev
     guidance (guidance.APG): replaces classifier-free guidance's update; the step then runs at cfg 1 on
     (eps_u, the guided eps)."""
     b = x.shape[0]
-    null = backend.null_condition.to(cond.rows.dtype).expand(b, -1)
-    cond_rows = torch.cat([null, cond.rows])                                  # (B + R, cond_dim), unconditional first
+    embed = getattr(backend, "guidance_embedding", None)                     # a distilled UNet: one row a step
+    check(embed is None or guidance is None, "a guidance-distilled model has its guidance built in: run it with "
+                                             "guidance cfg, or load its teacher for apg")
+    if embed is None:
+        null = backend.null_condition.to(cond.rows.dtype).expand(b, -1)
+        cond_rows = torch.cat([null, cond.rows])                              # (B + R, cond_dim), unconditional first
+    else:
+        cond_rows = cond.rows + embed(cfg).to(cond.rows.dtype)                # (R, cond_dim): the scale as an input
     w = None if cond.identity else cond.weights.view(-1, *([1] * (x.ndim - 1)))   # (R, 1, 1, 1)
     tables.step.zero_()
     history: tuple[torch.Tensor, ...] = ()                                   # previous data predictions, newest first
     n = tables.plan.steps if steps is None else steps
-    one = torch.ones_like(cfg) if guidance is not None else None
+    one = torch.ones_like(cfg) if guidance is not None or embed is not None else None
     if held is not None:
         x = held.apply(x, 0)
     for i in tqdm(range(n), desc=f"denoise ({tables.plan.sampler})", disable=not progress, leave=False):
         t = tables.timesteps.index_select(0, tables.step)                     # (1,) int64, read on the device
-        if cond.identity:                                                     # eps_c(b) = eps(x_b, c_b)
+        scale = cfg
+        if embed is not None:                                                 # eps = sum_r w_r eps(x, c_r + g(cfg))
+            x_rows = x if cond.identity else x.index_select(0, cond.owner)
+            eps = as_dtype(backend.unet_eps(x_rows, t, cond_rows), torch.float32)                 # (R, ...)
+            if not cond.identity:
+                eps = torch.zeros_like(eps[:b]).index_add_(0, cond.owner, eps * w)
+            eps_pair, scale = torch.cat([eps, eps]), one                      # already guided: step at scale 1
+        elif cond.identity:                                                   # eps_c(b) = eps(x_b, c_b)
             eps_pair = as_dtype(backend.unet_eps(torch.cat([x, x]), t, cond_rows), torch.float32)   # (2B, ...)
         else:
             x_rows = torch.cat([x, x.index_select(0, cond.owner)])            # (B + R, C, H, W)
@@ -122,10 +140,8 @@ def guided_loop(backend: Backend, x: torch.Tensor, cond: Conditions, tables: Dev
             eps_c = torch.zeros_like(eps[:b]).index_add_(0, cond.owner, eps[b:] * w)   # (B, C, H, W)
             eps_pair = torch.cat([eps[:b], eps_c])
         if guidance is not None:
-            eps_pair = torch.cat([eps_pair[:b], guidance.eps(tables.plan.coef_rows[i], x, eps_pair, cfg)])
-            x, history = backend.step(tables, i, x, eps_pair, one, history)
-        else:
-            x, history = backend.step(tables, i, x, eps_pair, cfg, history)
+            eps_pair, scale = torch.cat([eps_pair[:b], guidance.eps(tables.plan.coef_rows[i], x, eps_pair, cfg)]), one
+        x, history = backend.step(tables, i, x, eps_pair, scale, history)
         if held is not None:
             x = held.apply(x, i + 1)
         tables.step.add_(1)

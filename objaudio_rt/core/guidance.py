@@ -1,4 +1,7 @@
-"""Adaptive projected guidance (APG; Sadat et al., 2024, "Eliminating oversaturation and artifacts of
+"""Guidance beyond classifier-free guidance's plain update: adaptive projected guidance, and the
+guidance-scale embedding of a guidance-distilled UNet.
+
+Adaptive projected guidance (APG; Sadat et al., 2024, "Eliminating oversaturation and artifacts of
 high guidance scales in diffusion models"), a replacement for classifier-free guidance's update.
 
 Classifier-free guidance moves the data prediction x0 from the conditional one by (cfg - 1) times the
@@ -10,6 +13,11 @@ and level), after capping D's norm at `norm_threshold`:
 
 and turns x0 back into the eps the samplers read (x0 = dx x + de eps: the step's row, samplers.py). With
 eta = 1 and no cap it is classifier-free guidance exactly (tested). It costs no extra network call.
+
+A guidance-distilled UNet (config.DistilledConfig, training/distill.py) takes the scale as an input:
+`GuidanceEmbedding(w)` (sinusoidal features of w, as diffusers' LCM pipelines embed it, then a small MLP
+whose last layer starts at zero) is added to each condition row, and the UNet's one row per step
+predicts the teacher's eps_u + w (eps_c - eps_u) (denoise.guided_loop's one-row path).
 """
 from __future__ import annotations
 
@@ -17,6 +25,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from .errors import check
 
@@ -54,3 +63,27 @@ class APG:
         w = cfg.float().view(-1, *([1] * (xf.ndim - 1)))
         x0 = x0_c + (w - 1.0) * (d - par + self.eta * par)
         return (x0 - dx * xf) / de
+
+
+class GuidanceEmbedding(nn.Module):
+    """w (N,) -> (N, cond_dim): added to a guidance-distilled UNet's condition rows. Zero at
+    initialisation (the last layer starts at zero), so a student starts as its teacher's conditional
+    prediction."""
+
+    def __init__(self, cond_dim: int, embedding_dim: int = 64, hidden_dim: int = 256):
+        super().__init__()
+        self.embedding_dim = embedding_dim
+        self.mlp = nn.Sequential(nn.Linear(embedding_dim, hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, cond_dim))
+        nn.init.zeros_(self.mlp[2].weight)
+        nn.init.zeros_(self.mlp[2].bias)
+
+    def features(self, w: torch.Tensor) -> torch.Tensor:
+        """Sinusoidal features (N, embedding_dim) of w * 1000 (the LCM pipelines' guidance embedding)."""
+        half = self.embedding_dim // 2
+        freqs = torch.exp(torch.arange(half, dtype=torch.float32, device=w.device)
+                          * (-math.log(10000.0) / max(1, half - 1)))
+        arg = w.float().reshape(-1, 1) * 1000.0 * freqs[None]
+        return torch.cat([torch.sin(arg), torch.cos(arg)], dim=1)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.features(w).to(self.mlp[0].weight.dtype))

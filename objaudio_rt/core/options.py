@@ -122,6 +122,12 @@ class RunOptions:
             run = dataclasses.replace(run, duration=round(frames * shortest, 6))   # whole latent frames: the period
         check(run.union in UNION_MODES, f"unknown union mode {run.union!r}: use one of {', '.join(UNION_MODES)}")
         check(run.guidance in GUIDANCE, f"unknown guidance {run.guidance!r}: use one of {', '.join(GUIDANCE)}")
+        d = config.distilled
+        if d is not None:                                   # a guidance-distilled UNet (denoise.py's one-row path)
+            check(run.guidance == "cfg", "this checkpoint's UNet is guidance-distilled (its guidance is built in): "
+                                         "use guidance cfg, or its teacher checkpoint for apg")
+            check(d.cfg_min <= run.cfg <= d.cfg_max, f"this checkpoint's guidance-distilled UNet was trained for cfg "
+                                                     f"in [{d.cfg_min:g}, {d.cfg_max:g}], got {run.cfg:g}")
         return run
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from ..core.errors import ObjaudioError, check
-from .model import COMPONENTS, GraphModel, ObjaudioModel
+from .model import GraphModel, ObjaudioModel, components
 
 MANIFEST = "export_manifest.json"
 FORMAT = "objaudio-onnx"
@@ -74,7 +74,7 @@ def model_fingerprint(model: ObjaudioModel | GraphModel) -> str:
     GraphModel carries the one its checkpoint's files give)."""
     if isinstance(model, GraphModel):
         return model.fingerprint
-    return weights_fingerprint(model.config.to_dict(), {name: getattr(model, name) for name in COMPONENTS})
+    return weights_fingerprint(model.config.to_dict(), {name: getattr(model, name) for name in components(model.config)})
 
 
 def cache_root() -> Path:

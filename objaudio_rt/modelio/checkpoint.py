@@ -11,6 +11,7 @@ leaves a half-written checkpoint. Loading checks every hash before reading any w
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -27,7 +28,7 @@ from .artifacts import read_json, tensors_fingerprint
 from ..core.config import ModelConfig
 from .encoders import load_tokenizer
 from ..core.errors import ObjaudioError, check
-from .model import COMPONENTS, Calibration, GraphModel, ObjaudioModel
+from .model import COMPONENTS, Calibration, GraphModel, ObjaudioModel, build_guidance_embedding, components
 
 FORMAT = "objaudio-checkpoint"
 VERSION = 1
@@ -56,7 +57,7 @@ def save_checkpoint(model: ObjaudioModel, calibration: Calibration, folder: str 
     check(os.access(parent, os.W_OK), f"cannot write {folder}: folder {parent} is not writable")
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".part", dir=parent))
     try:
-        for name in COMPONENTS:
+        for name in components(model.config):
             state = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous().clone()
                      for k, v in _component_module(model, name).state_dict().items()}
             save_file(state, str(tmp / f"{name}.safetensors"), metadata={"component": name})
@@ -106,6 +107,9 @@ def read_config(folder: str | os.PathLike) -> tuple[ModelConfig, Calibration, di
     except (TypeError, KeyError) as exc:
         raise ObjaudioError(f"config.json of {folder} does not describe a model ({exc}): the checkpoint is "
                             "damaged or was edited by hand; copy it again") from None
+    for name in components(config)[len(COMPONENTS):]:
+        check(f"{name}.safetensors" in files, f"manifest of {folder} does not list {name}.safetensors, which "
+                                              "its distilled UNet needs: the checkpoint is incomplete; copy it again")
     return config, calibration, manifest
 
 
@@ -116,7 +120,7 @@ def load_checkpoint(folder: str | os.PathLike) -> tuple[ObjaudioModel, Calibrati
 
     text = TextEncoder(config.text, tokenizer=load_tokenizer(folder / "tokenizer"))
     model = ObjaudioModel(config, text_encoder=text)
-    for name in COMPONENTS:
+    for name in components(config):
         path = folder / f"{name}.safetensors"
         state = _read_weights(path)
         try:
@@ -129,7 +133,7 @@ def load_checkpoint(folder: str | os.PathLike) -> tuple[ObjaudioModel, Calibrati
 def checkpoint_fingerprint(folder: str | os.PathLike) -> str:
     """artifacts.model_fingerprint of the model in `folder`, from its files alone (no network is built)."""
     config, _, _ = read_config(folder)
-    return _files_fingerprint(config, _component_states(Path(folder)))
+    return _files_fingerprint(config, _component_states(Path(folder), config))
 
 
 def load_graph_model(folder: str | os.PathLike) -> tuple[GraphModel, Calibration]:
@@ -139,19 +143,27 @@ def load_graph_model(folder: str | os.PathLike) -> tuple[GraphModel, Calibration
 
     folder = Path(folder)
     config, calibration, _ = read_config(folder)
-    states = _component_states(folder)
+    states = _component_states(folder, config)
     grounding = GroundingAttention(config.grounding)
     try:
         grounding.load_state_dict(states["grounding"], strict=True)
     except RuntimeError as exc:
         raise ObjaudioError(f"{folder / 'grounding.safetensors'} does not match config.json: "
                             f"{str(exc).splitlines()[0]}") from None
-    return GraphModel(config, grounding.eval(), _files_fingerprint(config, states), str(folder)), calibration
+    embedding = build_guidance_embedding(config)
+    if embedding is not None:
+        try:
+            embedding.load_state_dict(states["guidance_embedding"], strict=True)
+        except RuntimeError as exc:
+            raise ObjaudioError(f"{folder / 'guidance_embedding.safetensors'} does not match config.json: "
+                                f"{str(exc).splitlines()[0]}") from None
+        embedding.eval()
+    return GraphModel(config, grounding.eval(), _files_fingerprint(config, states), str(folder), embedding), calibration
 
 
-def _component_states(folder: Path) -> dict[str, dict[str, torch.Tensor]]:
+def _component_states(folder: Path, config: ModelConfig) -> dict[str, dict[str, torch.Tensor]]:
     """Each component's tensors as its file holds them (component -> key -> tensor)."""
-    return {name: _read_weights(folder / f"{name}.safetensors") for name in COMPONENTS}
+    return {name: _read_weights(folder / f"{name}.safetensors") for name in components(config)}
 
 
 def _files_fingerprint(config: ModelConfig, states: dict[str, dict[str, torch.Tensor]]) -> str:
@@ -176,7 +188,7 @@ def describe(folder: str | os.PathLike) -> dict:
 
     config, calibration, manifest = read_config(folder)
     sizes = {}
-    for name in COMPONENTS:
+    for name in components(config):
         path = Path(folder) / f"{name}.safetensors"
         try:
             with safe_open(str(path), framework="pt") as f:
@@ -189,4 +201,5 @@ def describe(folder: str | os.PathLike) -> dict:
             "clip_seconds": config.clip_seconds, "max_seconds": config.max_seconds,
             "defaults": {"steps": config.default_steps, "sampler": config.default_sampler,
                          "cfg": config.default_cfg},
+            "distilled": None if config.distilled is None else dataclasses.asdict(config.distilled),
             "files": manifest["files"]}

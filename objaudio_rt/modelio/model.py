@@ -9,8 +9,21 @@ from torch import nn
 from ..core.config import ModelConfig
 from .encoders import ImageEncoder, TextEncoder
 from ..core.grounding import GroundingAttention
+from ..core.guidance import GuidanceEmbedding
+
+
+def build_guidance_embedding(config: ModelConfig) -> GuidanceEmbedding | None:
+    """The guidance embedding of a distilled model's UNet (None for a two-row model)."""
+    d = config.distilled
+    return None if d is None else GuidanceEmbedding(config.unet.cond_dim, d.embedding_dim, d.hidden_dim)
 
 COMPONENTS = ("unet", "vae", "vocoder", "image_encoder", "text_encoder", "grounding")
+DISTILLED_COMPONENTS = ("guidance_embedding",)     # a guidance-distilled UNet's (config.distilled)
+
+
+def components(config: ModelConfig) -> tuple[str, ...]:
+    """The weight files a model of `config` has: COMPONENTS, and a distilled UNet's guidance embedding."""
+    return COMPONENTS + (DISTILLED_COMPONENTS if config.distilled is not None else ())
 
 
 @dataclass
@@ -44,6 +57,7 @@ class ObjaudioModel(nn.Module):
         self.image_encoder = image_encoder if image_encoder is not None else ImageEncoder(config.image)
         self.text_encoder = text_encoder if text_encoder is not None else TextEncoder(config.text)
         self.grounding = grounding if grounding is not None else GroundingAttention(config.grounding)
+        self.guidance_embedding = build_guidance_embedding(config)   # None: the UNet runs two rows a step
         self.register_buffer("null_condition", torch.zeros(config.unet.cond_dim), persistent=False)
 
     @classmethod
@@ -54,7 +68,7 @@ class ObjaudioModel(nn.Module):
             return cls(config).eval()
 
     def num_parameters(self) -> dict[str, int]:
-        return {name: sum(p.numel() for p in getattr(self, name).parameters()) for name in COMPONENTS}
+        return {name: sum(p.numel() for p in getattr(self, name).parameters()) for name in components(self.config)}
 
 
 @dataclass
@@ -67,6 +81,7 @@ class GraphModel:
     grounding: GroundingAttention
     fingerprint: str
     folder: str
+    guidance_embedding: GuidanceEmbedding | None = None
 
     @property
     def null_condition(self) -> torch.Tensor:

@@ -47,3 +47,40 @@ def test_fewstep_tiny_random_writes_table_and_json(tmp_path):
                 "text_vs_mask_gap", "acc", "fad", "kl", "is"} <= set(m)
         assert m["steps"] == r["steps"] and m["sampler"] == r["sampler"] and m["counts"]["union"] == 1
         assert not any(k.startswith("by_") for k in m)
+
+
+def test_fewstep_student_runs_one_row_per_condition_and_step(tmp_path):
+    """A guidance-distilled student beside its teacher: the same scenes, one UNet row per condition a step
+    (no unconditional row), and the comparison against the teacher's most-steps row."""
+    import copy
+
+    import torch
+
+    from objaudio_rt import Pipeline
+    from objaudio_rt.core.guidance import GuidanceEmbedding
+    from objaudio_rt.core.samplers import SamplerPlan
+    from objaudio_rt.modelio.checkpoint import load_checkpoint
+    from training.distill import DistillConfig, Student, student_checkpoint
+
+    teacher_dir = tmp_path / "teacher"
+    Pipeline.from_pretrained("random:tiny", seed=0).save_pretrained(teacher_dir)
+    teacher, cal = load_checkpoint(teacher_dir)
+    student = Student(copy.deepcopy(teacher.unet), GuidanceEmbedding(teacher.config.unet.cond_dim))
+    student_checkpoint(teacher, cal, student, DistillConfig(), SamplerPlan.build("dpmpp", 2, teacher.config.schedule),
+                       tmp_path / "student")
+    out = tmp_path / "fewstep.json"
+    run = subprocess.run([sys.executable, "-m", "benchmarks.fewstep", "--checkpoint", str(teacher_dir),
+                          "--samplers", "dpmpp", "--steps", "3", "--student", str(tmp_path / "student"),
+                          "--student-steps", "2", "--seed-start", str(SEED_START), "--scenes", "1",
+                          "--threads", "1", "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "against the baseline (teacher dpmpp 3)" in run.stdout
+    report = json.loads(out.read_text())
+    assert report["baseline"] == ["teacher", "dpmpp", 3] and "student_fingerprint" in report["provenance"]
+    (seed,) = report["config"]["seeds"]
+    sels, _ = scene_selections(generate_scene(seed, seconds=ModelConfig.from_name("tiny").clip_seconds))
+    conditions = sum(len(s.parts()) for s in sels)
+    (t, s) = report["results"]
+    assert (t["model"], s["model"], s["sampler"], s["steps"]) == ("teacher", "student", "dpmpp", 2)
+    assert t["unet_rows"] == 3 * (conditions + len(sels)) and s["unet_rows"] == 2 * conditions
+    assert torch.isfinite(torch.tensor([s["seconds_per_clip"], s["metrics"]["acc"]])).all()

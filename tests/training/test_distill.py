@@ -1,0 +1,157 @@
+"""Guidance distillation (training/distill.py) and the runtime's one-row loop for its students
+(denoise.guided_loop with a guidance embedding), on the `tiny` preset with random weights."""
+import copy
+import json
+
+import pytest
+import torch
+
+from objaudio_rt import Pipeline
+from objaudio_rt.core.errors import ObjaudioError
+from objaudio_rt.core.guidance import GuidanceEmbedding
+from objaudio_rt.core.options import RunOptions
+from objaudio_rt.core.samplers import SamplerPlan, reference_step
+from objaudio_rt.core.selection import Mask, Union, Whole
+from objaudio_rt.modelio.artifacts import model_fingerprint
+from objaudio_rt.modelio.checkpoint import load_checkpoint
+from training.distill import DistillConfig, Student, main, student_checkpoint
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("teacher") / "tiny"
+    Pipeline.from_pretrained("random:tiny", seed=0).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, teacher_dir):
+    out = tmp_path_factory.mktemp("distill")
+    assert main(["--teacher", str(teacher_dir), "--out", str(out), "--scenes", "8", "--max-steps", "2",
+                 "--batch-size", "4", "--threads", "2", "--steps", "3"]) == 0
+    return out
+
+
+def test_the_run_writes_a_distilled_checkpoint_made_for_its_sampler(run, teacher_dir):
+    model, _ = load_checkpoint(run / "model")
+    teacher, _ = load_checkpoint(teacher_dir)
+    d = model.config.distilled
+    assert d is not None and (d.cfg_min, d.cfg_max) == (1.0, 8.0)
+    assert d.teacher == model_fingerprint(teacher)
+    assert (model.config.default_steps, model.config.default_sampler) == (3, "dpmpp")
+    assert isinstance(model.guidance_embedding, GuidanceEmbedding)
+    assert teacher.config.distilled is None and "distilled" not in teacher.config.to_dict()   # old fingerprints hold
+    for name in ("vae", "vocoder", "grounding"):                                               # only the UNet is new
+        for (k, a), b in zip(getattr(model, name).state_dict().items(), getattr(teacher, name).state_dict().values()):
+            assert torch.equal(a, b), k
+
+
+def test_a_rerun_continues_from_the_saved_state(run, teacher_dir):
+    assert main(["--teacher", str(teacher_dir), "--out", str(run), "--max-steps", "2", "--batch-size", "4",
+                 "--threads", "2", "--steps", "3"]) == 0
+    records = [json.loads(line) for line in (run / "logs" / "runs.jsonl").read_text().splitlines()]
+    assert [r["metrics"]["steps_total"] for r in records] == [2, 4]
+
+
+def test_snapshot_writes_the_saved_ema(run, teacher_dir, tmp_path):
+    assert main(["--teacher", str(teacher_dir), "--out", str(run), "--snapshot", str(tmp_path / "snap")]) == 0
+    snap, _ = load_checkpoint(tmp_path / "snap")
+    final, _ = load_checkpoint(run / "model")
+    for a, b in zip(snap.unet.state_dict().values(), final.unet.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_the_student_learns_the_guided_prediction(teacher_dir, tmp_path):
+    """60 steps: the student's error against the teacher's guided eps falls well below that of the
+    teacher's conditional row alone (what the student starts from), and the UNet itself trains."""
+    assert main(["--teacher", str(teacher_dir), "--out", str(tmp_path), "--scenes", "8", "--max-steps", "60",
+                 "--batch-size", "8", "--threads", "2", "--lr", "1e-4"]) == 0
+    rows = (tmp_path / "logs" / "distill.csv").read_text().splitlines()
+    head = rows[0].split(",")
+    last = dict(zip(head, map(float, rows[-1].split(","))))
+    assert last["loss"] < 0.75 * last["cond_only"], last          # 0.58 when written
+    student, _ = load_checkpoint(tmp_path / "model")
+    teacher, _ = load_checkpoint(teacher_dir)
+    moved = [k for (k, a), b in zip(student.unet.state_dict().items(), teacher.unet.state_dict().values())
+             if not torch.equal(a, b)]
+    assert len(moved) > 0.9 * len(teacher.unet.state_dict()), "the UNet itself must train, not only the embedding"
+
+
+def test_bad_options_say_what_to_do(teacher_dir, tmp_path, capsys):
+    assert main(["--teacher", str(teacher_dir), "--out", str(tmp_path), "--cfg-range", "5"]) == 2
+    assert "MIN:MAX" in capsys.readouterr().err
+    assert main(["--teacher", str(teacher_dir), "--out", str(tmp_path), "--cfg-range", "5:8"]) == 2
+    assert "default" in capsys.readouterr().err                         # tiny's default cfg is outside
+    assert main(["--teacher", str(teacher_dir), "--out", str(tmp_path), "--snapshot", str(tmp_path / "s")]) == 2
+    assert "no saved state" in capsys.readouterr().err
+
+
+# ---- the runtime's one-row loop ---------------------------------------------------------------------
+def _student_dir(teacher_dir, folder, embedding_seed=None):
+    teacher, cal = load_checkpoint(teacher_dir)
+    embedding = GuidanceEmbedding(teacher.config.unet.cond_dim)
+    if embedding_seed is not None:                                   # a non-zero embedding
+        gen = torch.Generator().manual_seed(embedding_seed)
+        with torch.no_grad():
+            for p in embedding.parameters():
+                p.copy_(0.05 * torch.randn(p.shape, generator=gen))
+    plan = SamplerPlan.build("dpmpp", 4, teacher.config.schedule)
+    return student_checkpoint(teacher, cal, Student(copy.deepcopy(teacher.unet), embedding), DistillConfig(),
+                              plan, folder)
+
+
+def test_a_fresh_student_at_scale_one_is_its_teacher(teacher_dir, tmp_path, scene_image, square_mask, disc_mask):
+    """The embedding starts at zero, so one row of the student at cfg 1 is the teacher's two rows at cfg 1
+    (eps_u + 1 (eps_c - eps_u) = eps_c), for single selections and a composed union alike."""
+    student = Pipeline.from_pretrained(_student_dir(teacher_dir, tmp_path / "s"))
+    teacher = Pipeline.from_pretrained(teacher_dir)
+    sels = [Mask(square_mask), Union([Mask(square_mask), Mask(disc_mask)]), Whole()]
+
+    def latents(pipe, cfg):
+        rows = pipe.conditions(pipe.encode_image(scene_image), sels)
+        return pipe.sample(rows, RunOptions(steps=4, sampler="dpmpp", cfg=cfg, seed=1), progress=False)
+    ours, theirs = latents(student, 1.0), latents(teacher, 1.0)
+    assert (ours - theirs).abs().max() <= 1e-5 * float(theirs.abs().max())
+    assert (latents(teacher, 4.0) - theirs).abs().max() > 1e-2 * float(theirs.abs().max())   # the scale matters
+
+
+def test_the_one_row_loop_matches_a_plain_reference(teacher_dir, tmp_path, scene_image, square_mask):
+    """The pipeline's loop against the student run by hand: eps = unet(x, t, c + g(cfg)), the sampler's
+    reference step on (eps, eps) at scale 1."""
+    folder = _student_dir(teacher_dir, tmp_path / "s", embedding_seed=3)
+    pipe = Pipeline.from_pretrained(folder)
+    model, _ = load_checkpoint(folder)
+    scene = pipe.encode_image(scene_image)
+    rows = pipe.conditions(scene, [Mask(square_mask)])
+    run = dict(steps=4, sampler="dpmpp", cfg=3.0, seed=5)
+    z = pipe.sample(rows, RunOptions(**run), progress=False)
+    plan = SamplerPlan.build("dpmpp", 4, model.config.schedule)
+    x = pipe.noise(RunOptions(**run).resolve(model.config), 1).double()
+    c = rows.conditions.rows + model.guidance_embedding(torch.tensor([3.0]))
+    history = ()
+    with torch.no_grad():
+        for i in range(plan.steps):
+            t = plan.timesteps[i:i + 1]
+            eps = model.unet(x.float(), t, encoder_hidden_states=None, class_labels=c).sample.double()
+            x, history = reference_step(plan.coef_rows[i], x, torch.cat([eps, eps]), 1.0, history)
+    assert (z.double() - x).abs().max() <= 1e-4 * max(1.0, float(x.abs().max()))
+
+
+def test_a_distilled_checkpoint_refuses_what_it_cannot_run(teacher_dir, tmp_path, scene_image):
+    folder = _student_dir(teacher_dir, tmp_path / "s")
+    pipe = Pipeline.from_pretrained(folder)
+    scene = pipe.encode_image(scene_image)
+    with pytest.raises(ObjaudioError, match="guidance-distilled"):
+        pipe.generate_many(scene, [Whole()], guidance="apg", progress=False)
+    with pytest.raises(ObjaudioError, match=r"trained for cfg in \[1, 8\]"):
+        pipe.generate_many(scene, [Whole()], cfg=9.0, progress=False)
+    from export.engine import build_engine
+
+    model, cal = load_checkpoint(folder)
+    with pytest.raises(NotImplementedError, match="teacher"):
+        build_engine(model, cal, tmp_path / "engine")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    del manifest["files"]["guidance_embedding.safetensors"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ObjaudioError, match="guidance_embedding.safetensors"):
+        load_checkpoint(folder)

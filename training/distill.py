@@ -1,0 +1,300 @@
+"""Guidance distillation (Meng et al., CVPR 2023, "On Distillation of Guided Diffusion Models", stage one):
+a student UNet that takes the guidance scale w as an input and predicts its teacher's guided eps in
+one row per step instead of two (issue 20, item 3).
+
+    python -m training.distill --teacher CKPT --out DIR [--budget-minutes M] [--scenes 2000]
+        [--batch-size 16] [--lr 5e-5] [--cfg-range 1:8] [--sampler dpmpp --steps 4] [--threads N] [--seed S]
+    python -m training.distill --teacher CKPT --out DIR --snapshot SNAP     # a checkpoint of the run so far
+
+Per training step, on the SynthScenes examples cached in DIR/cache (built on the first run, as
+training.train builds them, with the targeted recipe's "pair" examples):
+
+    c        the teacher's grounding condition of the example: its text attention, or its target mask
+             pooled and rescaled exactly as at test time (Pipeline.select) with p = `mask_prob` and always
+             for silent distractors; the null condition with p = `cond_drop`
+    z_t      the example's latent noised to t: uniform over the schedule for half the batch, one of the
+             timesteps the student is made for (`--sampler`, `--steps`) for the other half
+    w        uniform in [cfg_min, cfg_max] for half the batch, the teacher's default scale for the rest
+    target   eps_u + w (eps_c - eps_u), the frozen teacher's two rows
+    loss     || student(z_t, t, c + g(w)) - target ||^2
+
+The student is the teacher's UNet plus `guidance.GuidanceEmbedding` g, whose last layer starts at
+zero: at step 0 it is the teacher's conditional prediction. Grounding, encoders, VAE and vocoder are
+the teacher's, unchanged (a selection's condition is the same for both). An EMA of the student is
+what is saved. The run saves its state every 2 minutes and a rerun of the same command continues from
+it (the budget counts anew per invocation). The result, DIR/model, is a complete checkpoint whose
+config has `distilled` set (config.DistilledConfig) and whose defaults are the sampler and steps it
+was made for: the runtime then runs it one row per step (denoise.guided_loop).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from objaudio_rt.core.config import DistilledConfig
+from objaudio_rt.core.errors import ObjaudioError, check, command
+from objaudio_rt.core.grounding import rescale_patch_weights
+from objaudio_rt.core.guidance import GuidanceEmbedding
+from objaudio_rt.core.options import SAMPLERS
+from objaudio_rt.core.samplers import SamplerPlan, alphas_cumprod
+from objaudio_rt.core.threads import check_threads, use_threads
+from objaudio_rt.modelio.artifacts import model_fingerprint, replacing
+from objaudio_rt.modelio.checkpoint import load_checkpoint, save_checkpoint
+from objaudio_rt.modelio.model import Calibration, ObjaudioModel
+
+from .data import SynthCache, SynthCacheConfig, build_synth_cache
+from .train_components import StageBudget, run_loop
+from .train_ldm import LatentSet, example_weights
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    lr: float = 1e-4                       # the UNet's (a fine-tune of the teacher's weights)
+    embedding_lr_scale: float = 10.0       # the guidance embedding's rate, times lr (new, and starts at zero)
+    warmup_steps: int = 50
+    cfg_min: float = 1.0
+    cfg_max: float = 8.0
+    mask_prob: float = 0.6                 # the selection kinds the runtime conditions on: mostly masks
+    cond_drop: float = 0.1
+    kind_weights: tuple[float, ...] = (0.2, 0.35, 0.25, 0.2)   # KINDS: mixture, single, silent, pair
+    focus: float = 0.5                     # share of the batch at the made-for sampler's timesteps
+    default_share: float = 0.5             # share of the batch at the teacher's default scale
+    ema_decay: float = 0.999
+    betas: tuple[float, float] = (0.95, 0.999)
+    weight_decay: float = 1e-3
+    grad_clip: float = 1.0
+
+
+class Student(nn.Module):
+    """The student's trained parts: the UNet and the guidance embedding (one module: one state dict)."""
+
+    def __init__(self, unet: nn.Module, embedding: GuidanceEmbedding):
+        super().__init__()
+        self.unet, self.embedding = unet, embedding
+
+    def forward(self, zt: torch.Tensor, t: torch.Tensor, c: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return self.unet(zt, t, encoder_hidden_states=None, class_labels=c + self.embedding(w)).sample
+
+
+def selection_conditions(model: ObjaudioModel, attn_std: float, data: LatentSet, idx: torch.Tensor,
+                         use_mask: torch.Tensor) -> torch.Tensor:
+    """(B, cond_dim) grounding conditions of examples `idx`: the text attention, or (use_mask, and the
+    example has a target) its target coverage rescaled as Pipeline.select rescales a mask."""
+    g = model.grounding
+    tokens = data.tokens[data.ex_scene[idx]]
+    a = g.attention(data.text[idx], tokens)                                            # (B, H, P)
+    cover = data.cover[idx]
+    has = cover.sum(-1) > 0
+    safe = torch.where(has[:, None], cover, torch.ones_like(cover))
+    masked = rescale_patch_weights(safe, attn_std, model.config.grounding.mask_rescale)   # (B, P)
+    weights = torch.where((use_mask & has)[:, None, None], masked[:, None, :], a)
+    return g.condition_from_weights(weights, tokens)
+
+
+def distill(teacher: ObjaudioModel, calibration: Calibration, data: LatentSet, cfg: DistillConfig,
+            budget: StageBudget, made_for: SamplerPlan, log_path: Path, state_path: Path, seed: int,
+            save_every_s: float = 120.0) -> tuple[Student, dict]:
+    """Trains a student from `teacher` (left unchanged) for `budget`; returns the EMA student and metrics."""
+    teacher.eval().requires_grad_(False)
+    d = teacher.config.unet.cond_dim
+    live = Student(copy.deepcopy(teacher.unet), GuidanceEmbedding(d)).train().requires_grad_(True)   # the copy of a
+                                                                             # frozen teacher is frozen too
+    ema = copy.deepcopy(live).eval().requires_grad_(False)
+    opt = torch.optim.AdamW([{"params": live.unet.parameters(), "scale": 1.0},
+                             {"params": live.embedding.parameters(), "scale": cfg.embedding_lr_scale}],
+                            lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    start = load_state(state_path, live, ema, opt) if state_path.is_file() else 0
+    acp = torch.from_numpy(alphas_cumprod(teacher.config.schedule)).float()
+    focus_t = made_for.timesteps.long()
+    draw = example_weights(data, cfg.kind_weights)
+    gen = torch.Generator().manual_seed(seed + start)
+    null = teacher.null_condition
+    default_w = float(teacher.config.default_cfg)
+    last_save = [time.time()]
+
+    def step(i):
+        i += start
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * group["scale"] * min(1.0, (i + 1) / max(1, cfg.warmup_steps))
+        b = budget.batch_size
+        idx = torch.multinomial(draw, b, replacement=True, generator=gen) if draw is not None else \
+            torch.randint(data.latents.shape[0], (b,), generator=gen)
+        use_mask = torch.rand(b, generator=gen) < cfg.mask_prob
+        if data.mask_only is not None:
+            use_mask |= data.mask_only[idx]
+        drop = torch.rand(b, generator=gen) < cfg.cond_drop
+        t = torch.randint(acp.numel(), (b,), generator=gen)
+        at_focus = torch.rand(b, generator=gen) < cfg.focus
+        t = torch.where(at_focus, focus_t[torch.randint(focus_t.numel(), (b,), generator=gen)], t)
+        w = cfg.cfg_min + (cfg.cfg_max - cfg.cfg_min) * torch.rand(b, generator=gen)
+        w = torch.where(torch.rand(b, generator=gen) < cfg.default_share, torch.full_like(w, default_w), w)
+        noise = torch.randn(data.latents[idx].shape, generator=gen)
+        a = acp[t].view(-1, 1, 1, 1)
+        zt = a.sqrt() * data.latents[idx] + (1 - a).sqrt() * noise
+        with torch.no_grad():
+            c = selection_conditions(teacher, calibration.attn_std, data, idx, use_mask)
+            c = torch.where(drop[:, None], null.expand_as(c), c)
+            eps_u, eps_c = teacher.unet(torch.cat([zt, zt]), torch.cat([t, t]), encoder_hidden_states=None,
+                                        class_labels=torch.cat([null.expand_as(c), c])).sample.chunk(2)
+            target = eps_u + w.view(-1, 1, 1, 1) * (eps_c - eps_u)
+        pred = live(zt, t, c, w)
+        loss = (pred - target).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(live.parameters(), cfg.grad_clip)
+        opt.step()
+        with torch.no_grad():
+            decay = min(cfg.ema_decay, (1 + i) / (10 + i))
+            for e, p in zip(ema.parameters(), live.parameters()):
+                e.lerp_(p, 1 - decay)
+            start_err = (eps_c - target).pow(2).mean()                    # the teacher's conditional row alone
+        if time.time() - last_save[0] > save_every_s:
+            save_state(state_path, live, ema, opt, i + 1)
+            last_save[0] = time.time()
+        return {"loss": loss.item(), "cond_only": start_err.item()}
+
+    metrics = run_loop("distill", budget, step, log_path, ["loss", "cond_only"])
+    save_state(state_path, live, ema, opt, start + metrics["steps"])
+    return ema, {**metrics, "steps_total": start + metrics["steps"]}
+
+
+def save_state(path: Path, live: Student, ema: Student, opt, step: int) -> None:
+    """The run's state: weights as safetensors (live and EMA), the optimizer's tensors beside them."""
+    tensors = {f"live.{k}": v.detach().cpu().contiguous() for k, v in live.state_dict().items()}
+    tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
+    with replacing(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"step": str(step)})
+    with replacing(path.with_suffix(".optim.pt")) as tmp:
+        torch.save(opt.state_dict(), str(tmp))
+
+
+def load_state(path: Path, live: Student, ema: Student, opt=None) -> int:
+    """Reads save_state's files (weights_only for the optimizer: nothing is unpickled); returns the step."""
+    with safe_open(str(path), "pt") as f:
+        step = int(f.metadata()["step"])
+    state = load_file(str(path))
+    live.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("live.")})
+    ema.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("ema.")})
+    optim = path.with_suffix(".optim.pt")
+    if opt is not None and optim.is_file():
+        opt.load_state_dict(torch.load(str(optim), weights_only=True))
+    return step
+
+
+def student_checkpoint(teacher: ObjaudioModel, calibration: Calibration, student: Student, cfg: DistillConfig,
+                       made_for: SamplerPlan, folder: Path) -> Path:
+    """A complete checkpoint: the teacher's networks with the student's UNet and guidance embedding,
+    config.distilled set and the defaults the student was made for."""
+    config = replace(teacher.config, default_steps=made_for.steps, default_sampler=made_for.sampler,
+                     distilled=DistilledConfig(cfg_min=cfg.cfg_min, cfg_max=cfg.cfg_max,
+                                               teacher=model_fingerprint(teacher)))
+    model = copy.copy(teacher)                       # shares the teacher's other networks; nothing is changed in place
+    model.config = config
+    model.unet = student.unet
+    model.guidance_embedding = student.embedding
+    return save_checkpoint(model, calibration, folder, force=True)
+
+
+def prepare_latents(out: Path, teacher: ObjaudioModel, scenes: int, workers: int) -> LatentSet:
+    """training.train's SynthScenes cache (with pair examples) and the teacher's latent set, made once in out/cache."""
+    from .train import build_latent_set
+
+    cache_dir = out / "cache"
+    if not (cache_dir / "synth.json").is_file():
+        cfg = teacher.config
+        build_synth_cache(SynthCacheConfig(scenes=scenes, seed_start=0, seconds=cfg.clip_seconds,
+                                           patch_image_size=cfg.image.image_size, patch_size=cfg.image.patch_size,
+                                           workers=workers, pairs=True), cache_dir)
+    path = cache_dir / "latents.safetensors"
+    if path.is_file():
+        return LatentSet.load(path)
+    data = build_latent_set(teacher, SynthCache(cache_dir), torch.device("cpu"))
+    data.save(path)
+    return data
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m training.distill", description=__doc__.split("\n\n")[0])
+    p.add_argument("--teacher", required=True, type=Path, help="the checkpoint to distil (e.g. the embedded model)")
+    p.add_argument("--out", required=True, type=Path, help="run folder: cache, state, logs and model/")
+    p.add_argument("--budget-minutes", type=float, default=30.0, help="training minutes of this invocation")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke tests)")
+    p.add_argument("--scenes", type=int, default=2000, help="SynthScenes training scenes (first run only)")
+    p.add_argument("--workers", type=int, default=1, help="processes generating scenes")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=DistillConfig.lr,
+                   help="the UNet's learning rate (the guidance embedding's is 10x)")
+    p.add_argument("--cfg-range", default=f"{DistillConfig.cfg_min:g}:{DistillConfig.cfg_max:g}",
+                   help="guidance scales the student learns, MIN:MAX")
+    p.add_argument("--sampler", default="dpmpp", choices=SAMPLERS, help="the sampler the student is made for")
+    p.add_argument("--steps", type=int, default=4, help="the steps the student is made for (its default)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: up to 2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--snapshot", type=Path, default=None,
+                   help="write a checkpoint of the run's saved state to this folder and stop (no training)")
+    return p.parse_args(argv)
+
+
+def parse_range(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(x) for x in text.split(":"))
+    except ValueError:
+        raise ObjaudioError(f"--cfg-range must be MIN:MAX (e.g. 1:8), got {text!r}") from None
+    check(1.0 <= lo <= hi, f"--cfg-range needs 1 <= MIN <= MAX, got {text!r}")
+    return lo, hi
+
+
+@command("python -m training.distill")
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    use_threads(check_threads(args.threads) if args.threads is not None else None)
+    lo, hi = parse_range(args.cfg_range)
+    cfg = DistillConfig(lr=args.lr, cfg_min=lo, cfg_max=hi)
+    check(args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}")
+    teacher, calibration = load_checkpoint(args.teacher)
+    check(teacher.config.distilled is None, f"{args.teacher} is already guidance-distilled: give its teacher")
+    check(lo <= teacher.config.default_cfg <= hi, f"--cfg-range {args.cfg_range} must hold the teacher's default "
+                                                  f"cfg {teacher.config.default_cfg:g}")
+    made_for = SamplerPlan.build(args.sampler, args.steps, teacher.config.schedule)
+    args.out.mkdir(parents=True, exist_ok=True)
+    state_path = args.out / "distill.state.safetensors"
+    if args.snapshot is not None:
+        check(state_path.is_file(), f"{args.out} has no saved state yet: train first (without --snapshot)")
+        student = Student(copy.deepcopy(teacher.unet), GuidanceEmbedding(teacher.config.unet.cond_dim))
+        step = load_state(state_path, copy.deepcopy(student), student)
+        folder = student_checkpoint(teacher, calibration, student, cfg, made_for, args.snapshot)
+        print(f"[distill] snapshot of step {step} written to {folder}", file=sys.stderr)
+        return 0
+    t0 = time.time()
+    data = prepare_latents(args.out, teacher, args.scenes, args.workers)
+    check(data.cover is not None and data.kind is not None,
+          f"{args.out / 'cache'} lacks masks or example kinds: delete that folder and run again")
+    print(f"[distill] {data.latents.shape[0]} examples ready in {time.time() - t0:.0f} s; "
+          f"{args.budget_minutes:g} min of training", file=sys.stderr)
+    (args.out / "logs").mkdir(exist_ok=True)
+    budget = StageBudget(seconds=args.budget_minutes * 60, max_steps=args.max_steps, batch_size=args.batch_size,
+                         lr=cfg.lr)
+    student, metrics = distill(teacher, calibration, data, cfg, budget, made_for, args.out / "logs" / "distill.csv",
+                               state_path, args.seed)
+    folder = student_checkpoint(teacher, calibration, student, cfg, made_for, args.out / "model")
+    record = {"teacher": str(args.teacher), "metrics": metrics, "batch_size": args.batch_size,
+              "threads": torch.get_num_threads(), "made_for": {"sampler": args.sampler, "steps": args.steps},
+              "config": {k: v for k, v in cfg.__dict__.items()}, "wall_seconds": round(time.time() - t0, 1)}
+    with open(args.out / "logs" / "runs.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+    print(f"[distill] {metrics}; checkpoint written to {folder}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
