@@ -68,6 +68,18 @@ class LdmConfig:
     # share of each batch drawn from each example kind (training.data.KINDS order; a kind absent from
     # the data gives its share to the others); None: uniform over examples
     kind_weights: tuple[float, ...] | None = None
+    # > 0: each example's eps MSE weighted by min(1 + 1/SNR(t), cap), divided by that weight's mean over
+    # the schedule (the loss keeps its scale). 1 + 1/SNR turns the eps loss into v-prediction's; the
+    # high-noise steps, where a sampler decides whether there is a sound at all, weigh more. 0: plain MSE.
+    high_noise_cap: float = 0.0
+
+
+def noise_weights(acp: torch.Tensor, cap: float) -> torch.Tensor:
+    """(T,) per-timestep loss weights min(1 + 1/SNR, cap) / their mean (LdmConfig.high_noise_cap); ones for cap 0."""
+    if cap <= 0:
+        return torch.ones_like(acp)
+    w = (1.0 + (1.0 - acp) / acp).clamp(max=cap)                   # SNR = acp / (1 - acp)
+    return w / w.mean()
 
 
 @dataclass
@@ -101,6 +113,7 @@ class Denoiser(nn.Module):
         super().__init__()
         self.unet, self.grounding, self.cfg = unet, grounding, cfg
         self.register_buffer("acp", acp.float(), persistent=False)                   # (T,)
+        self.register_buffer("t_weight", noise_weights(acp.float(), cfg.high_noise_cap), persistent=False)
         self.register_buffer("null", torch.zeros(cond_dim), persistent=False)
         self.register_buffer("attn_std", torch.tensor(1.0 / grounding.cfg.num_patches), persistent=False)
 
@@ -121,7 +134,7 @@ class Denoiser(nn.Module):
         acp = self.acp[t].view(-1, 1, 1, 1)
         zt = acp.sqrt() * z0 + (1 - acp).sqrt() * noise
         pred = self.unet(zt, t, encoder_hidden_states=None, class_labels=c).sample
-        mse = (pred - noise).pow(2).mean()
+        mse = ((pred - noise).pow(2).mean(dim=(1, 2, 3)) * self.t_weight[t]).mean()
         attn_loss = mse.new_zeros(())
         if cover is not None and self.cfg.attn_weight > 0:
             peak = cover.amax(-1, keepdim=True)
