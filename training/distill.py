@@ -18,6 +18,18 @@ training.train builds them, with the targeted recipe's "pair" examples):
     target   eps_u + w (eps_c - eps_u), the frozen teacher's two rows
     loss     || student(z_t, t, c + g(w)) - target ||^2
 
+Step distillation (`--substeps K`, issue 20 item 4; one round of progressive distillation, Salimans &
+Ho 2022, from the guided teacher): the student is made for DDIM at `--steps S`, and each of its S steps
+is trained to land where K guided DDIM steps of the teacher land over the same interval:
+
+    i        one of the S steps, uniformly; z_t the example's latent noised to that step's timestep
+    y        the teacher's K guided DDIM substeps (two rows each) from z_t to the next step's level
+    target   eps* with cx z_t + ce eps* = y, (cx, ce) the student's DDIM row: one step, the same place
+    loss     weighted by min(max(1, 1/SNR(t)), 20) (progressive distillation's truncated SNR weighting
+             in eps terms, capped), divided by its mean over the S steps
+
+`--student-from` starts it from a guidance-distilled checkpoint (stage one) instead of the teacher.
+
 The student is the teacher's UNet plus `guidance.GuidanceEmbedding` g, whose last layer starts at
 zero: at step 0 it is the teacher's conditional prediction. Grounding, encoders, VAE and vocoder are
 the teacher's, unchanged (a selection's condition is the same for both). An EMA of the student is
@@ -59,8 +71,8 @@ from .train_ldm import LatentSet, example_weights
 
 @dataclass(frozen=True)
 class DistillConfig:
-    lr: float = 1e-4                       # the UNet's (a fine-tune of the teacher's weights)
-    embedding_lr_scale: float = 10.0       # the guidance embedding's rate, times lr (new, and starts at zero)
+    lr: float = 3e-5                       # the UNet's: its start is within a few % of the target already
+    embedding_lr_scale: float = 30.0       # the guidance embedding's rate, times lr (new, and starts at zero)
     warmup_steps: int = 50
     cfg_min: float = 1.0
     cfg_max: float = 8.0
@@ -73,6 +85,8 @@ class DistillConfig:
     betas: tuple[float, float] = (0.95, 0.999)
     weight_decay: float = 1e-3
     grad_clip: float = 1.0
+    substeps: int = 0                      # > 0: step distillation, the teacher's substeps per student step
+    snr_weight_cap: float = 20.0           # step distillation's loss weight cap (module docstring)
 
 
 class Student(nn.Module):
@@ -101,14 +115,55 @@ def selection_conditions(model: ObjaudioModel, attn_std: float, data: LatentSet,
     return g.condition_from_weights(weights, tokens)
 
 
+def guided_eps(teacher: ObjaudioModel, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor, w: torch.Tensor,
+               null: torch.Tensor) -> torch.Tensor:
+    """The teacher's classifier-free guided eps (B, ...) at timesteps t (B,) and scales w (B,): two rows each."""
+    eps_u, eps_c = teacher.unet(torch.cat([x, x]), torch.cat([t, t]), encoder_hidden_states=None,
+                                class_labels=torch.cat([null.expand_as(c), c])).sample.chunk(2)
+    return eps_u + w.view(-1, 1, 1, 1) * (eps_c - eps_u)
+
+
+def jump_targets(teacher: ObjaudioModel, null: torch.Tensor, acp: torch.Tensor, plan: SamplerPlan, k: torch.Tensor,
+                 x: torch.Tensor, c: torch.Tensor, w: torch.Tensor, substeps: int) -> torch.Tensor:
+    """eps* (B, ...): the eps whose DDIM step k of `plan` (row cx, ce) takes x where `substeps` guided DDIM
+    steps of the teacher take it, from step k's timestep down to the next step's level (the plan's alpha
+    after its last step: cx^2 times the last timestep's). Rows of one step run together."""
+    rows = plan.coef_rows
+    out = torch.empty_like(x)
+    for step in torch.unique(k).tolist():
+        sel = torch.nonzero(k == step).flatten()
+        cx, ce = rows[step][0], rows[step][1]
+        t0 = int(plan.timesteps[step])
+        a_end = cx * cx * float(acp[t0])                            # DDIM: cx = sqrt(a_next / a)
+        t_end = int(plan.timesteps[step + 1]) if step + 1 < plan.steps else 0
+        ts = [round(t0 + (t_end - t0) * j / substeps) for j in range(substeps)]       # t0 first, t_end not
+        levels = [float(acp[t]) for t in ts] + [a_end]
+        y = x[sel]
+        for j, tj in enumerate(ts):
+            eps = guided_eps(teacher, y, torch.full((len(sel),), tj, dtype=torch.long), c[sel], w[sel], null)
+            a, an = levels[j], levels[j + 1]
+            x0 = (y - (1 - a) ** 0.5 * eps) / a ** 0.5
+            y = an ** 0.5 * x0 + (1 - an) ** 0.5 * eps
+        out[sel] = (y - cx * x[sel]) / ce
+    return out
+
+
+def step_weights(acp: torch.Tensor, plan: SamplerPlan, cap: float) -> torch.Tensor:
+    """(S,) loss weights of the plan's steps: min(max(1, 1/SNR(t)), cap), divided by their mean."""
+    a = acp[plan.timesteps.long()]
+    w = ((1 - a) / a).clamp(min=1.0, max=cap)
+    return w / w.mean()
+
+
 def distill(teacher: ObjaudioModel, calibration: Calibration, data: LatentSet, cfg: DistillConfig,
             budget: StageBudget, made_for: SamplerPlan, log_path: Path, state_path: Path, seed: int,
-            save_every_s: float = 120.0) -> tuple[Student, dict]:
-    """Trains a student from `teacher` (left unchanged) for `budget`; returns the EMA student and metrics."""
+            save_every_s: float = 120.0, init: Student | None = None) -> tuple[Student, dict]:
+    """Trains a student from `teacher` (left unchanged), or from `init` (a stage-one student), for `budget`;
+    returns the EMA student and metrics."""
     teacher.eval().requires_grad_(False)
     d = teacher.config.unet.cond_dim
-    live = Student(copy.deepcopy(teacher.unet), GuidanceEmbedding(d)).train().requires_grad_(True)   # the copy of a
-                                                                             # frozen teacher is frozen too
+    live = copy.deepcopy(init) if init is not None else Student(copy.deepcopy(teacher.unet), GuidanceEmbedding(d))
+    live = live.train().requires_grad_(True)                     # the copy of a frozen network is frozen too
     ema = copy.deepcopy(live).eval().requires_grad_(False)
     opt = torch.optim.AdamW([{"params": live.unet.parameters(), "scale": 1.0},
                              {"params": live.embedding.parameters(), "scale": cfg.embedding_lr_scale}],
@@ -116,6 +171,7 @@ def distill(teacher: ObjaudioModel, calibration: Calibration, data: LatentSet, c
     start = load_state(state_path, live, ema, opt) if state_path.is_file() else 0
     acp = torch.from_numpy(alphas_cumprod(teacher.config.schedule)).float()
     focus_t = made_for.timesteps.long()
+    k_weight = step_weights(acp, made_for, cfg.snr_weight_cap)
     draw = example_weights(data, cfg.kind_weights)
     gen = torch.Generator().manual_seed(seed + start)
     null = teacher.null_condition
@@ -133,9 +189,10 @@ def distill(teacher: ObjaudioModel, calibration: Calibration, data: LatentSet, c
         if data.mask_only is not None:
             use_mask |= data.mask_only[idx]
         drop = torch.rand(b, generator=gen) < cfg.cond_drop
+        k = torch.randint(focus_t.numel(), (b,), generator=gen)                     # a step of the plan
         t = torch.randint(acp.numel(), (b,), generator=gen)
-        at_focus = torch.rand(b, generator=gen) < cfg.focus
-        t = torch.where(at_focus, focus_t[torch.randint(focus_t.numel(), (b,), generator=gen)], t)
+        at_focus = torch.rand(b, generator=gen) < (1.0 if cfg.substeps else cfg.focus)
+        t = torch.where(at_focus, focus_t[k], t)
         w = cfg.cfg_min + (cfg.cfg_max - cfg.cfg_min) * torch.rand(b, generator=gen)
         w = torch.where(torch.rand(b, generator=gen) < cfg.default_share, torch.full_like(w, default_w), w)
         noise = torch.randn(data.latents[idx].shape, generator=gen)
@@ -147,8 +204,12 @@ def distill(teacher: ObjaudioModel, calibration: Calibration, data: LatentSet, c
             eps_u, eps_c = teacher.unet(torch.cat([zt, zt]), torch.cat([t, t]), encoder_hidden_states=None,
                                         class_labels=torch.cat([null.expand_as(c), c])).sample.chunk(2)
             target = eps_u + w.view(-1, 1, 1, 1) * (eps_c - eps_u)
+            weight = torch.ones(b)
+            if cfg.substeps:
+                target = jump_targets(teacher, null, acp, made_for, k, zt, c, w, cfg.substeps)
+                weight = k_weight[k]
         pred = live(zt, t, c, w)
-        loss = (pred - target).pow(2).mean()
+        loss = ((pred - target).pow(2).mean(dim=(1, 2, 3)) * weight).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(live.parameters(), cfg.grad_clip)
@@ -157,7 +218,7 @@ def distill(teacher: ObjaudioModel, calibration: Calibration, data: LatentSet, c
             decay = min(cfg.ema_decay, (1 + i) / (10 + i))
             for e, p in zip(ema.parameters(), live.parameters()):
                 e.lerp_(p, 1 - decay)
-            start_err = (eps_c - target).pow(2).mean()                    # the teacher's conditional row alone
+            start_err = ((eps_c - target).pow(2).mean(dim=(1, 2, 3)) * weight).mean()   # the conditional row alone
         if time.time() - last_save[0] > save_every_s:
             save_state(state_path, live, ema, opt, i + 1)
             last_save[0] = time.time()
@@ -233,11 +294,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1, help="processes generating scenes")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=DistillConfig.lr,
-                   help="the UNet's learning rate (the guidance embedding's is 10x)")
+                   help="the UNet's learning rate (the guidance embedding's is 30x)")
     p.add_argument("--cfg-range", default=f"{DistillConfig.cfg_min:g}:{DistillConfig.cfg_max:g}",
                    help="guidance scales the student learns, MIN:MAX")
     p.add_argument("--sampler", default="dpmpp", choices=SAMPLERS, help="the sampler the student is made for")
     p.add_argument("--steps", type=int, default=4, help="the steps the student is made for (its default)")
+    p.add_argument("--substeps", type=int, default=0,
+                   help="step distillation: each of the student's --steps DDIM steps learns where this many guided "
+                        "teacher steps land (needs --sampler ddim); 0: guidance distillation")
+    p.add_argument("--student-from", type=Path, default=None,
+                   help="start the student from this guidance-distilled checkpoint of --teacher (stage one)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: up to 2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--snapshot", type=Path, default=None,
@@ -259,18 +325,29 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     use_threads(check_threads(args.threads) if args.threads is not None else None)
     lo, hi = parse_range(args.cfg_range)
-    cfg = DistillConfig(lr=args.lr, cfg_min=lo, cfg_max=hi)
+    cfg = DistillConfig(lr=args.lr, cfg_min=lo, cfg_max=hi, substeps=args.substeps)
     check(args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}")
+    check(args.substeps >= 0, f"--substeps must be >= 0, got {args.substeps}")
+    check(args.substeps == 0 or args.sampler == "ddim", "--substeps distils DDIM steps: add --sampler ddim")
     teacher, calibration = load_checkpoint(args.teacher)
     check(teacher.config.distilled is None, f"{args.teacher} is already guidance-distilled: give its teacher")
     check(lo <= teacher.config.default_cfg <= hi, f"--cfg-range {args.cfg_range} must hold the teacher's default "
                                                   f"cfg {teacher.config.default_cfg:g}")
     made_for = SamplerPlan.build(args.sampler, args.steps, teacher.config.schedule)
+    init = None
+    if args.student_from is not None:
+        first, _ = load_checkpoint(args.student_from)
+        d = first.config.distilled
+        check(d is not None, f"--student-from {args.student_from} is not guidance-distilled: give a stage-one student")
+        check(d.teacher == model_fingerprint(teacher), f"--student-from {args.student_from} was distilled from "
+                                                       f"another teacher than {args.teacher}")
+        init = Student(first.unet, first.guidance_embedding)
     args.out.mkdir(parents=True, exist_ok=True)
     state_path = args.out / "distill.state.safetensors"
     if args.snapshot is not None:
         check(state_path.is_file(), f"{args.out} has no saved state yet: train first (without --snapshot)")
-        student = Student(copy.deepcopy(teacher.unet), GuidanceEmbedding(teacher.config.unet.cond_dim))
+        student = copy.deepcopy(init) if init is not None else \
+            Student(copy.deepcopy(teacher.unet), GuidanceEmbedding(teacher.config.unet.cond_dim))
         step = load_state(state_path, copy.deepcopy(student), student)
         folder = student_checkpoint(teacher, calibration, student, cfg, made_for, args.snapshot)
         print(f"[distill] snapshot of step {step} written to {folder}", file=sys.stderr)
@@ -285,9 +362,10 @@ def main(argv=None) -> int:
     budget = StageBudget(seconds=args.budget_minutes * 60, max_steps=args.max_steps, batch_size=args.batch_size,
                          lr=cfg.lr)
     student, metrics = distill(teacher, calibration, data, cfg, budget, made_for, args.out / "logs" / "distill.csv",
-                               state_path, args.seed)
+                               state_path, args.seed, init=init)
     folder = student_checkpoint(teacher, calibration, student, cfg, made_for, args.out / "model")
     record = {"teacher": str(args.teacher), "metrics": metrics, "batch_size": args.batch_size,
+              "student_from": str(args.student_from) if args.student_from else None,
               "threads": torch.get_num_threads(), "made_for": {"sampler": args.sampler, "steps": args.steps},
               "config": {k: v for k, v in cfg.__dict__.items()}, "wall_seconds": round(time.time() - t0, 1)}
     with open(args.out / "logs" / "runs.jsonl", "a") as f:

@@ -145,13 +145,73 @@ def test_a_distilled_checkpoint_refuses_what_it_cannot_run(teacher_dir, tmp_path
         pipe.generate_many(scene, [Whole()], guidance="apg", progress=False)
     with pytest.raises(ObjaudioError, match=r"trained for cfg in \[1, 8\]"):
         pipe.generate_many(scene, [Whole()], cfg=9.0, progress=False)
-    from export.engine import build_engine
-
-    model, cal = load_checkpoint(folder)
-    with pytest.raises(NotImplementedError, match="teacher"):
-        build_engine(model, cal, tmp_path / "engine")
     manifest = json.loads((folder / "manifest.json").read_text())
     del manifest["files"]["guidance_embedding.safetensors"]
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ObjaudioError, match="guidance_embedding.safetensors"):
         load_checkpoint(folder)
+
+
+# ---- step distillation ---------------------------------------------------------------------------------
+def test_one_substep_is_the_students_own_ddim_step(teacher_dir):
+    """With one teacher substep per student step the jump's target is the teacher's guided eps itself: the
+    teacher's DDIM step over the interval is the student's (the plan's row), so eps* solves back to it."""
+    from objaudio_rt.core.samplers import alphas_cumprod
+    from training.distill import guided_eps, jump_targets
+
+    teacher, _ = load_checkpoint(teacher_dir)
+    plan = SamplerPlan.build("ddim", 3, teacher.config.schedule)
+    acp = torch.from_numpy(alphas_cumprod(teacher.config.schedule)).float()
+    gen = torch.Generator().manual_seed(0)
+    (_, h, m), _ = teacher.config.latent_shape(teacher.config.clip_seconds)
+    x = torch.randn(6, teacher.config.vae.latent_channels, h, m, generator=gen)
+    c = torch.randn(6, teacher.config.unet.cond_dim, generator=gen)
+    w = torch.tensor([1.0, 2.0, 4.0, 4.0, 6.0, 8.0])
+    k = torch.tensor([0, 1, 2, 0, 1, 2])
+    with torch.no_grad():
+        got = jump_targets(teacher, teacher.null_condition, acp, plan, k, x, c, w, substeps=1)
+        want = guided_eps(teacher, x, plan.timesteps[k].long(), c, w, teacher.null_condition)
+        two = jump_targets(teacher, teacher.null_condition, acp, plan, k, x, c, w, substeps=2)
+    assert (got - want).abs().max() <= 1e-3 * float(want.abs().max())
+    assert (two - want).abs().max() > 1e-3 * float(want.abs().max())            # more substeps: another target
+
+
+def test_step_distillation_runs_from_a_stage_one_student(run, teacher_dir, tmp_path, capsys):
+    out = tmp_path / "steps"
+    args = ["--teacher", str(teacher_dir), "--out", str(out), "--scenes", "8", "--max-steps", "2", "--batch-size", "4",
+            "--threads", "2", "--steps", "2", "--substeps", "2"]
+    assert main(args) == 2 and "--sampler ddim" in capsys.readouterr().err
+    assert main(args + ["--sampler", "ddim", "--student-from", str(run / "model")]) == 0
+    model, _ = load_checkpoint(out / "model")
+    assert (model.config.default_sampler, model.config.default_steps) == ("ddim", 2)
+    record = json.loads((out / "logs" / "runs.jsonl").read_text().splitlines()[-1])
+    assert record["config"]["substeps"] == 2 and record["student_from"] == str(run / "model")
+    assert main(args + ["--sampler", "ddim", "--student-from", str(teacher_dir)]) == 2
+    assert "not guidance-distilled" in capsys.readouterr().err
+
+
+def test_the_onnxruntime_backend_runs_a_student_as_eager_does(teacher_dir, tmp_path, scene_image, square_mask,
+                                                              disc_mask):
+    """The exported UNet of a student, run one row a step (1 row for a single selection, 2 for a composed
+    union) by the ONNX Runtime backend, with the guidance embedding from the checkpoint."""
+    from export.onnx import main as export_main
+    from objaudio_rt.backends.eager import EagerBackend
+    from objaudio_rt.backends.onnxruntime import OnnxRuntimeBackend
+    from objaudio_rt.core.denoise import denoise
+
+    folder = _student_dir(teacher_dir, tmp_path / "s", embedding_seed=4)
+    assert export_main(["--checkpoint", str(folder), "--out", str(tmp_path / "onnx"), "--quiet", "--only",
+                        "unet,vae_decoder,vocoder,image_encoder,text_encoder"]) == 0
+    model, _ = load_checkpoint(folder)
+    ort = OnnxRuntimeBackend(copy.deepcopy(model), torch.device("cpu"), onnx_dir=tmp_path / "onnx")
+    eager = EagerBackend(copy.deepcopy(model), torch.device("cpu"))
+    assert ort.guidance_embedding is not None
+    pipe = Pipeline.from_pretrained(folder)
+    scene = pipe.encode_image(scene_image)
+    plan = SamplerPlan.build("dpmpp", 3, model.config.schedule)
+    for sel in (Mask(square_mask), Union([Mask(square_mask), Mask(disc_mask)])):
+        rows = pipe.conditions(scene, [sel]).conditions
+        noise = pipe.noise(RunOptions(seed=2).resolve(model.config), 1)
+        want = denoise(eager, noise, rows, plan, 5.0, progress=False)
+        got = denoise(ort, noise, rows, plan, 5.0, progress=False)
+        assert (got - want).abs().max() <= 1e-4 * float(want.abs().max())
