@@ -196,6 +196,9 @@ OBJAUDIO_API objaudio_status objaudio_generate_stems(objaudio_engine* engine, co
  *                to whole latent frames; the end flows into the start (ABI 2.2)       (default false)
  *   guidance     cfg | apg: classifier-free guidance (the paper's), or adaptive projected guidance, which keeps
  *                only the guidance update's part orthogonal to the conditional prediction (ABI 2.2)  (default cfg)
+ * An engine of a guidance-distilled checkpoint (engine.json "distilled") has its guidance built into the UNet,
+ * one UNet row per condition a step: it refuses guidance apg, and a cfg outside the scales it was trained for
+ * (engine.json distilled.cfg_min .. cfg_max), with OBJAUDIO_ERR_INVALID_ARGUMENT from the generation.
  * Numbers are plain decimal text ("20", "4.5"; no '+' and no spaces), read the same under any locale.
  * A key set again takes the new value. An unknown key returns OBJAUDIO_ERR_UNKNOWN_OPTION,
  * a bad value OBJAUDIO_ERR_INVALID_ARGUMENT; either way the options keep what they held and

@@ -8,12 +8,15 @@ axes) and a sample-input function. Everything is derived from the model's `Model
 Networks of an objaudio model (`model_contracts`):
 
     unet               sample (2B, C, H, W), timestep (1,) int64, class_labels (2B, cond) -> eps (2B, C, H, W)
+                       (a guidance-distilled UNet: one row per condition, from 1 row: symbol B2's min is 1)
     vae_decoder        latent (B, C, H, W) -> mel (B, 4H, n_mels)   (NaN guard, / scaling_factor, squeeze)
     vocoder            mel (B, T, n_mels) -> wave (B, T * hop)
     image_encoder      pixels (B, 3, S, S) -> tokens (B, P, L)
     text_encoder       input_ids, attention_mask (B, N) int64 -> text_embeds (B, Lq), L2-normalised
     grounding_attention   query (B, Lq), tokens (B, P, L) -> weights (B, heads, P)
     grounding_condition   weights (B, heads, P), tokens (B, P, L) -> cond (B, cond_dim)
+    guidance_embedding    cfg (1,) -> embedding (1, cond_dim), added to each condition row of a
+                          guidance-distilled UNet (only a model with `guidance_embedding` has it)
 
 Segment Anything (`sam_contracts`): sam_image_encoder (1, 3, 1024, 1024) -> (1, 256, 64, 64) and
 sam_mask_decoder, segment-anything's own `SamOnnxModel` (as its scripts/export_onnx_model.py).
@@ -128,6 +131,15 @@ class GroundingConditionGraph(nn.Module):
         return self.grounding.condition_from_weights(weights, tokens)
 
 
+class GuidanceEmbeddingGraph(nn.Module):
+    def __init__(self, embedding: nn.Module):
+        super().__init__()
+        self.embedding = embedding
+
+    def forward(self, cfg):
+        return self.embedding(cfg)
+
+
 class SamImageEncoder(nn.Module):
     def __init__(self, sam: nn.Module):
         super().__init__()
@@ -152,6 +164,11 @@ def _simplex(shape, gen):
     return torch.rand(shape, generator=gen).softmax(-1)
 
 
+def _scales(low: float, high: float):
+    """Guidance scales drawn uniformly from [low, high] (the ones a distilled UNet was trained on)."""
+    return lambda shape, gen: low + (high - low) * torch.rand(shape, generator=gen)
+
+
 def latent_frames(model: ObjaudioModel, seconds: float) -> int:
     """Latent length H of a clip of `seconds`, by the runtime's rule (ModelConfig.latent_shape)."""
     (_, h, _), _ = model.config.latent_shape(seconds)
@@ -167,14 +184,16 @@ def model_contracts(model: ObjaudioModel) -> dict[str, Contract]:
     s, n = cfg.image.image_size, cfg.text.max_length
     batch = (1, 1, MAX_BATCH)
     unet_down = 2 ** (len(cfg.unet.block_out_channels) - 1)
-    return {
+    distilled = model.guidance_embedding is not None      # its UNet runs a single selection as one row
+    min_rows = 1 if distilled else 2
+    contracts = {
         "unet": Contract(
             "unet", UNetEps(model.unet),
             inputs=(TensorSpec("sample", ("B2", c, "H", w)),
                     TensorSpec("timestep", (1,), torch.int64, _ints(cfg.schedule.num_train_timesteps)),
                     TensorSpec("class_labels", ("B2", cfg.unet.cond_dim))),
             outputs=(TensorSpec("eps", ("B2", c, "H", w)),),
-            symbols={"B2": (2, 2, 2 * MAX_BATCH), "H": h},
+            symbols={"B2": (min_rows, 2, 2 * MAX_BATCH), "H": h},
             trace_values={"H": h[1] + 1 if h[1] % unet_down == 0 else h[1]}),   # see the module docstring
         "vae_decoder": Contract(
             "vae_decoder", VAEDecodeToMel(model.vae),
@@ -208,6 +227,13 @@ def model_contracts(model: ObjaudioModel) -> dict[str, Contract]:
             outputs=(TensorSpec("cond", ("B", cfg.unet.cond_dim)),),
             symbols={"B": batch}),
     }
+    if distilled:
+        d = cfg.distilled
+        contracts["guidance_embedding"] = Contract(
+            "guidance_embedding", GuidanceEmbeddingGraph(model.guidance_embedding),
+            inputs=(TensorSpec("cfg", (1,), sample=_scales(d.cfg_min, d.cfg_max)),),
+            outputs=(TensorSpec("embedding", (1, cfg.unet.cond_dim)),))
+    return contracts
 
 
 def sam_contracts(sam: nn.Module) -> dict[str, Contract]:

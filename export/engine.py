@@ -11,16 +11,20 @@ ENGINE/
     networks/*.pt2     the five networks the runtime runs, as AOTInductor packages (LibTorch's
                        `torch::inductor::AOTIModelPackageLoader` loads them): image_encoder,
                        grounding_condition, unet, vae_decoder, vocoder; built by the same recipe
-                       as the fast backend's UNet packages (export.aoti.compile_package)
+                       as the fast backend's UNet packages (export.aoti.compile_package). A
+                       guidance-distilled checkpoint's engine has a sixth, guidance_embedding
+                       (cfg -> the embedding added to each condition row), and engine.json says
+                       "distilled" with the scales it was trained for
     onnx/              the same networks (and the text/grounding-attention graphs) as ONNX, from
                        export.onnx, for hosts that already run ONNX (Unreal NNE, Unity Sentis)
     manifest.json      sha256 of every file above; libobjaudio checks them on open
 
 Shapes: the engine generates clips of the model's `clip_seconds` (the latent length is fixed);
-the UNet takes 2..2*MAX_BATCH rows (unconditional rows plus one row per condition), every other
-network batch 1. An AOTInductor package holds machine code for the CPU (or GPU) it was compiled
-on and works with the torch version it was compiled with: engine.json records both and the
-library refuses another torch version or device.
+the UNet takes 2..2*MAX_BATCH rows (unconditional rows plus one row per condition; a distilled
+UNet 1..2*MAX_BATCH, one row per condition and no unconditional rows), every other network
+batch 1. An AOTInductor package holds machine code for the CPU (or GPU) it was compiled on and
+works with the torch version it was compiled with: engine.json records both and the library
+refuses another torch version or device.
 """
 from __future__ import annotations
 
@@ -36,7 +40,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from objaudio_rt.modelio.artifacts import ENGINE_NETWORKS as NETWORKS, MODEL_NETWORKS, model_fingerprint, write_json_atomic
+from objaudio_rt.modelio.artifacts import (ENGINE_DISTILLED_NETWORKS, ENGINE_NETWORKS as NETWORKS, MODEL_NETWORKS,
+                                          model_fingerprint, write_json_atomic)
 from objaudio_rt.modelio.checkpoint import sha256_file
 from objaudio_rt.core.config import ModelSource
 from objaudio_rt.core.errors import check, command
@@ -52,6 +57,8 @@ from .onnx import export_networks
 ENGINE_FORMAT = "objaudio-engine"
 ENGINE_VERSION = 2           # bump with csrc/libobjaudio/spec.h's kEngineVersion on any layout change
                              # (2: the schedule instead of sampler tables for a few step counts)
+DISTILLED_ENGINE_VERSION = 3  # a guidance-distilled model's engine (kDistilledEngineVersion): a library that
+                             # reads only version 2 refuses it instead of running it with two-row guidance
 RUNTIME = "libtorch-aoti"
 ENGINE_JSON, MANIFEST = "engine.json", "manifest.json"
 
@@ -84,8 +91,7 @@ def engine_constants(model: ObjaudioModel, calibration: Calibration) -> dict:
                       "null_condition": model.null_condition.float().tolist()},
         "vae": {"scaling_factor": cfg.vae.scaling_factor, "nan_guard": "if max |z| > 100: z = clamp(z, -10, 10)",
                 "note": "both applied inside the vae_decoder network"},
-        "guidance": "eps = eps_u + cfg * (eps_c - eps_u); x_next = cx x + ce eps + sum_k c_k h_k; "
-                    "x0 = dx x + de eps; history h = (x0, h_1, .., h_{K-1}), newest first",
+        "guidance": _guidance_text(cfg.distilled is not None),
         "schedule": {  # objaudio_rt.core.samplers: csrc/libobjaudio/samplers.cpp builds the tables from these
             "num_train_timesteps": cfg.schedule.num_train_timesteps, "beta_start": cfg.schedule.beta_start,
             "beta_end": cfg.schedule.beta_end, "betas": betas(cfg.schedule).tolist(),
@@ -93,7 +99,19 @@ def engine_constants(model: ObjaudioModel, calibration: Calibration) -> dict:
         "samplers": list(SAMPLERS),
         "defaults": {"steps": cfg.default_steps, "sampler": cfg.default_sampler, "cfg": cfg.default_cfg},
         "limits": {"max_rows": 2 * MAX_BATCH, "max_stems": MAX_BATCH},
+        **({} if cfg.distilled is None else {"distilled": {"cfg_min": cfg.distilled.cfg_min,
+                                                           "cfg_max": cfg.distilled.cfg_max}}),
     }
+
+
+def _guidance_text(distilled: bool) -> str:
+    """engine.json's "guidance": the step libobjaudio runs (objaudio_rt.core.denoise.guided_loop)."""
+    step = ("x_next = cx x + ce eps + sum_k c_k h_k; x0 = dx x + de eps; "
+            "history h = (x0, h_1, .., h_{K-1}), newest first")
+    if not distilled:
+        return "eps = eps_u + cfg * (eps_c - eps_u); " + step
+    return ("guidance-distilled (one UNet row per condition, no unconditional rows): g = guidance_embedding(cfg), "
+            "eps = sum over the item's rows r of w_r unet(x, t, c_r + g), and the step at scale 1; " + step)
 
 
 # ---- networks -----------------------------------------------------------------------------------
@@ -103,8 +121,9 @@ def _compile_one(contract: Contract, path: Path, device: torch.device, clip_fram
     values = {"B": 1, "B2": 2, "H": clip_frames, "T": f * clip_frames}
     args = tuple(a.to(device) for a in contract.sample_inputs("opt", values=values))
     dynamic = None
-    if contract.name == "unet":
-        rows = torch.export.Dim("rows", min=2, max=2 * MAX_BATCH)
+    if contract.name == "unet":                 # rows from the contract: 2.. (1.. for a distilled UNet)
+        low, _, high = contract.symbols["B2"]
+        rows = torch.export.Dim("rows", min=low, max=high)
         dynamic = ({0: rows}, None, {0: rows})
     compile_package(contract.module.to(device).eval(), args, dynamic, path)
 
@@ -112,7 +131,10 @@ def _compile_one(contract: Contract, path: Path, device: torch.device, clip_fram
 def _engine_contract(contract: Contract, clip_frames: int) -> dict:
     d = contract.to_dict()
     d["fixed"] = {"B": 1, "H": clip_frames, "T": 4 * clip_frames}
-    d["dynamic"] = {"B2": [2, 2 * MAX_BATCH]} if contract.name == "unet" else {}
+    d["dynamic"] = {}
+    if contract.name == "unet":
+        low, _, high = contract.symbols["B2"]
+        d["dynamic"] = {"B2": [low, high]}
     return d
 
 
@@ -123,10 +145,6 @@ def build_engine(model: ObjaudioModel, calibration: Calibration, out: str | os.P
     Everything is built in a temporary sibling folder and renamed into place at the end, so an
     interrupted build never leaves a half-written engine where an old one was."""
     check(device in ("cpu", "cuda"), f"unknown device {device!r}: use cpu or cuda")
-    if model.config.distilled is not None:
-        raise NotImplementedError("libobjaudio runs two-row guidance only: the one-row loop of a guidance-distilled "
-                                  "checkpoint (its guidance embedding) is not built in the native engine yet; build "
-                                  "the engine from its teacher checkpoint")
     if device == "cuda":
         check(torch.cuda.is_available(), "--device cuda compiles the networks for the GPU of this machine, and "
                                          "this machine has none: build the engine on the GPU machine")
@@ -144,7 +162,8 @@ def build_engine(model: ObjaudioModel, calibration: Calibration, out: str | os.P
         contracts = model_contracts(model)
         (tmp / "networks").mkdir()
         networks = {}
-        bar = tqdm(NETWORKS, desc="compile engine", disable=not progress)
+        names = NETWORKS + (ENGINE_DISTILLED_NETWORKS if cfg.distilled is not None else ())
+        bar = tqdm(names, desc="compile engine", disable=not progress)
         for name in bar:
             bar.set_postfix_str(name)
             start = time.perf_counter()
@@ -155,7 +174,8 @@ def build_engine(model: ObjaudioModel, calibration: Calibration, out: str | os.P
         model = model.cpu()
         if onnx:
             export_networks(model, tmp / "onnx", MODEL_NETWORKS, source=source, progress=progress)
-        engine = {"format": ENGINE_FORMAT, "version": ENGINE_VERSION,
+        version = ENGINE_VERSION if cfg.distilled is None else DISTILLED_ENGINE_VERSION
+        engine = {"format": ENGINE_FORMAT, "version": version,
                   "runtime": {"name": RUNTIME, "torch_version": torch.__version__.split("+")[0], "device": device},
                   "model": {"name": cfg.name, "source": source, "fingerprint": model_fingerprint(model)},
                   "networks": networks, "onnx": "onnx/export_manifest.json" if onnx else None,

@@ -259,9 +259,9 @@ def student_checkpoint(teacher: ObjaudioModel, calibration: Calibration, student
     config = replace(teacher.config, default_steps=made_for.steps, default_sampler=made_for.sampler,
                      distilled=DistilledConfig(cfg_min=cfg.cfg_min, cfg_max=cfg.cfg_max,
                                                teacher=model_fingerprint(teacher)))
-    model = copy.copy(teacher)                       # shares the teacher's other networks; nothing is changed in place
-    model.config = config
-    model.unet = student.unet
+    model = ObjaudioModel(config, unet=student.unet, vae=teacher.vae, vocoder=teacher.vocoder,   # the teacher's
+                          image_encoder=teacher.image_encoder, text_encoder=teacher.text_encoder,   # networks, shared,
+                          grounding=teacher.grounding)                                              # not changed
     model.guidance_embedding = student.embedding
     return save_checkpoint(model, calibration, folder, force=True)
 

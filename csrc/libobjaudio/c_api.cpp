@@ -131,6 +131,12 @@ RunFields run_of(const objaudio_request& r) {
     return RunFields{r.union_mode, r.sampler, r.steps, static_cast<double>(r.cfg), r.seed, 0};
 }
 
+std::string format_g(double x) {            // Python's f"{x:g}"
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", x);
+    return buf;
+}
+
 std::string cfg_message(const std::string& got) {
     return "cfg (guidance scale) must be a number in [1, 100], got " + got;
 }
@@ -160,6 +166,13 @@ objaudio::Options check_options(const RunFields& r, const objaudio::EngineSpec& 
     OBJ_CHECK(std::isfinite(r.cfg), cfg_message("NaN or inf"));
     const double cfg = r.cfg == 0.0 ? s.default_cfg : r.cfg;
     OBJ_CHECK(cfg >= 1.0 && cfg <= kMaxCfg, cfg_message(std::to_string(cfg)));
+    if (s.distilled) {                          // objaudio_rt/core/options.py RunOptions.resolve
+        OBJ_CHECK(!r.apg, "this engine's UNet is guidance-distilled (its guidance is built in): use guidance cfg, "
+                          "or an engine of its teacher checkpoint for apg");
+        OBJ_CHECK(cfg >= s.cfg_min && cfg <= s.cfg_max,
+                  "this engine's guidance-distilled UNet was trained for cfg in [" + format_g(s.cfg_min) + ", " +
+                      format_g(s.cfg_max) + "], got " + format_g(cfg));
+    }
     objaudio::Options o{sampler_table(r.sampler, r.steps == 0 ? s.default_steps : r.steps, s), cfg};
     set_length(o, r, s);
     o.apg = r.apg;
@@ -175,7 +188,7 @@ size_t clip_samples_of(const objaudio::Options& o, const objaudio::EngineSpec& s
 objaudio::Item check_item(const objaudio_request& r, const RunFields& run, const objaudio_scene& sc,
                           const objaudio::EngineSpec& s, int64_t frames = 0) {
     objaudio::Item item;
-    const int max_masks = s.max_rows - 1;
+    const int max_masks = s.max_rows - static_cast<int>(s.unet_rows(1, 0));
     OBJ_CHECK(r.n_masks <= static_cast<size_t>(max_masks),
               std::to_string(r.n_masks) + " masks: at most " + std::to_string(max_masks) + " per generation");
     OBJ_CHECK(r.n_masks == 0 || r.masks != nullptr, "request.masks is NULL but n_masks is " + std::to_string(r.n_masks));
@@ -255,12 +268,6 @@ std::string joined(const Names& names) {
     std::string out;
     for (const auto& name : names) out += (out.empty() ? "" : ", ") + std::string(name);
     return out;
-}
-
-std::string format_g(double x) {            // Python's f"{x:g}"
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%g", x);
-    return buf;
 }
 
 void set_steps(RunFields& run, std::string_view v, const objaudio::EngineSpec& s) {
@@ -504,7 +511,7 @@ objaudio_status objaudio_engine_get_info(objaudio_engine* engine, objaudio_engin
         const auto& names = objaudio::sampler_names();
         info->default_sampler = 1 + static_cast<int32_t>(std::find(names.begin(), names.end(), s.default_sampler) -
                                                          names.begin());   // read_engine_spec checked it is one
-        info->max_masks = s.max_rows - 1;
+        info->max_masks = s.max_rows - static_cast<int32_t>(s.unet_rows(1, 0));
         info->max_stems = s.max_stems;
         info->max_steps = s.max_steps;
         std::strncpy(info->device, s.device.c_str(), sizeof info->device - 1);
@@ -551,15 +558,16 @@ objaudio_status objaudio_generate_stems(objaudio_engine* engine, const objaudio_
         OBJ_CHECK(n_requests >= 1 && n_requests <= static_cast<size_t>(s.max_stems),
                   "n_requests must be in [1, " + std::to_string(s.max_stems) + "], got " + std::to_string(n_requests));
         OBJ_CHECK(pcm != nullptr, "pcm is NULL");
-        size_t rows = 0;    // UNet rows per step: one unconditional row per item, one per condition
+        int64_t rows = 0;   // UNet rows per step (EngineSpec::unet_rows)
         for (size_t i = 0; i < n_requests; ++i) {
             const objaudio_request& r = requests[i];
             check_request(r);
-            rows += 1 + (r.n_masks > 1 && r.union_mode == OBJAUDIO_UNION_COMPOSE ? r.n_masks : 1);
+            rows += s.unet_rows(1, r.n_masks > 1 && r.union_mode == OBJAUDIO_UNION_COMPOSE ? r.n_masks : 1);
         }
-        OBJ_CHECK(rows <= static_cast<size_t>(s.max_rows),
-                  "too many selections in one call: requests plus composed masks need " + std::to_string(rows) +
-                      " UNet rows, this engine takes at most " + std::to_string(s.max_rows));
+        OBJ_CHECK(rows <= s.max_rows,
+                  std::string("too many selections in one call: ") +
+                      (s.distilled ? "their conditions" : "requests plus composed masks") + " need " +
+                      std::to_string(rows) + " UNet rows, this engine takes at most " + std::to_string(s.max_rows));
         const objaudio::Options options = check_options(run_of(requests[0]), s);
         std::vector<objaudio::Item> items;
         std::vector<float*> out;

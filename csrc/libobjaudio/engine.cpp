@@ -196,11 +196,32 @@ at::Tensor guided_step(const SamplerTable& table, int i, const at::Tensor& x, co
 }  // namespace
 
 // ---- 2-3. selections -> one condition row per part (a composed union has several) ----------------------
+// and 4, the guided loop's step on them (objaudio_rt/core/denoise.py guided_loop). Two-row guidance runs the
+// UNet on B unconditional rows and the R part rows; a guidance-distilled UNet on the R part rows alone, each
+// condition plus the embedding g(cfg) of the scale, and its eps is already guided (the step runs at scale 1).
 struct Cond {
-    at::Tensor rows;                     // (B + R, cond_dim): B null rows, then the R part rows
+    at::Tensor rows;                     // (B + R, cond_dim): B null rows, then the R part rows;
+                                         // distilled: (R, cond_dim), the part rows + g(cfg)
     at::Tensor own;                      // (R,) the item each part row belongs to
     at::Tensor wts;                      // (R, 1, 1, 1) 1 / parts of its item
     int64_t nb = 0;                      // B
+    bool distilled = false;
+
+    // The UNet's sample rows for x (B, C, W, M), in the order of `rows`.
+    at::Tensor unet_input(const at::Tensor& x) const {
+        at::Tensor parts = x.index_select(0, own);                                 // (R, C, W, M)
+        return distilled ? parts : at::cat({x, parts});
+    }
+
+    // One step from the eps of the UNet's rows (eps, float32, as unet_input lays them out):
+    // eps_c(b) = sum over the rows r of item b of w_r eps_r, then the sampler's step on (eps_u, eps_c).
+    at::Tensor step(const SamplerTable& table, int i, const at::Tensor& x, const at::Tensor& eps, const Options& opt,
+                    std::vector<at::Tensor>& history) const {
+        at::Tensor eps_c = at::zeros_like(eps.slice(0, 0, nb))
+                               .index_add_(0, own, (distilled ? eps : eps.slice(0, nb)) * wts);   // (B, C, W, M)
+        if (distilled) return guided_step(table, i, x, eps_c, eps_c, 1.0, false, history);   // eps_c + 1 * 0
+        return guided_step(table, i, x, eps.slice(0, 0, nb), eps_c, opt.cfg, opt.apg, history);
+    }
 };
 
 // ---- long clips and loops: objaudio_rt/core/longform.py, step for step -----------------------------------
@@ -370,9 +391,9 @@ struct StreamState {
     size_t samples = 0, origin = 0, handed = 0;
 
     // ---- the networks -----------------------------------------------------------------------------------
-    at::Tensor unet_rows(const at::Tensor& x, const at::Tensor& t) const {    // x (B, C, W, M) -> (B + R, ...)
+    at::Tensor unet_rows(const at::Tensor& x, const at::Tensor& t) const {    // x (B, C, W, M) -> (rows, C, W, M)
         const Engine::Networks& n = *eng->nets_;
-        return run(n["unet"], "unet", {at::cat({x, x.index_select(0, cond.own)}), t, cond.rows}).to(at::kFloat);
+        return run(n["unet"], "unet", {cond.unet_input(x), t, cond.rows}).to(at::kFloat);
     }
 
     // The guided loop (denoise.guided_loop) on x; over `joint`'s windows blended (WindowedUNet), or with
@@ -380,7 +401,6 @@ struct StreamState {
     at::Tensor denoise(at::Tensor x, const Windows* joint, const Held* held) const {
         const at::Device dev = eng->nets_->device;
         const SamplerTable& table = opt.table;
-        const int64_t nb = cond.nb;
         std::vector<at::Tensor> idx, wts;
         if (joint != nullptr) {
             const auto w = joint->weights();
@@ -395,15 +415,14 @@ struct StreamState {
             at::Tensor t = at::full({1}, table.timesteps[i], at::TensorOptions(at::kLong).device(dev));
             at::Tensor eps;
             if (joint == nullptr) {
-                eps = unet_rows(x, t);                                                       // (B + R, C, H, W)
+                eps = unet_rows(x, t);                                                       // (rows, C, H, W)
             } else {
-                eps = at::zeros({nb + cond.own.size(0), x.size(1), x.size(2), x.size(3)},
+                eps = at::zeros({cond.rows.size(0), x.size(1), x.size(2), x.size(3)},
                                 at::TensorOptions(at::kFloat).device(dev));
                 for (size_t k = 0; k < idx.size(); ++k)
                     eps.index_add_(2, idx[k], unet_rows(x.index_select(2, idx[k]), t) * wts[k]);
             }
-            at::Tensor eps_c = at::zeros_like(eps.slice(0, 0, nb)).index_add_(0, cond.own, eps.slice(0, nb) * cond.wts);
-            x = guided_step(table, i, x, eps.slice(0, 0, nb), eps_c, opt.cfg, opt.apg, history);
+            x = cond.step(table, i, x, eps, opt, history);
             if (held != nullptr) x = held->apply(x, static_cast<size_t>(i) + 1);
         }
         return x;
@@ -519,11 +538,10 @@ size_t Stream::samples() const { return state_->samples; }
 size_t Stream::origin() const { return state_->origin; }
 bool Stream::next(std::vector<float>& out) { return state_->next(out); }
 
-namespace {
-
-Cond make_conditions(const Engine& eng, const Scene& scene, const std::vector<Item>& items,
-                     AOTIModelPackageLoader& grounding, at::Device dev) {
-    const EngineSpec& s = eng.spec();
+Cond Engine::conditions(const Scene& scene, const std::vector<Item>& items, double cfg) const {
+    const EngineSpec& s = spec_;
+    const at::Device dev = nets_->device;
+    AOTIModelPackageLoader& grounding = (*nets_)["grounding_condition"];
     const size_t npix = static_cast<size_t>(scene.width) * scene.height;
     at::Tensor tokens = at::from_blob(const_cast<float*>(scene.tokens.data()),
                                       {1, s.num_patches, s.token_dim}, at::kFloat).to(dev);   // (1, P, L)
@@ -556,15 +574,24 @@ Cond make_conditions(const Engine& eng, const Scene& scene, const std::vector<It
         }
     }
     const int64_t nb = static_cast<int64_t>(items.size());
-    const int64_t rows = nb + static_cast<int64_t>(conds.size());
-    if (rows > s.max_rows)
-        throw Failure(OBJAUDIO_ERR_INVALID_ARGUMENT, "too many masks in one generation: items plus conditions must be "
-                                                     "at most " + std::to_string(s.max_rows));
-    at::Tensor null = at::from_blob(const_cast<float*>(s.null_condition.data()), {1, s.cond_dim}, at::kFloat).to(dev);
-    return Cond{at::cat({null.expand({nb, s.cond_dim}), at::cat(conds)}),                  // (B + R, cond_dim)
-                at::tensor(owner, at::kLong).to(dev),                                       // (R,)
-                at::tensor(part_weight, at::kFloat).to(dev).view({-1, 1, 1, 1}), nb};      // (R, 1, 1, 1)
+    if (s.unet_rows(nb, static_cast<int64_t>(conds.size())) > s.max_rows)
+        throw Failure(OBJAUDIO_ERR_INVALID_ARGUMENT, std::string("too many masks in one generation: ") +
+                                                     (s.distilled ? "conditions" : "items plus conditions") +
+                                                     " must be at most " + std::to_string(s.max_rows));
+    at::Tensor parts = at::cat(conds);                                                          // (R, cond_dim)
+    at::Tensor rows;
+    if (s.distilled) {                          // the scale as an input: g(cfg) added to each condition row
+        at::Tensor w = at::full({1}, cfg, at::TensorOptions(at::kFloat).device(dev));          // (1,)
+        rows = parts + run((*nets_)["guidance_embedding"], "guidance_embedding", {w}).to(at::kFloat);   // (R, cond_dim)
+    } else {
+        at::Tensor null = at::from_blob(const_cast<float*>(s.null_condition.data()), {1, s.cond_dim}, at::kFloat);
+        rows = at::cat({null.to(dev).expand({nb, s.cond_dim}), parts});                        // (B + R, cond_dim)
+    }
+    return Cond{rows, at::tensor(owner, at::kLong).to(dev),                                     // (R,)
+                at::tensor(part_weight, at::kFloat).to(dev).view({-1, 1, 1, 1}), nb, s.distilled};   // (R, 1, 1, 1)
 }
+
+namespace {
 
 // Each item's initial latent (C, frames, W): its own noise, or torch.randn(shape,
 // generator=torch.Generator().manual_seed(seed)) drawn on the CPU as Pipeline.noise draws it.
@@ -590,7 +617,7 @@ std::unique_ptr<Stream> Engine::stream(const Scene& scene, const Item& item, con
     st->eng = this;
     st->opt = options;
     const int64_t frames = options.frames > 0 ? options.frames : s.latent_h;
-    st->cond = make_conditions(*this, scene, {item}, (*nets_)["grounding_condition"], nets_->device);
+    st->cond = conditions(scene, {item}, options.cfg);
     st->noise = make_noise({item}, s, frames, nets_->device);
     st->samples = options.samples > 0 ? options.samples : s.clip_samples;
     if (frames == s.latent_h && !options.loop) {
@@ -622,7 +649,7 @@ void Engine::generate(const Scene& scene, const std::vector<Item>& items, const 
         StreamState st;
         st.eng = this;
         st.opt = options;
-        st.cond = make_conditions(*this, scene, items, (*nets_)["grounding_condition"], nets_->device);
+        st.cond = conditions(scene, items, options.cfg);
         st.noise = make_noise(items, s, options.frames, nets_->device);
         st.samples = options.samples;
         st.mode = StreamState::Mode::kJoint;
@@ -635,17 +662,15 @@ void Engine::generate(const Scene& scene, const std::vector<Item>& items, const 
         return;
     }
     const at::Device dev = nets_->device;
-    const Cond c = make_conditions(*this, scene, items, (*nets_)["grounding_condition"], dev);
+    const Cond c = conditions(scene, items, options.cfg);
     const int64_t nb = c.nb;
     at::Tensor x = make_noise(items, s, s.latent_h, dev);                                    // (B, C, H, W)
     std::vector<at::Tensor> history;                                                           // (B, C, H, W) each
     const SamplerTable& table = options.table;
     for (int i = 0; i < table.steps(); ++i) {
         at::Tensor t = at::full({1}, table.timesteps[i], at::TensorOptions(at::kLong).device(dev));
-        at::Tensor eps = run((*nets_)["unet"], "unet", {at::cat({x, x.index_select(0, c.own)}), t, c.rows})
-                             .to(at::kFloat);                                                  // (B + R, C, H, W)
-        at::Tensor eps_c = at::zeros_like(eps.slice(0, 0, nb)).index_add_(0, c.own, eps.slice(0, nb) * c.wts);
-        x = guided_step(table, i, x, eps.slice(0, 0, nb), eps_c, options.cfg, options.apg, history);
+        at::Tensor eps = run((*nets_)["unet"], "unet", {c.unet_input(x), t, c.rows}).to(at::kFloat);  // (rows, C, H, W)
+        x = c.step(table, i, x, eps, options, history);
     }
 
     // ---- 5-6. latent -> mel -> waveform, one item at a time ---------------------------------------------

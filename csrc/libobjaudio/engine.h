@@ -40,6 +40,7 @@ struct Options {
 };
 
 struct StreamState;
+struct Cond;
 
 // A generation handed out in order (objaudio_rt Pipeline.stream): a long clip or a loop is denoised window
 // after window, each holding what the windows before it made, and decoded and vocoded as far as it is final.
@@ -74,6 +75,8 @@ class Engine {
     friend struct StreamState;
     struct Networks;
     Engine(EngineSpec spec, std::unique_ptr<Networks> nets);
+    // The UNet's condition rows of `items` (a guidance-distilled UNet's carry the embedding of `cfg`).
+    Cond conditions(const Scene& scene, const std::vector<Item>& items, double cfg) const;
     EngineSpec spec_;
     std::unique_ptr<Networks> nets_;
 };

@@ -167,8 +167,18 @@ EngineSpec parse_spec(const json::Value& e) {
     s.max_stems = positive(lim.at("max_stems", "limits").as_int("limits.max_stems"), "limits.max_stems", 1024);
     if (s.max_rows < 2) throw json::Error("limits.max_rows must be at least 2");
 
-    for (const char* name : {"image_encoder", "grounding_condition", "unet", "vae_decoder", "vocoder"}) {
-        const std::string path = std::string("networks.") + name;
+    std::vector<std::string> networks = {"image_encoder", "grounding_condition", "unet", "vae_decoder", "vocoder"};
+    if (e.has("distilled")) {                  // a teacher's engine has no such key (and no sixth network)
+        const auto& dist = e.at("distilled");
+        s.distilled = true;
+        s.cfg_min = dist.at("cfg_min", "distilled").as_number("distilled.cfg_min");
+        s.cfg_max = dist.at("cfg_max", "distilled").as_number("distilled.cfg_max");
+        if (!(std::isfinite(s.cfg_min) && std::isfinite(s.cfg_max) && 0 <= s.cfg_min && s.cfg_min <= s.cfg_max))
+            throw json::Error("distilled.cfg_min and cfg_max must be finite with 0 <= cfg_min <= cfg_max");
+        networks.push_back("guidance_embedding");
+    }
+    for (const std::string& name : networks) {
+        const std::string path = "networks." + name;
         std::string rel = e.at("networks").at(name, "networks").at("file", path).as_string(path + ".file");
         if (!safe_relative_path(rel)) throw json::Error(path + ".file is not a path inside the engine folder");
         s.networks[name] = rel;
@@ -191,10 +201,14 @@ EngineSpec read_engine_spec(const std::string& dir, bool verify_files) {
         if (e.at("format").as_string("format") != kEngineFormat)
             throw Failure(OBJAUDIO_ERR_INCOMPATIBLE, dir + " is not an objaudio engine folder (format field)");
         long long version = e.at("version").as_int("version");
-        if (version != kEngineVersion)
+        if (version != kEngineVersion && version != kDistilledEngineVersion)
             throw Failure(OBJAUDIO_ERR_INCOMPATIBLE, "engine format version " + std::to_string(version) +
-                                                     " but this libobjaudio reads version " +
-                                                     std::to_string(kEngineVersion) + ": rebuild the engine");
+                                                     " but this libobjaudio reads versions " +
+                                                     std::to_string(kEngineVersion) + " and " +
+                                                     std::to_string(kDistilledEngineVersion) + ": rebuild the engine");
+        if ((version == kDistilledEngineVersion) != e.has("distilled"))
+            throw Failure(OBJAUDIO_ERR_ENGINE_CORRUPT, "engine.json's version and its \"distilled\" section disagree "
+                                                       "(version 3 is a guidance-distilled engine's): rebuild the engine");
         const std::string runtime = e.at("runtime").at("name", "runtime").as_string("runtime.name");
         if (runtime != kRuntime)
             throw Failure(OBJAUDIO_ERR_INCOMPATIBLE, "engine built for runtime '" + runtime + "', this libobjaudio runs '" +

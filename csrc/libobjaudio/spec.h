@@ -13,6 +13,8 @@
 namespace objaudio {
 
 constexpr int kEngineVersion = 2;                 // export/engine.py ENGINE_VERSION
+constexpr int kDistilledEngineVersion = 3;        // export/engine.py DISTILLED_ENGINE_VERSION: a guidance-distilled
+                                                  // model's (a library reading only 2 refuses it, not runs it wrong)
 constexpr const char* kEngineFormat = "objaudio-engine";
 constexpr const char* kRuntime = "libtorch-aoti";  // export/engine.py RUNTIME
 
@@ -41,9 +43,14 @@ struct EngineSpec {
     std::string default_sampler;
     double default_cfg = 0.0;
     int max_rows = 0, max_stems = 0;           // UNet rows per call; requests per generate_stems
+    bool distilled = false;                    // a guidance-distilled UNet (engine.json "distilled"): the scale's
+    double cfg_min = 0.0, cfg_max = 0.0;       // embedding added to each condition row; the scales it was trained for
     std::map<std::string, std::string> networks;   // name -> path inside the folder
 
     size_t latent_numel() const { return static_cast<size_t>(latent_c) * latent_h * latent_w; }
+    // The UNet rows of a generation of `items` selections holding `parts` conditions in all: one unconditional
+    // row per item and one per condition; a distilled UNet's, one per condition (objaudio_rt denoise.guided_loop).
+    int64_t unet_rows(int64_t items, int64_t parts) const { return (distilled ? 0 : items) + parts; }
 };
 
 // Reads engine.json, checks format, version and runtime name, and (when verify_files) every file's

@@ -45,6 +45,7 @@ MODEL_NETWORKS = RUNTIME_NETWORKS + ("grounding_attention", "grounding_condition
 SAM_NETWORKS = ("sam_image_encoder", "sam_mask_decoder")
 # libobjaudio's engine folder (export.engine), in data-path order as csrc/libobjaudio/spec.cpp lists them
 ENGINE_NETWORKS = ("image_encoder", "grounding_condition", "unet", "vae_decoder", "vocoder")
+ENGINE_DISTILLED_NETWORKS = ("guidance_embedding",)     # and a guidance-distilled model's (engine.json "distilled")
 
 TRT_SIDECAR_FORMAT = "objaudio-trt-engine"
 # sidecar key -> how an error names it

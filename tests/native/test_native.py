@@ -5,10 +5,16 @@ AddressSanitizer + UBSan), altered and incompatible engines, the library's dynam
 header's functions and its ABI version against the header's, and both C headers in one translation unit
 (tests/native/check_headers.c).
 
+A guidance-distilled student of the embedded model (training.distill's checkpoint, with a random
+non-zero guidance embedding) gets an engine of its own: its one-row loop (objaudio_rt denoise.guided_loop)
+in one pass, batched stems, long clips, loops and streams against the Python pipeline of the same
+checkpoint, and what it refuses (apg, a scale outside the ones it was trained for).
+
 The engine build (AOTInductor compiles five networks with the C++ compiler) is the slow part: it is
 made once per session. OBJAUDIO_TEST_ENGINE=DIR reuses an engine folder built by
-`python -m export.engine --out DIR` from the embedded model, and OBJAUDIO_TEST_BUILD=DIR a CMake build
-folder configured as the `build` fixture does (while working on the tests).
+`python -m export.engine --out DIR` from the embedded model, OBJAUDIO_TEST_BUILD=DIR a CMake build
+folder configured as the `build` fixture does, and OBJAUDIO_TEST_DISTILLED_ENGINE=DIR the student's
+engine, built there when it holds none of the same weights (while working on the tests).
 """
 import copy
 import ctypes
@@ -28,6 +34,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "objaudio_rt" / "assets" / "demo"
+EMBEDDED = ROOT / "objaudio_rt" / "assets" / "tiny-synth"
 HEADER = ROOT / "csrc" / "objaudio_engine.h"
 SEED = 3
 
@@ -398,6 +405,8 @@ def _alter_unet(out: Path):
     ("other runtime", lambda out: _edit_json(out / "engine.json", lambda e: e["runtime"].update(name="onnxruntime")),
      "runtime 'onnxruntime'"),
     ("newer format", lambda out: _edit_json(out / "engine.json", lambda e: e.update(version=99)), "version 99"),
+    ("distilled version, teacher's content", lambda out: _edit_json(out / "engine.json", lambda e: e.update(version=3)),
+     "disagree"),
     ("malformed", lambda out: _edit_json(out / "engine.json", lambda e: e["image"].pop("mean")), "image.mean"),
     ("edited, manifest not", lambda out: _edit_json(out / "engine.json", lambda e: e.update(x=1), rehash=False),
      "engine.json was altered"),
@@ -464,9 +473,10 @@ class Request(ctypes.Structure):
 
 
 class NativeRun:
-    """The demo scene and one of its masks in libobjaudio (ctypes): generate_with_options and streams."""
+    """The demo scene and some of its masks in libobjaudio (ctypes): generate_with_options, streams and stems.
+    `req` selects all the masks named (composed, unless the options say union mask)."""
 
-    def __init__(self, build, engine, mask_name: str):
+    def __init__(self, build, engine, *mask_names: str):
         V = ctypes.c_void_p
         lib = self.lib = library(build)
         lib.objaudio_last_error.argtypes = [V]
@@ -480,17 +490,30 @@ class NativeRun:
         lib.objaudio_stream_info.argtypes = [V, size, size, ctypes.POINTER(ctypes.c_int32)]
         lib.objaudio_stream_read.argtypes = [V, floats, ctypes.c_size_t, size]
         lib.objaudio_stream_close.argtypes = [V]
+        lib.objaudio_generate_stems.argtypes = [V, V, ctypes.POINTER(Request), ctypes.c_size_t, ctypes.POINTER(floats),
+                                                ctypes.c_size_t]
         self.eng = open_engine(lib, engine)
         img = np.ascontiguousarray(np.asarray(Image.open(DEMO / "scene.png").convert("RGB")))
-        h, w = img.shape[:2]
+        self.height, self.width = img.shape[:2]
         self.scene = V()
-        assert lib.objaudio_scene_encode(self.eng, img.tobytes(), w, h, ctypes.byref(self.scene)) == 0
-        mask = np.ascontiguousarray(np.asarray(Image.open(DEMO / f"mask_{mask_name}.png").convert("L")))
-        self._mask = ctypes.create_string_buffer(mask.tobytes(), mask.size)
-        self._masks = (ctypes.c_void_p * 1)(ctypes.cast(self._mask, ctypes.c_void_p))
-        self.req = Request()
-        lib.objaudio_request_init(ctypes.byref(self.req))
-        self.req.masks, self.req.n_masks, self.req.mask_width, self.req.mask_height = self._masks, 1, w, h
+        assert lib.objaudio_scene_encode(self.eng, img.tobytes(), self.width, self.height,
+                                         ctypes.byref(self.scene)) == 0
+        self._masks, self._lists = {}, []                       # the buffers the requests point into
+        for name in mask_names:
+            mask = np.ascontiguousarray(np.asarray(Image.open(DEMO / f"mask_{name}.png").convert("L")))
+            self._masks[name] = ctypes.create_string_buffer(mask.tobytes(), mask.size)
+        self.req = self.request(*mask_names)
+
+    def request(self, *mask_names: str, **fields) -> Request:
+        """A request of the named masks (loaded by the constructor) with run `fields` (steps, cfg, seed ...)."""
+        masks = (ctypes.c_void_p * len(mask_names))(*[ctypes.cast(self._masks[n], ctypes.c_void_p) for n in mask_names])
+        self._lists.append(masks)
+        req = Request()
+        self.lib.objaudio_request_init(ctypes.byref(req))
+        req.masks, req.n_masks, req.mask_width, req.mask_height = masks, len(mask_names), self.width, self.height
+        for k, v in fields.items():
+            setattr(req, k, v)
+        return req
 
     def error(self) -> str:
         return self.lib.objaudio_last_error(self.eng).decode()
@@ -513,6 +536,29 @@ class NativeRun:
         finally:
             self.lib.objaudio_options_destroy(opts)
         return np.frombuffer(buf, np.float32)[:n.value].copy()
+
+    def refusal(self, **keys) -> tuple[int, int, str]:
+        """The status of objaudio_generate_with_options asking for the size (capacity 0: 5, too small, when the
+        options are accepted) and of objaudio_stream_open with the same keys, and the last message."""
+        opts, n, s = self.options(**keys), ctypes.c_size_t(), ctypes.c_void_p()
+        try:
+            rc = self.lib.objaudio_generate_with_options(self.eng, self.scene, ctypes.byref(self.req), opts, None, 0,
+                                                         ctypes.byref(n))
+            rc_stream = self.lib.objaudio_stream_open(self.eng, self.scene, ctypes.byref(self.req), opts,
+                                                      ctypes.byref(s))
+            self.lib.objaudio_stream_close(s)
+        finally:
+            self.lib.objaudio_options_destroy(opts)
+        return rc, rc_stream, self.error()
+
+    def stems(self, requests: list[Request], samples: int) -> list[np.ndarray]:
+        """objaudio_generate_stems: one clip of `samples` per request, in one batched run."""
+        floats = ctypes.POINTER(ctypes.c_float)
+        bufs = [(ctypes.c_float * samples)() for _ in requests]
+        pcm = (floats * len(bufs))(*[ctypes.cast(b, floats) for b in bufs])
+        assert self.lib.objaudio_generate_stems(self.eng, self.scene, (Request * len(requests))(*requests),
+                                                len(requests), pcm, samples) == 0, self.error()
+        return [np.frombuffer(b, np.float32).copy() for b in bufs]
 
     def stream(self, periods: float = 1.0, chunk: int = 3000, **keys) -> tuple[np.ndarray, int, int, bool]:
         """(samples read, the stream's samples, origin, loop): `periods` times its samples, in reads of `chunk`."""
@@ -630,3 +676,155 @@ def test_loop_example_plays_a_seamless_loop_into_a_file_under_sanitizers(build, 
     again = run([build / "objaudio-loop", engine, demo_files / "scene.ppm", demo_files / "fire.pgm", "5.12", "1", out],
                 check=False)
     assert again.returncode == 2 and "exists" in again.stderr and out.read_bytes() == before
+
+
+# ---- a guidance-distilled checkpoint's engine: one UNet row per condition, the scale as an input ----------
+DISTILLED_TOL = 3e-4     # of the peak: the bound of the long-clip test above (AOTInductor's float32 rounding
+                         # against eager PyTorch, fed through every step)
+
+
+@pytest.fixture(scope="session")
+def student(tmp_path_factory) -> Path:
+    """A distilled student of the embedded model (training.distill.student_checkpoint, made for dpmpp x 5): the
+    teacher's UNet and a guidance embedding of small random weights, so that g(cfg) is not zero (a fresh
+    embedding is) and a library that left it out would fail the tests below."""
+    from objaudio_rt.core.guidance import GuidanceEmbedding
+    from objaudio_rt.core.samplers import SamplerPlan
+    from objaudio_rt.modelio.checkpoint import load_checkpoint
+    from training.distill import DistillConfig, Student, student_checkpoint
+
+    teacher, calibration = load_checkpoint(EMBEDDED)     # its own copy: student_checkpoint rebinds the modules of
+    embedding = GuidanceEmbedding(teacher.config.unet.cond_dim)   # the model it copies (copy.copy shares them)
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in embedding.parameters():
+            p.copy_(0.05 * torch.randn(p.shape, generator=gen))
+    plan = SamplerPlan.build("dpmpp", 5, teacher.config.schedule)
+    return student_checkpoint(teacher, calibration, Student(teacher.unet, embedding), DistillConfig(), plan,
+                              tmp_path_factory.mktemp("student") / "model")
+
+
+@pytest.fixture(scope="session")
+def distilled_engine(student, tmp_path_factory) -> Path:
+    from export.engine import build_engine
+    from objaudio_rt.modelio.artifacts import model_fingerprint
+    from objaudio_rt.modelio.checkpoint import load_checkpoint
+
+    model, calibration = load_checkpoint(student)
+    given = os.environ.get("OBJAUDIO_TEST_DISTILLED_ENGINE")
+    out = Path(given) if given else tmp_path_factory.mktemp("distilled-engine") / "student-cpu"
+    if given and (out / "engine.json").is_file():
+        if json.loads((out / "engine.json").read_text())["model"]["fingerprint"] == model_fingerprint(model):
+            return out
+    build_engine(model, calibration, out, "cpu", str(student), onnx=False, force=True, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def student_pipe(student):
+    from objaudio_rt.core.pipeline import Pipeline
+
+    return Pipeline.from_pretrained(student)
+
+
+def _close(got: np.ndarray, want: np.ndarray, what) -> float:
+    """|got - want| against DISTILLED_TOL of want's peak; returns the tolerance."""
+    tol = DISTILLED_TOL * float(np.abs(want).max())
+    assert got.shape == want.shape, (what, got.shape, want.shape)
+    err = float(np.abs(got - want).max())
+    print(f"{what}: |lib - python| {err:.2e} (tolerance {tol:.2e})")
+    assert err <= tol, f"{what}: libobjaudio differs from the Python pipeline by {err:.3e} > {tol:.3e}"
+    return tol
+
+
+def test_distilled_engine_json_says_so_and_a_teachers_does_not(engine, distilled_engine, student_pipe):
+    from export.engine import NETWORKS
+
+    taught, teacher = (json.loads((e / "engine.json").read_text()) for e in (distilled_engine, engine))
+    assert taught["distilled"] == {"cfg_min": 1.0, "cfg_max": 8.0}
+    assert (taught["version"], teacher["version"]) == (3, 2)          # a library reading only 2 refuses a student
+    assert set(taught["networks"]) == set(NETWORKS) | {"guidance_embedding"}
+    assert taught["networks"]["unet"]["contract"]["dynamic"] == {"B2": [1, taught["limits"]["max_rows"]]}
+    assert taught["networks"]["guidance_embedding"]["contract"]["outputs"] == [
+        {"name": "embedding", "dims": [1, student_pipe.config.unet.cond_dim], "dtype": "float32"}]
+    assert taught["defaults"] == {"steps": 5, "sampler": "dpmpp", "cfg": student_pipe.config.default_cfg}
+    assert "guidance_embedding" in taught["guidance"]
+    files = json.loads((distilled_engine / "manifest.json").read_text())["files"]
+    assert "networks/guidance_embedding.pt2" in files
+    assert "distilled" not in teacher and set(teacher["networks"]) == set(NETWORKS)
+    assert teacher["networks"]["unet"]["contract"]["dynamic"] == {"B2": [2, teacher["limits"]["max_rows"]]}
+    assert teacher["guidance"].startswith("eps = eps_u + cfg * (eps_c - eps_u); ")
+
+
+def test_distilled_engine_matches_python_in_one_pass(build, distilled_engine, student_pipe, demo_files, tmp_path):
+    """One row per condition: a mask at the engine's defaults (dpmpp x 5, cfg 4) and at cfg 7 through
+    generate_with_options, a composed union through the host program (objaudio_generate), and a mask and a
+    union batched as stems. The two scales must differ by far more than the bound: a library that ran
+    without g(cfg) could not match both."""
+    from objaudio_rt.core.selection import Mask
+
+    bird, fire = Mask(DEMO / "mask_bird.png"), Mask(DEMO / "mask_fire.png")
+    native = NativeRun(build, distilled_engine, "bird", "fire")
+    native.req = native.request("bird")
+    try:
+        at_default = python_wave(student_pipe, bird)
+        tol = _close(native.generate(seed=SEED), at_default, "mask, defaults")
+        at_7 = python_wave(student_pipe, bird, cfg=7.0)
+        _close(native.generate(seed=SEED, cfg=7), at_7, "mask, cfg 7")
+        assert float(np.abs(at_7 - at_default).max()) > 30 * tol, "the scale barely changes the student's output"
+
+        run = dict(steps=4, cfg=2.5, sampler="unipc")
+        union, _, _ = host(build, distilled_engine, demo_files, tmp_path / "union.wav", "--mask",
+                           demo_files / "bird.pgm", "--mask", demo_files / "fire.pgm", "--steps", "4", "--cfg", "2.5",
+                           "--sampler", "unipc")
+        _close(union, python_wave(student_pipe, bird | fire, **run), "composed union, host program")
+
+        scene = student_pipe.encode_image(DEMO / "scene.png")
+        want = [g.wave.numpy() for g in student_pipe.generate_many(scene, [bird, bird | fire], seed=SEED, steps=5,
+                                                                       cfg=3.0, progress=False)]
+        fields = dict(steps=5, cfg=3.0, seed=SEED)
+        got = native.stems([native.request("bird", **fields), native.request("bird", "fire", **fields)],
+                           want[0].shape[0])
+        for i, (g, w) in enumerate(zip(got, want)):
+            _close(g, w, f"stem {i}")
+    finally:
+        native.close()
+
+
+def test_distilled_engine_long_clips_loops_and_streams_match_python(build, distilled_engine, student_pipe):
+    """A clip past the model's length and a loop (windows denoised jointly: Pipeline.generate_batch) and their
+    streams (window after window, made frames held: Pipeline.stream), one row per window and condition."""
+    from objaudio_rt import Mask
+    from objaudio_rt.core.options import RunOptions
+
+    native = NativeRun(build, distilled_engine, "fire")
+    scene = student_pipe.encode_image(DEMO / "scene.png")
+    sel = Mask(DEMO / "mask_fire.png")
+    try:
+        config = student_pipe.config
+        for loop, seconds in ((False, config.max_seconds + 1.76), (True, 2 * config.clip_seconds)):
+            keys = dict(steps=4, seed=SEED, cfg=6, duration=f"{seconds:g}", loop=str(loop).lower())
+            run = RunOptions(steps=4, seed=SEED, cfg=6.0, duration=seconds, loop=loop)
+            want = student_pipe.generate_batch(scene, [sel], run, progress=False)[0].wave.numpy()
+            _close(native.generate(**keys), want, f"loop={loop} {seconds:g} s")
+            stream = student_pipe.stream(student_pipe.conditions(scene, [sel]), run)
+            want_s = torch.cat(list(stream), dim=1)[0].numpy()
+            got_s, samples, origin, _ = native.stream(**keys)
+            assert (samples, origin) == (stream.samples, stream.origin)
+            _close(got_s, want_s, f"  stream, loop={loop}")
+    finally:
+        native.close()
+
+
+def test_distilled_engine_refuses_apg_and_scales_it_was_not_trained_for(build, distilled_engine):
+    """As RunOptions.resolve refuses them for the checkpoint: one generation and one stream each, with the
+    status of a bad option (OBJAUDIO_ERR_INVALID_ARGUMENT) and a message that says what to do."""
+    native = NativeRun(build, distilled_engine, "bird")
+    try:
+        assert native.refusal(cfg=8)[:2] == (5, 0)                       # accepted: only the buffer is missing
+        for keys, words in ((dict(guidance="apg"), "guidance-distilled (its guidance is built in): use guidance cfg"),
+                            (dict(cfg=9), "guidance-distilled UNet was trained for cfg in [1, 8], got 9")):
+            rc, rc_stream, message = native.refusal(**keys)
+            assert (rc, rc_stream) == (1, 1) and words in message, (keys, rc, rc_stream, message)
+    finally:
+        native.close()
