@@ -2,7 +2,8 @@
 
 A package `unet-<device>-<dtype>-<C>x<H>x<W>.pt2` holds the whole UNet (`networks.UNetEps`: x, t, cond ->
 eps) compiled by inductor for one device kind, one dtype and one latent shape, with the UNet
-batch (2 x selections, for guidance) dynamic from 2 to `max_unet_batch`. It is tied to the
+batch (2 x selections, for guidance) dynamic from 2 (1 for a guidance-distilled model's, which runs one row
+per selection: sidecar `min_unet_batch`) to `max_unet_batch`. It is tied to the
 checkpoint's weights (baked into the package). Its sidecar `X.pt2.json` records the torch
 version, the platform (GPU name and compute capability, or the CPU architecture and vector ISA
 inductor compiled for), the checkpoint fingerprint, dtype and shape; `load_package` checks them
@@ -58,10 +59,11 @@ class AotiUNet:
         self.path, self.sidecar, self._runner = path, sidecar, runner
         self.latent_shape = tuple(int(s) for s in sidecar["latent_shape"].split("x"))
         self.max_unet_batch = int(sidecar["max_unet_batch"])
+        self.min_unet_batch = int(sidecar.get("min_unet_batch", 2))       # packages before distilled models: 2
 
     def covers(self, x: torch.Tensor) -> bool:
         """Whether a UNet input (N, C, H, W) is inside this package's shape profile."""
-        return tuple(x.shape[1:]) == self.latent_shape and 2 <= x.shape[0] <= self.max_unet_batch
+        return tuple(x.shape[1:]) == self.latent_shape and self.min_unet_batch <= x.shape[0] <= self.max_unet_batch
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         x = x if x.is_contiguous() else x.contiguous()                 # no operator call when it already is
@@ -110,7 +112,8 @@ class PackageCache:
                                      if present or self.required else None)
         engine = self._by_shape[shape]
         if engine is not None and not engine.covers(x):
-            check(not self.required, f"UNet batch {x.shape[0]} is outside the package's 2..{engine.max_unet_batch}: "
+            check(not self.required, f"UNet batch {x.shape[0]} is outside the package's {engine.min_unet_batch}.."
+                                     f"{engine.max_unet_batch}: "
                                      f"rebuild it with a larger --max-batch")
             return None
         return engine

@@ -26,6 +26,19 @@ def test_package_and_sidecar(aoti_package):
     assert info["torch_version"] == torch.__version__ and info["platform"].startswith("cpu ")
     assert info["checkpoint"] == model_fingerprint(aoti_package["model"])
     assert info["check"]["rel_err_vs_module"] < 1e-4                  # the builder's own check, batch 6
+    assert (info["min_unet_batch"], info["max_unet_batch"]) == (2, 8)   # a teacher: two rows per selection
+
+
+def test_a_students_package_takes_one_row_and_an_old_sidecar_two(aoti_package):
+    """A guidance-distilled UNet runs one row per selection: its package's range starts at 1 (the export's
+    Dim min, recorded in the sidecar); a sidecar written before that key keeps the old range 2..max."""
+    from objaudio_rt.backends.aoti import AotiUNet
+
+    shape = aoti_package["latent_shape"]
+    side = {"latent_shape": "x".join(map(str, shape)), "max_unet_batch": 8}
+    one = torch.empty(1, *shape)
+    assert AotiUNet(aoti_package["dir"], {**side, "min_unet_batch": 1}, None).covers(one)
+    assert not AotiUNet(aoti_package["dir"], side, None).covers(one)
 
 
 @pytest.mark.parametrize("unet_batch", [2, 8])
