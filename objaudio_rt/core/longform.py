@@ -99,7 +99,7 @@ class WindowedUNet:
         self.inner = inner
         self.device = inner.device
         self.null_condition = inner.null_condition
-        self.guidance_embedding = inner.guidance_embedding
+        self.guidance_embedding = getattr(inner, "guidance_embedding", None)   # a distilled UNet: one row a step
         self.windows = windows
         self.index = windows.index().to(inner.device)                   # (n, W)
         self.weights = windows.weights().to(inner.device)               # (n, W)

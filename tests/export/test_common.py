@@ -51,7 +51,8 @@ def test_aoti_and_engine_take_random_weights_named_by_checkpoint(tmp_path, monke
 
     def package(model, device, dtype, frames, max_batch, folder, source):
         seen["aoti"] = model.config.name, source
-        return {"path": "p", "platform": "cpu", "dtype": "fp32", "latent_shape": "8x4x16", "max_unet_batch": 2,
+        return {"path": "p", "platform": "cpu", "dtype": "fp32", "latent_shape": "8x4x16", "min_unet_batch": 2,
+                "max_unet_batch": 2,
                 "export_s": 0.0, "compile_s": 0.0, "load_s": 0.0, "check": {"rel_err_vs_module": 0.0}}
 
     def engine(model, calibration, out, device, source, **kwargs):
