@@ -115,19 +115,27 @@ def selection_conditions(model: ObjaudioModel, attn_std: float, data: LatentSet,
     return g.condition_from_weights(weights, tokens)
 
 
+def teacher_rows(teacher: ObjaudioModel, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor,
+                 null: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's (eps_u, eps_c), each (B, ...), at timesteps t (B,): one call of 2B rows."""
+    return teacher.unet(torch.cat([x, x]), torch.cat([t, t]), encoder_hidden_states=None,
+                        class_labels=torch.cat([null.expand_as(c), c])).sample.chunk(2)
+
+
 def guided_eps(teacher: ObjaudioModel, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor, w: torch.Tensor,
                null: torch.Tensor) -> torch.Tensor:
     """The teacher's classifier-free guided eps (B, ...) at timesteps t (B,) and scales w (B,): two rows each."""
-    eps_u, eps_c = teacher.unet(torch.cat([x, x]), torch.cat([t, t]), encoder_hidden_states=None,
-                                class_labels=torch.cat([null.expand_as(c), c])).sample.chunk(2)
+    eps_u, eps_c = teacher_rows(teacher, x, t, c, null)
     return eps_u + w.view(-1, 1, 1, 1) * (eps_c - eps_u)
 
 
 def jump_targets(teacher: ObjaudioModel, null: torch.Tensor, acp: torch.Tensor, plan: SamplerPlan, k: torch.Tensor,
-                 x: torch.Tensor, c: torch.Tensor, w: torch.Tensor, substeps: int) -> torch.Tensor:
+                 x: torch.Tensor, c: torch.Tensor, w: torch.Tensor, substeps: int,
+                 first: torch.Tensor | None = None) -> torch.Tensor:
     """eps* (B, ...): the eps whose DDIM step k of `plan` (row cx, ce) takes x where `substeps` guided DDIM
     steps of the teacher take it, from step k's timestep down to the next step's level (the plan's alpha
-    after its last step: cx^2 times the last timestep's). Rows of one step run together."""
+    after its last step: cx^2 times the last timestep's). Rows of one step run together. `first`: the
+    teacher's guided eps at x and step k's timestep, when the caller has it (the first substep's)."""
     rows = plan.coef_rows
     out = torch.empty_like(x)
     for step in torch.unique(k).tolist():
@@ -140,7 +148,8 @@ def jump_targets(teacher: ObjaudioModel, null: torch.Tensor, acp: torch.Tensor, 
         levels = [float(acp[t]) for t in ts] + [a_end]
         y = x[sel]
         for j, tj in enumerate(ts):
-            eps = guided_eps(teacher, y, torch.full((len(sel),), tj, dtype=torch.long), c[sel], w[sel], null)
+            eps = first[sel] if j == 0 and first is not None else \
+                guided_eps(teacher, y, torch.full((len(sel),), tj, dtype=torch.long), c[sel], w[sel], null)
             a, an = levels[j], levels[j + 1]
             x0 = (y - (1 - a) ** 0.5 * eps) / a ** 0.5
             y = an ** 0.5 * x0 + (1 - an) ** 0.5 * eps
@@ -201,12 +210,11 @@ def distill(teacher: ObjaudioModel, calibration: Calibration, data: LatentSet, c
         with torch.no_grad():
             c = selection_conditions(teacher, calibration.attn_std, data, idx, use_mask)
             c = torch.where(drop[:, None], null.expand_as(c), c)
-            eps_u, eps_c = teacher.unet(torch.cat([zt, zt]), torch.cat([t, t]), encoder_hidden_states=None,
-                                        class_labels=torch.cat([null.expand_as(c), c])).sample.chunk(2)
+            eps_u, eps_c = teacher_rows(teacher, zt, t, c, null)
             target = eps_u + w.view(-1, 1, 1, 1) * (eps_c - eps_u)
             weight = torch.ones(b)
-            if cfg.substeps:
-                target = jump_targets(teacher, null, acp, made_for, k, zt, c, w, cfg.substeps)
+            if cfg.substeps:                                   # the guided eps at t is the jump's first substep
+                target = jump_targets(teacher, null, acp, made_for, k, zt, c, w, cfg.substeps, first=target)
                 weight = k_weight[k]
         pred = live(zt, t, c, w)
         loss = ((pred - target).pow(2).mean(dim=(1, 2, 3)) * weight).mean()
