@@ -27,6 +27,7 @@ import torch
 
 from ..core.config import ModelConfig
 from ..modelio.model import GraphModel, ObjaudioModel
+from ..core.gate import silent_rows
 from ..core.options import DTYPE_NAMES
 from ..core.samplers import reference_step
 from .cuda_graph import CudaGraphCache
@@ -48,6 +49,8 @@ class Backend(ABC):
         self.null_condition = model.null_condition.to(device=device, dtype=torch.float32)   # (cond_dim,)
         embed = getattr(model, "guidance_embedding", None)            # a guidance-distilled UNet's (one row a step)
         self.guidance_embedding = None if embed is None else embed.to(device=device, dtype=torch.float32).eval()
+        gate = getattr(model, "silence_gate", None)                   # core/gate.py (None: no gate)
+        self.silence_gate = None if gate is None else gate.to(device=device, dtype=torch.float32).eval()
 
     # ---- encoders -------------------------------------------------------------------------
     @abstractmethod
@@ -69,6 +72,13 @@ class Backend(ABC):
         """weights: (B, P) or (B, H, P) replacing the attention; tokens: (1, P, L). Returns c (B, cond_dim)."""
         tokens = tokens.float().expand(weights.shape[0], -1, -1)
         return self.grounding.condition_from_weights(weights.float(), tokens)
+
+    @torch.no_grad()
+    def silent_rows(self, cond: torch.Tensor) -> list[bool]:
+        """Per condition row (R, cond_dim): whether the model's silence gate calls it silent (core/gate.py;
+        all False for a model without one)."""
+        threshold = self.config.silence_gate.threshold if self.config.silence_gate is not None else 1.0
+        return silent_rows(self.silence_gate, threshold, cond.float())
 
     # ---- the loop's two calls ---------------------------------------------------------------
     @abstractmethod

@@ -234,6 +234,23 @@ class DistilledConfig:
             raise ObjaudioError(f"distilled cfg range [{self.cfg_min}, {self.cfg_max}] is empty")
 
 
+@dataclass(frozen=True)
+class SilenceGateConfig:
+    """The silence gate (core/gate.py, training/silence_gate.py): a small MLP on a selection's grounding
+    condition giving p(the selection makes no sound). A condition with p >= `threshold` is silent: a
+    selection whose every condition is silent is digital silence, no diffusion run; a composed union
+    drops its silent parts. `fit`: what it was fitted on and its held-out confusion (for `objaudio info`)."""
+    hidden_dim: int = 64
+    threshold: float = 0.5
+    fit: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self):
+        if not isinstance(self.hidden_dim, int) or self.hidden_dim < 1:
+            raise ObjaudioError(f"silence_gate.hidden_dim must be an integer >= 1, got {self.hidden_dim!r}")
+        if not (isinstance(self.threshold, (int, float)) and 0.0 < self.threshold < 1.0):
+            raise ObjaudioError(f"silence_gate.threshold must be a probability in (0, 1), got {self.threshold!r}")
+
+
 @dataclass
 class ModelConfig:
     name: str = "audioldm-s"
@@ -251,6 +268,7 @@ class ModelConfig:
     default_sampler: str = "ddim"
     default_cfg: float = 2.0
     distilled: DistilledConfig | None = None   # a guidance-distilled UNet (one row per step)
+    silence_gate: SilenceGateConfig | None = None   # silent selections skip the diffusion (core/gate.py)
 
     def __post_init__(self):
         self.grounding.num_patches = self.image.num_patches
@@ -283,10 +301,12 @@ class ModelConfig:
         return PRESETS[name]()
 
     def to_dict(self) -> dict:
-        """Every field; `distilled` only when set (so a teacher's dict, and its fingerprint, are as before)."""
+        """Every field; `distilled` and `silence_gate` only when set (so an older model's dict, and its
+        fingerprint, are as before)."""
         d = dataclasses.asdict(self)
-        if d["distilled"] is None:
-            del d["distilled"]
+        for key in ("distilled", "silence_gate"):
+            if d[key] is None:
+                del d[key]
         return d
 
     @classmethod
@@ -300,8 +320,8 @@ class ModelConfig:
                 klass = {"unet": UNetConfig, "vae": VAEConfig, "vocoder": VocoderConfig,
                          "image": ImageEncoderConfig, "text": TextEncoderConfig,
                          "grounding": GroundingConfig, "schedule": ScheduleConfig, "mel": MelConfig,
-                         "distilled": DistilledConfig}[key]
-                kwargs[key] = klass(**{k: _tuplify(v) for k, v in value.items()})
+                         "distilled": DistilledConfig, "silence_gate": SilenceGateConfig}[key]
+                kwargs[key] = klass(**{k: v if k == "fit" else _tuplify(v) for k, v in value.items()})
             else:
                 kwargs[key] = value
         return cls(**kwargs)

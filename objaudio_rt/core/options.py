@@ -12,7 +12,8 @@ Plain Python (the CLI imports this before torch):
     MIN_SAMPLE_RATE, MAX_SAMPLE_RATE  what a written WAV may be resampled to (audio.resample)
     MAX_SECONDS  the longest generation (a clip past the model's max_seconds, or a loop: longform.py)
     GUIDANCE     how the conditional and unconditional predictions combine (guidance.py)
-    RunOptions   steps, sampler, cfg, seed, duration, union, loop, guidance, with the model's defaults resolved
+    RunOptions   steps, sampler, cfg, seed, duration, union, loop, guidance, silence_gate, with the model's
+                 defaults resolved
 """
 from __future__ import annotations
 
@@ -90,6 +91,7 @@ class RunOptions:
     union: str | None = None              # one of UNION_MODES
     loop: bool = False                    # a seamless loop (longform.py): duration snapped to whole latent frames
     guidance: str | None = None           # one of GUIDANCE (default "cfg")
+    silence_gate: bool | None = None      # the model's silence gate (core/gate.py); default: on where it has one
 
     def resolve(self, config: ModelConfig, union: str = UNION_MODES[0]) -> ResolvedRun:
         """Every field filled (`union`: the caller's default mode) and checked."""
@@ -101,7 +103,8 @@ class RunOptions:
             cfg=config.default_cfg if self.cfg is None else float(self.cfg),
             seed=self.seed,
             duration=config.clip_seconds if self.duration is None else float(self.duration),
-            union=self.union or union, loop=self.loop, guidance=self.guidance or GUIDANCE[0])
+            union=self.union or union, loop=self.loop, guidance=self.guidance or GUIDANCE[0],
+            silence_gate=config.silence_gate is not None if self.silence_gate is None else self.silence_gate)
         top = max_steps(config.schedule.num_train_timesteps)
         check(isinstance(run.steps, int) and 0 < run.steps <= top,
               f"steps must be an integer in [1, {top}], got {run.steps!r}")
@@ -122,6 +125,10 @@ class RunOptions:
             run = dataclasses.replace(run, duration=round(frames * shortest, 6))   # whole latent frames: the period
         check(run.union in UNION_MODES, f"unknown union mode {run.union!r}: use one of {', '.join(UNION_MODES)}")
         check(run.guidance in GUIDANCE, f"unknown guidance {run.guidance!r}: use one of {', '.join(GUIDANCE)}")
+        check(isinstance(run.silence_gate, bool), f"silence_gate must be true or false, got {run.silence_gate!r}")
+        check(not run.silence_gate or config.silence_gate is not None,
+              "this checkpoint has no silence gate: leave silence_gate unset (or false), or fit one with "
+              "python -m training.silence_gate")
         d = config.distilled
         if d is not None:                                   # a guidance-distilled UNet (denoise.py's one-row path)
             check(run.guidance == "cfg", "this checkpoint's UNet is guidance-distilled (its guidance is built in): "

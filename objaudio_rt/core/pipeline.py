@@ -20,6 +20,7 @@ from .denoise import Conditions, denoise, guided_loop
 from ..modelio.encoders import preprocess_pixels, tokenize_texts
 from .errors import ObjaudioError, check
 from .grounding import mask_to_patch_coverage, rescale_patch_weights
+from .gate import SILENT_LOG_MEL
 from .guidance import APG
 from .images import load_image, load_mask
 from .config import ModelSource
@@ -48,9 +49,21 @@ Part = tuple[torch.Tensor, "np.ndarray | None"]   # one condition: (patch weight
 @dataclass
 class Conditioned:
     """The conditions of a batch of selections (`Pipeline.conditions`): the guided loop's rows, and per
-    item the (patch weights, pixel mask) its Generation shows (a composed union: `combine_parts`)."""
-    conditions: Conditions
+    item the (patch weights, pixel mask) its Generation shows (a composed union: `combine_parts`).
+    `silent`: per item, whether the silence gate made it digital silence (core/gate.py); the rows are
+    those of the other items (`kept`), in order, and None when every item is silent."""
+    conditions: Conditions | None
     shown: list[Part]
+    silent: list[bool] = field(default_factory=list)
+
+    @property
+    def kept(self) -> list[int]:
+        """The items the rows belong to (those the gate did not silence), in order."""
+        return [i for i in range(len(self.shown)) if not (self.silent and self.silent[i])]
+
+    @property
+    def items(self) -> int:
+        return len(self.shown)
 
 
 @dataclass
@@ -80,6 +93,7 @@ class Generation:
     sampler: str
     cfg: float
     loop: bool = False                 # the waveform's end flows into its start (longform.py)
+    silent: bool = False               # the model's silence gate made it digital silence (core/gate.py)
 
 
 class Pipeline:
@@ -266,21 +280,37 @@ class Pipeline:
         return [self.select(scene, part) for part in (selection or Whole()).parts()]
 
     @torch.no_grad()
-    def conditions(self, scene: Scene, selections: list[Selection | None], union: str | None = None) -> Conditioned:
+    def conditions(self, scene: Scene, selections: list[Selection | None], union: str | None = None,
+                   silence_gate: bool | None = None) -> Conditioned:
         """The conditions of a batch of selections of one scene: the guided loop's rows (each item's
-        parts with weights 1 / parts, `denoise.Conditions`) and what each item's Generation shows."""
+        parts with weights 1 / parts, `denoise.Conditions`) and what each item's Generation shows.
+        `silence_gate` (default: on where the model has one): the gate's silent parts leave a composed
+        union, and an item left with none is silent and has no rows (core/gate.py, Conditioned.silent)."""
         union = union or self.union
         check(union in UNION_MODES, f"unknown union mode {union!r}: use one of {', '.join(UNION_MODES)}")
         check(len(selections) > 0, "give at least one selection")
+        gated = self.config.silence_gate is not None if silence_gate is None else silence_gate
+        check(not gated or self.backend.silence_gate is not None,
+              "this checkpoint has no silence gate: leave silence_gate unset (or false)")
         groups = [self.parts(scene, s, union) for s in selections]                      # per item: [Part]
         conds = [torch.cat([self.condition(scene, w) for w, _ in g]) for g in groups]   # per item: (k, cond_dim)
-        if all(len(c) == 1 for c in conds):
+        silent = [False] * len(conds)
+        if gated:
+            flags = iter(self.backend.silent_rows(torch.cat(conds)))
+            for i, c in enumerate(conds):
+                keep = [r for r in range(len(c)) if not next(flags)]
+                silent[i] = not keep
+                conds[i] = c[keep]
+        conds = [c for c, s in zip(conds, silent) if not s]
+        if not conds:
+            rows = None
+        elif all(len(c) == 1 for c in conds):
             rows = Conditions.single(torch.cat(conds))                                  # one row of weight 1 each
         else:
             owner = torch.cat([torch.full((len(c),), i) for i, c in enumerate(conds)])  # (R,) item of each row
             weights = torch.cat([torch.full((len(c),), 1.0 / len(c)) for c in conds])   # (R,) 1 / parts
             rows = Conditions.composed(torch.cat(conds), owner, weights, len(conds))
-        return Conditioned(rows, [combine_parts(g) for g in groups])
+        return Conditioned(rows, [combine_parts(g) for g in groups], silent)
 
     # ---- 4. conditions -> latent ----------------------------------------------------------
     @torch.no_grad()
@@ -290,9 +320,12 @@ class Pipeline:
         seeded with `run.seed`, so an item's result does not depend on what else is in the batch.
         A loop, or a clip past the model's max_seconds, is denoised over overlapping windows of the
         model's clip length (`windows`, longform.py). `run` is resolved here unless it already is.
-        guidance: a guidance.APG in place of classifier-free guidance's update (default: run.guidance's)."""
+        guidance: a guidance.APG in place of classifier-free guidance's update (default: run.guidance's).
+        Of a Conditioned with silent items (the silence gate), the latents of the others (`kept`) only."""
         run = run.resolve(self.config, self.union)                                  # as it is if resolved
         rows = conditions.conditions if isinstance(conditions, Conditioned) else conditions
+        if rows is None:                                                            # every item silent
+            return torch.zeros((0, *self.latent_shape(run.duration)[0]), device=self.device)
         plan = SamplerPlan.build(run.sampler, run.steps, self.config.schedule)
         noise = self.noise(run, rows.items)                                         # (B, C, T/4, M/4)
         windows = self.windows(run)
@@ -323,6 +356,8 @@ class Pipeline:
         (`audio_blocks`). `run` may be a plain duration in seconds (one pass)."""
         if not isinstance(run, RunOptions):
             run = RunOptions(duration=float(run))
+        if len(z) == 0:                                                             # every item silent
+            return self.silent_mel(run, 0), torch.zeros((0, self.stream_samples(run)))
         mel, blocks = self.audio_blocks(z, run)
         wave = torch.cat(list(blocks), dim=1)
         check(bool(torch.isfinite(wave).all()), "generation produced NaN or inf samples: the checkpoint "
@@ -344,6 +379,12 @@ class Pipeline:
             mel = decode_windows(self.backend, z, windows, f)
             size = vocoder_size(windows, f)
         return mel, self._kept(vocode_blocks(self.backend, mel, size, run.loop, hop), self.stream_samples(run))
+
+    def silent_mel(self, run: RunOptions, items: int) -> torch.Tensor:
+        """(items, frames, n_mels) log-mel of digital silence at the length `audio` decodes for `run`."""
+        run = run.resolve(self.config, self.union)
+        frames = self.latent_shape(run.duration)[0][1] * self.config.vae.downsample_factor
+        return torch.full((items, frames, self.config.mel.n_mels), SILENT_LOG_MEL, device=self.device)
 
     def stream_samples(self, run: RunOptions) -> int:
         """The samples a generation (or one period of a loop) holds: the duration's for a clip, whole
@@ -376,15 +417,34 @@ class Pipeline:
         handed out."""
         run = run.resolve(self.config, self.union)
         rows = conditions.conditions if isinstance(conditions, Conditioned) else conditions
+        samples = self.stream_samples(run)
+        if isinstance(conditions, Conditioned) and len(conditions.kept) < conditions.items:
+            return self._gated_stream(conditions, run, samples)
         windows = self.windows(run)
         (_, frames, _), _ = self.latent_shape(run.duration)
         seq = None if windows is None else plan_sequential(frames, windows.size, run.loop)
-        samples = self.stream_samples(run)
         if seq is None:
             return AudioStream(samples, run.loop, 0, None, self._whole(rows, run))
         f, hop = self.config.vae.downsample_factor, self.config.mel.hop_length
         origin = ((seq.starts[-1] + seq.size - seq.total) * f + CONTEXT) if run.loop else 0
         return AudioStream(samples, run.loop, origin * hop, seq, self._kept(self._in_order(rows, run, seq, origin), samples))
+
+    def _gated_stream(self, conditions: Conditioned, run: RunOptions, samples: int) -> "AudioStream":
+        """The stream of a batch with silent items (the silence gate): the others' stream, zeros in the
+        silent items' rows; all silence, in blocks of a second, when every item is silent."""
+        kept, items = conditions.kept, conditions.items
+        if not kept:
+            block = self.config.mel.sample_rate
+            zeros = (torch.zeros((items, min(block, samples - s))) for s in range(0, samples, block))
+            return AudioStream(samples, run.loop, 0, None, zeros)
+        inner = self.stream(Conditioned(conditions.conditions, [conditions.shown[i] for i in kept]), run)
+
+        def scatter():
+            for block in inner:
+                full = torch.zeros((items, block.shape[1]), dtype=block.dtype)
+                full[kept] = block
+                yield full
+        return AudioStream(inner.samples, inner.loop, inner.origin, inner.windows, scatter())
 
     def _whole(self, rows: Conditions, run: RunOptions):
         z = self.sample(rows, run, progress=False)
@@ -419,7 +479,8 @@ class Pipeline:
     def generate_many(self, scene: Scene, selections: list[Selection | None], steps: int | None = None,
                       sampler: str | None = None, cfg: float | None = None, seed: int = 0,
                       duration: float | None = None, progress: bool = True,
-                      union: str | None = None, loop: bool = False, guidance: str | None = None) -> list[Generation]:
+                      union: str | None = None, loop: bool = False, guidance: str | None = None,
+                      silence_gate: bool | None = None) -> list[Generation]:
         """One batched generation for several selections of one scene (e.g. clicking through objects):
         `conditions`, then `sample`, then `audio`.
 
@@ -431,20 +492,29 @@ class Pipeline:
         `duration` may pass the model's max_seconds (up to options.MAX_SECONDS) and `loop` makes the
         clip's end flow into its start: both denoise one latent over overlapping windows (longform.py).
         `guidance`: "cfg" (default, the paper's) or "apg" (adaptive projected guidance, guidance.py).
+        `silence_gate`: the model's silence gate (default: on where it has one; False is the paper's
+        behaviour): a selection it calls silent is digital silence, no diffusion run (core/gate.py).
         """
         return self.generate_batch(scene, selections,
-                                   RunOptions(steps, sampler, cfg, seed, duration, union, loop, guidance),
+                                   RunOptions(steps, sampler, cfg, seed, duration, union, loop, guidance,
+                                              silence_gate),
                                    progress=progress)
 
     def generate_batch(self, scene: Scene, selections: list[Selection | None], run: RunOptions,
                        progress: bool = True) -> list[Generation]:
         """`generate_many` with its options as one `RunOptions` (what the CLI and the service parse)."""
         run = run.resolve(self.config, self.union)
-        batch = self.conditions(scene, selections, run.union)
-        z = self.sample(batch, run, progress=progress)
+        batch = self.conditions(scene, selections, run.union, run.silence_gate)
+        z = self.sample(batch, run, progress=progress)                             # the kept items'
         mel, wave = self.audio(z, run)
+        if len(batch.kept) < batch.items:                                          # silent items: zeros
+            full_mel = self.silent_mel(run, batch.items).to(mel.dtype)
+            full_wave = torch.zeros((batch.items, self.stream_samples(run)), dtype=wave.dtype)
+            full_mel[batch.kept], full_wave[batch.kept] = mel, wave
+            mel, wave = full_mel, full_wave
         return [Generation(wave[i], mel[i].cpu(), w.cpu(), m, self.config.mel.sample_rate, run.seed, run.steps,
-                           run.sampler, run.cfg, run.loop) for i, (w, m) in enumerate(batch.shown)]
+                           run.sampler, run.cfg, run.loop, bool(batch.silent and batch.silent[i]))
+                for i, (w, m) in enumerate(batch.shown)]
 
     def latent_shape(self, duration: float) -> tuple[tuple[int, int, int], int]:
         """((C, frames / f, n_mels / f), waveform samples to keep): ModelConfig.latent_shape."""

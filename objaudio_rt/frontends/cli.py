@@ -64,6 +64,9 @@ def _add_generation_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance", choices=GUIDANCE, default=None,
                    help="cfg: classifier-free guidance (default, the paper's); apg: adaptive projected guidance, "
                         "which keeps the guidance update's part orthogonal to the conditional prediction")
+    p.add_argument("--no-silence-gate", action="store_true",
+                   help="generate even what the model's silence gate calls silent (the paper's behaviour; by "
+                        "default a gated model makes a silent object digital silence without running the diffusion)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
                    help="auto (default: on a CPU onnxruntime when `python -m export.onnx --cache` has built this "
@@ -218,7 +221,7 @@ def _run_options(args):
     from ..core.options import RunOptions
 
     return RunOptions(args.steps, args.sampler, args.cfg, args.seed, args.duration, args.union, args.loop,
-                      args.guidance)
+                      args.guidance, False if args.no_silence_gate else None)
 
 
 def _options(args) -> dict:
@@ -383,8 +386,8 @@ def cmd_demo(args) -> None:
         if created:
             out.rmdir()
         raise
-    for (label, name, _), _ in zip(selections, gens):
-        print(f"wrote {out / name}  ({label})")
+    for (label, name, _), g in zip(selections, gens):
+        print(f"wrote {out / name}  ({label}{': silent, by the silence gate' if g.silent else ''})")
     print(f"wrote {out / 'overview.png'}  ({len(gens)} generations in {elapsed:.1f} s, "
           f"{gens[0].sampler} {gens[0].steps} steps)")
 

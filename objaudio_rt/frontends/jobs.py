@@ -17,7 +17,7 @@ from ..core.errors import ObjaudioError, check
 from ..core.options import RunOptions
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm", ".gif")
-RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunOptions))      # steps, sampler, cfg, seed, duration, union, loop
+RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunOptions))      # steps, sampler, cfg, seed, duration, union, loop, ...
 LINE_FIELDS = ("image", "mask", "text", "box", "point", "bg_point", "out") + RUN_FIELDS
 
 
@@ -136,8 +136,9 @@ def _job(line: str, source: Path, n: int, out_dir: Path, defaults: RunOptions) -
     check(Path(out).suffix.lower() == ".wav", f"{where}: \"out\" must end in .wav, got {out!r}")
     given = {k: data[k] for k in RUN_FIELDS if k in data}
     for k, v in given.items():
-        if k == "loop":
-            check(isinstance(v, bool), f"{where}: \"loop\" must be true or false, got {v!r}")
+        if k in ("loop", "silence_gate"):
+            check(isinstance(v, bool) or (k == "silence_gate" and v is None),
+                  f"{where}: \"{k}\" must be true or false, got {v!r}")
             continue
         check(v is None or (isinstance(v, (int, float, str)) and not isinstance(v, bool)),
               f"{where}: \"{k}\" must be a number or a name, got {v!r}")

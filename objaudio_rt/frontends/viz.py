@@ -80,8 +80,10 @@ def overview_figure(image: np.ndarray, items: list[tuple[str, object]]):
             again = max(1, int(mel.shape[0] * LOOP_AGAIN))
             mel = mel[list(range(mel.shape[0])) + list(range(again))]
             shown = seconds * mel.shape[0] / gen.mel.shape[0]
-        spec = row[2].imshow(DB_PER_NEPER * mel.T.numpy(), origin="lower", aspect="auto", cmap="viridis",
-                             extent=(0, shown, 0, mel.shape[1]))               # (n_mels, frames) in dB
+        silent = getattr(gen, "silent", False)           # the silence gate: the floor, drawn as the floor
+        db = DB_PER_NEPER * mel.T.numpy()
+        spec = row[2].imshow(db, origin="lower", aspect="auto", cmap="viridis", extent=(0, shown, 0, mel.shape[1]),
+                             **({"vmin": float(db.min()), "vmax": float(db.min()) + 100.0} if silent else {}))
         if shown > seconds:
             row[2].axvspan(seconds, shown, color="black", alpha=0.35, lw=0)
             row[2].axvline(seconds, color="white", linestyle="--", linewidth=1.2, label="loop point")
@@ -90,7 +92,8 @@ def overview_figure(image: np.ndarray, items: list[tuple[str, object]]):
         bar = fig.colorbar(spec, ax=row[2], pad=0.01, fraction=0.05)
         bar.set_label("dB", fontsize=8)
         bar.ax.tick_params(labelsize=7)
-        row[2].set_title(f"log-mel, dB ({gen.sampler}, {gen.steps} steps, cfg {gen.cfg:g}, seed {gen.seed})", fontsize=9)
+        row[2].set_title("digital silence: the model's silence gate called this selection silent" if silent else
+                         f"log-mel, dB ({gen.sampler}, {gen.steps} steps, cfg {gen.cfg:g}, seed {gen.seed})", fontsize=9)
         row[2].set_xlabel("seconds", fontsize=8)
         row[2].set_ylabel("mel band", fontsize=8)
         for ax in row[:2]:

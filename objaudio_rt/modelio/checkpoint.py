@@ -2,7 +2,8 @@
 
     config.json            {"format": "objaudio-checkpoint", "version": 1, "model": ModelConfig,
                             "calibration": Calibration}
-    <component>.safetensors   unet, vae, vocoder, image_encoder, text_encoder, grounding
+    <component>.safetensors   unet, vae, vocoder, image_encoder, text_encoder, grounding (and
+                           guidance_embedding for a distilled UNet, silence_gate for a gated model)
     tokenizer/             the CLAP (RoBERTa) tokenizer, transformers layout
     manifest.json          {"files": {relative path: sha256}}
 
@@ -28,7 +29,8 @@ from .artifacts import read_json, tensors_fingerprint
 from ..core.config import ModelConfig
 from .encoders import load_tokenizer
 from ..core.errors import ObjaudioError, check
-from .model import COMPONENTS, Calibration, GraphModel, ObjaudioModel, build_guidance_embedding, components
+from .model import (COMPONENTS, Calibration, GraphModel, ObjaudioModel, build_guidance_embedding, build_silence_gate,
+                    components)
 
 FORMAT = "objaudio-checkpoint"
 VERSION = 1
@@ -109,7 +111,7 @@ def read_config(folder: str | os.PathLike) -> tuple[ModelConfig, Calibration, di
                             "damaged or was edited by hand; copy it again") from None
     for name in components(config)[len(COMPONENTS):]:
         check(f"{name}.safetensors" in files, f"manifest of {folder} does not list {name}.safetensors, which "
-                                              "its distilled UNet needs: the checkpoint is incomplete; copy it again")
+                                              "its config.json names: the checkpoint is incomplete; copy it again")
     return config, calibration, manifest
 
 
@@ -150,15 +152,17 @@ def load_graph_model(folder: str | os.PathLike) -> tuple[GraphModel, Calibration
     except RuntimeError as exc:
         raise ObjaudioError(f"{folder / 'grounding.safetensors'} does not match config.json: "
                             f"{str(exc).splitlines()[0]}") from None
-    embedding = build_guidance_embedding(config)
-    if embedding is not None:
-        try:
-            embedding.load_state_dict(states["guidance_embedding"], strict=True)
-        except RuntimeError as exc:
-            raise ObjaudioError(f"{folder / 'guidance_embedding.safetensors'} does not match config.json: "
-                                f"{str(exc).splitlines()[0]}") from None
-        embedding.eval()
-    return GraphModel(config, grounding.eval(), _files_fingerprint(config, states), str(folder), embedding), calibration
+    embedding, gate = build_guidance_embedding(config), build_silence_gate(config)
+    for name, module in (("guidance_embedding", embedding), ("silence_gate", gate)):
+        if module is not None:
+            try:
+                module.load_state_dict(states[name], strict=True)
+            except RuntimeError as exc:
+                raise ObjaudioError(f"{folder / (name + '.safetensors')} does not match config.json: "
+                                    f"{str(exc).splitlines()[0]}") from None
+            module.eval()
+    return GraphModel(config, grounding.eval(), _files_fingerprint(config, states), str(folder), embedding,
+                      gate), calibration
 
 
 def _component_states(folder: Path, config: ModelConfig) -> dict[str, dict[str, torch.Tensor]]:
@@ -202,4 +206,5 @@ def describe(folder: str | os.PathLike) -> dict:
             "defaults": {"steps": config.default_steps, "sampler": config.default_sampler,
                          "cfg": config.default_cfg},
             "distilled": None if config.distilled is None else dataclasses.asdict(config.distilled),
+            "silence_gate": None if config.silence_gate is None else dataclasses.asdict(config.silence_gate),
             "files": manifest["files"]}

@@ -9,6 +9,7 @@ from torch import nn
 from ..core.config import ModelConfig
 from .encoders import ImageEncoder, TextEncoder
 from ..core.grounding import GroundingAttention
+from ..core.gate import SilenceGate
 from ..core.guidance import GuidanceEmbedding
 
 
@@ -17,13 +18,23 @@ def build_guidance_embedding(config: ModelConfig) -> GuidanceEmbedding | None:
     d = config.distilled
     return None if d is None else GuidanceEmbedding(config.unet.cond_dim, d.embedding_dim, d.hidden_dim)
 
+
+def build_silence_gate(config: ModelConfig) -> SilenceGate | None:
+    """The silence gate of a model that has one (config.silence_gate), else None."""
+    g = config.silence_gate
+    return None if g is None else SilenceGate(config.unet.cond_dim, g.hidden_dim)
+
+
 COMPONENTS = ("unet", "vae", "vocoder", "image_encoder", "text_encoder", "grounding")
 DISTILLED_COMPONENTS = ("guidance_embedding",)     # a guidance-distilled UNet's (config.distilled)
+GATE_COMPONENTS = ("silence_gate",)                # config.silence_gate's
 
 
 def components(config: ModelConfig) -> tuple[str, ...]:
-    """The weight files a model of `config` has: COMPONENTS, and a distilled UNet's guidance embedding."""
-    return COMPONENTS + (DISTILLED_COMPONENTS if config.distilled is not None else ())
+    """The weight files a model of `config` has: COMPONENTS, a distilled UNet's guidance embedding and
+    the silence gate where the model has them."""
+    return (COMPONENTS + (DISTILLED_COMPONENTS if config.distilled is not None else ())
+            + (GATE_COMPONENTS if config.silence_gate is not None else ()))
 
 
 @dataclass
@@ -58,6 +69,7 @@ class ObjaudioModel(nn.Module):
         self.text_encoder = text_encoder if text_encoder is not None else TextEncoder(config.text)
         self.grounding = grounding if grounding is not None else GroundingAttention(config.grounding)
         self.guidance_embedding = build_guidance_embedding(config)   # None: the UNet runs two rows a step
+        self.silence_gate = build_silence_gate(config)               # None: every selection is generated
         self.register_buffer("null_condition", torch.zeros(config.unet.cond_dim), persistent=False)
 
     @classmethod
@@ -82,6 +94,7 @@ class GraphModel:
     fingerprint: str
     folder: str
     guidance_embedding: GuidanceEmbedding | None = None
+    silence_gate: SilenceGate | None = None
 
     @property
     def null_condition(self) -> torch.Tensor:

@@ -17,7 +17,8 @@ from .limits import ServeLimits
 
 SELECTION_KEYS = ("mask_png", "points", "box", "text", "mask_index", "whole")
 GENERATE_FIELDS = ("scene_id", "selections", "union", "stems", "steps", "cfg", "seed", "duration", "sampler",
-                   "format", "sample_rate", "loop", "guidance")
+                   "format", "sample_rate", "loop", "guidance",
+                   "silence_gate")
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,10 @@ def parse_generate(data: dict, limits: ServeLimits) -> GenerateRequest:
         check_sample_rate(rate, "'sample_rate'")
     guidance = data.get("guidance", GUIDANCE[0])
     check(guidance in GUIDANCE, f"'guidance' must be one of {', '.join(GUIDANCE)}, got {_short(guidance)}")
-    options = RunOptions(steps, sampler, _number(data, "cfg", float, None), seed, duration, union, loop, guidance)
+    gate = data.get("silence_gate")
+    check(gate is None or isinstance(gate, bool), f"'silence_gate' must be true or false, got {_short(gate)}")
+    options = RunOptions(steps, sampler, _number(data, "cfg", float, None), seed, duration, union, loop, guidance,
+                         gate)
     return GenerateRequest(_scene_id(data), tuple(_selection(s, i, limits) for i, s in enumerate(sels)),
                            options, stems, fmt, rate)
 

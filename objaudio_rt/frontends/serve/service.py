@@ -157,4 +157,4 @@ def generation_json(gen: Generation, rate: int | None = None) -> dict:
     b64 = lambda data: base64.b64encode(data).decode("ascii")           # noqa: E731
     return {"wav": b64(encode_wav(gen.wave, gen.sample_rate, rate, gen.loop)), "spectrogram_png": b64(spectrogram_png(gen.mel)),
             "mask_png": png_base64(gen.mask) if gen.mask is not None else None,
-            "seconds": gen.wave.numel() / gen.sample_rate}
+            "seconds": gen.wave.numel() / gen.sample_rate, "silent": gen.silent}

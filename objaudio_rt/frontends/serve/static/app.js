@@ -198,7 +198,7 @@ function clip(title, item, id, color) {
   div.className = "clip"; div.id = id;
   const wav = blobUrl(b64ToBytes(item.wav), "audio/wav");
   div.innerHTML = `<h3>${color ? `<span class="chip" style="background:rgb(${color})">&nbsp;</span>` : ""}${title}
-    <small>${item.seconds.toFixed(2)} s</small></h3><audio controls preload="auto"></audio>
+    <small>${item.seconds.toFixed(2)} s${item.silent ? " · silent (the model's silence gate)" : ""}</small></h3><audio controls preload="auto"></audio>
     <img class="spec" alt="log-mel spectrogram"><a download="${id}.wav">download WAV</a>`;
   div.querySelector("audio").src = wav;
   div.querySelector("audio").dataset.seconds = item.seconds;
