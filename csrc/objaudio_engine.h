@@ -52,11 +52,11 @@ extern "C" {
  * (2: objaudio_engine_info holds max_steps instead of a list of offered step counts), MINOR when
  * functions, status codes or option keys are added (1: objaudio_options, objaudio_generate_with_options,
  * OBJAUDIO_ERR_UNKNOWN_OPTION, objaudio_abi_minor; 2: durations past the clip, the `loop` key, and
- * objaudio_stream_open / _info / _read / _close). A host built against MAJOR.MINOR runs with a library
+ * objaudio_stream_open / _info / _read / _close; 3: the `silence_gate` key). A host built against MAJOR.MINOR runs with a library
  * of the same MAJOR and a MINOR at least its own: objaudio_abi_version() (the library's MAJOR) and
  * objaudio_abi_minor() tell. */
 #define OBJAUDIO_ABI_MAJOR 2
-#define OBJAUDIO_ABI_MINOR 2
+#define OBJAUDIO_ABI_MINOR 3
 #define OBJAUDIO_ABI_VERSION OBJAUDIO_ABI_MAJOR   /* the name ABI 2.0 hosts compare objaudio_abi_version() with */
 
 /* The rates objaudio_resample converts to (objaudio_rt/core/options.py MIN_SAMPLE_RATE, MAX_SAMPLE_RATE). */
@@ -196,6 +196,11 @@ OBJAUDIO_API objaudio_status objaudio_generate_stems(objaudio_engine* engine, co
  *                to whole latent frames; the end flows into the start (ABI 2.2)       (default false)
  *   guidance     cfg | apg: classifier-free guidance (the paper's), or adaptive projected guidance, which keeps
  *                only the guidance update's part orthogonal to the conditional prediction (ABI 2.2)  (default cfg)
+ *   silence_gate true | false (or 1 | 0): an engine built from a checkpoint with a silence gate (engine.json
+ *                "silence_gate"; objaudio_rt/core/gate.py) writes zeros for a selection the gate calls silent,
+ *                running no network past the grounding, and drops a composed union's silent parts; false
+ *                generates every selection (the paper's behaviour). true on an engine without a gate is
+ *                OBJAUDIO_ERR_INVALID_ARGUMENT (ABI 2.3)             (default: on where the engine has a gate)
  * An engine of a guidance-distilled checkpoint (engine.json "distilled") has its guidance built into the UNet,
  * one UNet row per condition a step: it refuses guidance apg, and a cfg outside the scales it was trained for
  * (engine.json distilled.cfg_min .. cfg_max), with OBJAUDIO_ERR_INVALID_ARGUMENT from the generation.

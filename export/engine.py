@@ -15,6 +15,8 @@ ENGINE/
                        guidance-distilled checkpoint's engine has a sixth, guidance_embedding
                        (cfg -> the embedding added to each condition row), and engine.json says
                        "distilled" with the scales it was trained for
+                       A model with a silence gate (core/gate.py) carries its small MLP inline in
+                       engine.json "silence_gate" (engine format version 4)
     onnx/              the same networks (and the text/grounding-attention graphs) as ONNX, from
                        export.onnx, for hosts that already run ONNX (Unreal NNE, Unity Sentis)
     manifest.json      sha256 of every file above; libobjaudio checks them on open
@@ -59,6 +61,8 @@ ENGINE_VERSION = 2           # bump with csrc/libobjaudio/spec.h's kEngineVersio
                              # (2: the schedule instead of sampler tables for a few step counts)
 DISTILLED_ENGINE_VERSION = 3  # a guidance-distilled model's engine (kDistilledEngineVersion): a library that
                              # reads only version 2 refuses it instead of running it with two-row guidance
+GATED_ENGINE_VERSION = 4     # a model with a silence gate, distilled or not (kGatedEngineVersion): engine.json
+                             # "silence_gate" holds its weights; a library reading only 2 and 3 refuses it
 RUNTIME = "libtorch-aoti"
 ENGINE_JSON, MANIFEST = "engine.json", "manifest.json"
 
@@ -101,7 +105,19 @@ def engine_constants(model: ObjaudioModel, calibration: Calibration) -> dict:
         "limits": {"max_rows": 2 * MAX_BATCH, "max_stems": MAX_BATCH},
         **({} if cfg.distilled is None else {"distilled": {"cfg_min": cfg.distilled.cfg_min,
                                                            "cfg_max": cfg.distilled.cfg_max}}),
+        **({} if model.silence_gate is None else {"silence_gate": _gate_constants(model)}),
     }
+
+
+def _gate_constants(model: ObjaudioModel) -> dict:
+    """engine.json's "silence_gate": the gate MLP's weights inline (a few thousand numbers; float32 values
+    written as the shortest decimal that reads back to the same float) and its threshold."""
+    first, last = model.silence_gate.mlp[0], model.silence_gate.mlp[2]
+    return {"rule": "p = sigmoid(w2 . silu(W1 c + b1) + b2) per condition row c; p >= threshold is silent: "
+                    "the row leaves its composed union, and an item left with no row is zeros (no network run)",
+            "hidden_dim": first.out_features, "threshold": model.config.silence_gate.threshold,
+            "w1": first.weight.detach().float().flatten().tolist(), "b1": first.bias.detach().float().tolist(),
+            "w2": last.weight.detach().float().flatten().tolist(), "b2": [float(last.bias.detach().float()[0])]}
 
 
 def _guidance_text(distilled: bool) -> str:
@@ -174,7 +190,8 @@ def build_engine(model: ObjaudioModel, calibration: Calibration, out: str | os.P
         model = model.cpu()
         if onnx:
             export_networks(model, tmp / "onnx", MODEL_NETWORKS, source=source, progress=progress)
-        version = ENGINE_VERSION if cfg.distilled is None else DISTILLED_ENGINE_VERSION
+        version = (GATED_ENGINE_VERSION if cfg.silence_gate is not None else
+                   ENGINE_VERSION if cfg.distilled is None else DISTILLED_ENGINE_VERSION)
         engine = {"format": ENGINE_FORMAT, "version": version,
                   "runtime": {"name": RUNTIME, "torch_version": torch.__version__.split("+")[0], "device": device},
                   "model": {"name": cfg.name, "source": source, "fingerprint": model_fingerprint(model)},

@@ -46,6 +46,7 @@ struct RunFields {
     double duration = 0.0;       // objaudio_options only: seconds (0: the engine's clip)
     bool loop = false;           // objaudio_options only: a seamless loop
     bool apg = false;            // objaudio_options only: guidance "apg"
+    int silence_gate = -1;       // objaudio_options only: -1 the engine's default (on where it has a gate), 0 off, 1 on
 };
 
 struct objaudio_stream {
@@ -176,6 +177,9 @@ objaudio::Options check_options(const RunFields& r, const objaudio::EngineSpec& 
     objaudio::Options o{sampler_table(r.sampler, r.steps == 0 ? s.default_steps : r.steps, s), cfg};
     set_length(o, r, s);
     o.apg = r.apg;
+    OBJ_CHECK(r.silence_gate != 1 || s.gated, "this engine has no silence gate: leave silence_gate unset (or false), "
+                                              "or build the engine from a checkpoint that has one");
+    o.silence_gate = s.gated && r.silence_gate != 0;
     return o;
 }
 
@@ -336,6 +340,12 @@ void set_guidance(RunFields& run, std::string_view v, const objaudio::EngineSpec
     run.apg = v == "apg";
 }
 
+void set_silence_gate(RunFields& run, std::string_view v, const objaudio::EngineSpec&) {
+    OBJ_CHECK(v == "true" || v == "false" || v == "1" || v == "0",
+              "silence_gate must be true or false (or 1 or 0), got " + quoted(v));
+    run.silence_gate = v == "true" || v == "1" ? 1 : 0;
+}
+
 struct OptionKey {
     const char* name;
     void (*set)(RunFields&, std::string_view, const objaudio::EngineSpec&);
@@ -345,7 +355,7 @@ constexpr OptionKey kOptionKeys[] = {{"steps", set_steps},   {"sampler", set_sam
                                      {"cfg", set_cfg},       {"seed", set_seed},
                                      {"union", set_union},   {"sample_rate", set_sample_rate},
                                      {"duration", set_duration}, {"loop", set_loop},
-                                     {"guidance", set_guidance}};
+                                     {"guidance", set_guidance}, {"silence_gate", set_silence_gate}};
 
 // The selection of an objaudio_options call: the request's masks and noise (NULL: the whole scene), its run
 // fields left as objaudio_request_init sets them.

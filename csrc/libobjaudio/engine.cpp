@@ -7,6 +7,7 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/_upsample_bicubic2d_aa.h>
 #include <ATen/ops/adaptive_avg_pool2d.h>
+#include <ATen/ops/addmm.h>
 #include <ATen/ops/arange.h>
 #include <ATen/ops/avg_pool2d.h>
 #include <ATen/ops/cat.h>
@@ -17,9 +18,12 @@
 #include <ATen/ops/isfinite.h>
 #include <ATen/ops/lerp.h>
 #include <ATen/ops/minimum.h>
+#include <ATen/ops/mv.h>
 #include <ATen/ops/ones_like.h>
 #include <ATen/ops/randn.h>
 #include <ATen/ops/rsub.h>
+#include <ATen/ops/sigmoid.h>
+#include <ATen/ops/silu.h>
 #include <ATen/ops/stack.h>
 #include <ATen/ops/std.h>
 #include <ATen/ops/tensor.h>
@@ -204,8 +208,10 @@ struct Cond {
                                          // distilled: (R, cond_dim), the part rows + g(cfg)
     at::Tensor own;                      // (R,) the item each part row belongs to
     at::Tensor wts;                      // (R, 1, 1, 1) 1 / parts of its item
-    int64_t nb = 0;                      // B
+    int64_t nb = 0;                      // B: the items with rows (0: every item is silent)
     bool distilled = false;
+    std::vector<int64_t> kept;           // (B,) the request's index of each item with rows (the silence gate
+                                         // leaves the silent ones out: objaudio_rt/core/gate.py)
 
     // The UNet's sample rows for x (B, C, W, M), in the order of `rows`.
     at::Tensor unet_input(const at::Tensor& x) const {
@@ -373,7 +379,7 @@ struct StreamState {
     Cond cond;
     Options opt;
     at::Tensor noise;                            // (1, C, T, M) on the device
-    enum class Mode { kOnePass, kJoint, kSequential } mode = Mode::kOnePass;
+    enum class Mode { kOnePass, kJoint, kSequential, kSilent } mode = Mode::kOnePass;   // kSilent: the gate's zeros
     Windows win;                                 // the latent windows (kJoint, kSequential)
     // kSequential: the latent made so far and which of its frames are final
     at::Tensor z;
@@ -515,6 +521,13 @@ struct StreamState {
     }
 
     bool next(std::vector<float>& out) {
+        if (mode == Mode::kSilent) {                                  // digital silence, a second at a time
+            if (handed >= samples) return false;
+            const size_t n = std::min(samples - handed, static_cast<size_t>(eng->spec_.sample_rate));
+            out.insert(out.end(), n, 0.0f);
+            handed += n;
+            return true;
+        }
         while (handed < samples) {
             if (next_span < spans.size() && span_ready(spans[next_span])) {
                 std::vector<float> block = vocode(spans[next_span++]);
@@ -538,7 +551,25 @@ size_t Stream::samples() const { return state_->samples; }
 size_t Stream::origin() const { return state_->origin; }
 bool Stream::next(std::vector<float>& out) { return state_->next(out); }
 
-Cond Engine::conditions(const Scene& scene, const std::vector<Item>& items, double cfg) const {
+namespace {
+
+// Per condition row (R, cond_dim): whether the silence gate calls it silent (objaudio_rt/core/gate.py SilenceGate:
+// p = sigmoid(w2 . silu(W1 c + b1) + b2) >= threshold), computed on the host in float32.
+std::vector<char> silent_parts(const at::Tensor& parts, const EngineSpec& s) {
+    const int64_t h = s.gate_hidden;
+    at::Tensor w1 = at::from_blob(const_cast<float*>(s.gate_w1.data()), {h, s.cond_dim}, at::kFloat);
+    at::Tensor b1 = at::from_blob(const_cast<float*>(s.gate_b1.data()), {h}, at::kFloat);
+    at::Tensor w2 = at::from_blob(const_cast<float*>(s.gate_w2.data()), {h}, at::kFloat);
+    at::Tensor hidden = at::silu(at::addmm(b1, parts.to(at::kCPU, at::kFloat), w1.t()));          // (R, h)
+    at::Tensor p = at::sigmoid(at::mv(hidden, w2) + s.gate_b2).contiguous();                      // (R,)
+    std::vector<char> out(static_cast<size_t>(p.numel()));
+    for (int64_t r = 0; r < p.numel(); ++r) out[r] = p.data_ptr<float>()[r] >= static_cast<float>(s.gate_threshold);
+    return out;
+}
+
+}  // namespace
+
+Cond Engine::conditions(const Scene& scene, const std::vector<Item>& items, double cfg, bool gate) const {
     const EngineSpec& s = spec_;
     const at::Device dev = nets_->device;
     AOTIModelPackageLoader& grounding = (*nets_)["grounding_condition"];
@@ -573,7 +604,35 @@ Cond Engine::conditions(const Scene& scene, const std::vector<Item>& items, doub
             part_weight.push_back(static_cast<float>(1.0 / static_cast<double>(pixels.size())));
         }
     }
-    const int64_t nb = static_cast<int64_t>(items.size());
+    std::vector<int64_t> kept;                 // the items that keep rows, and each kept row's new item index
+    if (gate && s.gated) {
+        const std::vector<char> silent = silent_parts(at::cat(conds), s);
+        std::vector<int64_t> left(items.size(), 0);
+        for (size_t r = 0; r < conds.size(); ++r) left[owner[r]] += silent[r] ? 0 : 1;
+        std::vector<int64_t> index(items.size(), -1);
+        for (size_t b = 0; b < items.size(); ++b)
+            if (left[b] > 0) index[b] = static_cast<int64_t>(kept.size()), kept.push_back(static_cast<int64_t>(b));
+        std::vector<at::Tensor> c2;
+        std::vector<int64_t> o2;
+        std::vector<float> w2;
+        for (size_t r = 0; r < conds.size(); ++r) {
+            if (silent[r]) continue;
+            c2.push_back(conds[r]);
+            o2.push_back(index[owner[r]]);
+            w2.push_back(static_cast<float>(1.0 / static_cast<double>(left[owner[r]])));
+        }
+        conds.swap(c2);
+        owner.swap(o2);
+        part_weight.swap(w2);
+        if (kept.empty()) {                    // every item silent: no rows at all
+            Cond none;
+            none.distilled = s.distilled;
+            return none;
+        }
+    } else {
+        for (size_t b = 0; b < items.size(); ++b) kept.push_back(static_cast<int64_t>(b));
+    }
+    const int64_t nb = static_cast<int64_t>(kept.size());
     if (s.unet_rows(nb, static_cast<int64_t>(conds.size())) > s.max_rows)
         throw Failure(OBJAUDIO_ERR_INVALID_ARGUMENT, std::string("too many masks in one generation: ") +
                                                      (s.distilled ? "conditions" : "items plus conditions") +
@@ -588,7 +647,8 @@ Cond Engine::conditions(const Scene& scene, const std::vector<Item>& items, doub
         rows = at::cat({null.to(dev).expand({nb, s.cond_dim}), parts});                        // (B + R, cond_dim)
     }
     return Cond{rows, at::tensor(owner, at::kLong).to(dev),                                     // (R,)
-                at::tensor(part_weight, at::kFloat).to(dev).view({-1, 1, 1, 1}), nb, s.distilled};   // (R, 1, 1, 1)
+                at::tensor(part_weight, at::kFloat).to(dev).view({-1, 1, 1, 1}), nb, s.distilled,    // (R, 1, 1, 1)
+                kept};
 }
 
 namespace {
@@ -617,9 +677,13 @@ std::unique_ptr<Stream> Engine::stream(const Scene& scene, const Item& item, con
     st->eng = this;
     st->opt = options;
     const int64_t frames = options.frames > 0 ? options.frames : s.latent_h;
-    st->cond = conditions(scene, {item}, options.cfg);
-    st->noise = make_noise({item}, s, frames, nets_->device);
+    st->cond = conditions(scene, {item}, options.cfg, options.silence_gate);
     st->samples = options.samples > 0 ? options.samples : s.clip_samples;
+    if (st->cond.nb == 0) {                                            // the silence gate: zeros, nothing run
+        st->mode = StreamState::Mode::kSilent;
+        return std::make_unique<Stream>(std::move(st));
+    }
+    st->noise = make_noise({item}, s, frames, nets_->device);
     if (frames == s.latent_h && !options.loop) {
         st->mode = StreamState::Mode::kOnePass;
         st->set_mel_windows(Windows::plan(frames, frames, false), 0);
@@ -649,9 +713,13 @@ void Engine::generate(const Scene& scene, const std::vector<Item>& items, const 
         StreamState st;
         st.eng = this;
         st.opt = options;
-        st.cond = conditions(scene, items, options.cfg);
-        st.noise = make_noise(items, s, options.frames, nets_->device);
+        st.cond = conditions(scene, items, options.cfg, options.silence_gate);
         st.samples = options.samples;
+        if (st.cond.nb == 0) {                                         // the silence gate: zeros, nothing run
+            std::fill(out[0], out[0] + st.samples, 0.0f);
+            return;
+        }
+        st.noise = make_noise(items, s, options.frames, nets_->device);
         st.mode = StreamState::Mode::kJoint;
         st.set_mel_windows(Windows::plan(options.frames, s.latent_h, options.loop), 0);
         std::vector<float> wave;
@@ -662,9 +730,13 @@ void Engine::generate(const Scene& scene, const std::vector<Item>& items, const 
         return;
     }
     const at::Device dev = nets_->device;
-    const Cond c = conditions(scene, items, options.cfg);
+    const Cond c = conditions(scene, items, options.cfg, options.silence_gate);
     const int64_t nb = c.nb;
-    at::Tensor x = make_noise(items, s, s.latent_h, dev);                                    // (B, C, H, W)
+    for (float* o : out) std::fill(o, o + s.clip_samples, 0.0f);                            // the gate's silent items
+    if (nb == 0) return;
+    std::vector<Item> with_rows;
+    for (int64_t k : c.kept) with_rows.push_back(items[static_cast<size_t>(k)]);
+    at::Tensor x = make_noise(with_rows, s, s.latent_h, dev);                                // (B, C, H, W)
     std::vector<at::Tensor> history;                                                           // (B, C, H, W) each
     const SamplerTable& table = options.table;
     for (int i = 0; i < table.steps(); ++i) {
@@ -685,7 +757,7 @@ void Engine::generate(const Scene& scene, const std::vector<Item>& items, const 
         if (!at::isfinite(wave).all().item<bool>())
             throw Failure(OBJAUDIO_ERR_RUNTIME, "generation produced NaN or inf samples: the engine may be damaged; "
                                                 "rebuild it from a good checkpoint");
-        std::memcpy(out[b], wave.data_ptr<float>(), s.clip_samples * sizeof(float));
+        std::memcpy(out[static_cast<size_t>(c.kept[b])], wave.data_ptr<float>(), s.clip_samples * sizeof(float));
     }
 }
 

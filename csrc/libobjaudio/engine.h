@@ -37,6 +37,7 @@ struct Options {
     size_t samples = 0;                  // samples a generation keeps (a loop: one period); 0: clip_samples
     bool loop = false;                   // the latent's time axis wraps around
     bool apg = false;                    // adaptive projected guidance (objaudio_rt/core/guidance.py, eta 0)
+    bool silence_gate = false;           // the engine's silence gate (objaudio_rt/core/gate.py): silent items are zeros
 };
 
 struct StreamState;
@@ -75,8 +76,9 @@ class Engine {
     friend struct StreamState;
     struct Networks;
     Engine(EngineSpec spec, std::unique_ptr<Networks> nets);
-    // The UNet's condition rows of `items` (a guidance-distilled UNet's carry the embedding of `cfg`).
-    Cond conditions(const Scene& scene, const std::vector<Item>& items, double cfg) const;
+    // The UNet's condition rows of `items` (a guidance-distilled UNet's carry the embedding of `cfg`); with
+    // `gate`, the silence gate's silent parts left out and the items left with none not among Cond::kept.
+    Cond conditions(const Scene& scene, const std::vector<Item>& items, double cfg, bool gate) const;
     EngineSpec spec_;
     std::unique_ptr<Networks> nets_;
 };

@@ -177,6 +177,30 @@ EngineSpec parse_spec(const json::Value& e) {
             throw json::Error("distilled.cfg_min and cfg_max must be finite with 0 <= cfg_min <= cfg_max");
         networks.push_back("guidance_embedding");
     }
+    if (e.has("silence_gate")) {               // objaudio_rt/core/gate.py SilenceGate, weights inline
+        const auto& g = e.at("silence_gate");
+        s.gated = true;
+        s.gate_hidden = positive(g.at("hidden_dim", "silence_gate").as_int("silence_gate.hidden_dim"),
+                                 "silence_gate.hidden_dim", 4096);
+        s.gate_threshold = g.at("threshold", "silence_gate").as_number("silence_gate.threshold");
+        if (!(s.gate_threshold > 0 && s.gate_threshold < 1))
+            throw json::Error("silence_gate.threshold must lie in (0, 1)");
+        const auto floats = [&](const char* key, size_t n) {
+            std::vector<float> out;
+            for (double v : g.at(key, "silence_gate").as_numbers(std::string("silence_gate.") + key)) {
+                if (!std::isfinite(v)) throw json::Error(std::string("silence_gate.") + key + " must be finite");
+                out.push_back(static_cast<float>(v));
+            }
+            if (out.size() != n)
+                throw json::Error(std::string("silence_gate.") + key + " must hold " + std::to_string(n) + " numbers");
+            return out;
+        };
+        const size_t h = static_cast<size_t>(s.gate_hidden);
+        s.gate_w1 = floats("w1", h * static_cast<size_t>(s.cond_dim));
+        s.gate_b1 = floats("b1", h);
+        s.gate_w2 = floats("w2", h);
+        s.gate_b2 = floats("b2", 1)[0];
+    }
     for (const std::string& name : networks) {
         const std::string path = "networks." + name;
         std::string rel = e.at("networks").at(name, "networks").at("file", path).as_string(path + ".file");
@@ -201,12 +225,15 @@ EngineSpec read_engine_spec(const std::string& dir, bool verify_files) {
         if (e.at("format").as_string("format") != kEngineFormat)
             throw Failure(OBJAUDIO_ERR_INCOMPATIBLE, dir + " is not an objaudio engine folder (format field)");
         long long version = e.at("version").as_int("version");
-        if (version != kEngineVersion && version != kDistilledEngineVersion)
+        if (version != kEngineVersion && version != kDistilledEngineVersion && version != kGatedEngineVersion)
             throw Failure(OBJAUDIO_ERR_INCOMPATIBLE, "engine format version " + std::to_string(version) +
                                                      " but this libobjaudio reads versions " +
-                                                     std::to_string(kEngineVersion) + " and " +
-                                                     std::to_string(kDistilledEngineVersion) + ": rebuild the engine");
-        if ((version == kDistilledEngineVersion) != e.has("distilled"))
+                                                     std::to_string(kEngineVersion) + " to " +
+                                                     std::to_string(kGatedEngineVersion) + ": rebuild the engine");
+        if ((version == kGatedEngineVersion) != e.has("silence_gate"))
+            throw Failure(OBJAUDIO_ERR_ENGINE_CORRUPT, "engine.json's version and its \"silence_gate\" section "
+                                                       "disagree (version 4 is a gated engine's): rebuild the engine");
+        if (version != kGatedEngineVersion && (version == kDistilledEngineVersion) != e.has("distilled"))
             throw Failure(OBJAUDIO_ERR_ENGINE_CORRUPT, "engine.json's version and its \"distilled\" section disagree "
                                                        "(version 3 is a guidance-distilled engine's): rebuild the engine");
         const std::string runtime = e.at("runtime").at("name", "runtime").as_string("runtime.name");

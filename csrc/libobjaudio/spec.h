@@ -15,6 +15,8 @@ namespace objaudio {
 constexpr int kEngineVersion = 2;                 // export/engine.py ENGINE_VERSION
 constexpr int kDistilledEngineVersion = 3;        // export/engine.py DISTILLED_ENGINE_VERSION: a guidance-distilled
                                                   // model's (a library reading only 2 refuses it, not runs it wrong)
+constexpr int kGatedEngineVersion = 4;            // export/engine.py GATED_ENGINE_VERSION: a model with a silence gate
+                                                  // (distilled or not); older libraries refuse it
 constexpr const char* kEngineFormat = "objaudio-engine";
 constexpr const char* kRuntime = "libtorch-aoti";  // export/engine.py RUNTIME
 
@@ -45,6 +47,13 @@ struct EngineSpec {
     int max_rows = 0, max_stems = 0;           // UNet rows per call; requests per generate_stems
     bool distilled = false;                    // a guidance-distilled UNet (engine.json "distilled"): the scale's
     double cfg_min = 0.0, cfg_max = 0.0;       // embedding added to each condition row; the scales it was trained for
+    // The silence gate (engine.json "silence_gate"; objaudio_rt/core/gate.py): p = sigmoid(w2 . silu(W1 c + b1) + b2)
+    // of a condition row c; p >= gate_threshold is silent.
+    bool gated = false;
+    int gate_hidden = 0;
+    double gate_threshold = 1.0;
+    std::vector<float> gate_w1, gate_b1, gate_w2;   // (hidden, cond_dim) row-major, (hidden,), (hidden,)
+    float gate_b2 = 0.0f;
     std::map<std::string, std::string> networks;   // name -> path inside the folder
 
     size_t latent_numel() const { return static_cast<size_t>(latent_c) * latent_h * latent_w; }

@@ -221,11 +221,12 @@ static void check_options_as_text(objaudio_engine* eng, objaudio_scene* scene, u
 
     /* bad keys and values: their status, a message naming them, and the options left as they were */
     const struct { const char *key, *value; objaudio_status want; const char* words; } bad[] = {
-        {"stpes", "10", OBJAUDIO_ERR_UNKNOWN_OPTION, "unknown option 'stpes': this libobjaudio (ABI 2.2) takes steps"},
+        {"stpes", "10", OBJAUDIO_ERR_UNKNOWN_OPTION, "unknown option 'stpes': this libobjaudio (ABI 2.3) takes steps"},
         {"looped", "true", OBJAUDIO_ERR_UNKNOWN_OPTION, "unknown option 'looped'"},
         {"loop", "yes", OBJAUDIO_ERR_INVALID_ARGUMENT, "loop must be true or false (or 1 or 0), got 'yes'"},
         {"loop", "TRUE", OBJAUDIO_ERR_INVALID_ARGUMENT, "got 'TRUE'"},
         {"guidance", "pag", OBJAUDIO_ERR_INVALID_ARGUMENT, "unknown guidance 'pag': use one of cfg, apg"},
+        {"silence_gate", "maybe", OBJAUDIO_ERR_INVALID_ARGUMENT, "silence_gate must be true or false (or 1 or 0)"},
         {"", "1", OBJAUDIO_ERR_UNKNOWN_OPTION, "unknown option ''"},
         {"Steps", "10", OBJAUDIO_ERR_UNKNOWN_OPTION, "unknown option 'Steps'"},
         {NULL, "10", OBJAUDIO_ERR_INVALID_ARGUMENT, "key or value is NULL"},

@@ -17,6 +17,7 @@ folder configured as the `build` fixture does, and OBJAUDIO_TEST_DISTILLED_ENGIN
 engine, built there when it holds none of the same weights (while working on the tests).
 """
 import copy
+import dataclasses
 import ctypes
 import json
 import os
@@ -460,7 +461,7 @@ def test_abi_version_of_the_library_is_the_headers(build):
     lib = ctypes.CDLL(str(build / "libobjaudio.so"))
     lib.objaudio_abi_version.restype = lib.objaudio_abi_minor.restype = ctypes.c_uint32
     header = (_header_define("OBJAUDIO_ABI_MAJOR"), _header_define("OBJAUDIO_ABI_MINOR"))
-    assert (lib.objaudio_abi_version(), lib.objaudio_abi_minor()) == header == (2, 2)
+    assert (lib.objaudio_abi_version(), lib.objaudio_abi_minor()) == header == (2, 3)
 
 
 class Request(ctypes.Structure):
@@ -742,7 +743,10 @@ def test_distilled_engine_json_says_so_and_a_teachers_does_not(engine, distilled
 
     taught, teacher = (json.loads((e / "engine.json").read_text()) for e in (distilled_engine, engine))
     assert taught["distilled"] == {"cfg_min": 1.0, "cfg_max": 8.0}
-    assert (taught["version"], teacher["version"]) == (3, 2)          # a library reading only 2 refuses a student
+    # a library reading only 2 refuses a student (3), one reading 2 and 3 a gated engine (4)
+    assert taught["version"] == (4 if "silence_gate" in taught else 3)
+    assert teacher["version"] == (4 if "silence_gate" in teacher else 2)
+    assert taught.get("silence_gate") == teacher.get("silence_gate")    # a student keeps its teacher's gate
     assert set(taught["networks"]) == set(NETWORKS) | {"guidance_embedding"}
     assert taught["networks"]["unet"]["contract"]["dynamic"] == {"B2": [1, taught["limits"]["max_rows"]]}
     assert taught["networks"]["guidance_embedding"]["contract"]["outputs"] == [
@@ -828,3 +832,112 @@ def test_distilled_engine_refuses_apg_and_scales_it_was_not_trained_for(build, d
             assert (rc, rc_stream) == (1, 1) and words in message, (keys, rc, rc_stream, message)
     finally:
         native.close()
+
+
+# ---- the silence gate (objaudio_rt/core/gate.py; engine.json "silence_gate", engine format 4) --------------------
+def _demo_gate(pipe):
+    """A SilenceGate set by hand on the embedded model's conditions: the rock's mask silent, the bird's not
+    (logit = silu(K (u.c - mid)) - 0.01 along u, the line from the bird's condition to the rock's), so the
+    test holds whatever gate the embedded model carries."""
+    from objaudio_rt import Mask
+    from objaudio_rt.core.gate import SilenceGate
+
+    scene = pipe.encode_image(DEMO / "scene.png")
+    c_rock, c_bird = (pipe.condition(scene, pipe.select(scene, Mask(DEMO / f"mask_{n}.png"))[0])[0]
+                      for n in ("rock", "bird"))
+    u = (c_rock - c_bird) / (c_rock - c_bird).norm()
+    mid = float(u @ (c_rock + c_bird)) / 2
+    gate = SilenceGate(pipe.config.unet.cond_dim, 2)
+    with torch.no_grad():
+        for p in gate.parameters():
+            p.zero_()
+        gate.mlp[0].weight[0] = 50.0 * u
+        gate.mlp[0].bias[0] = -50.0 * mid
+        gate.mlp[2].weight[0, 0] = 1.0
+        gate.mlp[2].bias.fill_(-0.01)
+    return gate
+
+
+@pytest.fixture(scope="session")
+def gated(engine, pipe, tmp_path_factory):
+    """(engine folder, Pipeline): the embedded model with `_demo_gate`, in Python and as an engine (the teacher's
+    networks linked, engine.json given the gate and format 4: the gate changes no network)."""
+    from export.engine import GATED_ENGINE_VERSION, engine_constants
+    from objaudio_rt.core.config import SilenceGateConfig
+    from objaudio_rt.core.pipeline import Pipeline
+    from objaudio_rt.modelio.checkpoint import load_checkpoint
+
+    model, calibration = load_checkpoint(EMBEDDED)
+    model.config = dataclasses.replace(model.config, silence_gate=SilenceGateConfig(2, 0.5))
+    model.silence_gate = _demo_gate(pipe)
+    gate = engine_constants(model, calibration)["silence_gate"]
+    out = _tampered(engine, tmp_path_factory.mktemp("gated"),
+                    lambda o: _edit_json(o / "engine.json", lambda e: e.update(silence_gate=gate,
+                                                                                 version=GATED_ENGINE_VERSION)))
+    return out, Pipeline(model, calibration)
+
+
+def test_gated_engine_makes_silent_selections_zeros_and_the_rest_as_python(build, gated):
+    """The rock (silent to the gate) is zeros in one pass, a long clip, a loop's stream and a stem; the bird,
+    and the composed union rock + bird (its rock part dropped), equal the Python pipeline; silence_gate false
+    generates the rock as the paper's model does; a teacher's engine refuses silence_gate true."""
+    from objaudio_rt import Mask
+
+    folder, gpipe = gated
+    scene = gpipe.encode_image(DEMO / "scene.png")
+    rock, bird = Mask(DEMO / "mask_rock.png"), Mask(DEMO / "mask_bird.png")
+    want_bird = gpipe.generate_many(scene, [bird], seed=SEED, steps=3, progress=False)[0].wave.numpy()
+    # AOTInductor's float32 rounding against eager PyTorch is set by the networks' activations, not by how loud
+    # one output is: the bound is DISTILLED_TOL of the bird's peak (a clip at the model's usual level) for all
+    tol = DISTILLED_TOL * float(np.abs(want_bird).max())
+    native = NativeRun(build, folder, "rock", "bird")
+    try:
+        native.req = native.request("rock")
+        silent = native.generate(seed=SEED, steps=3)
+        assert silent.shape == (gpipe.config.latent_shape(gpipe.config.clip_seconds)[1],) and not silent.any()
+        assert not native.generate(seed=SEED, steps=3, duration=f"{gpipe.config.max_seconds + 1:g}").any()
+        got, samples, origin, loop = native.stream(steps=3, duration="11", loop="true")
+        assert loop and samples > 0 and origin == 0 and len(got) == samples and not got.any()
+        off = native.generate(seed=SEED, steps=3, silence_gate="false")
+        want_off = gpipe.generate_many(scene, [rock], seed=SEED, steps=3, silence_gate=False,
+                                       progress=False)[0].wave.numpy()
+        assert float(np.abs(off).max()) > 10 * tol and float(np.abs(off - want_off).max()) <= tol
+
+        native.req = native.request("bird")
+        assert float(np.abs(native.generate(seed=SEED, steps=3) - want_bird).max()) <= tol
+        native.req = native.request("rock", "bird")                     # composed: the rock part leaves
+        assert float(np.abs(native.generate(seed=SEED, steps=3) - want_bird).max()) <= tol
+
+        fields = dict(steps=3, seed=SEED)
+        stems = native.stems([native.request("rock", **fields), native.request("bird", **fields)], len(want_bird))
+        assert not stems[0].any() and float(np.abs(stems[1] - want_bird).max()) <= tol
+    finally:
+        native.close()
+
+
+def _without_gate(e: dict):
+    e.pop("silence_gate", None)
+    e["version"] = 3 if "distilled" in e else 2
+
+
+def test_an_engine_without_a_gate_refuses_silence_gate_true(build, engine, tmp_path):
+    plain = _tampered(engine, tmp_path, lambda o: _edit_json(o / "engine.json", _without_gate))
+    native = NativeRun(build, plain, "rock")
+    try:
+        rc, rc_stream, message = native.refusal(silence_gate="true")
+        assert (rc, rc_stream) == (1, 1) and "has no silence gate" in message, message
+        assert native.refusal(silence_gate="false")[:2] == (5, 0)        # accepted: only the buffer is missing
+    finally:
+        native.close()
+
+
+def test_gate_version_and_section_must_agree(build, engine, demo_files, tmp_path):
+    def change(e):
+        if "silence_gate" in e:
+            e.pop("silence_gate")                       # version 4 without its section
+        else:
+            e["version"] = 4
+    bad = _tampered(engine, tmp_path, lambda o: _edit_json(o / "engine.json", change))
+    r = run([build / "objaudio-generate", "--engine", bad, "--image", demo_files / "scene.ppm",
+             "--out", tmp_path / "x.wav"], check=False)
+    assert r.returncode == 1 and "silence_gate" in r.stderr and "disagree" in r.stderr, r.stderr
