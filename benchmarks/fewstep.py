@@ -19,7 +19,8 @@ masks, composed and pixel unions, text, a silent distractor, the whole scene) fr
 machine load, after one untimed warm-up generation per sampler. Per configuration the table shows:
 
     rows/clip    UNet row-evaluations per clip, counted at the backend's unet_eps: 2 per step with
-                 classifier-free guidance for a single selection, 1 + k for a composed union of k parts
+                 classifier-free guidance for a single selection, 1 + k for a composed union of k parts;
+                 0 for a selection the checkpoint's silence gate calls silent (`--no-silence-gate`: none)
     s/clip       wall seconds of Pipeline.generate_many per clip (image encoding and scene synthesis
                  excluded), and cpu s/clip, this process's CPU seconds (all threads) for the same calls
     object acc, leakage, union recall (composed, pixel mask), silent acc, text-mask gap
@@ -68,11 +69,11 @@ class Meter:
 class Counted:
     """Wraps a pipeline so that each configuration's UNet rows and generate_many time land in its Meter."""
 
-    def __init__(self, pipe: Pipeline):
+    def __init__(self, pipe: Pipeline, silence_gate: bool | None = None):
         check(pipe.backend.graphs is None, f"the {pipe.backend.name} backend captures its loop as a CUDA graph, whose "
                                            "replays no Python wrapper sees: run with --backend eager (or a backend "
                                            "without a graphed loop) to count UNet rows")
-        self.pipe, self.meter = pipe, Meter()
+        self.pipe, self.meter, self.silence_gate = pipe, Meter(), silence_gate
         unet_eps = pipe.backend.unet_eps
 
         def counting(x, t, cond):                    # x: (N, C, H, W), one row per unconditional or part condition
@@ -83,7 +84,7 @@ class Counted:
 
     def generate_many(self, scene, selections, **options):
         wall, cpu = time.perf_counter(), time.process_time()
-        out = self.pipe.generate_many(scene, selections, **options)
+        out = self.pipe.generate_many(scene, selections, silence_gate=self.silence_gate, **options)
         self.meter.wall_s += time.perf_counter() - wall
         self.meter.cpu_s += time.process_time() - cpu
         self.meter.clips += len(out)
@@ -124,6 +125,9 @@ def parse_args(argv):
     ap.add_argument("--student", default=None, help="a guidance-distilled checkpoint of the same teacher (one row a step)")
     ap.add_argument("--student-steps", default="4", help="the student's step counts, comma-separated")
     ap.add_argument("--student-sampler", default=None, help="the student's sampler (default: the one it was made for)")
+    ap.add_argument("--no-silence-gate", action="store_true",
+                    help="generate every selection, even those the checkpoint's silence gate calls silent (with "
+                         "the gate a silent selection runs no network: it counts as a clip of 0 rows)")
     ap.add_argument("--backend", default="eager", choices=BACKEND_CHOICES)
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: the cores not busy now)")
     ap.add_argument("--classifier", type=Path, default=DEFAULT_CLASSIFIER)
@@ -188,7 +192,8 @@ def main(argv=None) -> int:
     for who, sampler, steps in configs:                 # every name and count checked before the first clip
         RunOptions(steps=steps, sampler=sampler, cfg=args.cfg).resolve(pipes[who].config)
     cfg = RunOptions(cfg=args.cfg).resolve(pipe.config).cfg
-    counted = {who: Counted(p) for who, p in pipes.items()}
+    gate = False if args.no_silence_gate else None             # None: each checkpoint's default
+    counted = {who: Counted(p, gate) for who, p in pipes.items()}
     meters = {c: Meter() for c in configs}
     waves = {c: [] for c in configs}
     for who, sampler in dict.fromkeys((w, s) for w, s, _ in configs):   # warm-up, not counted
@@ -220,7 +225,9 @@ def main(argv=None) -> int:
                    "backend": pipe.backend.name, "cfg": cfg, "samplers": args.samplers, "steps": args.steps,
                    "seeds": seeds, "scenes": len(seeds), "clips_per_config": results[0]["clips"],
                    "clip_seconds": pipe.config.clip_seconds, "classifier": str(args.classifier),
-                   "student": args.student},
+                   "student": args.student,
+                   "silence_gate": {who: RunOptions(silence_gate=gate).resolve(p.config).silence_gate
+                                    for who, p in pipes.items()}},
         "baseline": ["teacher", args.samplers[0], max(args.steps)],
         "results": results,
     }

@@ -12,7 +12,8 @@ model of your own (a folder, `tiny-synth`, or `random:PRESET`), with its calibra
 Stages: image encoder (pixels -> CLIP patch tokens), SAM (vit_b, random weights, with --sam:
 image embedding and one point prompt), grounding (mask -> patch weights -> condition),
 denoise (the guided loop; also per step), VAE decode, vocoder, and end to end (encode the image,
-then generate from a mask selection; SAM not included). Each stage is warmed up, then run
+then generate from a mask selection; SAM not included). The model's silence gate is off throughout
+(`silence_gate=False`): every stage runs whatever the mask covers. Each stage is warmed up, then run
 `--repeats` times with the device synchronised around it; the table shows the median and the
 JSON holds every time with p20/p50/p80. The denoise FLOP count comes from torch's
 FlopCounterMode on one UNet call at the run's shape (counted once, with the first backend).
@@ -143,7 +144,8 @@ def bench_backend(spec: str, model: ObjaudioModel, calibration: Calibration, arg
             stages["sam_predict"], _ = timed(lambda: sam.predict(emb, points=point, labels=np.ones(1, np.int64)),
                                              device, w, r)
 
-        stages["grounding"], batch = timed(lambda: pipe.conditions(scene, [selection] * args.batch), device, w, r)
+        stages["grounding"], batch = timed(lambda: pipe.conditions(scene, [selection] * args.batch,
+                                                                        silence_gate=False), device, w, r)
         if "unet_call_flops" not in shared:
             noise = torch.randn((args.batch, *shape), generator=torch.Generator().manual_seed(0)).to(device)
             shared["unet_call_flops"] = unet_flops(backend, noise, batch.conditions.rows, plan)
@@ -164,7 +166,8 @@ def bench_backend(spec: str, model: ObjaudioModel, calibration: Calibration, arg
         def end_to_end():
             s = pipe.encode_image(image)
             return pipe.generate_many(s, [selection] * args.batch, steps=args.steps, sampler=args.sampler,
-                                      cfg=args.cfg, seed=0, duration=args.duration, progress=False)
+                                      cfg=args.cfg, seed=0, duration=args.duration, progress=False,
+                                      silence_gate=False)
 
         stages["end_to_end"], _ = timed(end_to_end, device, w, r)
     except ObjaudioError as exc:            # e.g. a half-precision vocoder's NaN, or no exported graphs
@@ -203,7 +206,8 @@ def bench_throughput(spec: str, model: ObjaudioModel, calibration: Calibration, 
     for batch in args.throughput:
         def call():
             return pipe.generate_many(scene, [selection] * batch, steps=args.steps, sampler=args.sampler,
-                                      cfg=args.cfg, seed=0, duration=args.duration, progress=False)
+                                      cfg=args.cfg, seed=0, duration=args.duration, progress=False,
+                                      silence_gate=False)
 
         for _ in range(max(args.warmup, 1)):                                  # the first captures this shape
             call()

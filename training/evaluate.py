@@ -47,6 +47,7 @@ WAV + PNG (scene with the selection, its patch coverage, the generated log-mel) 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -507,6 +508,9 @@ def main(argv=None) -> int:
     p.add_argument("--apg", default=None, metavar="ETA[:R]",
                    help="lever (training/levers.py): adaptive projected guidance, keeping ETA of the update's part "
                         "parallel to the conditional prediction, the update's norm capped at R (default: none)")
+    p.add_argument("--no-silence-gate", action="store_true",
+                   help="generate every selection, even those the checkpoint's silence gate calls silent (the "
+                        "paper's behaviour; core/gate.py). The levers above never use the gate")
     p.add_argument("--kinds", default=None, help="generate only these selection kinds, comma-separated "
                                                  f"({', '.join(ITEM_KINDS)}; default: all)")
     p.add_argument("--worst", type=int, default=0, metavar="N",
@@ -526,7 +530,8 @@ def main(argv=None) -> int:
         seconds = meta["clip_seconds"]
     else:
         pipe = Pipeline.from_pretrained(args.checkpoint, device=args.device)
-        run = RunOptions(steps=args.steps, sampler=args.sampler, cfg=args.cfg).resolve(pipe.config)
+        run = RunOptions(steps=args.steps, sampler=args.sampler, cfg=args.cfg,
+                         silence_gate=False if args.no_silence_gate else None).resolve(pipe.config)
         steps, sampler, cfg = run.steps, run.sampler, run.cfg
         seeds = test_seeds(args.ranges) if args.ranges else split_seeds("test", args.scenes, start=args.seed_start)
         seconds = pipe.config.clip_seconds
@@ -535,6 +540,7 @@ def main(argv=None) -> int:
         meta = {"union_mode": args.union_mode or "both", "steps": steps, "sampler": sampler, "cfg": cfg,
                 "clip_seconds": seconds, "device": str(pipe.device), "checkpoint": str(args.checkpoint),
                 "options": levers.label() if lever_run else None,
+                "silence_gate": run.silence_gate and not lever_run,
                 "kinds": None if args.kinds is None else args.kinds.split(",")}
         done, spent = resume_clips(args.save_audio, meta)      # a rerun continues an interrupted one
         t = time.time()
@@ -548,7 +554,8 @@ def main(argv=None) -> int:
                            meta)
 
         generate(pipe, [s for s in seeds if s not in done], steps, sampler, cfg, union_mode=meta["union_mode"],
-                 on_scene=on_scene, generate_many=levered_generate_many(pipe, levers) if lever_run else None,
+                 on_scene=on_scene, generate_many=levered_generate_many(pipe, levers) if lever_run else
+                 functools.partial(pipe.generate_many, silence_gate=run.silence_gate),
                  kinds=meta["kinds"])
         meta["generate_seconds"] = round(spent + time.time() - t, 1)
         scene_waves, scene_mels = [done[s][0] for s in seeds], [done[s][1] for s in seeds]
@@ -564,6 +571,7 @@ def main(argv=None) -> int:
                    "generate_seconds": meta["generate_seconds"], "device": meta["device"],
                    "seconds_per_selection": round(meta["generate_seconds"] / n, 3),
                    "checkpoint": meta["checkpoint"], "classifier": str(args.classifier),
+                   "silence_gate": meta.get("silence_gate", False),
                    "revocoded_with": meta.get("revocoded_with")})
     args.json.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

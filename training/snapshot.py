@@ -38,12 +38,15 @@ def snapshot(run: Path, init_from: Path, out: Path, force: bool = False) -> dict
     state = load_file(str(partial))
     prefix = "ema." if any(k.startswith("ema.") for k in state) else "live."
     model, _ = load_checkpoint(init_from)
+    from .silence_gate import drop_gate
+
     for name in ("unet", "grounding"):
         head = f"{prefix}{name}."
         part = {k[len(head):]: v for k, v in state.items() if k.startswith(head)}
         check(part, f"{partial} holds no {name} weights")
         getattr(model, name).load_state_dict(part)
     model.eval()
+    drop_gate(model, "the run trained the grounding")
     data = LatentSet.load(latents)
     rows = torch.nonzero(~data.mask_only).squeeze(1)[:2048]           # as training.train's ldm stage does
     calibration = calibrate(model, data, torch.device("cpu"), rows=rows)

@@ -259,6 +259,10 @@ def train_synth(args: argparse.Namespace) -> Path:
         print(f"[train] not all stages finished ({', '.join(missing)} left): no final checkpoint", file=sys.stderr)
         return out
     calibration = Calibration(**store.info("ldm")["calibration"]) if store.done("ldm") else init_calibration
+    if any(store.done(s) for s in ("clap", "clip", "ldm")):   # the conditions changed: --init-from's gate is stale
+        from .silence_gate import drop_gate
+
+        drop_gate(model, "this run trained the encoders or the grounding")
     final = save_checkpoint(model.to("cpu").eval(), calibration, out / "model", force=True)
     summary = {"preset": args.preset, "seed": args.seed, "budget_minutes": args.budget_minutes,
                "scenes": args.scenes, "device": str(device), "batch_scale": args.batch_scale,
