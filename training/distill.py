@@ -49,24 +49,21 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from objaudio_rt.core.config import DistilledConfig
 from objaudio_rt.core.errors import ObjaudioError, check, command
-from objaudio_rt.core.grounding import rescale_patch_weights
 from objaudio_rt.core.guidance import GuidanceEmbedding
 from objaudio_rt.core.options import SAMPLERS
 from objaudio_rt.core.samplers import SamplerPlan, alphas_cumprod
 from objaudio_rt.core.threads import check_threads, use_threads
-from objaudio_rt.modelio.artifacts import model_fingerprint, replacing
+from objaudio_rt.modelio.artifacts import model_fingerprint
 from objaudio_rt.modelio.checkpoint import load_checkpoint, save_checkpoint
 from objaudio_rt.modelio.model import Calibration, ObjaudioModel
 
 from .data import SynthCache, SynthCacheConfig, build_synth_cache
 from .train_components import StageBudget, run_loop
-from .train_ldm import LatentSet, example_weights
+from .train_ldm import LatentSet, example_weights, load_partial, save_partial, substitute_masks
 
 
 @dataclass(frozen=True)
@@ -107,11 +104,7 @@ def selection_conditions(model: ObjaudioModel, attn_std: float, data: LatentSet,
     g = model.grounding
     tokens = data.tokens[data.ex_scene[idx]]
     a = g.attention(data.text[idx], tokens)                                            # (B, H, P)
-    cover = data.cover[idx]
-    has = cover.sum(-1) > 0
-    safe = torch.where(has[:, None], cover, torch.ones_like(cover))
-    masked = rescale_patch_weights(safe, attn_std, model.config.grounding.mask_rescale)   # (B, P)
-    weights = torch.where((use_mask & has)[:, None, None], masked[:, None, :], a)
+    weights = substitute_masks(a, data.cover[idx], use_mask, attn_std, model.config.grounding.mask_rescale)
     return g.condition_from_weights(weights, tokens)
 
 
@@ -177,7 +170,7 @@ def distill(teacher: ObjaudioModel, calibration: Calibration, data: LatentSet, c
     opt = torch.optim.AdamW([{"params": live.unet.parameters(), "scale": 1.0},
                              {"params": live.embedding.parameters(), "scale": cfg.embedding_lr_scale}],
                             lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    start = load_state(state_path, live, ema, opt) if state_path.is_file() else 0
+    start = load_partial(state_path, live, ema, opt) if state_path.is_file() else 0
     acp = torch.from_numpy(alphas_cumprod(teacher.config.schedule)).float()
     focus_t = made_for.timesteps.long()
     k_weight = step_weights(acp, made_for, cfg.snr_weight_cap)
@@ -228,42 +221,20 @@ def distill(teacher: ObjaudioModel, calibration: Calibration, data: LatentSet, c
                 e.lerp_(p, 1 - decay)
             start_err = ((eps_c - target).pow(2).mean(dim=(1, 2, 3)) * weight).mean()   # the conditional row alone
         if time.time() - last_save[0] > save_every_s:
-            save_state(state_path, live, ema, opt, i + 1)
+            save_partial(state_path, live, ema, opt, i + 1)
             last_save[0] = time.time()
         return {"loss": loss.item(), "cond_only": start_err.item()}
 
     metrics = run_loop("distill", budget, step, log_path, ["loss", "cond_only"])
-    save_state(state_path, live, ema, opt, start + metrics["steps"])
+    save_partial(state_path, live, ema, opt, start + metrics["steps"])
     return ema, {**metrics, "steps_total": start + metrics["steps"]}
-
-
-def save_state(path: Path, live: Student, ema: Student, opt, step: int) -> None:
-    """The run's state: weights as safetensors (live and EMA), the optimizer's tensors beside them."""
-    tensors = {f"live.{k}": v.detach().cpu().contiguous() for k, v in live.state_dict().items()}
-    tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
-    with replacing(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"step": str(step)})
-    with replacing(path.with_suffix(".optim.pt")) as tmp:
-        torch.save(opt.state_dict(), str(tmp))
-
-
-def load_state(path: Path, live: Student, ema: Student, opt=None) -> int:
-    """Reads save_state's files (weights_only for the optimizer: nothing is unpickled); returns the step."""
-    with safe_open(str(path), "pt") as f:
-        step = int(f.metadata()["step"])
-    state = load_file(str(path))
-    live.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("live.")})
-    ema.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("ema.")})
-    optim = path.with_suffix(".optim.pt")
-    if opt is not None and optim.is_file():
-        opt.load_state_dict(torch.load(str(optim), weights_only=True))
-    return step
 
 
 def student_checkpoint(teacher: ObjaudioModel, calibration: Calibration, student: Student, cfg: DistillConfig,
                        made_for: SamplerPlan, folder: Path) -> Path:
-    """A complete checkpoint: the teacher's networks with the student's UNet and guidance embedding,
-    config.distilled set and the defaults the student was made for."""
+    """A complete checkpoint: the teacher's networks (and silence gate, which reads the same conditions)
+    with the student's UNet and guidance embedding, config.distilled set and the defaults the student
+    was made for."""
     config = replace(teacher.config, default_steps=made_for.steps, default_sampler=made_for.sampler,
                      distilled=DistilledConfig(cfg_min=cfg.cfg_min, cfg_max=cfg.cfg_max,
                                                teacher=model_fingerprint(teacher)))
@@ -271,6 +242,7 @@ def student_checkpoint(teacher: ObjaudioModel, calibration: Calibration, student
                           image_encoder=teacher.image_encoder, text_encoder=teacher.text_encoder,   # networks, shared,
                           grounding=teacher.grounding)                                              # not changed
     model.guidance_embedding = student.embedding
+    model.silence_gate = teacher.silence_gate
     return save_checkpoint(model, calibration, folder, force=True)
 
 
@@ -356,7 +328,7 @@ def main(argv=None) -> int:
         check(state_path.is_file(), f"{args.out} has no saved state yet: train first (without --snapshot)")
         student = copy.deepcopy(init) if init is not None else \
             Student(copy.deepcopy(teacher.unet), GuidanceEmbedding(teacher.config.unet.cond_dim))
-        step = load_state(state_path, copy.deepcopy(student), student)
+        step = load_partial(state_path, copy.deepcopy(student), student)
         folder = student_checkpoint(teacher, calibration, student, cfg, made_for, args.snapshot)
         print(f"[distill] snapshot of step {step} written to {folder}", file=sys.stderr)
         return 0

@@ -105,6 +105,17 @@ class LatentSet:
         return LatentSet(**{k: (v.to(device) if v is not None else None) for k, v in self.__dict__.items()})
 
 
+def substitute_masks(a: torch.Tensor, cover: torch.Tensor, use_mask: torch.Tensor, attn_std: float,
+                     rescale: str) -> torch.Tensor:
+    """The patch weights (B, H, P) that replace the attention `a` (B, H, P): for the examples with
+    `use_mask` and a target (cover (B, P) not all zero), the target's coverage rescaled as
+    Pipeline.select rescales a mask, on every head; the attention itself for the rest."""
+    has = cover.sum(-1) > 0
+    safe = torch.where(has[:, None], cover, torch.ones_like(cover))
+    masked = rescale_patch_weights(safe, attn_std, rescale)                         # (B, P)
+    return torch.where((use_mask & has)[:, None, None], masked[:, None, :], a)
+
+
 class Denoiser(nn.Module):
     """UNet + grounding: one module, so DDP synchronises both. forward returns the loss terms."""
 
@@ -124,11 +135,7 @@ class Denoiser(nn.Module):
         std = a.detach().std(dim=-1, unbiased=False).mean()
         weights = a
         if cover is not None and bool(use_mask.any()):
-            has = cover.sum(-1) > 0
-            sub = use_mask & has
-            safe = torch.where(has[:, None], cover, torch.ones_like(cover))
-            masked = rescale_patch_weights(safe, float(self.attn_std), "moments")     # (B, P), every head
-            weights = torch.where(sub[:, None, None], masked[:, None, :], a)
+            weights = substitute_masks(a, cover, use_mask, float(self.attn_std), "moments")
         c = self.grounding.condition_from_weights(weights, tokens)                   # (B, cond)
         c = torch.where(drop[:, None], self.null.expand_as(c), c)
         acp = self.acp[t].view(-1, 1, 1, 1)
@@ -168,7 +175,7 @@ def train_ldm(model: ObjaudioModel, data: LatentSet, budget: StageBudget, cfg: L
                             weight_decay=cfg.weight_decay)
     start_step = 0
     if resume is not None and resume.is_file():
-        start_step = _load_partial(resume, den, ema, opt)
+        start_step = load_partial(resume, den, ema, opt)
     wrapped = nn.parallel.DistributedDataParallel(den) if dist.is_initialized() else den
     data = data.to(device)
     gen = torch.Generator(device="cpu").manual_seed(seed + 1000 * rank + start_step)
@@ -204,7 +211,7 @@ def train_ldm(model: ObjaudioModel, data: LatentSet, budget: StageBudget, cfg: L
             _ema_update(ema, den, min(cfg.ema_decay, (1 + i) / (10 + i)))
             ema.attn_std.copy_(den.attn_std)
         if rank == 0 and resume is not None and time.time() - last_save[0] > save_every_s:
-            _save_partial(resume, den, ema, opt, i + 1)
+            save_partial(resume, den, ema, opt, i + 1)
             last_save[0] = time.time()
         return {"loss": loss.item(), "mse": mse.item(), "attn": attn_loss.item(), "attn_std": std.item()}
 
@@ -244,26 +251,32 @@ def _all_ranks_agree(stop: bool) -> bool:
     return bool(flag.item())
 
 
-def _save_partial(path: Path, den: Denoiser, ema: Denoiser | None, opt, step: int) -> None:
-    tensors = {f"live.{k}": v.detach().cpu().contiguous() for k, v in den.state_dict().items()}
+def save_partial(path: Path, live: nn.Module, ema: nn.Module | None, opt, step: int) -> None:
+    """A resumable run's state (training.train's ldm stage, training.distill): the weights as safetensors
+    (`live.*` and, if kept, `ema.*`; the step in the metadata), the optimizer's tensors beside them in
+    `.optim.pt`, each file replaced atomically."""
+    tensors = {f"live.{k}": v.detach().cpu().contiguous() for k, v in live.state_dict().items()}
     if ema is not None:
         tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
     with replacing(path) as tmp:
         save_file(tensors, str(tmp), metadata={"step": str(step)})
-        torch.save(opt.state_dict(), str(path.with_suffix(".optim.pt")))
+    with replacing(path.with_suffix(".optim.pt")) as tmp:
+        torch.save(opt.state_dict(), str(tmp))
 
 
-def _load_partial(path: Path, den: Denoiser, ema: Denoiser | None, opt) -> int:
+def load_partial(path: Path, live: nn.Module, ema: nn.Module | None, opt=None) -> int:
+    """Reads `save_partial`'s files into live (and ema, where the file kept one; and opt, where given and
+    saved: weights_only, nothing is unpickled); returns the step."""
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as f:
         step = int(f.metadata()["step"])
     state = load_file(str(path))
-    den.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("live.")})
+    live.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("live.")})
     if ema is not None and any(k.startswith("ema.") for k in state):
         ema.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("ema.")})
     optim = path.with_suffix(".optim.pt")
-    if optim.is_file():
+    if opt is not None and optim.is_file():
         opt.load_state_dict(torch.load(str(optim), weights_only=True))
     return step
 

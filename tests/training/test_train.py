@@ -265,7 +265,7 @@ def test_snapshot_turns_a_partial_save_into_a_checkpoint_with_the_ema_weights(sy
 
     from objaudio_rt.core.samplers import alphas_cumprod
     from training.snapshot import snapshot
-    from training.train_ldm import Denoiser, LdmConfig, _save_partial
+    from training.train_ldm import Denoiser, LdmConfig, save_partial
 
     model, _ = load_checkpoint(synth_run / "model")
     run = tmp_path / "run"
@@ -278,7 +278,7 @@ def test_snapshot_turns_a_partial_save_into_a_checkpoint_with_the_ema_weights(sy
     with torch.no_grad():
         ema.unet.conv_in.weight.add_(1.0)
         ema.grounding.pe.add_(0.5)
-    _save_partial(run / "stages" / "ldm.partial.safetensors", den, ema, torch.optim.AdamW(den.parameters()), 7)
+    save_partial(run / "stages" / "ldm.partial.safetensors", den, ema, torch.optim.AdamW(den.parameters()), 7)
     info = snapshot(run, synth_run / "model", tmp_path / "snap")
     assert info["step"] == 7 and info["weights"] == "ema"
     snap, calibration = load_checkpoint(tmp_path / "snap")
