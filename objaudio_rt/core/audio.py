@@ -70,6 +70,9 @@ def normalize_waveform(wave: torch.Tensor) -> torch.Tensor:
     return 0.5 * wave / (peak + 1e-8)
 
 
+MEL_FLOOR = 1e-5          # the log-mel's clamp: log(MEL_FLOOR) is what digital silence reads as
+
+
 def mel_spectrogram(wave: torch.Tensor, cfg: MelConfig = MelConfig(), normalize: bool = True) -> torch.Tensor:
     """Log-mel spectrogram of a waveform.
 
@@ -87,7 +90,7 @@ def mel_spectrogram(wave: torch.Tensor, cfg: MelConfig = MelConfig(), normalize:
                       window=window, center=True, pad_mode="reflect", return_complex=True)
     magnitude = spec.abs()                                     # (B, n_fft/2+1, frames)
     mel = mel_basis(cfg).to(wave.device) @ magnitude           # (B, n_mels, frames)
-    return torch.log(torch.clamp(mel, min=1e-5)).transpose(1, 2)
+    return torch.log(torch.clamp(mel, min=MEL_FLOOR)).transpose(1, 2)
 
 
 def load_wav(path: str | os.PathLike, sample_rate: int = 16000) -> torch.Tensor:

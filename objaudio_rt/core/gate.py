@@ -25,8 +25,9 @@ import math
 import torch
 from torch import nn
 
-# The log-mel value of digital silence (audio.py's log(clamp(mel, 1e-5))).
-SILENT_LOG_MEL = math.log(1e-5)
+from .audio import MEL_FLOOR
+
+SILENT_LOG_MEL = math.log(MEL_FLOOR)      # the log-mel of digital silence (audio.mel_spectrogram's floor)
 
 
 class SilenceGate(nn.Module):
