@@ -44,6 +44,7 @@ from pathlib import Path
 import torch
 
 from objaudio_rt.modelio.artifacts import model_fingerprint
+from objaudio_rt.core.config import ModelSource
 from objaudio_rt.core.errors import check, command
 from objaudio_rt.core.options import BACKEND_CHOICES, SAMPLERS, RunOptions
 from objaudio_rt.core.pipeline import Pipeline
@@ -122,7 +123,8 @@ def parse_args(argv):
                                                                      "(training.evaluate --ranges)")
     ap.add_argument("--seed-start", type=int, default=5000, help="first test-split index (without --ranges)")
     ap.add_argument("--scenes", type=int, default=15, help="scenes from --seed-start (without --ranges)")
-    ap.add_argument("--student", default=None, help="a guidance-distilled checkpoint of the same teacher (one row a step)")
+    ap.add_argument("--student", default=None, help="a guidance-distilled checkpoint of the same teacher (one row a "
+                                                   "step; default: the few-step path --checkpoint carries, if any)")
     ap.add_argument("--student-steps", default="4", help="the student's step counts, comma-separated")
     ap.add_argument("--student-sampler", default=None, help="the student's sampler (default: the one it was made for)")
     ap.add_argument("--no-silence-gate", action="store_true",
@@ -176,16 +178,21 @@ def main(argv=None) -> int:
     use_threads(args.threads)
     load_before = os.getloadavg()
     seeds = test_seeds(args.ranges) if args.ranges else split_seeds("test", args.scenes, start=args.seed_start)
-    pipes = {"teacher": Pipeline.from_pretrained(args.checkpoint, backend=args.backend)}
+    source = ModelSource.parse(args.checkpoint)
+    carried = source.path is not None                   # a checkpoint with a few-step path: the teacher is --full
+    pipes = {"teacher": Pipeline.from_pretrained(ModelSource.parse(args.checkpoint, "full" if carried else None),
+                                                 backend=args.backend)}
     pipe = pipes["teacher"]
     check(pipe.config.distilled is None, "--checkpoint is guidance-distilled: give its teacher, and the student "
                                          "with --student")
     configs = [("teacher", s, n) for s in args.samplers for n in args.steps]
-    if args.student:
-        pipes["student"] = Pipeline.from_pretrained(args.student, backend=args.backend)
+    student = args.student or (ModelSource.parse(args.checkpoint, "fewstep") if carried else None)
+    if student:
+        pipes["student"] = Pipeline.from_pretrained(student, backend=args.backend)
         d = pipes["student"].config.distilled
-        check(d is not None, f"--student {args.student} is not a guidance-distilled checkpoint (training/distill.py)")
-        check(d.teacher == model_fingerprint(pipe.model), f"--student {args.student} was distilled from another "
+        named = getattr(student, "folder", student)
+        check(d is not None, f"--student {named} is not a guidance-distilled checkpoint (training/distill.py)")
+        check(d.teacher == model_fingerprint(pipe.model), f"--student {named} was distilled from another "
                                                           "teacher than --checkpoint: compare it with its own teacher")
         sampler = args.student_sampler or pipes["student"].config.default_sampler
         configs += [("student", sampler, n) for n in args.student_steps]
@@ -220,12 +227,12 @@ def main(argv=None) -> int:
     report = {
         "provenance": {**provenance(pipe.device), "cpu_model": cpu_model(), "load_average_before": load_before,
                        "load_average_after": os.getloadavg(), "checkpoint_fingerprint": model_fingerprint(pipe.model),
-                   **({"student_fingerprint": model_fingerprint(pipes["student"].model)} if args.student else {})},
+                   **({"student_fingerprint": model_fingerprint(pipes["student"].model)} if student else {})},
         "config": {"checkpoint": args.checkpoint or "tiny-synth (embedded)", "source": pipe.source,
                    "backend": pipe.backend.name, "cfg": cfg, "samplers": args.samplers, "steps": args.steps,
                    "seeds": seeds, "scenes": len(seeds), "clips_per_config": results[0]["clips"],
                    "clip_seconds": pipe.config.clip_seconds, "classifier": str(args.classifier),
-                   "student": args.student,
+                   "student": None if student is None else str(getattr(student, "folder", student)),
                    "silence_gate": {who: RunOptions(silence_gate=gate).resolve(p.config).silence_gate
                                     for who, p in pipes.items()}},
         "baseline": ["teacher", args.samplers[0], max(args.steps)],

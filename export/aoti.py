@@ -25,14 +25,13 @@ import torch
 
 from objaudio_rt.backends.aoti import DTYPES, SIDECAR_FORMAT, expected_sidecar, load_package, package_dir, package_name
 from objaudio_rt.modelio.artifacts import model_fingerprint, replacing, write_json_atomic
-from objaudio_rt.core.config import ModelSource
 from objaudio_rt.core.errors import check, command
 from objaudio_rt.modelio.model import ObjaudioModel
 from objaudio_rt.modelio.networks import UNetEps
 from objaudio_rt.core.options import DTYPE_NAMES
 from objaudio_rt.backends.unet_patch import fuse_attention_qkv, to_channels_last
 
-from .common import add_model_args, load_model
+from .common import add_model_args, load_model, model_source
 
 
 def default_frames(model: ObjaudioModel) -> int:
@@ -127,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     check(device.type in ("cpu", "cuda"), f"--device must be cpu or cuda, got {args.device}")
     check(device.type == "cpu" or torch.cuda.is_available(), "--device cuda but no CUDA device here")
     dtype = DTYPES[args.dtype or ("fp16" if device.type == "cuda" else "fp32")]
-    pipe = load_model(ModelSource.parse(args.checkpoint), args.seed)
+    pipe = load_model(model_source(args), args.seed)
     frames = args.frames or default_frames(pipe.model)
     info = build_package(pipe.model, device, dtype, frames, args.max_batch, args.out, pipe.source)
     print(f"{info['path']}\n  {info['platform']}, {info['dtype']}, latent {info['latent_shape']}, UNet batch "

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from objaudio_rt.core.config import PRESETS, RANDOM, ModelSource
 from objaudio_rt.core.errors import ObjaudioError
+from objaudio_rt.core.options import add_path_flags
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -26,6 +27,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                                         f"or {RANDOM}PRESET for random weights ({', '.join(PRESETS)}); "
                                         "default: the embedded model")
     p.add_argument("--seed", type=int, default=0, help=f"seed of {RANDOM}PRESET weights")
+    add_path_flags(p, "export")
+
+
+def model_source(args) -> ModelSource:
+    """The weights add_model_args' flags name."""
+    return ModelSource.parse(args.checkpoint, args.path)
 
 
 def load_model(source: ModelSource, seed: int):

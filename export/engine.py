@@ -45,14 +45,13 @@ from tqdm.auto import tqdm
 from objaudio_rt.modelio.artifacts import (ENGINE_DISTILLED_NETWORKS, ENGINE_NETWORKS as NETWORKS, MODEL_NETWORKS,
                                           model_fingerprint, write_json_atomic)
 from objaudio_rt.modelio.checkpoint import sha256_file
-from objaudio_rt.core.config import ModelSource
 from objaudio_rt.core.errors import check, command
 from objaudio_rt.modelio.model import Calibration, ObjaudioModel
 from objaudio_rt.core.options import SAMPLERS, max_steps
 from objaudio_rt.core.samplers import betas
 
 from .aoti import compile_package
-from .common import add_model_args, load_model
+from .common import add_model_args, load_model, model_source
 from .contracts import MAX_BATCH, Contract, latent_frames, model_contracts
 from .onnx import export_networks
 
@@ -223,7 +222,7 @@ def _parse_args(argv):
 @command("python -m export.engine")
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    pipe = load_model(ModelSource.parse(args.checkpoint), args.seed)
+    pipe = load_model(model_source(args), args.seed)
     check(math.isfinite(pipe.calibration.attn_std), "the checkpoint's calibration sigma is not finite")
     start = time.perf_counter()
     build_engine(pipe.model, pipe.calibration, args.out, args.device, pipe.source, onnx=not args.no_onnx,

@@ -50,7 +50,7 @@ from objaudio_rt.core.config import ModelSource
 from objaudio_rt.core.errors import ObjaudioError, check, command
 from objaudio_rt.modelio.model import ObjaudioModel
 
-from .common import add_model_args, load_model, parse_only, prepare_out_dir
+from .common import add_model_args, load_model, model_source, parse_only, prepare_out_dir
 from .contracts import CONTRACT_VERSION, OPSET, Contract, build_sam, model_contracts, sam_contracts
 
 REPORT = "report.json"
@@ -303,7 +303,7 @@ def _current_cache(args, source: ModelSource) -> Path | None:
 @command("python -m export.onnx")
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    weights = ModelSource.parse(args.checkpoint)
+    weights = model_source(args)
     current = _current_cache(args, weights)
     if current is not None:
         if not args.quiet:

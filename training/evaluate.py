@@ -59,7 +59,7 @@ import torch
 
 from objaudio_rt.core.errors import ObjaudioError, check, command
 from objaudio_rt.core.guidance import APG
-from objaudio_rt.core.options import SAMPLERS, RunOptions
+from objaudio_rt.core.options import SAMPLERS, RunOptions, add_path_flags
 from objaudio_rt.core.pipeline import Pipeline
 from objaudio_rt.core.selection import Mask, Text, Whole
 from objaudio_rt.core.threads import usable_cores, use_threads
@@ -479,6 +479,7 @@ def parse_apg(text: str | None) -> APG | None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="checkpoint folder (or random:PRESET for random weights)")
+    add_path_flags(p, "evaluate")
     p.add_argument("--seed-start", type=int, default=0, help="first test-split seed index")
     p.add_argument("--scenes", type=int, default=150)
     p.add_argument("--ranges", default=None, metavar="S:N,S:N",
@@ -529,7 +530,7 @@ def main(argv=None) -> int:
             scene_mels = None if scene_mels is None else scene_mels[:args.first]
         seconds = meta["clip_seconds"]
     else:
-        pipe = Pipeline.from_pretrained(args.checkpoint, device=args.device)
+        pipe = Pipeline.from_pretrained(args.checkpoint, device=args.device, path=args.path)
         run = RunOptions(steps=args.steps, sampler=args.sampler, cfg=args.cfg,
                          silence_gate=False if args.no_silence_gate else None).resolve(pipe.config)
         steps, sampler, cfg = run.steps, run.sampler, run.cfg
@@ -538,7 +539,7 @@ def main(argv=None) -> int:
         levers = Levers(args.negative, args.union_gain, parse_apg(args.apg))
         lever_run = levers != Levers()
         meta = {"union_mode": args.union_mode or "both", "steps": steps, "sampler": sampler, "cfg": cfg,
-                "clip_seconds": seconds, "device": str(pipe.device), "checkpoint": str(args.checkpoint),
+                "clip_seconds": seconds, "device": str(pipe.device), "checkpoint": pipe.source,
                 "options": levers.label() if lever_run else None,
                 "silence_gate": run.silence_gate and not lever_run,
                 "kinds": None if args.kinds is None else args.kinds.split(",")}

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ObjaudioError
+from .errors import ObjaudioError, check
 
 
 @dataclass(frozen=True)
@@ -388,6 +388,23 @@ def default_checkpoint() -> str:
 
 
 RANDOM = "random:"                     # "random:tiny": random weights, only ever when asked for by name
+PATHS = (None, "fewstep", "full")      # ModelSource.parse's `path`: None = the checkpoint's default
+FEWSTEP = "fewstep"                    # the sub-folder of a checkpoint's carried few-step path
+BASE = ".."                            # the only base a carried path names: the checkpoint folder above it
+
+
+def fewstep_record(folder: str | os.PathLike) -> dict | None:
+    """The "fewstep" record of the few-step path `folder` carries (or, for a carried path itself, its
+    own), with "folder" added; None when there is none. Reads config.json only: nothing is verified."""
+    folder = Path(folder)
+    for candidate in (folder / FEWSTEP, folder):
+        try:
+            raw = json.loads((candidate / "config.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(raw, dict) and raw.get("base") == BASE and isinstance(raw.get(FEWSTEP), dict):
+            return {**raw[FEWSTEP], "folder": str(candidate)}
+    return None
 
 
 @dataclass(frozen=True)
@@ -399,27 +416,56 @@ class ModelSource:
         NAME (a preset)       the embedded model trained at that preset (objaudio_rt/assets/NAME), always:
                               a folder of the same name in the working directory is not read
         anything else         a checkpoint folder
+
+    and which of a checkpoint's paths (`path`, issue 20): a folder that carries a few-step path
+    (`fewstep/`, modelio.checkpoint.attach_fewstep) whose record says it is the default loads that one;
+    "full" loads the folder's own networks (the 20-step two-row path, the command lines' --full), and
+    "fewstep" the carried one (--fewstep), an error where there is none. `folder` is the one loaded.
     """
     text: str                          # as the user gave it (the default resolved)
-    folder: Path | None = None         # a checkpoint folder (embedded or the user's)
+    folder: Path | None = None         # the checkpoint folder loaded (embedded or the user's; or its fewstep/)
     random_preset: str | None = None   # random:NAME
+    path: str | None = None            # "fewstep" or "full" where the folder carries a few-step path
 
     @classmethod
-    def parse(cls, text: str | os.PathLike | None) -> "ModelSource":
+    def parse(cls, text: str | os.PathLike | None, path: str | None = None) -> "ModelSource":
+        check(path in PATHS, f"unknown path {path!r}: use one of {', '.join(p for p in PATHS if p)}")
         text = str(text) if text is not None else default_checkpoint()
         if text.startswith(RANDOM):
             name = text[len(RANDOM):]
             if name not in PRESETS:
                 raise ObjaudioError(f"{text!r}: no preset {name!r}; random weights come at "
                                     f"{', '.join(RANDOM + p for p in PRESETS)}")
+            check(path is None, f"{text} has one path only: leave out --{path}")
             return cls(text, random_preset=name)
         if text in PRESETS:
             folder = embedded_checkpoint(text)
             if folder is None:
                 raise ObjaudioError(f"preset {text!r} has no trained weights here: pass '{RANDOM}{text}' "
                                     "for random weights, or a checkpoint folder")
-            return cls(text, folder=Path(folder))
-        return cls(text, folder=Path(text))
+            return cls._with_path(text, Path(folder), path)
+        return cls._with_path(text, Path(text), path)
+
+    @classmethod
+    def _with_path(cls, text: str, folder: Path, path: str | None) -> "ModelSource":
+        """The folder of the path asked for (None: the default one) of the checkpoint in `folder`."""
+        record = fewstep_record(folder)
+        carried = record is not None and Path(record["folder"]) != folder
+        if path is None:
+            if carried and record.get("default") is True:
+                return cls(text, folder=folder / FEWSTEP, path="fewstep")
+            return cls(text, folder=folder, path="full" if carried else None)
+        if path == "fewstep":
+            check(carried, f"{text} carries no few-step path ({FEWSTEP}/): leave out --fewstep, or attach a "
+                           "guidance-distilled student with python -m training.attach_fewstep")
+            return cls(text, folder=folder / FEWSTEP, path=path)
+        check(record is None or carried, f"{text} is a few-step path: for its full path give the folder above it")
+        return cls(text, folder=folder, path=path if carried else None)
+
+    @property
+    def label(self) -> str:
+        """What the user named, with the path where the folder has two."""
+        return self.text if self.path is None else f"{self.text} ({self.path} path)"
 
     @property
     def is_random(self) -> bool:
@@ -436,10 +482,10 @@ class ModelSource:
             return None
 
 
-def peek_config(path_or_preset: str | os.PathLike | None) -> ModelConfig | None:
+def peek_config(path_or_preset: str | os.PathLike | None, path: str | None = None) -> ModelConfig | None:
     """The model's settings without loading or hashing anything (for checking options early);
     None where they cannot be read (the loader then says why)."""
     try:
-        return ModelSource.parse(path_or_preset).config()
+        return ModelSource.parse(path_or_preset, path).config()
     except ObjaudioError:
         return None

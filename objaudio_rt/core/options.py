@@ -14,6 +14,7 @@ Plain Python (the CLI imports this before torch):
     GUIDANCE     how the conditional and unconditional predictions combine (guidance.py)
     RunOptions   steps, sampler, cfg, seed, duration, union, loop, guidance, silence_gate, with the model's
                  defaults resolved
+    add_path_flags  --full / --fewstep: which of a checkpoint's paths (config.ModelSource), for every command
 """
 from __future__ import annotations
 
@@ -38,6 +39,18 @@ BACKEND_CHOICES = ("auto", *BACKENDS)          # "auto": backends.resolve_backen
 DTYPE_NAMES = ("fp32", "fp16", "bf16")
 WAV_FORMATS = ("float", "pcm16")
 SAM_TYPES = ("vit_b", "vit_l", "vit_h")
+
+
+def add_path_flags(parser, what: str = "run") -> None:
+    """--full / --fewstep (into `args.path`, None when neither): which of a checkpoint's paths, where it
+    carries a few-step one (config.ModelSource.parse's `path`). `what`: the command's verb for the help."""
+    g = parser.add_mutually_exclusive_group()
+    g.add_argument("--full", dest="path", action="store_const", const="full", default=None,
+                   help=f"a checkpoint that carries a few-step path (fewstep/): {what} its own networks instead "
+                        "(the 20-step two-row path)")
+    g.add_argument("--fewstep", dest="path", action="store_const", const="fewstep",
+                   help=f"{what} the checkpoint's carried few-step path (guidance-distilled, one UNet row a step; "
+                        "its default where its record says the bar held)")
 # Guidance scales in use are 1-10 (AudioLDM 2, tiny-synth 4). The guided update grows with cfg until the
 # network's activations overflow (1e30 ended in NaN); tiny-synth's float32 loop was measured still finite
 # at 1000, so 100 leaves a margin of ten for fp16 networks and other checkpoints.

@@ -153,9 +153,11 @@ class Pipeline:
     def from_pretrained(cls, path_or_preset: str | os.PathLike | ModelSource | None = None, device: str = "cpu",
                         backend: str = "eager", sam_checkpoint: str | os.PathLike | None = None,
                         seed: int = 0, union: str = "compose", backend_options: dict | None = None,
-                        sam_type: str | None = None) -> "Pipeline":
+                        sam_type: str | None = None, path: str | None = None) -> "Pipeline":
         """A checkpoint folder; the embedded model by its preset name (`tiny-synth`); or random weights,
         only when asked for by name: `random:tiny`, `random:tiny-synth`, `random:audioldm-s` (from `seed`).
+        `path`: which of a checkpoint's paths, where it carries a few-step one (ModelSource): None its
+        default, "full" its own 20-step networks, "fewstep" the carried guidance-distilled UNet.
 
         None means the embedded default model (objaudio_rt/assets/tiny-synth). `source` says which.
         backend "auto" picks the fastest one ready here (backends.resolve_backend); `backend_name` says
@@ -165,7 +167,11 @@ class Pipeline:
         from ..modelio.checkpoint import load_checkpoint, load_graph_model
         from .config import ModelConfig, ModelSource
 
-        src = path_or_preset if isinstance(path_or_preset, ModelSource) else ModelSource.parse(path_or_preset)
+        if isinstance(path_or_preset, ModelSource):
+            check(path is None, "give the path in the ModelSource (ModelSource.parse(text, path)), not beside it")
+            src = path_or_preset
+        else:
+            src = ModelSource.parse(path_or_preset, path)
         dev = _resolve_device(device)
         options = dict(device=dev, sam_checkpoint=sam_checkpoint, union=union, backend_options=backend_options,
                        sam_type=sam_type)

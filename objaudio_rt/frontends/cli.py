@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from ..core.errors import ObjaudioError, check, command
-from ..core.options import BACKEND_CHOICES, DTYPE_NAMES, GUIDANCE, SAMPLERS, UNION_MODES
+from ..core.options import BACKEND_CHOICES, DTYPE_NAMES, GUIDANCE, SAMPLERS, UNION_MODES, add_path_flags
 
 DEMO = Path(__file__).parents[1] / "assets" / "demo"
 
@@ -48,6 +48,7 @@ def _add_generation_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None,
                    help="checkpoint folder, the embedded model's name tiny-synth (the default), or random:PRESET "
                         "for random weights (random:tiny, random:tiny-synth, random:audioldm-s)")
+    add_path_flags(p)
     p.add_argument("--steps", type=_integer, default=None, help="denoising steps, 1-999 (default: the model's)")
     p.add_argument("--sampler", choices=SAMPLERS, default=None)
     p.add_argument("--cfg", type=_number, default=None,
@@ -136,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     s.add_argument("--port", type=_integer, default=8000)
     s.add_argument("--checkpoint", default=None, help="checkpoint folder or preset (default: the embedded model)")
+    add_path_flags(s, "serve")
     s.add_argument("--device", default="cpu", help="cpu or cuda")
     s.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
                    help="auto (default: onnxruntime on a CPU when the model's ONNX graphs are cached, else eager; "
@@ -179,7 +181,7 @@ def _check_options(args, options=()) -> None:
         check_sample_rate(args.sample_rate)
     check(args.sam_type in (None, *SAM_TYPES),
           f"unknown --sam-type {args.sam_type!r}: use one of {', '.join(SAM_TYPES)}")
-    config = peek_config(args.checkpoint)
+    config = peek_config(args.checkpoint, args.path)
     if config is not None:
         for run in options or [_run_options(args)]:
             run.resolve(config)
@@ -201,7 +203,7 @@ def _pipeline(args):
     use_threads(args.threads)
     pipe = Pipeline.from_pretrained(args.checkpoint, device=args.device, backend=args.backend,
                                     sam_checkpoint=args.sam_checkpoint, sam_type=args.sam_type,
-                                    backend_options=_backend_options(args))
+                                    backend_options=_backend_options(args), path=args.path)
     print(f"model: {pipe.source} (backend {pipe.backend_name})")
     if (args.backend == "auto" and pipe.backend_name == "eager" and pipe.device.type == "cpu" and not args.checkpoint
             and not _backend_options(args)):
@@ -416,6 +418,12 @@ def cmd_info(args) -> None:
           f"({cal['num_samples']} samples)")
     print(f"clip         {info['clip_seconds']:g} s (max {info['max_seconds']:g} s); defaults "
           f"{info['defaults']['sampler']} {info['defaults']['steps']} steps, cfg {info['defaults']['cfg']:g}")
+    if info["fewstep"] is not None:
+        record = info["fewstep"]
+        student = describe(record["folder"])["defaults"]
+        print(f"fewstep      {'the default path' if record.get('default') else 'carried, not the default (--fewstep)'}: "
+              f"{student['sampler']} {student['steps']} steps, one UNet row a step"
+              + (f" (--full: {info['defaults']['steps']}-step)" if record.get("default") else ""))
     print("files")
     for rel, digest in info["files"].items():
         print(f"  {digest[:16]}  {rel}")
@@ -441,7 +449,7 @@ def cmd_serve(args) -> None:
         raise ObjaudioError(f"objaudio serve needs the web extra ({exc.name} is missing): "
                             "pip install 'objaudio[serve]'") from None
     run(args.host, args.port, checkpoint=args.checkpoint, device=args.device, backend=args.backend,
-        sam_checkpoint=args.sam_checkpoint, threads=args.threads)
+        sam_checkpoint=args.sam_checkpoint, threads=args.threads, path=args.path)
 
 
 @command("objaudio")

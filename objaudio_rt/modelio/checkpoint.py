@@ -6,6 +6,15 @@
                            guidance_embedding for a distilled UNet, silence_gate for a gated model)
     tokenizer/             the CLAP (RoBERTa) tokenizer, transformers layout
     manifest.json          {"files": {relative path: sha256}}
+    fewstep/               optional: the checkpoint's few-step path (issue 20), a checkpoint folder of its
+                           own whose config.json says "base": "..": it holds the guidance-distilled UNet,
+                           its guidance embedding, its config (the sampler and steps it was made for) and
+                           a "fewstep" record (the evaluation it passed, and whether it is the default
+                           path); every other component is read from the folder above it, checked
+                           against that folder's manifest (`attach_fewstep` writes it)
+
+A `fewstep/` whose record says "default": true is what the folder's name loads (core.config.ModelSource);
+`path="full"` (the command lines' --full) loads the folder's own networks, the 20-step two-row path.
 
 Writing goes to a temporary sibling folder that is renamed into place, so a failure never
 leaves a half-written checkpoint. Loading checks every hash before reading any weights.
@@ -26,7 +35,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .artifacts import read_json, tensors_fingerprint
-from ..core.config import ModelConfig
+from ..core.config import BASE, FEWSTEP, ModelConfig, fewstep_record
 from .encoders import load_tokenizer
 from ..core.errors import ObjaudioError, check
 from .model import (COMPONENTS, Calibration, GraphModel, ObjaudioModel, build_guidance_embedding, build_silence_gate,
@@ -94,15 +103,19 @@ def read_config(folder: str | os.PathLike) -> tuple[ModelConfig, Calibration, di
     for key in ("model", "calibration"):
         check(isinstance(raw.get(key), dict), f"config.json of {folder} has no \"{key}\" section: the checkpoint "
                                               "is damaged or was edited by hand; copy it again")
-    files = manifest["files"]
+    files = _verified_paths(folder, manifest["files"])
+    base = raw.get("base")
+    if base is not None:                # a carried few-step path: the rest of the model is the folder above
+        check(base == BASE and folder.name == FEWSTEP,
+              f"config.json of {folder} names the base {base!r}: only a checkpoint's {FEWSTEP}/ folder may have "
+              f"one, and only {BASE!r}; copy the checkpoint again")
+        parent_raw = read_json(folder.parent / "config.json", f"checkpoint {folder.parent}", fix)
+        check(parent_raw.get("base") is None, f"{folder.parent} is itself a carried path: a base cannot have one")
+        _, _, parent = read_config(folder.parent)
+        files = {**parent["paths"], **files}
     for name in COMPONENTS:
         check(f"{name}.safetensors" in files, f"manifest of {folder} does not list {name}.safetensors")
-    for rel, digest in files.items():
-        path = folder / rel
-        check(path.is_file(), f"checkpoint {folder} is missing {rel}: it is incomplete; copy it again")
-        actual = sha256_file(path)
-        check(actual == digest, f"checksum mismatch for {path}: expected {digest[:12]}..., got {actual[:12]}...; "
-                                "the file is corrupt or was changed; copy the checkpoint again")
+    manifest = {**manifest, "paths": files}
     try:
         config = ModelConfig.from_dict(raw["model"])
         calibration = Calibration(**raw["calibration"])
@@ -115,15 +128,28 @@ def read_config(folder: str | os.PathLike) -> tuple[ModelConfig, Calibration, di
     return config, calibration, manifest
 
 
+def _verified_paths(folder: Path, files: dict) -> dict[str, Path]:
+    """Every file the manifest lists, as a path, after checking that it is there with its sha256."""
+    paths = {}
+    for rel, digest in files.items():
+        path = folder / rel
+        check(path.is_file(), f"checkpoint {folder} is missing {rel}: it is incomplete; copy it again")
+        actual = sha256_file(path)
+        check(actual == digest, f"checksum mismatch for {path}: expected {digest[:12]}..., got {actual[:12]}...; "
+                                "the file is corrupt or was changed; copy the checkpoint again")
+        paths[rel] = path
+    return paths
+
+
 def load_checkpoint(folder: str | os.PathLike) -> tuple[ObjaudioModel, Calibration]:
     folder = Path(folder)
-    config, calibration, _ = read_config(folder)
+    config, calibration, manifest = read_config(folder)
     from .encoders import TextEncoder
 
     text = TextEncoder(config.text, tokenizer=load_tokenizer(folder / "tokenizer"))
     model = ObjaudioModel(config, text_encoder=text)
     for name in components(config):
-        path = folder / f"{name}.safetensors"
+        path = manifest["paths"][f"{name}.safetensors"]
         state = _read_weights(path)
         try:
             _component_module(model, name).load_state_dict(state, strict=True)
@@ -134,8 +160,8 @@ def load_checkpoint(folder: str | os.PathLike) -> tuple[ObjaudioModel, Calibrati
 
 def checkpoint_fingerprint(folder: str | os.PathLike) -> str:
     """artifacts.model_fingerprint of the model in `folder`, from its files alone (no network is built)."""
-    config, _, _ = read_config(folder)
-    return _files_fingerprint(config, _component_states(Path(folder), config))
+    config, _, manifest = read_config(folder)
+    return _files_fingerprint(config, _component_states(manifest, config))
 
 
 def load_graph_model(folder: str | os.PathLike) -> tuple[GraphModel, Calibration]:
@@ -144,8 +170,8 @@ def load_graph_model(folder: str | os.PathLike) -> tuple[GraphModel, Calibration
     from ..core.grounding import GroundingAttention
 
     folder = Path(folder)
-    config, calibration, _ = read_config(folder)
-    states = _component_states(folder, config)
+    config, calibration, manifest = read_config(folder)
+    states = _component_states(manifest, config)
     grounding = GroundingAttention(config.grounding)
     try:
         grounding.load_state_dict(states["grounding"], strict=True)
@@ -165,9 +191,9 @@ def load_graph_model(folder: str | os.PathLike) -> tuple[GraphModel, Calibration
                       gate), calibration
 
 
-def _component_states(folder: Path, config: ModelConfig) -> dict[str, dict[str, torch.Tensor]]:
-    """Each component's tensors as its file holds them (component -> key -> tensor)."""
-    return {name: _read_weights(folder / f"{name}.safetensors") for name in components(config)}
+def _component_states(manifest: dict, config: ModelConfig) -> dict[str, dict[str, torch.Tensor]]:
+    """Each component's tensors as its file holds them (component -> key -> tensor); `manifest` from read_config."""
+    return {name: _read_weights(manifest["paths"][f"{name}.safetensors"]) for name in components(config)}
 
 
 def _files_fingerprint(config: ModelConfig, states: dict[str, dict[str, torch.Tensor]]) -> str:
@@ -193,7 +219,7 @@ def describe(folder: str | os.PathLike) -> dict:
     config, calibration, manifest = read_config(folder)
     sizes = {}
     for name in components(config):
-        path = Path(folder) / f"{name}.safetensors"
+        path = manifest["paths"][f"{name}.safetensors"]
         try:
             with safe_open(str(path), framework="pt") as f:
                 sizes[name] = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
@@ -207,4 +233,48 @@ def describe(folder: str | os.PathLike) -> dict:
                          "cfg": config.default_cfg},
             "distilled": None if config.distilled is None else dataclasses.asdict(config.distilled),
             "silence_gate": None if config.silence_gate is None else dataclasses.asdict(config.silence_gate),
-            "files": manifest["files"]}
+            "files": manifest["files"], "fewstep": fewstep_record(folder)}
+
+
+# ---- a carried few-step path (issue 20) -----------------------------------------------------------
+def attach_fewstep(teacher: str | os.PathLike, student: str | os.PathLike, record: dict,
+                   default: bool = False) -> Path:
+    """Write `student` (a checkpoint guidance-distilled from `teacher`, training/distill.py) into
+    `teacher`/fewstep/: the student's files that differ from the teacher's, its tokenizer and its config
+    with "base": ".." and the "fewstep" record (`record`: the evaluation it passed; `default`: whether
+    the folder's name loads it). Replaces a few-step path already there; the teacher's own files, manifest
+    and fingerprint are left as they were. Written in a temporary sibling folder renamed into place."""
+    teacher, student = Path(teacher), Path(student)
+    t_config, _, t_manifest = read_config(teacher)
+    s_config, s_calibration, s_manifest = read_config(student)
+    check(t_config.distilled is None, f"{teacher} is guidance-distilled itself: attach a student to its teacher")
+    check(s_config.distilled is not None, f"{student} is not a guidance-distilled checkpoint (training/distill.py)")
+    fingerprint = checkpoint_fingerprint(teacher)
+    check(s_config.distilled.teacher == fingerprint,
+          f"{student} was distilled from another teacher ({s_config.distilled.teacher[:12]}...) than {teacher} "
+          f"({fingerprint[:12]}...): distil it from this one")
+    own = sorted(rel for rel in s_manifest["files"] if not rel.startswith("tokenizer/") and rel.endswith(".safetensors")
+                 and t_manifest["files"].get(rel) != s_manifest["files"][rel])
+    check("unet.safetensors" in own, f"{student}'s UNet is its teacher's: there is nothing to attach")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{FEWSTEP}.", suffix=".part", dir=teacher))
+    try:
+        os.chmod(tmp, 0o755)                                  # mkdtemp's 0700: readable like the folder above
+        for rel in own:
+            shutil.copyfile(s_manifest["paths"][rel], tmp / rel)
+        shutil.copytree(student / "tokenizer", tmp / "tokenizer")
+        config = {"format": FORMAT, "version": VERSION, "base": BASE,
+                  FEWSTEP: {**record, "default": bool(default)},
+                  "model": s_config.to_dict(), "calibration": s_calibration.to_dict()}
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        (tmp / "manifest.json").write_text(json.dumps(
+            {"files": {str(p.relative_to(tmp)): sha256_file(p) for p in files}}, indent=2))
+        out = teacher / FEWSTEP
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    read_config(out)                                          # the result loads as a checkpoint of its own
+    return out

@@ -8,14 +8,15 @@ from .service import Service
 
 def build_service(checkpoint=None, device: str = "cpu", backend: str = "eager", sam_checkpoint=None,
                   limits: ServeLimits = ServeLimits(), submit=None, shared_scenes=None,
-                  threads: int | None = None) -> Service:
+                  threads: int | None = None, path: str | None = None) -> Service:
     """`threads`: the model's CPU threads (threads.use_threads: checked against the cores; None = the
-    run's default, as for `objaudio generate`)."""
+    run's default, as for `objaudio generate`); `path`: which of the checkpoint's paths (--full, --fewstep)."""
     from ...core.pipeline import Pipeline
     from ...core.threads import use_threads
 
     use_threads(threads)
-    pipe = Pipeline.from_pretrained(checkpoint, device=device, backend=backend, sam_checkpoint=sam_checkpoint)
+    pipe = Pipeline.from_pretrained(checkpoint, device=device, backend=backend, sam_checkpoint=sam_checkpoint,
+                                    path=path)
     return Service(pipe, limits, submit=submit, shared_scenes=shared_scenes)
 
 

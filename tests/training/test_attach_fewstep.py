@@ -1,0 +1,151 @@
+"""A checkpoint that carries its few-step path (issue 20): training.attach_fewstep writes a guidance-distilled
+student into its teacher's fewstep/ folder, the runtime loads it by the teacher's name when its record
+says the bar held, and --full / path="full" keeps the 20-step path one flag away. `tiny` random weights."""
+import copy
+import json
+import shutil
+
+import pytest
+import torch
+
+from objaudio_rt import Pipeline
+from objaudio_rt.core.config import ModelSource
+from objaudio_rt.core.errors import ObjaudioError
+from objaudio_rt.core.guidance import GuidanceEmbedding
+from objaudio_rt.core.options import RunOptions
+from objaudio_rt.core.samplers import SamplerPlan
+from objaudio_rt.core.selection import Mask
+from objaudio_rt.modelio.artifacts import model_fingerprint
+from objaudio_rt.modelio.checkpoint import checkpoint_fingerprint, describe, load_checkpoint
+from training.attach_fewstep import main as attach_main
+from training.distill import DistillConfig, Student, student_checkpoint
+
+METRICS = {"object_accuracy": 0.74, "leakage": 0.27, "silent_accuracy": 1.0, "union_recall": 0.35,
+           "union_recall_mask": 0.28, "text_vs_mask_gap": 0.05, "fad": 565.0}
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fewstep")
+    teacher_dir = root / "teacher"
+    Pipeline.from_pretrained("random:tiny", seed=0).save_pretrained(teacher_dir)
+    teacher, cal = load_checkpoint(teacher_dir)
+    embedding = GuidanceEmbedding(teacher.config.unet.cond_dim)
+    gen = torch.Generator().manual_seed(3)
+    unet = copy.deepcopy(teacher.unet)
+    with torch.no_grad():                                  # a student that differs from its teacher
+        for p in [*embedding.parameters(), *unet.parameters()]:
+            p.add_(0.01 * torch.randn(p.shape, generator=gen))
+    plan = SamplerPlan.build("dpmpp", 4, teacher.config.schedule)
+    student_dir = student_checkpoint(teacher, cal, Student(unet, embedding), DistillConfig(), plan, root / "student")
+    return root, teacher_dir, student_dir
+
+
+def _report(path, steps, **changes):
+    data = {**METRICS, "scenes": 80, "selections": 554, "sampler": "dpmpp", "steps": steps, "options": None,
+            "silence_gate": False, **changes}
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def _attach(folders, tmp_path, **student_changes):
+    root, teacher_dir, student_dir = folders
+    teacher = tmp_path / "teacher"
+    shutil.copytree(teacher_dir, teacher)
+    pair = f"{_report(tmp_path / 't.json', 20)}:{_report(tmp_path / 's.json', 4, **student_changes)}"
+    assert attach_main(["--teacher", str(teacher), "--student", str(student_dir), "--pair", pair]) == 0
+    return teacher
+
+
+def _latents(pipe, scene_image, square_mask, **run):
+    rows = pipe.conditions(pipe.encode_image(scene_image), [Mask(square_mask)])
+    return pipe.sample(rows, RunOptions(seed=1, **run), progress=False)
+
+
+def test_a_path_that_held_the_bar_is_what_the_name_loads(folders, tmp_path, scene_image, square_mask):
+    _, teacher_dir, student_dir = folders
+    teacher = _attach(folders, tmp_path, object_accuracy=0.72, leakage=0.29)        # within 0.03: held
+    assert describe(teacher)["fewstep"]["default"] is True
+    fewstep = Pipeline.from_pretrained(teacher)
+    assert fewstep.config.distilled is not None and fewstep.config.default_steps == 4
+    standalone = Pipeline.from_pretrained(student_dir)
+    assert model_fingerprint(fewstep.model) == model_fingerprint(standalone.model) == checkpoint_fingerprint(
+        teacher / "fewstep")
+    assert torch.equal(_latents(fewstep, scene_image, square_mask), _latents(standalone, scene_image, square_mask))
+    full = Pipeline.from_pretrained(teacher, path="full")                        # the 20-step path, one flag away
+    assert full.config.distilled is None and model_fingerprint(full.model) == checkpoint_fingerprint(teacher_dir)
+    assert ModelSource.parse(str(teacher)).path == "fewstep" and ModelSource.parse(str(teacher), "full").path == "full"
+    # only the student's own files are carried: the rest is read from the folder above
+    carried = set(json.loads((teacher / "fewstep" / "manifest.json").read_text())["files"])
+    assert {"unet.safetensors", "guidance_embedding.safetensors"} <= carried
+    assert not carried & {"vae.safetensors", "vocoder.safetensors", "image_encoder.safetensors"}
+
+
+def test_a_path_that_missed_the_bar_is_carried_not_the_default(folders, tmp_path):
+    teacher = _attach(folders, tmp_path, object_accuracy=0.70)                   # -0.04: missed
+    record = describe(teacher)["fewstep"]
+    assert record["default"] is False and "object_accuracy" in record["failed"][0]
+    assert Pipeline.from_pretrained(teacher).config.distilled is None
+    assert Pipeline.from_pretrained(teacher, path="fewstep").config.distilled is not None
+
+
+def test_too_few_selections_are_not_a_default(folders, tmp_path):
+    teacher = _attach(folders, tmp_path, selections=554)
+    assert describe(teacher)["fewstep"]["default"] is True
+    root, _, student_dir = folders
+    pair = f"{_report(tmp_path / 't2.json', 20, selections=90)}:{_report(tmp_path / 's2.json', 4, selections=90)}"
+    assert attach_main(["--teacher", str(teacher), "--student", str(student_dir), "--pair", pair]) == 0
+    assert describe(teacher)["fewstep"]["default"] is False                       # replaced, and 90 < 500
+
+
+def test_damaged_or_mismatched_paths_say_what_to_do(folders, tmp_path, capsys):
+    root, teacher_dir, student_dir = folders
+    teacher = _attach(folders, tmp_path)
+    unet = teacher / "fewstep" / "unet.safetensors"
+    unet.write_bytes(unet.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(ObjaudioError, match="checksum mismatch"):
+        Pipeline.from_pretrained(teacher)
+    assert Pipeline.from_pretrained(teacher, path="full").config.distilled is None   # the teacher still loads
+    shutil.rmtree(teacher)
+    teacher = _attach(folders, tmp_path)
+    vae = teacher / "vae.safetensors"                                # a shared file, damaged in the base
+    vae.write_bytes(vae.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(ObjaudioError, match="checksum mismatch"):
+        Pipeline.from_pretrained(teacher)
+    with pytest.raises(ObjaudioError, match="carries no few-step path"):
+        ModelSource.parse(str(teacher_dir), "fewstep")
+    with pytest.raises(ObjaudioError, match="one path only"):
+        ModelSource.parse("random:tiny", "full")
+    moved = tmp_path / "elsewhere"                                  # a carried path out of its folder
+    shutil.copytree(teacher / "fewstep", moved)
+    with pytest.raises(ObjaudioError, match="only a checkpoint's fewstep/ folder"):
+        load_checkpoint(moved)
+    other = tmp_path / "other"                                      # another teacher's student
+    Pipeline.from_pretrained("random:tiny", seed=1).save_pretrained(other)
+    pair = f"{_report(tmp_path / 't3.json', 20)}:{_report(tmp_path / 's3.json', 4)}"
+    assert attach_main(["--teacher", str(other), "--student", str(student_dir), "--pair", pair]) == 2
+    assert "distilled from another teacher" in capsys.readouterr().err
+    assert not (other / "fewstep").exists()
+    mismatched = f"{_report(tmp_path / 't4.json', 20)}:{_report(tmp_path / 's4.json', 4, scenes=16)}"
+    assert attach_main(["--teacher", str(teacher), "--student", str(student_dir), "--pair", mismatched]) == 2
+    assert "not of the same scenes" in capsys.readouterr().err
+
+
+def test_the_command_line_and_exporters_take_full_and_fewstep(folders, tmp_path, capsys):
+    from export.onnx import main as export_main
+    from objaudio_rt.frontends.cli import main as cli_main
+
+    teacher = _attach(folders, tmp_path)
+    capsys.readouterr()
+    assert cli_main(["info", "--checkpoint", str(teacher), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["fewstep"]["default"] is True
+    assert cli_main(["info", "--checkpoint", str(teacher)]) == 0
+    assert "fewstep      the default path: dpmpp 4 steps, one UNet row a step (--full: " in capsys.readouterr().out
+    out = tmp_path / "onnx"
+    assert export_main(["--checkpoint", str(teacher), "--full", "--out", str(out), "--quiet", "--only", "unet"]) == 0
+    manifest = json.loads((out / "export_manifest.json").read_text())
+    assert manifest["checkpoint"]["fingerprint"] == checkpoint_fingerprint(teacher)
+    assert export_main(["--checkpoint", str(teacher), "--out", str(tmp_path / "onnx2"), "--quiet",
+                        "--only", "unet"]) == 0
+    manifest = json.loads((tmp_path / "onnx2" / "export_manifest.json").read_text())
+    assert manifest["checkpoint"]["fingerprint"] == checkpoint_fingerprint(teacher / "fewstep")
