@@ -44,9 +44,10 @@ from pathlib import Path
 import torch
 
 from objaudio_rt.modelio.artifacts import model_fingerprint
+from objaudio_rt.modelio.checkpoint import checkpoint_fingerprint
 from objaudio_rt.core.config import ModelSource
 from objaudio_rt.core.errors import check, command
-from objaudio_rt.core.options import BACKEND_CHOICES, SAMPLERS, RunOptions
+from objaudio_rt.core.options import BACKEND_CHOICES, SAMPLERS, RunOptions, parse_backend_option
 from objaudio_rt.core.pipeline import Pipeline
 from objaudio_rt.core.threads import use_threads
 from training.classifier import load_classifier
@@ -112,6 +113,13 @@ def parse_list(text: str, flag: str, cast, example: str) -> list:
     return values
 
 
+def weights_fingerprint_of(pipe: Pipeline) -> str:
+    """The fingerprint of the weights `pipe` loaded, from its checkpoint's files where it has some (a backend
+    option may have cast the networks it holds: vae_dtype=bf16), else from its (random) networks."""
+    folder = Path(pipe.source)
+    return checkpoint_fingerprint(folder) if folder.is_dir() else model_fingerprint(pipe.model)
+
+
 def parse_args(argv):
     ap = argparse.ArgumentParser(prog="python -m benchmarks.fewstep", description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default=None, help="checkpoint folder, preset or random:PRESET (default: the "
@@ -131,6 +139,9 @@ def parse_args(argv):
                     help="generate every selection, even those the checkpoint's silence gate calls silent (with "
                          "the gate a silent selection runs no network: it counts as a clip of 0 rows)")
     ap.add_argument("--backend", default="eager", choices=BACKEND_CHOICES)
+    ap.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="a backend option for both models (backends.backend_options), e.g. vae_dtype=bf16 "
+                         "vocoder_dtype=bf16 for --backend fast; true/false and integers are read as such")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: the cores not busy now)")
     ap.add_argument("--classifier", type=Path, default=DEFAULT_CLASSIFIER)
     ap.add_argument("--json", type=Path, default=None, help="write the report here")
@@ -138,6 +149,7 @@ def parse_args(argv):
     args.samplers = parse_list(args.samplers, "--samplers", str, "ddim,unipc")
     args.steps = parse_list(args.steps, "--steps", int, "4,8,20")
     args.student_steps = parse_list(args.student_steps, "--student-steps", int, "2,4")
+    args.backend_options = dict(parse_backend_option(text) for text in args.backend_option)
     check(args.scenes >= 1 and args.seed_start >= 0, "--scenes must be >= 1 and --seed-start >= 0")
     return args
 
@@ -181,18 +193,21 @@ def main(argv=None) -> int:
     source = ModelSource.parse(args.checkpoint)
     carried = source.path is not None                   # a checkpoint with a few-step path: the teacher is --full
     pipes = {"teacher": Pipeline.from_pretrained(ModelSource.parse(args.checkpoint, "full" if carried else None),
-                                                 backend=args.backend)}
+                                                 backend=args.backend, backend_options=args.backend_options)}
     pipe = pipes["teacher"]
+    prints = {"teacher": weights_fingerprint_of(pipe)}
     check(pipe.config.distilled is None, "--checkpoint is guidance-distilled: give its teacher, and the student "
                                          "with --student")
     configs = [("teacher", s, n) for s in args.samplers for n in args.steps]
     student = args.student or (ModelSource.parse(args.checkpoint, "fewstep") if carried else None)
     if student:
-        pipes["student"] = Pipeline.from_pretrained(student, backend=args.backend)
+        pipes["student"] = Pipeline.from_pretrained(student, backend=args.backend,
+                                                    backend_options=args.backend_options)
         d = pipes["student"].config.distilled
         named = getattr(student, "folder", student)
         check(d is not None, f"--student {named} is not a guidance-distilled checkpoint (training/distill.py)")
-        check(d.teacher == model_fingerprint(pipe.model), f"--student {named} was distilled from another "
+        prints["student"] = weights_fingerprint_of(pipes["student"])
+        check(d.teacher == prints["teacher"], f"--student {named} was distilled from another "
                                                           "teacher than --checkpoint: compare it with its own teacher")
         sampler = args.student_sampler or pipes["student"].config.default_sampler
         configs += [("student", sampler, n) for n in args.student_steps]
@@ -226,10 +241,11 @@ def main(argv=None) -> int:
                         "metrics": {k: v for k, v in summary.items() if not k.startswith("by_")}})
     report = {
         "provenance": {**provenance(pipe.device), "cpu_model": cpu_model(), "load_average_before": load_before,
-                       "load_average_after": os.getloadavg(), "checkpoint_fingerprint": model_fingerprint(pipe.model),
-                   **({"student_fingerprint": model_fingerprint(pipes["student"].model)} if student else {})},
+                       "load_average_after": os.getloadavg(), "checkpoint_fingerprint": prints["teacher"],
+                   **({"student_fingerprint": prints["student"]} if student else {})},
         "config": {"checkpoint": args.checkpoint or "tiny-synth (embedded)", "source": pipe.source,
-                   "backend": pipe.backend.name, "cfg": cfg, "samplers": args.samplers, "steps": args.steps,
+                   "backend": pipe.backend.name, "backend_options": args.backend_options, "cfg": cfg,
+                   "samplers": args.samplers, "steps": args.steps,
                    "seeds": seeds, "scenes": len(seeds), "clips_per_config": results[0]["clips"],
                    "clip_seconds": pipe.config.clip_seconds, "classifier": str(args.classifier),
                    "student": None if student is None else str(getattr(student, "folder", student)),

@@ -35,6 +35,8 @@ def compare(teacher: dict, student: dict, names: tuple[str, str], tolerance: flo
                                                      "evaluate both with the same --ranges")
     check(student.get("options") is None and teacher.get("options") is None,
           f"{names[0]} or {names[1]} ran with a lever: evaluate both paths as they ship")
+    check(not student.get("backend_options") and not teacher.get("backend_options"),
+          f"{names[0]} or {names[1]} ran with backend options: evaluate both paths as they ship")
     diff = {k: round(student[k] - teacher[k], 4) for k in REPORTED if k in student and k in teacher}
     held = {k: abs(diff[k]) <= tolerance for k in HELD}
     return {"teacher": names[0], "student": names[1], "selections": student["selections"],

@@ -59,7 +59,7 @@ import torch
 
 from objaudio_rt.core.errors import ObjaudioError, check, command
 from objaudio_rt.core.guidance import APG
-from objaudio_rt.core.options import SAMPLERS, RunOptions, add_path_flags
+from objaudio_rt.core.options import BACKEND_CHOICES, SAMPLERS, RunOptions, add_path_flags, parse_backend_option
 from objaudio_rt.core.pipeline import Pipeline
 from objaudio_rt.core.selection import Mask, Text, Whole
 from objaudio_rt.core.threads import usable_cores, use_threads
@@ -480,6 +480,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="checkpoint folder (or random:PRESET for random weights)")
     add_path_flags(p, "evaluate")
+    p.add_argument("--backend", default="eager", choices=BACKEND_CHOICES,
+                   help="the backend that generates (default eager, the reference)")
+    p.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a backend option (backends.backend_options), e.g. vae_dtype=bf16; recorded in the report")
     p.add_argument("--seed-start", type=int, default=0, help="first test-split seed index")
     p.add_argument("--scenes", type=int, default=150)
     p.add_argument("--ranges", default=None, metavar="S:N,S:N",
@@ -530,7 +534,9 @@ def main(argv=None) -> int:
             scene_mels = None if scene_mels is None else scene_mels[:args.first]
         seconds = meta["clip_seconds"]
     else:
-        pipe = Pipeline.from_pretrained(args.checkpoint, device=args.device, path=args.path)
+        backend_options = dict(parse_backend_option(text) for text in args.backend_option)
+        pipe = Pipeline.from_pretrained(args.checkpoint, device=args.device, path=args.path, backend=args.backend,
+                                        backend_options=backend_options)
         run = RunOptions(steps=args.steps, sampler=args.sampler, cfg=args.cfg,
                          silence_gate=False if args.no_silence_gate else None).resolve(pipe.config)
         steps, sampler, cfg = run.steps, run.sampler, run.cfg
@@ -540,6 +546,7 @@ def main(argv=None) -> int:
         lever_run = levers != Levers()
         meta = {"union_mode": args.union_mode or "both", "steps": steps, "sampler": sampler, "cfg": cfg,
                 "clip_seconds": seconds, "device": str(pipe.device), "checkpoint": pipe.source,
+                "backend": pipe.backend_name, "backend_options": backend_options or None,
                 "options": levers.label() if lever_run else None,
                 "silence_gate": run.silence_gate and not lever_run,
                 "kinds": None if args.kinds is None else args.kinds.split(",")}
@@ -573,6 +580,7 @@ def main(argv=None) -> int:
                    "seconds_per_selection": round(meta["generate_seconds"] / n, 3),
                    "checkpoint": meta["checkpoint"], "classifier": str(args.classifier),
                    "silence_gate": meta.get("silence_gate", False),
+                   "backend": meta.get("backend", "eager"), "backend_options": meta.get("backend_options"),
                    "revocoded_with": meta.get("revocoded_with")})
     args.json.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

@@ -15,6 +15,7 @@ Plain Python (the CLI imports this before torch):
     RunOptions   steps, sampler, cfg, seed, duration, union, loop, guidance, silence_gate, with the model's
                  defaults resolved
     add_path_flags  --full / --fewstep: which of a checkpoint's paths (config.ModelSource), for every command
+    parse_backend_option  a KEY=VALUE backend option given on a command line (backends.make_backend checks it)
 """
 from __future__ import annotations
 
@@ -39,6 +40,18 @@ BACKEND_CHOICES = ("auto", *BACKENDS)          # "auto": backends.resolve_backen
 DTYPE_NAMES = ("fp32", "fp16", "bf16")
 WAV_FORMATS = ("float", "pcm16")
 SAM_TYPES = ("vit_b", "vit_l", "vit_h")
+
+
+def parse_backend_option(text: str) -> tuple[str, object]:
+    """A --backend-option KEY=VALUE: "true"/"false" as booleans, integers as int, anything else as given."""
+    key, sep, value = text.partition("=")
+    check(sep == "=" and key.strip() and value.strip(), f"--backend-option {text!r}: give KEY=VALUE, e.g. "
+                                                        "vae_dtype=bf16")
+    value = value.strip()
+    lowered = value.lower()
+    if lowered in ("true", "false"):
+        return key.strip(), lowered == "true"
+    return key.strip(), int(value) if value.lstrip("-").isdigit() else value
 
 
 def add_path_flags(parser, what: str = "run") -> None:
