@@ -149,3 +149,36 @@ def test_the_command_line_and_exporters_take_full_and_fewstep(folders, tmp_path,
                         "--only", "unet"]) == 0
     manifest = json.loads((tmp_path / "onnx2" / "export_manifest.json").read_text())
     assert manifest["checkpoint"]["fingerprint"] == checkpoint_fingerprint(teacher / "fewstep")
+
+
+def test_the_service_names_the_path_it_runs(folders, tmp_path):
+    from objaudio_rt.frontends.serve.main import build_service
+
+    teacher = _attach(folders, tmp_path)
+    fewstep = build_service(checkpoint=str(teacher)).describe()
+    assert fewstep["model"] == "teacher (few-step path)" and fewstep["one_row_per_step"] is True
+    assert fewstep["defaults"]["steps"] == 4 and fewstep["defaults"]["sampler"] == "dpmpp"
+    full = build_service(checkpoint=str(teacher), path="full").describe()
+    assert full["model"] == "teacher" and full["one_row_per_step"] is False
+
+
+def test_the_benchmark_compares_a_carried_path_with_its_teacher(folders, tmp_path):
+    """benchmarks.fewstep on a checkpoint that carries a few-step path: the teacher is its --full path and
+    the student its carried one, without --student; a backend option reaches both and the report."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    teacher = _attach(folders, tmp_path)
+    out = tmp_path / "fewstep.json"
+    run = subprocess.run([sys.executable, "-m", "benchmarks.fewstep", "--checkpoint", str(teacher), "--samplers",
+                          "dpmpp", "--steps", "3", "--student-steps", "2", "--seed-start", "4", "--scenes", "1",
+                          "--threads", "1", "--backend-option", "vocoder_dtype=bf16", "--json", str(out)],
+                         cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert [r["model"] for r in report["results"]] == ["teacher", "student"]
+    assert report["provenance"]["checkpoint_fingerprint"] == checkpoint_fingerprint(teacher)
+    assert report["provenance"]["student_fingerprint"] == checkpoint_fingerprint(teacher / "fewstep")
+    assert report["config"]["backend_options"] == {"vocoder_dtype": "bf16"}
+    assert report["config"]["student"] == str(teacher / "fewstep")

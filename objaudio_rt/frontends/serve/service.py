@@ -13,6 +13,7 @@ from typing import Awaitable, Callable
 
 import numpy as np
 
+from ...core.config import FEWSTEP, fewstep_record
 from ...core.errors import check
 from ...core.options import MAX_SECONDS
 from ...core.pipeline import Generation, Pipeline
@@ -43,10 +44,15 @@ class Service:
 
     def describe(self) -> dict:
         source = self.pipe.source                          # a preset, or a checkpoint folder: its name only
-        model = source if source.startswith("random:") else Path(source).name
+        folder = Path(source)
+        carried = not source.startswith("random:") and folder.name == FEWSTEP and fewstep_record(folder) is not None
+        model = (source if source.startswith("random:") else
+                 f"{folder.parent.name} (few-step path)" if carried else folder.name)
         return {"status": "ok", "model": model, "device": str(self.pipe.device), "backend": self.pipe.backend_name,
                 "sam": self.has_sam, "sample_rate": self.pipe.config.mel.sample_rate,
-                "defaults": {"steps": self.pipe.config.default_steps, "cfg": self.pipe.config.default_cfg,
+                "one_row_per_step": self.pipe.config.distilled is not None,
+                "defaults": {"steps": self.pipe.config.default_steps, "sampler": self.pipe.config.default_sampler,
+                             "cfg": self.pipe.config.default_cfg,
                              "duration": self.pipe.config.clip_seconds,
                              "max_duration": min(MAX_SECONDS, self.limits.max_duration),
                              "max_seconds_one_pass": self.pipe.config.max_seconds}}
