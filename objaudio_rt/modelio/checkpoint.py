@@ -73,19 +73,24 @@ def save_checkpoint(model: ObjaudioModel, calibration: Calibration, folder: str 
                      for k, v in _component_module(model, name).state_dict().items()}
             save_file(state, str(tmp / f"{name}.safetensors"), metadata={"component": name})
         model.text_encoder.tokenizer.save_pretrained(str(tmp / "tokenizer"))
-        config = {"format": FORMAT, "version": VERSION, "model": model.config.to_dict(),
-                  "calibration": calibration.to_dict()}
-        (tmp / "config.json").write_text(json.dumps(config, indent=2))
-        files = sorted(p for p in tmp.rglob("*") if p.is_file())
-        manifest = {"files": {str(p.relative_to(tmp)): sha256_file(p) for p in files}}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+        _publish(tmp, {"format": FORMAT, "version": VERSION, "model": model.config.to_dict(),
+                       "calibration": calibration.to_dict()}, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+def _publish(tmp: Path, config: dict, folder: Path) -> None:
+    """Finish the checkpoint being written in `tmp`: its config.json, a manifest of every file in it, then
+    rename it to `folder` (replacing what is there)."""
+    (tmp / "config.json").write_text(json.dumps(config, indent=2))
+    files = sorted(p for p in tmp.rglob("*") if p.is_file())
+    manifest = {"files": {str(p.relative_to(tmp)): sha256_file(p) for p in files}}
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
 
 
 def read_config(folder: str | os.PathLike) -> tuple[ModelConfig, Calibration, dict]:
@@ -262,19 +267,12 @@ def attach_fewstep(teacher: str | os.PathLike, student: str | os.PathLike, recor
         for rel in own:
             shutil.copyfile(s_manifest["paths"][rel], tmp / rel)
         shutil.copytree(student / "tokenizer", tmp / "tokenizer")
-        config = {"format": FORMAT, "version": VERSION, "base": BASE,
-                  FEWSTEP: {**record, "default": bool(default)},
-                  "model": s_config.to_dict(), "calibration": s_calibration.to_dict()}
-        (tmp / "config.json").write_text(json.dumps(config, indent=2))
-        files = sorted(p for p in tmp.rglob("*") if p.is_file())
-        (tmp / "manifest.json").write_text(json.dumps(
-            {"files": {str(p.relative_to(tmp)): sha256_file(p) for p in files}}, indent=2))
-        out = teacher / FEWSTEP
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        _publish(tmp, {"format": FORMAT, "version": VERSION, "base": BASE,
+                       FEWSTEP: {**record, "default": bool(default)},
+                       "model": s_config.to_dict(), "calibration": s_calibration.to_dict()}, teacher / FEWSTEP)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    out = teacher / FEWSTEP
     read_config(out)                                          # the result loads as a checkpoint of its own
     return out
