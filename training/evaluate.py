@@ -417,7 +417,8 @@ def save_audio(path: Path, seeds: list[int], scene_waves: list[np.ndarray], scen
     write_together([(path, data.getvalue())], force=True)
 
 
-RESUME_KEYS = ("checkpoint", "steps", "sampler", "cfg", "union_mode", "clip_seconds", "options", "kinds")
+RESUME_KEYS = ("checkpoint", "steps", "sampler", "cfg", "union_mode", "clip_seconds", "options", "kinds", "backend",
+               "backend_options")
 
 
 def resume_clips(path: Path | None, meta: dict) -> tuple[dict, float]:

@@ -463,11 +463,6 @@ class ModelSource:
         return cls(text, folder=folder, path=path if carried else None)
 
     @property
-    def label(self) -> str:
-        """What the user named, with the path where the folder has two."""
-        return self.text if self.path is None else f"{self.text} ({self.path} path)"
-
-    @property
     def is_random(self) -> bool:
         return self.random_preset is not None
 
