@@ -54,7 +54,9 @@ def test_latency_times_a_checkpoint_with_its_calibration(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert "RANDOM" not in run.stdout and "weights of" in run.stdout
     config = json.loads(out.read_text())["config"]
-    assert config["preset"] == "tiny-synth" and config["weights"].endswith("assets/tiny-synth")
+    from objaudio_rt.core.config import ModelSource
+
+    assert config["preset"] == "tiny-synth" and config["weights"] == str(ModelSource.parse("tiny-synth").folder)
     bad = subprocess.run([sys.executable, "-m", "benchmarks.latency", "--checkpoint", "random:nope"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "no preset 'nope'" in bad.stderr

@@ -12,7 +12,8 @@ checkpoint, and what it refuses (apg, a scale outside the ones it was trained fo
 
 The engine build (AOTInductor compiles five networks with the C++ compiler) is the slow part: it is
 made once per session. OBJAUDIO_TEST_ENGINE=DIR reuses an engine folder built by
-`python -m export.engine --out DIR` from the embedded model, OBJAUDIO_TEST_BUILD=DIR a CMake build
+`python -m export.engine --full --out DIR` from the embedded model (its 20-step path, where the model
+carries a few-step one), OBJAUDIO_TEST_BUILD=DIR a CMake build
 folder configured as the `build` fixture does, and OBJAUDIO_TEST_DISTILLED_ENGINE=DIR the student's
 engine, built there when it holds none of the same weights (while working on the tests).
 """
@@ -81,8 +82,8 @@ def engine(tmp_path_factory):
     from export.engine import build_engine
     from objaudio_rt.core.pipeline import Pipeline
 
-    pipe = Pipeline.from_pretrained(None)
-    out = tmp_path_factory.mktemp("engine") / "tiny-synth-cpu"
+    pipe = Pipeline.from_pretrained(None, path="full")        # the teacher's 20-step path (apg, two rows);
+    out = tmp_path_factory.mktemp("engine") / "tiny-synth-cpu"   # a student's engine: test_distilled_* below
     build_engine(pipe.model, pipe.calibration, out, "cpu", pipe.source, progress=False)
     return out
 
@@ -91,7 +92,7 @@ def engine(tmp_path_factory):
 def pipe():
     from objaudio_rt.core.pipeline import Pipeline
 
-    return Pipeline.from_pretrained(None)
+    return Pipeline.from_pretrained(None, path="full")
 
 
 @pytest.fixture(scope="session")

@@ -117,7 +117,7 @@ def test_tiny_synth_by_name_is_the_embedded_model_and_random_is_said(files, caps
     from objaudio_rt import Pipeline
     from objaudio_rt.core.config import embedded_checkpoint
 
-    assert Pipeline.from_pretrained("tiny-synth").source == embedded_checkpoint("tiny-synth")
+    assert Pipeline.from_pretrained("tiny-synth", path="full").source == embedded_checkpoint("tiny-synth")
     rnd = Pipeline.from_pretrained("random:tiny-synth", seed=3)
     assert rnd.source.startswith("random:tiny-synth") and "random weights" in rnd.source
     assert run("generate", "--image", files / "scene.png", "--out", files / "o.wav", "--no-png", *FAST) == 0

@@ -74,7 +74,7 @@ def test_model_source_one_vocabulary(tmp_path, monkeypatch):
     # a preset name always means the embedded model, even beside a folder of that name
     (tmp_path / "tiny-synth").mkdir()
     monkeypatch.chdir(tmp_path)
-    assert ModelSource.parse("tiny-synth").folder == type(tmp_path)(embedded_checkpoint("tiny-synth"))
+    assert ModelSource.parse("tiny-synth", "full").folder == type(tmp_path)(embedded_checkpoint("tiny-synth"))
     assert ModelSource.parse("./tiny-synth").folder.resolve() == (tmp_path / "tiny-synth").resolve()
     assert peek_config("./tiny-synth") is None and peek_config("random:nope") is None
     assert peek_config("tiny-synth").default_cfg == Pipeline.from_pretrained("tiny-synth").config.default_cfg
