@@ -141,7 +141,7 @@ def parse_args(argv):
     ap.add_argument("--backend", default="eager", choices=BACKEND_CHOICES)
     ap.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
                     help="a backend option for both models (backends.backend_options), e.g. vae_dtype=bf16 "
-                         "vocoder_dtype=bf16 for --backend fast; true/false and integers are read as such")
+                         "(eager and fast); true/false and integers are read as such")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: the cores not busy now)")
     ap.add_argument("--classifier", type=Path, default=DEFAULT_CLASSIFIER)
     ap.add_argument("--json", type=Path, default=None, help="write the report here")
