@@ -203,6 +203,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = ap.parse_args(argv)
     use_threads(args.threads)
+    from objaudio_rt.core.config import ModelSource
     from objaudio_rt.core.pipeline import Pipeline
     from objaudio_rt.modelio.checkpoint import save_checkpoint
 
@@ -221,8 +222,9 @@ def main(argv=None) -> int:
     check(args.scenes > 0 and args.val > 0, "--scenes and --val must be positive")
     check(0.0 <= args.max_false_silence < 0.5, "--max-false-silence must be a share in [0, 0.5)")
     check(args.force or not args.out.exists(), f"{args.out} already exists: choose another folder or pass --force")
-    pipe = Pipeline.from_pretrained(args.checkpoint)
-    x, y, k = gate_examples(pipe, split_seeds("train", args.scenes))
+    source = ModelSource.parse(args.checkpoint)          # a carried few-step path shares the teacher's gate:
+    pipe = Pipeline.from_pretrained(ModelSource.parse(args.checkpoint, "full") if source.path else source)
+    x, y, k = gate_examples(pipe, split_seeds("train", args.scenes))   # the new checkpoint is the teacher's
     xv, yv, kv = gate_examples(pipe, split_seeds("val", args.val))
     gate = fit_gate(x, y, args.hidden, args.epochs, seed=args.seed)
     threshold = choose_threshold(probabilities(gate, xv), yv, args.max_false_silence)

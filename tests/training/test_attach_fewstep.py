@@ -182,3 +182,17 @@ def test_the_benchmark_compares_a_carried_path_with_its_teacher(folders, tmp_pat
     assert report["provenance"]["student_fingerprint"] == checkpoint_fingerprint(teacher / "fewstep")
     assert report["config"]["backend_options"] == {"vocoder_dtype": "bf16"}
     assert report["config"]["student"] == str(teacher / "fewstep")
+
+
+def test_refitting_the_gate_of_a_carrying_checkpoint_writes_its_teacher(folders, tmp_path):
+    """training.silence_gate --out on a checkpoint whose default is its few-step path fits the gate of, and
+    writes, the folder's own (teacher) networks: never a standalone copy of the student."""
+    from training.silence_gate import main as gate_main
+
+    teacher = _attach(folders, tmp_path)
+    assert gate_main(["--checkpoint", str(teacher), "--out", str(tmp_path / "gated"), "--scenes", "6", "--val", "4",
+                      "--epochs", "20", "--threads", "1"]) == 0
+    gated, _ = load_checkpoint(tmp_path / "gated")
+    assert gated.config.distilled is None and gated.config.silence_gate is not None
+    full = Pipeline.from_pretrained(teacher, path="full").model
+    assert torch.equal(gated.unet.conv_in.weight, full.unet.conv_in.weight)
