@@ -254,7 +254,7 @@ def attach_fewstep(teacher: str | os.PathLike, student: str | os.PathLike, recor
     s_config, s_calibration, s_manifest = read_config(student)
     check(t_config.distilled is None, f"{teacher} is guidance-distilled itself: attach a student to its teacher")
     check(s_config.distilled is not None, f"{student} is not a guidance-distilled checkpoint (training/distill.py)")
-    fingerprint = checkpoint_fingerprint(teacher)
+    fingerprint = _files_fingerprint(t_config, _component_states(t_manifest, t_config))   # files read_config checked
     check(s_config.distilled.teacher == fingerprint,
           f"{student} was distilled from another teacher ({s_config.distilled.teacher[:12]}...) than {teacher} "
           f"({fingerprint[:12]}...): distil it from this one")

@@ -27,6 +27,16 @@ DEMO = Path(__file__).resolve().parents[2] / "assets" / "demo"
 DEMO_ID = "demo"
 
 
+def _model_name(source: str) -> str:
+    """What /health names: a preset or random weights as given, a checkpoint folder by its name only, a
+    carried few-step path as its checkpoint's name with the path (read once, at start-up)."""
+    if source.startswith("random:"):
+        return source
+    folder = Path(source)
+    carried = folder.name == FEWSTEP and fewstep_record(folder) is not None
+    return f"{folder.parent.name} (few-step path)" if carried else folder.name
+
+
 class Service:
     def __init__(self, pipe: Pipeline, limits: ServeLimits = ServeLimits(),
                  submit: Callable[[Job], Awaitable[list[Generation]]] | None = None, shared_scenes=None):
@@ -41,14 +51,10 @@ class Service:
                                     limits.batch_window_ms / 1000.0, limits.max_batch, limits.max_queue)
         self.submit = submit or self.batcher.submit
         self.shared_scenes = shared_scenes
+        self.model_name = _model_name(pipe.source)
 
     def describe(self) -> dict:
-        source = self.pipe.source                          # a preset, or a checkpoint folder: its name only
-        folder = Path(source)
-        carried = not source.startswith("random:") and folder.name == FEWSTEP and fewstep_record(folder) is not None
-        model = (source if source.startswith("random:") else
-                 f"{folder.parent.name} (few-step path)" if carried else folder.name)
-        return {"status": "ok", "model": model, "device": str(self.pipe.device), "backend": self.pipe.backend_name,
+        return {"status": "ok", "model": self.model_name, "device": str(self.pipe.device), "backend": self.pipe.backend_name,
                 "sam": self.has_sam, "sample_rate": self.pipe.config.mel.sample_rate,
                 "one_row_per_step": self.pipe.config.distilled is not None,
                 "defaults": {"steps": self.pipe.config.default_steps, "sampler": self.pipe.config.default_sampler,
