@@ -346,9 +346,9 @@ def parse_args(argv):
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--backends", default="eager-fp32,eager-fp16,fast", help=f"some of {', '.join(SPECS)}")
     ap.add_argument("--onnx-dir", default=None, help="ONNX folder for the onnxruntime backend (default: the cache)")
-    ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--sampler", default="ddim")
-    ap.add_argument("--cfg", type=float, default=2.0)
+    ap.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's own)")
+    ap.add_argument("--sampler", default=None, help="sampler (default: the model's own)")
+    ap.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the model's own)")
     ap.add_argument("--duration", type=float, default=None, help="seconds of audio (default: the preset's clip)")
     ap.add_argument("--batch", type=int, default=1, help="selections generated together")
     ap.add_argument("--repeats", type=int, default=None, help="timed runs per stage (default 5 on cuda, 1 on cpu)")
@@ -364,6 +364,9 @@ def parse_args(argv):
     config = args.source.config()
     check(config is not None, f"{args.source.folder}: not a checkpoint folder (no readable config.json)")
     args.duration = config.clip_seconds if args.duration is None else args.duration
+    args.steps = config.default_steps if args.steps is None else args.steps          # what a user of it gets
+    args.sampler = args.sampler or config.default_sampler
+    args.cfg = config.default_cfg if args.cfg is None else args.cfg
     args.repeats = args.repeats or (5 if args.device.startswith("cuda") else 1)
     if args.throughput is not None:
         try:

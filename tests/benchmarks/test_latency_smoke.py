@@ -60,3 +60,19 @@ def test_latency_times_a_checkpoint_with_its_calibration(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "benchmarks.latency", "--checkpoint", "random:nope"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "no preset 'nope'" in bad.stderr
+
+
+def test_latency_runs_what_the_model_runs_unless_told():
+    """Without --steps/--sampler/--cfg the benchmark times the model's own defaults (the embedded model's few-step
+    path: 4 DPM-Solver++ steps at cfg 4), not AudioLDM's 200 DDIM steps at cfg 2; flags still win."""
+    from benchmarks.latency import parse_args
+    from objaudio_rt.core.config import ModelSource
+
+    own = ModelSource.parse("tiny-synth").config()
+    args, config = parse_args(["--checkpoint", "tiny-synth"])
+    assert (args.steps, args.sampler, args.cfg) == (own.default_steps, own.default_sampler, own.default_cfg)
+    assert (args.steps, args.sampler) != (200, "ddim")
+    args, _ = parse_args(["--checkpoint", "tiny-synth", "--steps", "7", "--sampler", "ddim", "--cfg", "1.5"])
+    assert (args.steps, args.sampler, args.cfg) == (7, "ddim", 1.5)
+    full = ModelSource.parse("tiny-synth", path="full").config()
+    assert (full.default_steps, full.default_sampler) == (20, "dpmpp")        # the teacher's, for comparison
