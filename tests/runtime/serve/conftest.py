@@ -1,7 +1,8 @@
 """A real uvicorn server on a loopback port, in a thread, around a small random-weight model.
 
 MODEL: random weights at the `tiny` preset ("random:tiny"); OBJAUDIO_SERVE_TEST_MODEL overrides it,
-e.g. "embedded" to take the README's screenshot.
+e.g. "tiny-synth" to take the README's screenshot; OBJAUDIO_SERVE_TEST_STEPS and OBJAUDIO_SERVE_TEST_DURATION set the
+steps and seconds a request asks for (e.g. the embedded model's own 4 steps and 2.56 s, for that screenshot).
 """
 import os
 
@@ -13,7 +14,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 MODEL = os.environ.get("OBJAUDIO_SERVE_TEST_MODEL", "random:tiny")
-FAST = {"steps": 2, "duration": 0.32, "seed": 7}          # a generate request's options: seconds on 2 cores
+FAST = {"steps": int(os.environ.get("OBJAUDIO_SERVE_TEST_STEPS", "2")), "duration": float(os.environ.get("OBJAUDIO_SERVE_TEST_DURATION", "0.32")), "seed": 7}          # a generate request's options: seconds on 2 cores
 
 
 class LiveServer:

@@ -2,8 +2,8 @@
 
 Loads the page, opens the demo scene, clicks an object, waits for the audio element to hold a WAV
 of the requested length, shift-clicks a second object, checks the stems, asks for a 12 s loop (past the
-model's own maximum) and checks its length and that it plays on repeat, saves a screenshot
-(OBJAUDIO_SCREENSHOT=path also keeps it there, e.g. for the README's docs/serve-page.png).
+model's own maximum) and checks its length and that it plays on repeat. It saves a screenshot of the two-object
+state (OBJAUDIO_SCREENSHOT=path also keeps it there, e.g. for the README's docs/serve-page.png).
 """
 import os
 import shutil
@@ -73,6 +73,11 @@ def test_click_to_hear_in_chromium(live, tmp_path):
             assert page.inner_text("#selections").split() == ["bird", "fire"]
             assert "mix: bird + fire" in page.inner_text("#mix h3")
             assert page.eval_on_selector("#mix img.spec", "i => i.naturalWidth") > 0
+            shot = tmp_path / "page.png"
+            page.screenshot(path=str(shot))
+            assert shot.stat().st_size > 10_000
+            if os.environ.get("OBJAUDIO_SCREENSHOT"):
+                shutil.copy(shot, os.environ["OBJAUDIO_SCREENSHOT"])
 
             long = 12.0                        # past the model's max_seconds (10.24 s): made over windows
             page.check("#loop")
@@ -83,10 +88,5 @@ def test_click_to_hear_in_chromium(live, tmp_path):
             page.wait_for_function(ready, arg=["#mix audio", long], timeout=240_000)
             assert page.eval_on_selector("#mix audio", "a => a.loop") and "seamless loop" in page.inner_text("#message")
             assert not errors, errors
-            shot = tmp_path / "page.png"
-            page.screenshot(path=str(shot))
-            assert shot.stat().st_size > 10_000
-            if os.environ.get("OBJAUDIO_SCREENSHOT"):
-                shutil.copy(shot, os.environ["OBJAUDIO_SCREENSHOT"])
         finally:
             browser.close()
