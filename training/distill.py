@@ -3,7 +3,8 @@ a student UNet that takes the guidance scale w as an input and predicts its teac
 one row per step instead of two (issue 20, item 3).
 
     python -m training.distill --teacher CKPT --out DIR [--budget-minutes M] [--scenes 2000]
-        [--batch-size 16] [--lr 5e-5] [--cfg-range 1:8] [--sampler dpmpp --steps 4] [--threads N] [--seed S]
+        [--batch-size 16] [--lr 5e-5] [--cfg-range 1:8] [--sampler dpmpp --steps 4] [--teacher-dtype bf16]
+        [--threads N] [--seed S]
     python -m training.distill --teacher CKPT --out DIR --snapshot SNAP     # a checkpoint of the run so far
 
 Per training step, on the SynthScenes examples cached in DIR/cache (built on the first run, as
@@ -30,6 +31,11 @@ is trained to land where K guided DDIM steps of the teacher land over the same i
 
 `--student-from` starts it from a guidance-distilled checkpoint (stage one) instead of the teacher.
 
+`--teacher-dtype bf16` runs the frozen teacher's rows under bfloat16 autocast (targets only; the student
+trains in fp32). Step distillation spends nearly all its time there (K substeps of two rows per example):
+on this project's 2-core CPU with native bf16 a teacher call of 32 rows takes 458 ms instead of 800 ms, and
+a row differs from fp32 by 0.5 % (relative L2), against a training loss of 5-6 % of the target.
+
 The student is the teacher's UNet plus `guidance.GuidanceEmbedding` g, whose last layer starts at
 zero: at step 0 it is the teacher's conditional prediction. Grounding, encoders, VAE and vocoder are
 the teacher's, unchanged (a selection's condition is the same for both). An EMA of the student is
@@ -41,6 +47,7 @@ was made for: the runtime then runs it one row per step (denoise.guided_loop).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import sys
@@ -84,6 +91,7 @@ class DistillConfig:
     grad_clip: float = 1.0
     substeps: int = 0                      # > 0: step distillation, the teacher's substeps per student step
     snr_weight_cap: float = 20.0           # step distillation's loss weight cap (module docstring)
+    teacher_dtype: str = "fp32"            # "bf16": the teacher's rows under autocast (module docstring)
 
 
 class Student(nn.Module):
@@ -110,9 +118,21 @@ def selection_conditions(model: ObjaudioModel, attn_std: float, data: LatentSet,
 
 def teacher_rows(teacher: ObjaudioModel, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor,
                  null: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The teacher's (eps_u, eps_c), each (B, ...), at timesteps t (B,): one call of 2B rows."""
+    """The teacher's (eps_u, eps_c), each (B, ...) float32, at timesteps t (B,): one call of 2B rows (under
+    whatever autocast the caller set: `teacher_precision`)."""
     return teacher.unet(torch.cat([x, x]), torch.cat([t, t]), encoder_hidden_states=None,
-                        class_labels=torch.cat([null.expand_as(c), c])).sample.chunk(2)
+                        class_labels=torch.cat([null.expand_as(c), c])).sample.float().chunk(2)
+
+
+TEACHER_DTYPES = ("fp32", "bf16")
+
+
+def teacher_precision(dtype: str, device: torch.device | str = "cpu"):
+    """The context the teacher's rows run in: nothing for fp32, bfloat16 autocast for bf16."""
+    check(dtype in TEACHER_DTYPES, f"teacher dtype must be one of {', '.join(TEACHER_DTYPES)}, got {dtype!r}")
+    if dtype == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
 
 
 def guided_eps(teacher: ObjaudioModel, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor, w: torch.Tensor,
@@ -203,12 +223,13 @@ def distill(teacher: ObjaudioModel, calibration: Calibration, data: LatentSet, c
         with torch.no_grad():
             c = selection_conditions(teacher, calibration.attn_std, data, idx, use_mask)
             c = torch.where(drop[:, None], null.expand_as(c), c)
-            eps_u, eps_c = teacher_rows(teacher, zt, t, c, null)
-            target = eps_u + w.view(-1, 1, 1, 1) * (eps_c - eps_u)
-            weight = torch.ones(b)
-            if cfg.substeps:                                   # the guided eps at t is the jump's first substep
-                target = jump_targets(teacher, null, acp, made_for, k, zt, c, w, cfg.substeps, first=target)
-                weight = k_weight[k]
+            with teacher_precision(cfg.teacher_dtype, zt.device):
+                eps_u, eps_c = teacher_rows(teacher, zt, t, c, null)
+                target = eps_u + w.view(-1, 1, 1, 1) * (eps_c - eps_u)
+                weight = torch.ones(b)
+                if cfg.substeps:                               # the guided eps at t is the jump's first substep
+                    target = jump_targets(teacher, null, acp, made_for, k, zt, c, w, cfg.substeps, first=target)
+                    weight = k_weight[k]
         pred = live(zt, t, c, w)
         loss = ((pred - target).pow(2).mean(dim=(1, 2, 3)) * weight).mean()
         opt.zero_grad(set_to_none=True)
@@ -282,6 +303,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--substeps", type=int, default=0,
                    help="step distillation: each of the student's --steps DDIM steps learns where this many guided "
                         "teacher steps land (needs --sampler ddim); 0: guidance distillation")
+    p.add_argument("--teacher-dtype", default="fp32", choices=TEACHER_DTYPES,
+                   help="bf16: the frozen teacher's rows (the targets) under bfloat16 autocast, about 1.7x faster on "
+                        "a CPU with native bf16; the student still trains in fp32")
     p.add_argument("--student-from", type=Path, default=None,
                    help="start the student from this guidance-distilled checkpoint of --teacher (stage one)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: up to 2)")
@@ -305,7 +329,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     use_threads(check_threads(args.threads) if args.threads is not None else None)
     lo, hi = parse_range(args.cfg_range)
-    cfg = DistillConfig(lr=args.lr, cfg_min=lo, cfg_max=hi, substeps=args.substeps)
+    cfg = DistillConfig(lr=args.lr, cfg_min=lo, cfg_max=hi, substeps=args.substeps, teacher_dtype=args.teacher_dtype)
     check(args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}")
     check(args.substeps >= 0, f"--substeps must be >= 0, got {args.substeps}")
     check(args.substeps == 0 or args.sampler == "ddim", "--substeps distils DDIM steps: add --sampler ddim")

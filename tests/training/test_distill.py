@@ -215,3 +215,42 @@ def test_the_onnxruntime_backend_runs_a_student_as_eager_does(teacher_dir, tmp_p
         want = denoise(eager, noise, rows, plan, 5.0, progress=False)
         got = denoise(ort, noise, rows, plan, 5.0, progress=False)
         assert (got - want).abs().max() <= 1e-4 * float(want.abs().max())
+
+
+def test_a_bf16_teacher_gives_the_fp32_targets_within_its_own_rounding(teacher_dir, run, tmp_path):
+    """--teacher-dtype bf16: a jump's target over several substeps stays within a small multiple of what bf16 does to
+    one guided row (no drift, no dtype leak: the targets are float32), and the run records the choice."""
+    from objaudio_rt.core.samplers import alphas_cumprod
+    from training.distill import guided_eps, jump_targets, teacher_precision
+
+    teacher, _ = load_checkpoint(teacher_dir)
+    plan = SamplerPlan.build("ddim", 2, teacher.config.schedule)
+    acp = torch.from_numpy(alphas_cumprod(teacher.config.schedule)).float()
+    gen = torch.Generator().manual_seed(1)
+    (_, h, m), _ = teacher.config.latent_shape(teacher.config.clip_seconds)
+    x = torch.randn(4, teacher.config.vae.latent_channels, h, m, generator=gen)
+    c = torch.randn(4, teacher.config.unet.cond_dim, generator=gen)
+    w, k = torch.tensor([1.0, 4.0, 4.0, 8.0]), torch.tensor([0, 1, 0, 1])
+    t = plan.timesteps[k].long()
+
+    def rel(a, b):
+        return float((a - b).norm() / b.norm())
+
+    with torch.no_grad():
+        row32 = guided_eps(teacher, x, t, c, w, teacher.null_condition)
+        jump32 = jump_targets(teacher, teacher.null_condition, acp, plan, k, x, c, w, substeps=4)
+        with teacher_precision("bf16"):
+            row16 = guided_eps(teacher, x, t, c, w, teacher.null_condition)
+            jump16 = jump_targets(teacher, teacher.null_condition, acp, plan, k, x, c, w, substeps=4)
+    assert row16.dtype == jump16.dtype == torch.float32
+    one_row = rel(row16, row32)
+    assert 0 < one_row < 0.05                                   # bf16 did run, and rounds as bf16 rounds
+    assert rel(jump16, jump32) <= 4 * one_row                   # 4 substeps: at most their rounding, no drift
+    out = tmp_path / "bf16"
+    assert main(["--teacher", str(teacher_dir), "--out", str(out), "--scenes", "8", "--max-steps", "1",
+                 "--batch-size", "2", "--threads", "2", "--sampler", "ddim", "--steps", "2", "--substeps", "2",
+                 "--teacher-dtype", "bf16", "--student-from", str(run / "model")]) == 0
+    record = json.loads((out / "logs" / "runs.jsonl").read_text().splitlines()[-1])
+    assert record["config"]["teacher_dtype"] == "bf16"
+    with pytest.raises(ObjaudioError, match="teacher dtype"):
+        teacher_precision("fp16")
