@@ -153,19 +153,26 @@ def test_a_distilled_checkpoint_refuses_what_it_cannot_run(teacher_dir, tmp_path
 
 
 # ---- step distillation ---------------------------------------------------------------------------------
+def jump_inputs(teacher_dir, steps: int, n: int, seed: int):
+    """(teacher, a DDIM plan of `steps`, alphas_cumprod, x (n, ...), c (n, cond_dim)): random jump inputs."""
+    from objaudio_rt.core.samplers import alphas_cumprod
+
+    teacher, _ = load_checkpoint(teacher_dir)
+    plan = SamplerPlan.build("ddim", steps, teacher.config.schedule)
+    acp = torch.from_numpy(alphas_cumprod(teacher.config.schedule)).float()
+    gen = torch.Generator().manual_seed(seed)
+    (_, h, m), _ = teacher.config.latent_shape(teacher.config.clip_seconds)
+    x = torch.randn(n, teacher.config.vae.latent_channels, h, m, generator=gen)
+    c = torch.randn(n, teacher.config.unet.cond_dim, generator=gen)
+    return teacher, plan, acp, x, c
+
+
 def test_one_substep_is_the_students_own_ddim_step(teacher_dir):
     """With one teacher substep per student step the jump's target is the teacher's guided eps itself: the
     teacher's DDIM step over the interval is the student's (the plan's row), so eps* solves back to it."""
-    from objaudio_rt.core.samplers import alphas_cumprod
     from training.distill import guided_eps, jump_targets
 
-    teacher, _ = load_checkpoint(teacher_dir)
-    plan = SamplerPlan.build("ddim", 3, teacher.config.schedule)
-    acp = torch.from_numpy(alphas_cumprod(teacher.config.schedule)).float()
-    gen = torch.Generator().manual_seed(0)
-    (_, h, m), _ = teacher.config.latent_shape(teacher.config.clip_seconds)
-    x = torch.randn(6, teacher.config.vae.latent_channels, h, m, generator=gen)
-    c = torch.randn(6, teacher.config.unet.cond_dim, generator=gen)
+    teacher, plan, acp, x, c = jump_inputs(teacher_dir, steps=3, n=6, seed=0)
     w = torch.tensor([1.0, 2.0, 4.0, 4.0, 6.0, 8.0])
     k = torch.tensor([0, 1, 2, 0, 1, 2])
     with torch.no_grad():
@@ -220,16 +227,9 @@ def test_the_onnxruntime_backend_runs_a_student_as_eager_does(teacher_dir, tmp_p
 def test_a_bf16_teacher_gives_the_fp32_targets_within_its_own_rounding(teacher_dir, run, tmp_path):
     """--teacher-dtype bf16: a jump's target over several substeps stays within a small multiple of what bf16 does to
     one guided row (no drift, no dtype leak: the targets are float32), and the run records the choice."""
-    from objaudio_rt.core.samplers import alphas_cumprod
     from training.distill import guided_eps, jump_targets, teacher_precision
 
-    teacher, _ = load_checkpoint(teacher_dir)
-    plan = SamplerPlan.build("ddim", 2, teacher.config.schedule)
-    acp = torch.from_numpy(alphas_cumprod(teacher.config.schedule)).float()
-    gen = torch.Generator().manual_seed(1)
-    (_, h, m), _ = teacher.config.latent_shape(teacher.config.clip_seconds)
-    x = torch.randn(4, teacher.config.vae.latent_channels, h, m, generator=gen)
-    c = torch.randn(4, teacher.config.unet.cond_dim, generator=gen)
+    teacher, plan, acp, x, c = jump_inputs(teacher_dir, steps=2, n=4, seed=1)
     w, k = torch.tensor([1.0, 4.0, 4.0, 8.0]), torch.tensor([0, 1, 0, 1])
     t = plan.timesteps[k].long()
 
