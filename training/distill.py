@@ -294,6 +294,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--scenes", type=int, default=2000, help="SynthScenes training scenes (first run only)")
     p.add_argument("--workers", type=int, default=1, help="processes generating scenes")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--ema-decay", type=float, default=DistillConfig.ema_decay,
+                   help="decay of the saved EMA of the student (its average spans about 1/(1-decay) steps: a run of a "
+                        "few thousand steps that still moves wants 0.995 or so)")
     p.add_argument("--lr", type=float, default=DistillConfig.lr,
                    help="the UNet's learning rate (the guidance embedding's is 30x)")
     p.add_argument("--cfg-range", default=f"{DistillConfig.cfg_min:g}:{DistillConfig.cfg_max:g}",
@@ -329,8 +332,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     use_threads(check_threads(args.threads) if args.threads is not None else None)
     lo, hi = parse_range(args.cfg_range)
-    cfg = DistillConfig(lr=args.lr, cfg_min=lo, cfg_max=hi, substeps=args.substeps, teacher_dtype=args.teacher_dtype)
+    cfg = DistillConfig(lr=args.lr, cfg_min=lo, cfg_max=hi, substeps=args.substeps, teacher_dtype=args.teacher_dtype,
+                        ema_decay=args.ema_decay)
     check(args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}")
+    check(0.0 <= args.ema_decay < 1.0, f"--ema-decay must be in [0, 1), got {args.ema_decay}")
     check(args.substeps >= 0, f"--substeps must be >= 0, got {args.substeps}")
     check(args.substeps == 0 or args.sampler == "ddim", "--substeps distils DDIM steps: add --sampler ddim")
     teacher, calibration = load_checkpoint(args.teacher)

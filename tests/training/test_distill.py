@@ -84,6 +84,8 @@ def test_bad_options_say_what_to_do(teacher_dir, tmp_path, capsys):
     assert "default" in capsys.readouterr().err                         # tiny's default cfg is outside
     assert main(["--teacher", str(teacher_dir), "--out", str(tmp_path), "--snapshot", str(tmp_path / "s")]) == 2
     assert "no saved state" in capsys.readouterr().err
+    assert main(["--teacher", str(teacher_dir), "--out", str(tmp_path), "--ema-decay", "1"]) == 2
+    assert "--ema-decay" in capsys.readouterr().err
 
 
 # ---- the runtime's one-row loop ---------------------------------------------------------------------
@@ -249,8 +251,8 @@ def test_a_bf16_teacher_gives_the_fp32_targets_within_its_own_rounding(teacher_d
     out = tmp_path / "bf16"
     assert main(["--teacher", str(teacher_dir), "--out", str(out), "--scenes", "8", "--max-steps", "1",
                  "--batch-size", "2", "--threads", "2", "--sampler", "ddim", "--steps", "2", "--substeps", "2",
-                 "--teacher-dtype", "bf16", "--student-from", str(run / "model")]) == 0
+                 "--teacher-dtype", "bf16", "--ema-decay", "0.99", "--student-from", str(run / "model")]) == 0
     record = json.loads((out / "logs" / "runs.jsonl").read_text().splitlines()[-1])
-    assert record["config"]["teacher_dtype"] == "bf16"
+    assert record["config"]["teacher_dtype"] == "bf16" and record["config"]["ema_decay"] == 0.99
     with pytest.raises(ObjaudioError, match="teacher dtype"):
         teacher_precision("fp16")
