@@ -187,9 +187,11 @@ def test_one_substep_is_the_students_own_ddim_step(teacher_dir):
 
 def test_step_distillation_runs_from_a_stage_one_student(run, teacher_dir, tmp_path, capsys):
     out = tmp_path / "steps"
-    args = ["--teacher", str(teacher_dir), "--out", str(out), "--scenes", "8", "--max-steps", "2", "--batch-size", "4",
-            "--threads", "2", "--steps", "2", "--substeps", "2"]
-    assert main(args) == 2 and "--sampler ddim" in capsys.readouterr().err
+    base = ["--teacher", str(teacher_dir), "--out", str(out), "--scenes", "8", "--max-steps", "2", "--batch-size", "4",
+            "--threads", "2", "--substeps", "2"]
+    assert main(base + ["--steps", "3"]) == 2                  # DPM-Solver++ 3 steps: its middle step is second order
+    assert "--sampler ddim" in capsys.readouterr().err
+    args = base + ["--steps", "2"]
     assert main(args + ["--sampler", "ddim", "--student-from", str(run / "model")]) == 0
     model, _ = load_checkpoint(out / "model")
     assert (model.config.default_sampler, model.config.default_steps) == ("ddim", 2)
@@ -197,6 +199,26 @@ def test_step_distillation_runs_from_a_stage_one_student(run, teacher_dir, tmp_p
     assert record["config"]["substeps"] == 2 and record["student_from"] == str(run / "model")
     assert main(args + ["--sampler", "ddim", "--student-from", str(teacher_dir)]) == 2
     assert "not guidance-distilled" in capsys.readouterr().err
+
+
+def test_two_dpmpp_steps_are_ddim_rows_on_trailing_timesteps(teacher_dir, run, tmp_path):
+    """DPM-Solver++ at 2 steps is first order at both (t = T-1, then the final step to x0): one substep per step
+    is the teacher's own guided eps, as for DDIM, and a run made for it defaults to it."""
+    from training.distill import guided_eps, jump_targets
+
+    teacher, _, acp, x, c = jump_inputs(teacher_dir, steps=2, n=4, seed=2)
+    plan = SamplerPlan.build("dpmpp", 2, teacher.config.schedule)
+    assert plan.timesteps[0] == teacher.config.schedule.num_train_timesteps - 1 and not any(plan.history_reads)
+    w, k = torch.tensor([1.0, 4.0, 4.0, 8.0]), torch.tensor([0, 1, 0, 1])
+    with torch.no_grad():
+        got = jump_targets(teacher, teacher.null_condition, acp, plan, k, x, c, w, substeps=1)
+        want = guided_eps(teacher, x, plan.timesteps[k].long(), c, w, teacher.null_condition)
+    assert (got - want).abs().max() <= 1e-3 * float(want.abs().max())
+    out = tmp_path / "dpmpp2"
+    assert main(["--teacher", str(teacher_dir), "--out", str(out), "--scenes", "8", "--max-steps", "1", "--batch-size",
+                 "2", "--threads", "2", "--steps", "2", "--substeps", "2", "--student-from", str(run / "model")]) == 0
+    model, _ = load_checkpoint(out / "model")
+    assert (model.config.default_sampler, model.config.default_steps) == ("dpmpp", 2)
 
 
 def test_the_onnxruntime_backend_runs_a_student_as_eager_does(teacher_dir, tmp_path, scene_image, square_mask,
