@@ -363,10 +363,8 @@ def parse_args(argv):
     args.source = ModelSource.parse(args.checkpoint or f"random:{args.preset}")
     config = args.source.config()
     check(config is not None, f"{args.source.folder}: not a checkpoint folder (no readable config.json)")
-    args.duration = config.clip_seconds if args.duration is None else args.duration
-    args.steps = config.default_steps if args.steps is None else args.steps          # what a user of it gets
-    args.sampler = args.sampler or config.default_sampler
-    args.cfg = config.default_cfg if args.cfg is None else args.cfg
+    run = RunOptions(args.steps, args.sampler, args.cfg, 0, args.duration).resolve(config)   # the model's defaults
+    args.steps, args.sampler, args.cfg, args.duration = run.steps, run.sampler, run.cfg, run.duration
     args.repeats = args.repeats or (5 if args.device.startswith("cuda") else 1)
     if args.throughput is not None:
         try:

@@ -14,7 +14,9 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 MODEL = os.environ.get("OBJAUDIO_SERVE_TEST_MODEL", "random:tiny")
-FAST = {"steps": int(os.environ.get("OBJAUDIO_SERVE_TEST_STEPS", "2")), "duration": float(os.environ.get("OBJAUDIO_SERVE_TEST_DURATION", "0.32")), "seed": 7}          # a generate request's options: seconds on 2 cores
+FAST = {"steps": int(os.environ.get("OBJAUDIO_SERVE_TEST_STEPS", "2")),         # a generate request's options:
+        "duration": float(os.environ.get("OBJAUDIO_SERVE_TEST_DURATION", "0.32")),   # seconds on 2 cores
+        "seed": 7}
 
 
 class LiveServer:
