@@ -37,7 +37,7 @@ from torch import nn
 
 from objaudio_rt.modelio.artifacts import CONTRACT_VERSION  # noqa: F401  (re-exported: one version for both sides)
 from objaudio_rt.modelio.model import ObjaudioModel
-from objaudio_rt.modelio.networks import UNetEps, VAEDecodeToMel
+from objaudio_rt.modelio.networks import HifiGan2d, UNetEps, VAEDecodeToMel
 
 OPSET = 17
 MAX_BATCH = 4             # selections generated together (the UNet sees twice this with CFG)
@@ -112,7 +112,8 @@ def profile_shapes(contract: dict) -> dict[str, tuple[tuple[int, ...], tuple[int
 
 
 # ---- wrappers: the exact computation each graph holds ------------------------------------------
-# UNetEps and VAEDecodeToMel are the runtime's own (objaudio_rt.modelio.networks): the eager backend runs them.
+# UNetEps, VAEDecodeToMel and HifiGan2d are the runtime's own (objaudio_rt.modelio.networks): the eager backend
+# runs the first two, the fast backend on a CPU the third (in channels_last).
 class GroundingAttentionGraph(nn.Module):
     def __init__(self, grounding: nn.Module):
         super().__init__()
@@ -201,7 +202,7 @@ def model_contracts(model: ObjaudioModel) -> dict[str, Contract]:
             outputs=(TensorSpec("mel", ("B", "T", cfg.mel.n_mels)),),
             symbols={"B": batch, "H": h}),
         "vocoder": Contract(
-            "vocoder", model.vocoder,
+            "vocoder", HifiGan2d(model.vocoder, channels_last=False),      # 2-D convs: ONNX Runtime blocks them
             inputs=(TensorSpec("mel", ("B", "T", cfg.mel.n_mels)),),
             outputs=(TensorSpec("wave", ("B", "samples")),),
             symbols={"B": batch, "T": tuple(f_vae * x for x in h)}),

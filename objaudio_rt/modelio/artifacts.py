@@ -37,7 +37,7 @@ MANIFEST = "export_manifest.json"
 FORMAT = "objaudio-onnx"
 # The graph contract this runtime feeds (export.contracts builds graphs to it): bump on any
 # change of a wrapper, a name, an input's shape or a profile; cached exports are then redone.
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = 2                 # 2: the vocoder graph in 2-D convolutions (networks.HifiGan2d)
 
 # The networks by name (export.contracts builds one graph contract per name):
 RUNTIME_NETWORKS = ("unet", "vae_decoder", "vocoder", "image_encoder", "text_encoder")   # the graph backends run

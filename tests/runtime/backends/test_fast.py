@@ -1,7 +1,9 @@
 """The fast backend against its reference, the eager backend.
 
-CPU: the fast backend's defaults there are the eager paths (bit-for-bit equal results), and the
-loop with the fused step (what the CUDA graph captures, here through the Triton interpreter or
+CPU: with its two CPU-only defaults off (the vocoder's channels_last 2-D form, the VAE in bfloat16
+on a CPU with native bfloat16) the fast backend equals the eager one bit for bit; with them on, the
+decoder equals the eager one run at the same VAE dtype bit for bit and the vocoder stays within four
+times the float32 reference's own error; and the loop with the fused step (what the CUDA graph captures, here through the Triton interpreter or
 the step's reference fallback) equals the eager loop run on the same float32 coefficient table.
 CUDA (tests named *cuda*, run by benchmarks/gpu_check.sh): the graphed loop equals the un-graphed
 one, fresh inputs replay correctly, one capture serves every guidance value, composed unions are
@@ -15,7 +17,7 @@ import pytest
 import torch
 
 from objaudio_rt.backends.eager import EagerBackend
-from objaudio_rt.backends.fast import FastBackend, FastOptions
+from objaudio_rt.backends.fast import FastBackend, FastOptions, native_bf16
 from objaudio_rt.backends.fused import fused_step
 from objaudio_rt.core.config import ModelConfig
 from objaudio_rt.core.denoise import Conditions, denoise, guided_loop
@@ -79,10 +81,14 @@ def float32_table(plan: SamplerPlan) -> SamplerPlan:
 
 # ---- CPU ------------------------------------------------------------------------------------
 
+CPU = torch.device("cpu")
+EAGER_LIKE = {"vocoder_channels_last": False, "vae_dtype": torch.float32}     # the CPU defaults that differ, off
+
+
 @pytest.mark.parametrize("sampler,steps", SAMPLERS)
 def test_fast_on_cpu_equals_eager_bit_for_bit(tiny, sampler, steps):
-    eager = EagerBackend(copy.deepcopy(tiny), torch.device("cpu"))
-    fast = FastBackend(copy.deepcopy(tiny), torch.device("cpu"))
+    eager = EagerBackend(copy.deepcopy(tiny), CPU)
+    fast = FastBackend(copy.deepcopy(tiny), CPU, FastOptions.default_for(CPU, **EAGER_LIKE))
     plan = SamplerPlan.build(sampler, steps, tiny.config.schedule)
     x, cond = inputs(tiny, 2, seed=11)
     z_e = run(eager, x, cond, plan)
@@ -93,9 +99,24 @@ def test_fast_on_cpu_equals_eager_bit_for_bit(tiny, sampler, steps):
     assert torch.equal(fast.vocode(mel), eager.vocode(mel))
 
 
+def test_fast_cpu_defaults_decode_and_vocode_within_the_references_error(tiny):
+    fast = FastBackend(copy.deepcopy(tiny), CPU)
+    assert fast.options.vocoder_channels_last and fast.options.vae_dtype == (torch.bfloat16 if native_bf16()
+                                                                             else torch.float32)
+    eager = EagerBackend(copy.deepcopy(tiny), CPU, vae_dtype=fast.options.vae_dtype)
+    x, _ = inputs(tiny, 3, seed=12)
+    assert torch.equal(fast.decode(x), eager.decode(x))
+    mel = eager.decode(x)
+    with torch.no_grad():
+        exact = copy.deepcopy(tiny.vocoder).double()(mel.double())
+    ref_err = (eager.vocode(mel).double() - exact).abs().max().item()
+    err = (fast.vocode(mel).double() - exact).abs().max().item()
+    assert 0 < ref_err and err <= 4 * ref_err, f"vocoder error {err:.3e} against float64, eager's {ref_err:.3e}"
+
+
 def test_fast_composed_on_cpu_equals_eager_bit_for_bit(tiny):
-    eager = EagerBackend(copy.deepcopy(tiny), torch.device("cpu"))
-    fast = FastBackend(copy.deepcopy(tiny), torch.device("cpu"))
+    eager = EagerBackend(copy.deepcopy(tiny), CPU)
+    fast = FastBackend(copy.deepcopy(tiny), CPU, FastOptions.default_for(CPU, **EAGER_LIKE))
     plan = SamplerPlan.build("dpmpp", 4, tiny.config.schedule)
     x, _ = inputs(tiny, 2, seed=13)
     _, conds = inputs(tiny, 3, seed=14)
@@ -107,7 +128,8 @@ def test_fast_composed_on_cpu_equals_eager_bit_for_bit(tiny):
 def test_fast_pipeline_on_cpu_equals_eager():
     waves = {}
     for name in ("eager", "fast"):
-        pipe = Pipeline.from_pretrained("random:tiny", device="cpu", backend=name, seed=5)
+        options = {"vocoder_channels_last": False, "vae_dtype": "fp32"} if name == "fast" else {}
+        pipe = Pipeline.from_pretrained("random:tiny", device="cpu", backend=name, seed=5, backend_options=options)
         scene = pipe.encode_image(np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8))
         mask = np.zeros((40, 56), np.float32)
         mask[5:30, 10:40] = 1
