@@ -138,7 +138,9 @@ def parse_args(argv):
     ap.add_argument("--no-silence-gate", action="store_true",
                     help="generate every selection, even those the checkpoint's silence gate calls silent (with "
                          "the gate a silent selection runs no network: it counts as a clip of 0 rows)")
-    ap.add_argument("--backend", default="eager", choices=BACKEND_CHOICES)
+    ap.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
+                    help="default auto as the service resolves it (many clips in one process): on a CPU with "
+                         "native bfloat16 fast, else onnxruntime when the graphs are cached, else eager")
     ap.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
                     help="a backend option for both models (backends.backend_options), e.g. vae_dtype=bf16 "
                          "(eager and fast); true/false and integers are read as such")
@@ -193,7 +195,8 @@ def main(argv=None) -> int:
     source = ModelSource.parse(args.checkpoint)
     carried = source.path is not None                   # a checkpoint with a few-step path: the teacher is --full
     pipes = {"teacher": Pipeline.from_pretrained(ModelSource.parse(args.checkpoint, "full" if carried else None),
-                                                 backend=args.backend, backend_options=args.backend_options)}
+                                                 backend=args.backend, backend_options=args.backend_options,
+                                                 many_clips=True)}
     pipe = pipes["teacher"]
     prints = {"teacher": weights_fingerprint_of(pipe)}
     check(pipe.config.distilled is None, "--checkpoint is guidance-distilled: give its teacher, and the student "
@@ -202,7 +205,7 @@ def main(argv=None) -> int:
     student = args.student or (ModelSource.parse(args.checkpoint, "fewstep") if carried else None)
     if student:
         pipes["student"] = Pipeline.from_pretrained(student, backend=args.backend,
-                                                    backend_options=args.backend_options)
+                                                    backend_options=args.backend_options, many_clips=True)
         d = pipes["student"].config.distilled
         named = getattr(student, "folder", student)
         check(d is not None, f"--student {named} is not a guidance-distilled checkpoint (training/distill.py)")

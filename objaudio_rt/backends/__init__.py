@@ -24,7 +24,7 @@ import torch
 from ..core.errors import ObjaudioError, check
 from ..modelio.model import GraphModel, ObjaudioModel
 from ..core.options import BACKEND_CHOICES, BACKENDS, GRAPH_BACKENDS
-from .base import DTYPES, Backend
+from .base import DTYPES, Backend, native_bf16
 _CLASSES = {"eager": ("eager", "EagerBackend"), "fast": ("fast", "FastBackend"),
             "onnxruntime": ("onnxruntime", "OnnxRuntimeBackend"), "tensorrt": ("tensorrt", "TensorRTBackend")}
 
@@ -46,20 +46,31 @@ def backend_options(name: str) -> tuple[str, ...]:
 
 
 def resolve_backend(name: str, device: torch.device, fingerprint: Callable[[], str],
-                    options: dict | None = None) -> str:
+                    options: dict | None = None, many_clips: bool = False) -> str:
     """`name`, or for "auto" the fastest backend ready for these weights on `device` that takes `options`:
 
     - CUDA: fast (fused kernels, the loop as a CUDA graph), then eager
     - CPU: onnxruntime when the cache holds this model's ONNX graphs (`python -m export.onnx --cache`;
       `make demo` builds them for the embedded model) and onnxruntime is installed: it starts without
-      importing diffusers, transformers or open_clip (most of a short run's start-up) and runs the UNet
-      faster than eager PyTorch (benchmarks/startup.py measures both); else eager
+      importing diffusers, transformers or open_clip (most of a short run's start-up: 3.8 s to eager's
+      10.5 s for one `objaudio generate`) and runs the UNet faster than eager PyTorch
+      (benchmarks/startup.py measures both); else eager
+    - CPU, `many_clips` (a process that generates clip after clip: the service, a Python host) on a CPU
+      with native bfloat16 (base.native_bf16): fast first. Its CPU defaults (the VAE in bf16, the
+      channels_last vocoder) make each clip cheaper than onnxruntime's fp32 graphs, and its longer
+      start-up is paid once (tiny-synth, 2 threads, benchmarks.fewstep: 0.114 s a 4-step clip to
+      onnxruntime's 0.133, 0.774 s a 20-step one to 0.788)
 
     `fingerprint()` gives the weights' fingerprint (called only for the CPU check)."""
     check(name in BACKEND_CHOICES, f"unknown backend {name!r}: use one of {', '.join(BACKEND_CHOICES)}")
     if name != "auto":
         return name
-    preferred = ["fast", "eager"] if device.type == "cuda" else ["onnxruntime", "eager", "fast"]
+    if device.type == "cuda":
+        preferred = ["fast", "eager"]
+    elif many_clips and native_bf16():
+        preferred = ["fast", "onnxruntime", "eager"]
+    else:
+        preferred = ["onnxruntime", "eager", "fast"]
     given = set(options or {})
     for candidate in preferred:
         if given <= set(backend_options(candidate)) and (candidate != "onnxruntime" or _onnx_ready(fingerprint)):

@@ -153,15 +153,15 @@ class Pipeline:
     def from_pretrained(cls, path_or_preset: str | os.PathLike | ModelSource | None = None, device: str = "cpu",
                         backend: str = "eager", sam_checkpoint: str | os.PathLike | None = None,
                         seed: int = 0, union: str = "compose", backend_options: dict | None = None,
-                        sam_type: str | None = None, path: str | None = None) -> "Pipeline":
+                        sam_type: str | None = None, path: str | None = None, many_clips: bool = False) -> "Pipeline":
         """A checkpoint folder; the embedded model by its preset name (`tiny-synth`); or random weights,
         only when asked for by name: `random:tiny`, `random:tiny-synth`, `random:audioldm-s` (from `seed`).
         `path`: which of a checkpoint's paths, where it carries a few-step one (ModelSource): None its
         default, "full" its own 20-step networks, "fewstep" the carried guidance-distilled UNet.
 
         None means the embedded default model (objaudio_rt/assets/tiny-synth). `source` says which.
-        backend "auto" picks the fastest one ready here (backends.resolve_backend); `backend_name` says
-        which. A graph backend on a checkpoint folder loads no PyTorch network (checkpoint.load_graph_model).
+        backend "auto" picks the fastest one ready here (backends.resolve_backend; `many_clips`: for a
+        process that generates clip after clip, where start-up counts once); `backend_name` says which. A graph backend on a checkpoint folder loads no PyTorch network (checkpoint.load_graph_model).
         """
         from ..modelio.artifacts import model_fingerprint
         from ..modelio.checkpoint import load_checkpoint, load_graph_model
@@ -179,10 +179,11 @@ class Pipeline:
             config = ModelConfig.from_name(src.random_preset)
             model = ObjaudioModel.random(config, seed)
             return cls(model, Calibration.uncalibrated(config.image.num_patches),
-                       backend=resolve_backend(backend, dev, lambda: model_fingerprint(model), backend_options),
+                       backend=resolve_backend(backend, dev, lambda: model_fingerprint(model), backend_options,
+                                               many_clips),
                        source=f"{src.text}:seed{seed} (random weights)", **options)
         graph_model = functools.cache(lambda: load_graph_model(src.folder))   # read once, only if needed
-        backend = resolve_backend(backend, dev, lambda: graph_model()[0].fingerprint, backend_options)
+        backend = resolve_backend(backend, dev, lambda: graph_model()[0].fingerprint, backend_options, many_clips)
         model, calibration = graph_model() if backend in GRAPH_BACKENDS else load_checkpoint(src.folder)
         return cls(model, calibration, backend=backend, source=str(src.folder), **options)
 

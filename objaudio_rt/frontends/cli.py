@@ -71,7 +71,8 @@ def _add_generation_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
                    help="auto (default: on a CPU onnxruntime when `python -m export.onnx --cache` has built this "
-                        "model's graphs, which `make demo` does for the embedded model, else eager; on CUDA fast), "
+                        "model's graphs, which `make demo` does for the embedded model, else eager; for batch on a "
+                        "CPU with native bfloat16 fast, whose clips are cheaper once started; on CUDA fast), "
                         "eager (the reference), fast (fused kernels; on CUDA an fp16 UNet and a CUDA graph), "
                         "onnxruntime, tensorrt")
     p.add_argument("--unet-dtype", choices=DTYPE_NAMES, default=None,
@@ -140,8 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_path_flags(s, "serve")
     s.add_argument("--device", default="cpu", help="cpu or cuda")
     s.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
-                   help="auto (default: onnxruntime on a CPU when the model's ONNX graphs are cached, else eager; "
-                        "fast on CUDA), or one of eager, fast, onnxruntime, tensorrt")
+                   help="auto (default: on a CPU with native bfloat16 fast, whose clips are cheaper once started; "
+                        "else onnxruntime when the model's ONNX graphs are cached, else eager; fast on CUDA), or one "
+                        "of eager, fast, onnxruntime, tensorrt")
     s.add_argument("--sam-checkpoint", default=None, help="SAM .pth: clicks and boxes on any image")
     s.add_argument("--threads", type=_integer, default=None,
                    help="CPU threads for the model, 1 to the cores this process may use (default as for generate)")
@@ -203,7 +205,8 @@ def _pipeline(args):
     use_threads(args.threads)
     pipe = Pipeline.from_pretrained(args.checkpoint, device=args.device, backend=args.backend,
                                     sam_checkpoint=args.sam_checkpoint, sam_type=args.sam_type,
-                                    backend_options=_backend_options(args), path=args.path)
+                                    backend_options=_backend_options(args), path=args.path,
+                                    many_clips=args.command == "batch")
     print(f"model: {pipe.source} (backend {pipe.backend_name})")
     if (args.backend == "auto" and pipe.backend_name == "eager" and pipe.device.type == "cpu" and not args.checkpoint
             and not _backend_options(args)):

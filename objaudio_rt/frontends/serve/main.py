@@ -16,7 +16,7 @@ def build_service(checkpoint=None, device: str = "cpu", backend: str = "eager", 
 
     use_threads(threads)
     pipe = Pipeline.from_pretrained(checkpoint, device=device, backend=backend, sam_checkpoint=sam_checkpoint,
-                                    path=path)
+                                    path=path, many_clips=True)     # a service: start-up once, clips for hours
     return Service(pipe, limits, submit=submit, shared_scenes=shared_scenes)
 
 

@@ -1,7 +1,7 @@
 """The "auto" backend and graph backends without PyTorch networks (model.GraphModel).
 
 auto on a CPU picks onnxruntime exactly when the cache holds current graphs of these weights, else
-eager; a graph backend on a checkpoint folder builds no network and imports neither diffusers,
+eager (for many clips on a CPU with native bf16, fast first); a graph backend on a checkpoint folder builds no network and imports neither diffusers,
 transformers nor open_clip, yet generates what the eager pipeline of the same folder generates
 (within the ONNX Runtime test's tolerance) and still gives the whole model when asked for it."""
 import json
@@ -68,6 +68,23 @@ def test_auto_picks_onnxruntime_only_with_current_graphs(exported, monkeypatch, 
     assert resolve_backend("auto", cpu, fingerprint) == "eager"         # another contract version
     with pytest.raises(ObjaudioError, match="unknown backend"):
         resolve_backend("quick", cpu, fingerprint)
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_auto_for_many_clips_picks_fast_on_a_cpu_with_native_bf16(exported, monkeypatch, bf16):
+    """A service or a batch (many_clips) pays start-up once: fast first where the CPU has native bf16 (its
+    VAE runs there), else the one-shot order (onnxruntime with current graphs)."""
+    import objaudio_rt.backends as backends
+
+    folder, cache = exported
+    fingerprint = lambda: checkpoint_fingerprint(folder)        # noqa: E731
+    cpu = torch.device("cpu")
+    monkeypatch.setenv("OBJAUDIO_CACHE", str(cache))
+    monkeypatch.setattr(backends, "native_bf16", lambda: bf16)
+    assert resolve_backend("auto", cpu, fingerprint, many_clips=True) == ("fast" if bf16 else "onnxruntime")
+    assert resolve_backend("auto", cpu, fingerprint) == "onnxruntime"                      # one clip: start-up first
+    assert resolve_backend("auto", cpu, fingerprint, {"dtype": "fp32"}, many_clips=True) == "eager"   # eager's option
+    assert resolve_backend("onnxruntime", cpu, fingerprint, many_clips=True) == "onnxruntime"
 
 
 def test_export_to_a_current_cache_builds_no_model(exported, monkeypatch, tmp_path):
