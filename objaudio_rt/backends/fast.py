@@ -92,7 +92,6 @@ class FastOptions:
         return FastOptions(**{**base, **changes})
 
 
-
 class FastBackend(EagerBackend):
     name = "fast"
 
