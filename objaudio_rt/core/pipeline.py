@@ -161,7 +161,8 @@ class Pipeline:
 
         None means the embedded default model (objaudio_rt/assets/tiny-synth). `source` says which.
         backend "auto" picks the fastest one ready here (backends.resolve_backend; `many_clips`: for a
-        process that generates clip after clip, where start-up counts once); `backend_name` says which. A graph backend on a checkpoint folder loads no PyTorch network (checkpoint.load_graph_model).
+        process that generates clip after clip, where start-up counts once); `backend_name` says which.
+        A graph backend on a checkpoint folder loads no PyTorch network (checkpoint.load_graph_model).
         """
         from ..modelio.artifacts import model_fingerprint
         from ..modelio.checkpoint import load_checkpoint, load_graph_model

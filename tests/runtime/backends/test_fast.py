@@ -129,8 +129,8 @@ def test_fast_composed_on_cpu_equals_eager_bit_for_bit(tiny):
 def test_fast_pipeline_on_cpu_equals_eager():
     waves = {}
     for name in ("eager", "fast"):
-        options = {"vocoder_channels_last": False, "vae_dtype": "fp32"} if name == "fast" else {}
-        pipe = Pipeline.from_pretrained("random:tiny", device="cpu", backend=name, seed=5, backend_options=options)
+        pipe = Pipeline.from_pretrained("random:tiny", device="cpu", backend=name, seed=5,
+                                        backend_options=EAGER_LIKE if name == "fast" else {})
         scene = pipe.encode_image(np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8))
         mask = np.zeros((40, 56), np.float32)
         mask[5:30, 10:40] = 1
