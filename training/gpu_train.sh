@@ -5,8 +5,8 @@
 #
 # Stages, each under `timeout` and logging to $OUT (default ./out), inside one call's DEADLINE (570 s):
 #   1. install the travelling wheels (.whl/) into /tmp/site                          -> build.log
-#   2. train: the targeted fine-tune of the UNet + grounding from the embedded checkpoint, on the
-#      GPU, TRAIN_MINUTES of wall clock (default 4.5, building the SynthScenes cache included)   -> train.log
+#   2. train: the targeted-v fine-tune (LDM_PRESET; the recipe that moved the CPU runs) of the UNet +
+#      grounding from the embedded checkpoint, on the GPU, TRAIN_MINUTES of wall clock (default 4.5, building the SynthScenes cache included)   -> train.log
 #   3. evaluate the new checkpoint with training.evaluate --device cuda on EVAL_RANGES, unseen
 #      test-split scenes (default 20000:60,21000:60: about 790 selections)           -> eval_new.json/.log
 #   4. evaluate the embedded checkpoint on the same scenes and seeds (paired), if time is left -> eval_base.json/.log
@@ -16,8 +16,9 @@
 # Back here: `python -m training.shard join out/ckpt NEW_CKPT`, then compare the two JSONs (every bar on
 # the same selections) before the new checkpoint may replace objaudio_rt/assets/tiny-synth.
 # Knobs (environment): OUT, DEVICE (cuda; cpu for a dry run here), TRAIN_MINUTES, SCENES (training scenes,
-# 3000), BATCH_SCALE (batch multiple of the CPU recipe, 8), EVAL_RANGES, MAX_STEPS (cap, dry runs), DEADLINE,
-# SETUP_SECONDS (what the train stage may take beyond TRAIN_MINUTES: loading, the cache, calibration; 120).
+# 3000), BATCH_SCALE (batch multiple of the CPU recipe, 8), LDM_PRESET (targeted-v), EVAL_RANGES, MAX_STEPS
+# (cap, dry runs), DEADLINE, SETUP_SECONDS (what the train stage may take beyond TRAIN_MINUTES: loading, the
+# cache, calibration; 120).
 # A failing stage is logged and the next one runs; exits 1 when any stage failed or timed out.
 set -u
 cd "$(dirname "$0")/.."
@@ -34,6 +35,7 @@ DEVICE="${DEVICE:-cuda}"
 TRAIN_MINUTES="${TRAIN_MINUTES:-4.5}"
 SCENES="${SCENES:-3000}"
 BATCH_SCALE="${BATCH_SCALE:-8}"
+LDM_PRESET="${LDM_PRESET:-targeted-v}"
 EVAL_RANGES="${EVAL_RANGES:-20000:60,21000:60}"
 RUN="${RUN:-/tmp/objaudio-gpu-train}"
 BASE=objaudio_rt/assets/tiny-synth
@@ -47,7 +49,7 @@ if [ "$DEVICE" = cuda ]; then install_wheels "$OUT/build.log"; fi
 # ---- 2. train ------------------------------------------------------------------------------------
 rm -rf "$RUN"
 stage "train ($TRAIN_MINUTES min on $DEVICE)" "$(cap "$(awk "BEGIN { print int($TRAIN_MINUTES * 60 + ${SETUP_SECONDS:-120}) }")" 200)" \
-    "$OUT/train.log" python3 -m training.train --preset tiny-synth --out "$RUN" --stage ldm --ldm-preset targeted \
+    "$OUT/train.log" python3 -m training.train --preset tiny-synth --out "$RUN" --stage ldm --ldm-preset "$LDM_PRESET" \
         --init-from "$BASE" --device "$DEVICE" --scenes "$SCENES" --workers "$WORKERS" --batch-scale "$BATCH_SCALE" \
         --budget-minutes "$TRAIN_MINUTES" --seed 5 "${STEPS_CAP[@]}"
 NEW="$RUN/model"
