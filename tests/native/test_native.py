@@ -881,7 +881,7 @@ def gated(engine, pipe, tmp_path_factory):
 def test_gated_engine_makes_silent_selections_zeros_and_the_rest_as_python(build, gated):
     """The rock (silent to the gate) is zeros in one pass, a long clip, a loop's stream and a stem; the bird,
     and the composed union rock + bird (its rock part dropped), equal the Python pipeline; silence_gate false
-    generates the rock as the paper's model does; a teacher's engine refuses silence_gate true."""
+    runs the networks for the rock as Python does; a teacher's engine refuses silence_gate true."""
     from objaudio_rt import Mask
 
     folder, gpipe = gated
@@ -902,7 +902,9 @@ def test_gated_engine_makes_silent_selections_zeros_and_the_rest_as_python(build
         off = native.generate(seed=SEED, steps=3, silence_gate="false")
         want_off = gpipe.generate_many(scene, [rock], seed=SEED, steps=3, silence_gate=False,
                                        progress=False)[0].wave.numpy()
-        assert float(np.abs(off).max()) > 10 * tol and float(np.abs(off - want_off).max()) <= tol
+        # the networks ran (the gate's silence is exact zeros; theirs is not: the targeted-v model makes the rock
+        # near-silent by itself, a floor of ~2e-5) and gave what Python's do
+        assert off.any() and want_off.any() and float(np.abs(off - want_off).max()) <= tol
 
         native.req = native.request("bird")
         assert float(np.abs(native.generate(seed=SEED, steps=3) - want_bird).max()) <= tol
