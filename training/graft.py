@@ -21,7 +21,6 @@ import copy
 import sys
 from pathlib import Path
 
-import torch
 
 from objaudio_rt.core.errors import check, command
 from objaudio_rt.core.samplers import SamplerPlan
