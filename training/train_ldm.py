@@ -38,6 +38,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
@@ -49,6 +50,7 @@ from objaudio_rt.core.grounding import GroundingAttention, rescale_patch_weights
 from objaudio_rt.modelio.model import Calibration, ObjaudioModel
 from objaudio_rt.core.samplers import alphas_cumprod
 
+from .data import KINDS
 from .train_components import StageBudget, run_loop
 
 
@@ -72,6 +74,9 @@ class LdmConfig:
     # the schedule (the loss keeps its scale). 1 + 1/SNR turns the eps loss into v-prediction's; the
     # high-noise steps, where a sampler decides whether there is a sound at all, weigh more. 0: plain MSE.
     high_noise_cap: float = 0.0
+    # > 1: within the "single" kind (its share unchanged), examples of scenes with >= 3 sounding objects
+    # are drawn this many times as often as those of two-object scenes (leakage is highest in busy scenes)
+    busy_single: float = 1.0
 
 
 def noise_weights(acp: torch.Tensor, cap: float) -> torch.Tensor:
@@ -181,7 +186,7 @@ def train_ldm(model: ObjaudioModel, data: LatentSet, budget: StageBudget, cfg: L
     gen = torch.Generator(device="cpu").manual_seed(seed + 1000 * rank + start_step)
     n_ex, n_t = data.latents.shape[0], acp.numel()
     last_save = [time.time()]
-    draw = example_weights(data, cfg.kind_weights)                                   # (E,) or None
+    draw = example_weights(data, cfg.kind_weights, cfg.busy_single)                                 # (E,) or None
 
     def step(i):
         i += start_step
@@ -225,20 +230,32 @@ def train_ldm(model: ObjaudioModel, data: LatentSet, budget: StageBudget, cfg: L
     return {**metrics, "steps_total": start_step + metrics["steps"]}
 
 
-def example_weights(data: LatentSet, kind_weights: tuple[float, ...] | None) -> torch.Tensor | None:
-    """Per-example sampling weights (E,) giving each kind its share of a batch; None: uniform."""
+def example_weights(data: LatentSet, kind_weights: tuple[float, ...] | None, busy_single: float = 1.0
+                    ) -> torch.Tensor | None:
+    """Per-example sampling weights (E,) giving each kind its share of a batch; None: uniform.
+
+    `busy_single` (LdmConfig.busy_single): inside the "single" kind, the examples of scenes with >= 3
+    sounding objects (scenes with >= 3 single examples) weigh this much more than the others."""
     if kind_weights is None:
         return None
     if data.kind is None:
         raise ObjaudioError("kind_weights needs the example kinds in the latent set: delete "
                             "cache/latents.safetensors so that it is rebuilt")
+    if not (np.isfinite(busy_single) and busy_single > 0):
+        raise ObjaudioError(f"busy_single must be > 0, got {busy_single}")
     shares = torch.tensor(kind_weights, dtype=torch.float64)
     kinds = data.kind.cpu()
     if bool((kinds < 0).any()) or int(kinds.max()) >= shares.numel() or bool((shares < 0).any()):
         raise ObjaudioError(f"kind_weights {kind_weights} must be >= 0 with one share per example kind "
                             f"(kinds 0..{int(kinds.max())} present)")
-    counts = torch.bincount(kinds, minlength=shares.numel()).double()
-    per_example = torch.where(counts > 0, shares / counts.clamp_min(1), torch.zeros_like(shares))[kinds]
+    within = torch.ones(kinds.numel(), dtype=torch.float64)                  # relative weight inside a kind
+    single = kinds == KINDS.index("single")
+    if busy_single != 1.0 and bool(single.any()):
+        scene = data.ex_scene.cpu()
+        singles_per_scene = torch.bincount(scene[single], minlength=int(scene.max()) + 1)
+        within[single & (singles_per_scene[scene] >= 3)] = busy_single
+    totals = torch.zeros(shares.numel(), dtype=torch.float64).index_add_(0, kinds, within)
+    per_example = torch.where(totals > 0, shares / totals.clamp_min(1e-12), torch.zeros_like(shares))[kinds] * within
     if float(per_example.sum()) <= 0:
         raise ObjaudioError(f"kind_weights {kind_weights} give every example kind present a share of 0")
     return (per_example / per_example.sum()).float()

@@ -229,6 +229,27 @@ def test_kind_weights_give_each_kind_its_share_of_a_batch():
     assert example_weights(data, None) is None
 
 
+def test_busy_single_weighs_singles_of_busy_scenes_up_inside_their_kind():
+    from training.train_ldm import example_weights
+
+    # scene 0: two sounding objects (2 singles), scene 1: three (3 singles); one mixture and one silent each
+    kinds = [0, 1, 1, 2, 0, 1, 1, 1, 2]
+    data = _latent_set(kinds)
+    data.ex_scene = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 1])
+    w = example_weights(data, (0.2, 0.5, 0.3, 0.0), busy_single=2.0)
+    kind = data.kind
+    share = torch.stack([w[kind == k].sum() for k in range(3)])
+    assert torch.allclose(share, torch.tensor([0.2, 0.5, 0.3]), atol=1e-6)           # kind shares unchanged
+    assert w[5].item() == pytest.approx(2 * w[1].item(), rel=1e-5)                  # busy single: twice as often
+    assert torch.allclose(w[5:8], w[5].expand(3)) and torch.allclose(w[1:3], w[1].expand(2))
+    assert w[0].item() == pytest.approx(w[4].item()) and w[3].item() == pytest.approx(w[8].item())
+    assert torch.allclose(example_weights(data, (0.2, 0.5, 0.3, 0.0), busy_single=1.0),
+                          example_weights(data, (0.2, 0.5, 0.3, 0.0)))
+    from objaudio_rt.core.errors import ObjaudioError
+    with pytest.raises(ObjaudioError, match="busy_single must be > 0"):
+        example_weights(data, (0.2, 0.5, 0.3, 0.0), busy_single=0.0)
+
+
 def test_kind_weights_errors_say_what_to_do():
     from objaudio_rt.core.errors import ObjaudioError
     from training.train_ldm import example_weights
