@@ -511,6 +511,9 @@ def main(argv=None) -> int:
                    help="lever (training/levers.py): subtract LAM x the rest-of-scene guidance direction")
     p.add_argument("--union-gain", type=float, default=1.0, metavar="G",
                    help="lever (training/levers.py): each of a composed union's k parts gets guidance weight G/k")
+    p.add_argument("--union-mix", action="store_true",
+                   help="lever (training/levers.py): each part of a union generated alone at full guidance, the "
+                        "parts' waveforms summed")
     p.add_argument("--apg", default=None, metavar="ETA[:R]",
                    help="lever (training/levers.py): adaptive projected guidance, keeping ETA of the update's part "
                         "parallel to the conditional prediction, the update's norm capped at R (default: none)")
@@ -543,7 +546,7 @@ def main(argv=None) -> int:
         steps, sampler, cfg = run.steps, run.sampler, run.cfg
         seeds = test_seeds(args.ranges) if args.ranges else split_seeds("test", args.scenes, start=args.seed_start)
         seconds = pipe.config.clip_seconds
-        levers = Levers(args.negative, args.union_gain, parse_apg(args.apg))
+        levers = Levers(args.negative, args.union_gain, parse_apg(args.apg), args.union_mix)
         lever_run = levers != Levers()
         meta = {"union_mode": args.union_mode or "both", "steps": steps, "sampler": sampler, "cfg": cfg,
                 "clip_seconds": seconds, "device": str(pipe.device), "checkpoint": pipe.source,
