@@ -418,7 +418,7 @@ def save_audio(path: Path, seeds: list[int], scene_waves: list[np.ndarray], scen
 
 
 RESUME_KEYS = ("checkpoint", "steps", "sampler", "cfg", "union_mode", "clip_seconds", "options", "kinds", "backend",
-               "backend_options")
+               "backend_options", "union_runtime")
 
 
 def resume_clips(path: Path | None, meta: dict) -> tuple[dict, float]:
@@ -511,9 +511,9 @@ def main(argv=None) -> int:
                    help="lever (training/levers.py): subtract LAM x the rest-of-scene guidance direction")
     p.add_argument("--union-gain", type=float, default=1.0, metavar="G",
                    help="lever (training/levers.py): each of a composed union's k parts gets guidance weight G/k")
-    p.add_argument("--union-mix", action="store_true",
-                   help="lever (training/levers.py): each part of a union generated alone at full guidance, the "
-                        "parts' waveforms summed")
+    p.add_argument("--union-runtime", choices=("compose", "mix"), default="compose",
+                   help="how the runtime generates the 'union' selections Mask(a) | Mask(b) (Pipeline.generate_many's "
+                        "union): compose (one pass, guidance averaged) or mix (each part alone, waveforms summed)")
     p.add_argument("--apg", default=None, metavar="ETA[:R]",
                    help="lever (training/levers.py): adaptive projected guidance, keeping ETA of the update's part "
                         "parallel to the conditional prediction, the update's norm capped at R (default: none)")
@@ -546,14 +546,19 @@ def main(argv=None) -> int:
         steps, sampler, cfg = run.steps, run.sampler, run.cfg
         seeds = test_seeds(args.ranges) if args.ranges else split_seeds("test", args.scenes, start=args.seed_start)
         seconds = pipe.config.clip_seconds
-        levers = Levers(args.negative, args.union_gain, parse_apg(args.apg), args.union_mix)
+        levers = Levers(args.negative, args.union_gain, parse_apg(args.apg))
         lever_run = levers != Levers()
+        check(not (lever_run and args.union_runtime != "compose"),
+              "the levers generate unions their own way: leave --union-runtime at compose with --negative, "
+              "--union-gain or --apg")
         meta = {"union_mode": args.union_mode or "both", "steps": steps, "sampler": sampler, "cfg": cfg,
                 "clip_seconds": seconds, "device": str(pipe.device), "checkpoint": pipe.source,
                 "backend": pipe.backend_name, "backend_options": backend_options or None,
                 "options": levers.label() if lever_run else None,
                 "silence_gate": run.silence_gate and not lever_run,
-                "kinds": None if args.kinds is None else args.kinds.split(",")}
+                "kinds": None if args.kinds is None else args.kinds.split(","), 
+                # None for compose, so that clips saved before this key resume
+                "union_runtime": None if args.union_runtime == "compose" else args.union_runtime}
         done, spent = resume_clips(args.save_audio, meta)      # a rerun continues an interrupted one
         t = time.time()
 
@@ -567,7 +572,7 @@ def main(argv=None) -> int:
 
         generate(pipe, [s for s in seeds if s not in done], steps, sampler, cfg, union_mode=meta["union_mode"],
                  on_scene=on_scene, generate_many=levered_generate_many(pipe, levers) if lever_run else
-                 functools.partial(pipe.generate_many, silence_gate=run.silence_gate),
+                 functools.partial(pipe.generate_many, silence_gate=run.silence_gate, union=args.union_runtime),
                  kinds=meta["kinds"])
         meta["generate_seconds"] = round(spent + time.time() - t, 1)
         scene_waves, scene_mels = [done[s][0] for s in seeds], [done[s][1] for s in seeds]
@@ -580,6 +585,7 @@ def main(argv=None) -> int:
         result["worst_dir"] = str(folder)
     n = max(1, result["selections"])
     result.update({"union_mode": args.union_mode or union_mode_of(meta), "options": meta.get("options"),
+                   "union_runtime": meta.get("union_runtime") or "compose",
                    "generate_seconds": meta["generate_seconds"], "device": meta["device"],
                    "seconds_per_selection": round(meta["generate_seconds"] / n, 3),
                    "checkpoint": meta["checkpoint"], "classifier": str(args.classifier),

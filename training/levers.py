@@ -16,9 +16,6 @@ it is the runtime's composed union. Levers:
                  worse at guidance 4.) Text and whole-scene selections get no negative row.
     union_gain   gamma: each of the k parts of a composed union gets weight gamma / k (1: their mean,
                  the runtime's default; 2 with two parts: each object at full guidance).
-    union_mix    each part of a union generated as its own item at full guidance and the parts' waveforms
-                 summed (their log-mels summed as power): k items' work for one union, against one pass
-                 of k + 1 rows for the composed union.
     apg          adaptive projected guidance (objaudio_rt/core/guidance.py) in place of classifier-free
                  guidance's update: eta, the kept share of the update's part parallel to the
                  conditional prediction, and r, a cap on the update's norm (0: none).
@@ -43,7 +40,6 @@ class Levers:
     negative: float = 0.0
     union_gain: float = 1.0
     apg: APG | None = None
-    union_mix: bool = False
 
     def __post_init__(self):
         check(np.isfinite(self.negative) and self.negative >= 0, f"negative must be >= 0, got {self.negative}")
@@ -51,7 +47,7 @@ class Levers:
 
     def label(self) -> str:
         return f"negative={self.negative:g},union_gain={self.union_gain:g}" + (
-            f",{self.apg.label()}" if self.apg is not None else "") + (",union_mix" if self.union_mix else "")
+            f",{self.apg.label()}" if self.apg is not None else "")
 
 
 def complement(pixel: np.ndarray | None) -> np.ndarray | None:
@@ -71,44 +67,29 @@ def levered_generate_many(pipe: Pipeline, levers: Levers):
     def generate_many(scene: Scene, selections, steps: int, sampler: str, cfg: float, seed: int,
                       progress: bool = False) -> list[Generation]:
         run = RunOptions(steps, sampler, cfg, seed).resolve(pipe.config)
-        conds, owner, weights, shown, item_of = [], [], [], [], []      # item_of: generated row -> selection
+        conds, owner, weights, shown = [], [], [], []
         for item, selection in enumerate(selections):
             parts = (selection or Whole()).parts()
             groups = pipe.parts(scene, selection, "compose")                         # [(weights, pixel)] per part
             k = len(groups)
-            mix = levers.union_mix and k > 1
             gain = levers.union_gain if k > 1 else 1.0
             for patch_w, _ in groups:
-                if mix:
-                    item_of.append(item)
                 conds.append(pipe.condition(scene, patch_w))
-                owner.append(len(item_of) - 1 if mix else len(item_of))
-                weights.append(1.0 if mix else gain / k)
-            if not mix:
-                item_of.append(item)
+                owner.append(item)
+                weights.append(gain / k)
             shown.append(combine_parts(groups))
             pixel = shown[-1][1]
             rest = None if any(isinstance(p, (Text, Whole)) for p in parts) else complement(pixel)
-            if levers.negative > 0 and rest is not None and not mix:
+            if levers.negative > 0 and rest is not None:
                 neg_w, _ = pipe.select(scene, Mask(rest))
                 conds.append(pipe.condition(scene, neg_w))
-                owner.append(len(item_of) - 1)
+                owner.append(item)
                 weights.append(-levers.negative / run.cfg)
         rows = Conditions.signed(torch.cat(conds), torch.tensor(owner), torch.tensor(weights, dtype=torch.float32),
-                                 len(item_of), pipe.backend.null_condition)
+                                 len(selections), pipe.backend.null_condition)
         z = pipe.sample(rows, run, progress=progress, guidance=levers.apg)          # (B, C, T/4, M/4)
         mel, wave = pipe.audio(z, run)
-        mel, wave = mix_items(mel.cpu(), wave, torch.tensor(item_of), len(selections))
-        return [Generation(wave[i], mel[i], w.cpu(), m, pipe.config.mel.sample_rate, seed, steps, sampler, cfg)
+        return [Generation(wave[i], mel[i].cpu(), w.cpu(), m, pipe.config.mel.sample_rate, seed, steps, sampler, cfg)
                 for i, (w, m) in enumerate(shown)]
 
     return generate_many
-
-
-def mix_items(mel: torch.Tensor, wave: torch.Tensor, item_of: torch.Tensor, items: int
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per selection, the sum of its generated rows' waveforms (B, samples) -> (items, samples), and
-    their log-mels summed as power (log-sum-exp). A selection of one row is returned unchanged."""
-    out_wave = torch.zeros((items, wave.shape[1]), dtype=wave.dtype).index_add_(0, item_of, wave)
-    out_mel = torch.stack([torch.logsumexp(mel[item_of == i], dim=0) for i in range(items)])
-    return out_mel, out_wave

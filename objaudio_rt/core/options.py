@@ -30,7 +30,9 @@ if TYPE_CHECKING:
     from .config import ModelConfig
 
 SAMPLERS = ("ddim", "dpmpp", "dpmpp3m", "unipc")   # samplers.py: DDIM, DPM-Solver++ 2M and 3M, UniPC
-UNION_MODES = ("compose", "mask")
+# "compose": one pass, each part's guidance direction averaged; "mask": the paper's union mask (one condition);
+# "mix": each part generated alone (one batch) and the waveforms summed (pipeline.Pipeline.generate_batch)
+UNION_MODES = ("compose", "mask", "mix")
 # "cfg": classifier-free guidance (the paper's); "apg": adaptive projected guidance (guidance.APG, eta 0),
 # measured against cfg on paired unseen selections (training/README.md)
 GUIDANCE = ("cfg", "apg")

@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import threading
@@ -297,6 +298,11 @@ class Pipeline:
         union = union or self.union
         check(union in UNION_MODES, f"unknown union mode {union!r}: use one of {', '.join(UNION_MODES)}")
         check(len(selections) > 0, "give at least one selection")
+        if union == "mix":                 # one part a selection: the same rows as "compose"
+            check(all(conditions_per_item(s, union) == 1 for s in selections),
+                  "union mix generates each part as its own selection: give the parts (mix_parts), then sum "
+                  "their generations (mix_generations), as generate_batch does")
+            union = "compose"
         gated = self.config.silence_gate is not None if silence_gate is None else silence_gate
         check(not gated or self.backend.silence_gate is not None,
               "this checkpoint has no silence gate: leave silence_gate unset (or false)")
@@ -495,7 +501,10 @@ class Pipeline:
         `union` (default: the pipeline's, "compose") says how a union `A | B` is generated:
         "compose" conditions on each part separately and averages their guidance directions
         (denoise.py); "mask" is the paper's single union mask (the parts'
-        pixel masks unioned, one condition). A selection of one part is the same in both modes.
+        pixel masks unioned, one condition); "mix" generates each part alone, at full guidance
+        and from the same noise, and sums their waveforms (`mix_generations`): `A | B` is then
+        exactly what `A` and `B` sound like alone, played together. A selection of one part is the
+        same in every mode.
 
         `duration` may pass the model's max_seconds (up to options.MAX_SECONDS) and `loop` makes the
         clip's end flow into its start: both denoise one latent over overlapping windows (longform.py).
@@ -512,6 +521,10 @@ class Pipeline:
                        progress: bool = True) -> list[Generation]:
         """`generate_many` with its options as one `RunOptions` (what the CLI and the service parse)."""
         run = run.resolve(self.config, self.union)
+        if run.union == "mix" and any(conditions_per_item(s, "mix") > 1 for s in selections):
+            parts, owner = mix_parts(selections)
+            gens = self.generate_batch(scene, parts, dataclasses.replace(run, union="compose"), progress)
+            return [mix_generations([g for g, o in zip(gens, owner) if o == i]) for i in range(len(selections))]
         batch = self.conditions(scene, selections, run.union, run.silence_gate)
         z = self.sample(batch, run, progress=progress)                             # the kept items'
         mel, wave = self.audio(z, run)
@@ -536,8 +549,31 @@ def guidance_of(run: RunOptions) -> APG | None:
 
 def conditions_per_item(selection: Selection | None, union: str) -> int:
     """How many condition rows a selection runs (the one union rule; the service batches by it):
-    a composed union one per part, anything else one."""
-    return len((selection or Whole()).parts()) if union == "compose" else 1
+    a composed or mixed union one per part, anything else one."""
+    return len((selection or Whole()).parts()) if union in ("compose", "mix") else 1
+
+
+def mix_parts(selections: list[Selection | None]) -> tuple[list[Selection | None], list[int]]:
+    """Union "mix": every selection's parts as selections of their own, and the selection each came from."""
+    parts, owner = [], []
+    for i, selection in enumerate(selections):
+        mine = (selection or Whole()).parts() if selection is not None else [None]
+        parts += mine
+        owner += [i] * len(mine)
+    return parts, owner
+
+
+def mix_generations(parts: list[Generation]) -> Generation:
+    """One selection of union "mix" from its parts' generations: the waveforms summed, the log-mels summed
+    as power (log-sum-exp: what the sum sounds like, not one the vocoder heard), the patch weights and
+    pixel masks as `combine_parts` shows a composed union's; silent when every part is."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    weights, mask = combine_parts([(g.weights, g.mask) for g in parts])
+    return dataclasses.replace(first, wave=torch.stack([g.wave for g in parts]).sum(0),
+                               mel=torch.logsumexp(torch.stack([g.mel for g in parts]), dim=0),
+                               weights=weights, mask=mask, silent=all(g.silent for g in parts))
 
 
 def combine_parts(parts: list[Part]) -> Part:

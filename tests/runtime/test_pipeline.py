@@ -164,6 +164,28 @@ def test_union_modes(tiny_pipe, scene_image, square_mask, disc_mask):
         tiny_pipe.generate_many(scene, [both], union="sum", **OPTS)
 
 
+def test_mixed_union_is_its_parts_alone_played_together(tiny_pipe, scene_image, square_mask, disc_mask):
+    from objaudio_rt.core.pipeline import mix_parts
+
+    scene = tiny_pipe.encode_image(scene_image)
+    both = Mask(square_mask) | Mask(disc_mask)
+    mixed = tiny_pipe.generate_many(scene, [Mask(disc_mask), both, None], seed=2, union="mix", **OPTS)
+    alone = tiny_pipe.generate_many(scene, [Mask(square_mask), Mask(disc_mask), None], seed=2, **OPTS)
+    # each item's noise comes from the seed alone, so a part in the mix is the part generated alone (up to
+    # the rounding of another batch: 1e-4 of the waves' scale, as the composed-union batch test allows)
+    def close(got, ref):
+        torch.testing.assert_close(got, ref, atol=1e-4 * float(ref.abs().max()), rtol=1e-4)
+    close(mixed[0].wave, alone[1].wave)
+    close(mixed[2].wave, alone[2].wave)
+    close(mixed[1].wave, alone[0].wave + alone[1].wave)
+    close(mixed[1].mel, torch.logsumexp(torch.stack([alone[0].mel, alone[1].mel]), dim=0))
+    np.testing.assert_array_equal(mixed[1].mask > 0, square_mask | disc_mask)
+    assert not torch.equal(mixed[1].wave, tiny_pipe.generate_many(scene, [both], seed=2, **OPTS)[0].wave)
+    assert mix_parts([both, None, Mask(disc_mask)])[1] == [0, 0, 1, 2]
+    with pytest.raises(ObjaudioError, match="mix_parts"):
+        tiny_pipe.conditions(scene, [both], union="mix")
+
+
 def test_composed_union_in_a_batch_matches_it_alone(tiny_pipe, scene_image, square_mask, disc_mask):
     """Items with fewer parts are padded with zero-weight copies: batch neighbours do not change them."""
     scene = tiny_pipe.encode_image(scene_image)

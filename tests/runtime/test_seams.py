@@ -45,7 +45,7 @@ def test_single_selections_take_the_identity_rows_and_unions_follow_the_one_rule
     assert pipe.conditions(scene, [Mask(a), Whole()]).conditions.identity
     assert not pipe.conditions(scene, [Mask(a) | Mask(b)]).conditions.identity
     assert pipe.conditions(scene, [Mask(a) | Mask(b)], union="mask").conditions.identity
-    assert conditions_per_item(Mask(a) | Mask(b), "compose") == 2
+    assert conditions_per_item(Mask(a) | Mask(b), "compose") == 2 == conditions_per_item(Mask(a) | Mask(b), "mix")
     assert conditions_per_item(Mask(a) | Mask(b), "mask") == 1 and conditions_per_item(None, "compose") == 1
     with pytest.raises(ObjaudioError, match="at least one selection"):
         pipe.conditions(scene, [])

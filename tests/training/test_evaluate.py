@@ -200,3 +200,26 @@ def test_kinds_keeps_only_the_named_selections_and_re_pairs_text():
     assert all(it.pair == -1 for it in items)
     with pytest.raises(ObjaudioError, match="unknown selection kinds"):
         scene_selections(scene, "both", ("objects",))
+
+
+def test_union_runtime_mix_generates_unions_part_by_part(files, tmp_path, capsys):
+    common = ["--checkpoint", str(files / "ckpt"), "--ranges", "4:1", "--steps", "2", "--sampler", "ddim",
+              "--classifier", str(files / "classifier.safetensors"), "--kinds", "union,object"]
+    out = {}
+    for rule in ("compose", "mix"):
+        out[rule] = tmp_path / f"{rule}.json"
+        assert main([*common, "--union-runtime", rule, "--json", str(out[rule]),
+                     "--save-audio", str(tmp_path / f"{rule}.npz")]) == 0
+    mix, compose = (json.loads(out[r].read_text()) for r in ("mix", "compose"))
+    assert mix["union_runtime"] == "mix" and compose["union_runtime"] == "compose"
+    assert mix["counts"]["union"] == compose["counts"]["union"] > 0
+    from training.evaluate import load_audio
+    (w_mix,), (w_comp,) = load_audio(tmp_path / "mix.npz")[1], load_audio(tmp_path / "compose.npz")[1]
+    kinds = [it.kind for it in scene_selections(generate_scene(split_seeds("test", 1, start=4)[0]), "both",
+                                                ("union", "object"))[1]]
+    unions = [n for n, k in enumerate(kinds) if k == "union"]
+    objects = [n for n, k in enumerate(kinds) if k == "object"]
+    assert not np.array_equal(w_mix[unions], w_comp[unions])                   # the unions differ ...
+    np.testing.assert_allclose(w_mix[objects], w_comp[objects], atol=2 / 255)  # ... single objects do not
+    assert main([*common, "--union-runtime", "mix", "--negative", "1", "--json", str(tmp_path / "x.json")]) != 0
+    assert "leave --union-runtime at compose" in capsys.readouterr().err
