@@ -56,7 +56,7 @@ extern "C" {
  * of the same MAJOR and a MINOR at least its own: objaudio_abi_version() (the library's MAJOR) and
  * objaudio_abi_minor() tell. */
 #define OBJAUDIO_ABI_MAJOR 2
-#define OBJAUDIO_ABI_MINOR 3
+#define OBJAUDIO_ABI_MINOR 4
 #define OBJAUDIO_ABI_VERSION OBJAUDIO_ABI_MAJOR   /* the name ABI 2.0 hosts compare objaudio_abi_version() with */
 
 /* The rates objaudio_resample converts to (objaudio_rt/core/options.py MIN_SAMPLE_RATE, MAX_SAMPLE_RATE). */
@@ -86,7 +86,9 @@ typedef enum objaudio_sampler {
 
 typedef enum objaudio_union {
     OBJAUDIO_UNION_COMPOSE = 0,         /* one condition per mask, guidance directions averaged (default) */
-    OBJAUDIO_UNION_MASK = 1             /* the paper's union mask: masks unioned pixel-wise, one condition */
+    OBJAUDIO_UNION_MASK = 1,            /* the paper's union mask: masks unioned pixel-wise, one condition */
+    OBJAUDIO_UNION_MIX = 2              /* each mask generated alone (same noise, full guidance), the PCM summed:
+                                           the union is its parts played together (ABI 2.4) */
 } objaudio_union;
 
 typedef struct objaudio_engine objaudio_engine;
@@ -185,7 +187,8 @@ OBJAUDIO_API objaudio_status objaudio_generate_stems(objaudio_engine* engine, co
  *   sampler      ddim | dpmpp | dpmpp3m | unipc                               (default: the engine's)
  *   cfg          number, 1 .. 100: the guidance scale                         (default: the engine's)
  *   seed         integer, 0 .. 18446744073709551615 (2**64 - 1): the noise, as request.seed   (default 0)
- *   union        compose | mask: how n_masks > 1 masks combine (objaudio_union)  (default compose)
+ *   union        compose | mask | mix: how n_masks > 1 masks combine (objaudio_union; mix: ABI 2.4)
+ *                                                                             (default compose)
  *   sample_rate  integer, OBJAUDIO_MIN_SAMPLE_RATE .. OBJAUDIO_MAX_SAMPLE_RATE Hz: the PCM's rate, through
  *                libsoxr as objaudio_resample                                 (default: the engine's)
  *   duration     seconds, from the engine's clip (clip_samples / sample_rate: one pass) to 120 (ABI 2.2). Past

@@ -511,9 +511,10 @@ def main(argv=None) -> int:
                    help="lever (training/levers.py): subtract LAM x the rest-of-scene guidance direction")
     p.add_argument("--union-gain", type=float, default=1.0, metavar="G",
                    help="lever (training/levers.py): each of a composed union's k parts gets guidance weight G/k")
-    p.add_argument("--union-runtime", choices=("compose", "mix"), default="compose",
+    p.add_argument("--union-runtime", choices=("mix", "compose"), default=None,
                    help="how the runtime generates the 'union' selections Mask(a) | Mask(b) (Pipeline.generate_many's "
-                        "union): compose (one pass, guidance averaged) or mix (each part alone, waveforms summed)")
+                        "union): mix (the runtime's default: each part alone, waveforms summed) or compose (one "
+                        "pass, guidance averaged; every report before 2026-12-07, and the levers' default)")
     p.add_argument("--apg", default=None, metavar="ETA[:R]",
                    help="lever (training/levers.py): adaptive projected guidance, keeping ETA of the update's part "
                         "parallel to the conditional prediction, the update's norm capped at R (default: none)")
@@ -548,9 +549,10 @@ def main(argv=None) -> int:
         seconds = pipe.config.clip_seconds
         levers = Levers(args.negative, args.union_gain, parse_apg(args.apg))
         lever_run = levers != Levers()
-        check(not (lever_run and args.union_runtime != "compose"),
-              "the levers generate unions their own way: leave --union-runtime at compose with --negative, "
+        check(not (lever_run and args.union_runtime == "mix"),
+              "the levers compose unions their own way: leave out --union-runtime mix with --negative, "
               "--union-gain or --apg")
+        args.union_runtime = args.union_runtime or ("compose" if lever_run else "mix")
         meta = {"union_mode": args.union_mode or "both", "steps": steps, "sampler": sampler, "cfg": cfg,
                 "clip_seconds": seconds, "device": str(pipe.device), "checkpoint": pipe.source,
                 "backend": pipe.backend_name, "backend_options": backend_options or None,

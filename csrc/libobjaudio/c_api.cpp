@@ -107,7 +107,7 @@ void check_image_size(uint32_t width, uint32_t height) {
     OBJ_CHECK(static_cast<uint64_t>(width) * height <= kMaxPixels, "image has more than 40000000 pixels");
 }
 
-const char* const kUnionNames[] = {"compose", "mask"};   // objaudio_union order; options.py UNION_MODES
+const char* const kUnionNames[] = {"compose", "mask", "mix"};   // objaudio_union order; options.py UNION_MODES
 
 const std::string& sampler_name(int32_t sampler, const objaudio::EngineSpec& s) {
     const auto& names = objaudio::sampler_names();        // in objaudio_sampler order, from 1
@@ -196,9 +196,10 @@ objaudio::Item check_item(const objaudio_request& r, const RunFields& run, const
     OBJ_CHECK(r.n_masks <= static_cast<size_t>(max_masks),
               std::to_string(r.n_masks) + " masks: at most " + std::to_string(max_masks) + " per generation");
     OBJ_CHECK(r.n_masks == 0 || r.masks != nullptr, "request.masks is NULL but n_masks is " + std::to_string(r.n_masks));
-    OBJ_CHECK(run.union_mode == OBJAUDIO_UNION_COMPOSE || run.union_mode == OBJAUDIO_UNION_MASK,
+    OBJ_CHECK(run.union_mode == OBJAUDIO_UNION_COMPOSE || run.union_mode == OBJAUDIO_UNION_MASK ||
+                  run.union_mode == OBJAUDIO_UNION_MIX,
               "unknown union_mode " + std::to_string(run.union_mode) +
-                  ": use OBJAUDIO_UNION_COMPOSE or OBJAUDIO_UNION_MASK");
+                  ": use OBJAUDIO_UNION_COMPOSE, OBJAUDIO_UNION_MASK or OBJAUDIO_UNION_MIX");
     if (r.n_masks > 0) {
         OBJ_CHECK(r.mask_width == sc.scene.width && r.mask_height == sc.scene.height,
                   "mask is " + std::to_string(r.mask_width) + "x" + std::to_string(r.mask_height) + " but the image is " +
@@ -215,6 +216,7 @@ objaudio::Item check_item(const objaudio_request& r, const RunFields& run, const
         item.masks.push_back(m);
     }
     item.union_mask = run.union_mode == OBJAUDIO_UNION_MASK;
+    item.mix = run.union_mode == OBJAUDIO_UNION_MIX && r.n_masks > 1;
     item.seed = run.seed;
     if (r.noise != nullptr) {
         const size_t need = frames > 0 ? static_cast<size_t>(s.latent_c) * static_cast<size_t>(frames) * s.latent_w
@@ -572,7 +574,10 @@ objaudio_status objaudio_generate_stems(objaudio_engine* engine, const objaudio_
         for (size_t i = 0; i < n_requests; ++i) {
             const objaudio_request& r = requests[i];
             check_request(r);
-            rows += s.unet_rows(1, r.n_masks > 1 && r.union_mode == OBJAUDIO_UNION_COMPOSE ? r.n_masks : 1);
+            if (r.n_masks > 1 && r.union_mode == OBJAUDIO_UNION_MIX)
+                rows += s.unet_rows(static_cast<int64_t>(r.n_masks), static_cast<int64_t>(r.n_masks));   // a stem a mask
+            else
+                rows += s.unet_rows(1, r.n_masks > 1 && r.union_mode == OBJAUDIO_UNION_COMPOSE ? r.n_masks : 1);
         }
         OBJ_CHECK(rows <= s.max_rows,
                   std::string("too many selections in one call: ") +

@@ -546,10 +546,31 @@ struct StreamState {
 };
 
 Stream::Stream(std::unique_ptr<StreamState> state) : state_(std::move(state)) {}
+Stream::Stream(std::vector<std::unique_ptr<Stream>> parts) : parts_(std::move(parts)) {}
 Stream::~Stream() = default;
-size_t Stream::samples() const { return state_->samples; }
-size_t Stream::origin() const { return state_->origin; }
-bool Stream::next(std::vector<float>& out) { return state_->next(out); }
+size_t Stream::samples() const { return parts_.empty() ? state_->samples : parts_[0]->samples(); }
+size_t Stream::origin() const { return parts_.empty() ? state_->origin : parts_[0]->origin(); }
+
+bool Stream::next(std::vector<float>& out) {
+    if (parts_.empty()) return state_->next(out);
+    // union "mix": every part's next block (the same options make the same blocks), summed
+    std::vector<float> sum, block;
+    bool more = false;
+    for (size_t k = 0; k < parts_.size(); ++k) {
+        block.clear();
+        const bool got = parts_[k]->next(block);
+        if (k == 0) {
+            more = got;
+            sum = block;
+        } else if (got != more || block.size() != sum.size()) {
+            throw Failure(OBJAUDIO_ERR_RUNTIME, "the parts of a mixed union streamed different blocks (an internal error)");
+        } else {
+            for (size_t i = 0; i < sum.size(); ++i) sum[i] += block[i];
+        }
+    }
+    out.insert(out.end(), sum.begin(), sum.end());
+    return more;
+}
 
 namespace {
 
@@ -673,6 +694,11 @@ at::Tensor make_noise(const std::vector<Item>& items, const EngineSpec& s, int64
 
 std::unique_ptr<Stream> Engine::stream(const Scene& scene, const Item& item, const Options& options) const {
     const EngineSpec& s = spec_;
+    if (item.mix && item.masks.size() > 1) {                           // union "mix": a stream a part, summed
+        std::vector<std::unique_ptr<Stream>> parts;
+        for (const Item& part : mix_parts(item)) parts.push_back(stream(scene, part, options));
+        return std::make_unique<Stream>(std::move(parts));
+    }
     auto st = std::make_unique<StreamState>();
     st->eng = this;
     st->opt = options;
@@ -707,6 +733,10 @@ std::unique_ptr<Stream> Engine::stream(const Scene& scene, const Item& item, con
 void Engine::generate(const Scene& scene, const std::vector<Item>& items, const Options& options,
                       const std::vector<float*>& out) const {
     const EngineSpec& s = spec_;
+    if (std::any_of(items.begin(), items.end(), [](const Item& it) { return it.mix && it.masks.size() > 1; })) {
+        generate_mixed(scene, items, options, out);
+        return;
+    }
     if (options.loop || (options.frames > 0 && options.frames != s.latent_h)) {
         // a long clip or a loop: its windows denoised jointly (Pipeline.sample), then decoded in spans
         if (items.size() != 1) throw Failure(OBJAUDIO_ERR_INVALID_ARGUMENT, "long clips and loops take one selection");
@@ -759,6 +789,59 @@ void Engine::generate(const Scene& scene, const std::vector<Item>& items, const 
                                                 "rebuild it from a good checkpoint");
         std::memcpy(out[static_cast<size_t>(c.kept[b])], wave.data_ptr<float>(), s.clip_samples * sizeof(float));
     }
+}
+
+// Union "mix" (objaudio_rt Pipeline.generate_batch): each mask of a mixed item is an item of its own (the same
+// seed or noise: the part sounds as it does alone), generated in batches of at most max_rows UNet rows (one at a
+// time for long clips and loops), and each item's parts summed into its output.
+std::vector<Item> Engine::mix_parts(const Item& item) {
+    std::vector<Item> parts;
+    for (const uint8_t* m : item.masks) {
+        Item part = item;
+        part.masks = {m};
+        part.mix = false;
+        parts.push_back(part);
+    }
+    return parts;
+}
+
+void Engine::generate_mixed(const Scene& scene, const std::vector<Item>& items, const Options& options,
+                            const std::vector<float*>& out) const {
+    const EngineSpec& s = spec_;
+    const size_t n = options.samples > 0 ? options.samples : s.clip_samples;
+    std::vector<Item> parts;
+    std::vector<size_t> owner;
+    for (size_t i = 0; i < items.size(); ++i) {
+        const std::vector<Item> mine = items[i].mix && items[i].masks.size() > 1 ? mix_parts(items[i])
+                                                                                   : std::vector<Item>{items[i]};
+        for (const Item& part : mine) {
+            parts.push_back(part);
+            parts.back().mix = false;
+            owner.push_back(i);
+        }
+    }
+    std::vector<std::vector<float>> waves(parts.size(), std::vector<float>(n));
+    const bool one_at_a_time = options.loop || (options.frames > 0 && options.frames != s.latent_h);
+    for (size_t first = 0; first < parts.size();) {
+        size_t last = first + 1;                      // parts [first, last) in one call
+        auto rows = [&](size_t a, size_t b) {
+            int64_t r = 0;
+            for (size_t k = a; k < b; ++k)
+                r += s.unet_rows(1, parts[k].union_mask || parts[k].masks.size() <= 1 ? 1
+                                                                                     : static_cast<int64_t>(parts[k].masks.size()));
+            return r;
+        };
+        while (!one_at_a_time && last < parts.size() && rows(first, last + 1) <= s.max_rows) ++last;
+        std::vector<Item> batch(parts.begin() + static_cast<std::ptrdiff_t>(first),
+                                parts.begin() + static_cast<std::ptrdiff_t>(last));
+        std::vector<float*> dst;
+        for (size_t k = first; k < last; ++k) dst.push_back(waves[k].data());
+        generate(scene, batch, options, dst);
+        first = last;
+    }
+    for (size_t i = 0; i < items.size(); ++i) std::fill(out[i], out[i] + n, 0.0f);
+    for (size_t k = 0; k < parts.size(); ++k)
+        for (size_t j = 0; j < n; ++j) out[owner[k]][j] += waves[k][j];
 }
 
 }  // namespace objaudio

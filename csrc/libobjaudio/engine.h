@@ -26,6 +26,7 @@ struct Scene {
 struct Item {                            // one selection: its masks (each width*height bytes) or none
     std::vector<const uint8_t*> masks;   // empty: the whole scene
     bool union_mask = false;             // true: the paper's pixel union; false: composed conditions
+    bool mix = false;                    // union "mix": each mask generated alone, the waves summed (Engine::generate)
     const float* noise = nullptr;        // (C, H, W) initial noise, or nullptr to draw it from seed
     uint64_t seed = 0;
 };
@@ -48,6 +49,8 @@ struct Cond;
 class Stream {
  public:
     explicit Stream(std::unique_ptr<StreamState> state);
+    // A union "mix": the parts' streams (same options: same blocks) handed out summed.
+    explicit Stream(std::vector<std::unique_ptr<Stream>> parts);
     ~Stream();
     size_t samples() const;              // the samples of the clip (a loop: one period)
     size_t origin() const;               // a loop's stream starts this many samples into the period
@@ -56,6 +59,7 @@ class Stream {
 
  private:
     std::unique_ptr<StreamState> state_;
+    std::vector<std::unique_ptr<Stream>> parts_;
 };
 
 class Engine {
@@ -79,6 +83,10 @@ class Engine {
     // The UNet's condition rows of `items` (a guidance-distilled UNet's carry the embedding of `cfg`); with
     // `gate`, the silence gate's silent parts left out and the items left with none not among Cond::kept.
     Cond conditions(const Scene& scene, const std::vector<Item>& items, double cfg, bool gate) const;
+    // Union "mix": a mixed item's masks as items of their own; generate() of a batch holding mixed items.
+    static std::vector<Item> mix_parts(const Item& item);
+    void generate_mixed(const Scene& scene, const std::vector<Item>& items, const Options& options,
+                        const std::vector<float*>& out) const;
     EngineSpec spec_;
     std::unique_ptr<Networks> nets_;
 };

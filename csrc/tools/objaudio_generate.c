@@ -1,7 +1,7 @@
 /* objaudio-generate: the sound of the masked objects of an image, from C, through libobjaudio.
  *
  *   objaudio-generate --engine DIR --image scene.ppm --mask obj.pgm [--mask obj2.pgm ...]
- *                     [--union compose|mask] [--sampler NAME] [--steps N] [--cfg W] [--seed S]
+ *                     [--union compose|mask|mix] [--sampler NAME] [--steps N] [--cfg W] [--seed S]
  *                     [--sample-rate HZ] [--duration S] [--loop] [--force] --out out.wav
  *
  * The image is a binary PPM (P6), each mask a binary PGM (P5) of the image's size (0 = outside,
@@ -43,12 +43,13 @@
 
 static const char* USAGE =
     "usage: objaudio-generate --engine DIR --image scene.ppm --mask obj.pgm [--mask obj2.pgm ...]\n"
-    "                         [--union compose|mask] [--sampler NAME] [--steps N] [--cfg W] [--seed S]\n"
+    "                         [--union compose|mask|mix] [--sampler NAME] [--steps N] [--cfg W] [--seed S]\n"
     "                         [--sample-rate HZ] [--duration S] [--loop] [--force] --out out.wav\n"
     "  --engine DIR     engine folder built by python -m export.engine\n"
     "  --image FILE     binary PPM (P6) RGB image\n"
     "  --mask FILE      binary PGM (P5) mask of the image's size; repeat for a union; none: whole scene\n"
-    "  --union MODE     compose (default: one condition per mask) or mask (the paper's pixel union)\n"
+    "  --union MODE     compose (default: one condition per mask), mask (the paper's pixel union) or mix\n"
+    "                   (each mask generated alone, the sounds summed)\n"
     "  --sampler NAME   ddim, dpmpp, dpmpp3m or unipc (default: the engine's)\n"
     "  --steps N        denoising steps, 1 to the engine's max_steps (999) (default: the engine's)\n"
     "  --cfg W          guidance scale, 1 to 100 (default: the engine's)\n"
@@ -274,7 +275,8 @@ static int generate_long(objaudio_engine* eng, objaudio_scene* scene, const obja
     snprintf(text[0], sizeof text[0], "%d", (int)req->steps);
     snprintf(text[1], sizeof text[1], "%.9g", (double)req->cfg);
     snprintf(text[2], sizeof text[2], "%llu", (unsigned long long)req->seed);
-    snprintf(text[3], sizeof text[3], "%s", req->union_mode == OBJAUDIO_UNION_MASK ? "mask" : "compose");
+    snprintf(text[3], sizeof text[3], "%s", req->union_mode == OBJAUDIO_UNION_MASK ? "mask"
+                                            : req->union_mode == OBJAUDIO_UNION_MIX ? "mix" : "compose");
     sel.union_mode = 0;
     sel.sampler = 0;
     sel.steps = 0;
@@ -354,11 +356,12 @@ int main(int argc, char** argv) {
             }
             masks[n_masks++] = v;
         } else if (!strcmp(a, "--union")) {
-            if (strcmp(v, "compose") && strcmp(v, "mask")) {
-                error("--union must be compose or mask, got %s", v);
+            if (strcmp(v, "compose") && strcmp(v, "mask") && strcmp(v, "mix")) {
+                error("--union must be compose, mask or mix, got %s", v);
                 return 2;
             }
-            req.union_mode = !strcmp(v, "mask") ? OBJAUDIO_UNION_MASK : OBJAUDIO_UNION_COMPOSE;
+            req.union_mode = !strcmp(v, "mask") ? OBJAUDIO_UNION_MASK
+                           : !strcmp(v, "mix") ? OBJAUDIO_UNION_MIX : OBJAUDIO_UNION_COMPOSE;
         } else if (!strcmp(a, "--sampler")) {
             if ((req.sampler = sampler_of(v)) == OBJAUDIO_SAMPLER_DEFAULT) {
                 error("unknown --sampler %s: use one of ddim, dpmpp, dpmpp3m, unipc", v);

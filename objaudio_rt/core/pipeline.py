@@ -100,7 +100,7 @@ class Generation:
 class Pipeline:
     def __init__(self, model: ObjaudioModel | GraphModel, calibration: Calibration, device: str | torch.device = "cpu",
                  backend: str = "eager", sam_checkpoint: str | os.PathLike | None = None,
-                 source: str = "random", union: str = "compose", backend_options: dict | None = None,
+                 source: str = "random", union: str = UNION_MODES[0], backend_options: dict | None = None,
                  sam_type: str | None = None):
         """backend: one of backends.BACKENDS; backend_options: that backend's options
         (backends.backend_options(name), e.g. unet_dtype="fp16" for fast). A GraphModel (a checkpoint
@@ -153,7 +153,7 @@ class Pipeline:
     @classmethod
     def from_pretrained(cls, path_or_preset: str | os.PathLike | ModelSource | None = None, device: str = "cpu",
                         backend: str = "eager", sam_checkpoint: str | os.PathLike | None = None,
-                        seed: int = 0, union: str = "compose", backend_options: dict | None = None,
+                        seed: int = 0, union: str = UNION_MODES[0], backend_options: dict | None = None,
                         sam_type: str | None = None, path: str | None = None, many_clips: bool = False) -> "Pipeline":
         """A checkpoint folder; the embedded model by its preset name (`tiny-synth`); or random weights,
         only when asked for by name: `random:tiny`, `random:tiny-synth`, `random:audioldm-s` (from `seed`).
@@ -498,13 +498,12 @@ class Pipeline:
         """One batched generation for several selections of one scene (e.g. clicking through objects):
         `conditions`, then `sample`, then `audio`.
 
-        `union` (default: the pipeline's, "compose") says how a union `A | B` is generated:
-        "compose" conditions on each part separately and averages their guidance directions
-        (denoise.py); "mask" is the paper's single union mask (the parts'
-        pixel masks unioned, one condition); "mix" generates each part alone, at full guidance
-        and from the same noise, and sums their waveforms (`mix_generations`): `A | B` is then
-        exactly what `A` and `B` sound like alone, played together. A selection of one part is the
-        same in every mode.
+        `union` (default: the pipeline's, "mix") says how a union `A | B` is generated: "mix"
+        generates each part alone, at full guidance and from the same noise, and sums their
+        waveforms (`mix_generations`): `A | B` is exactly what `A` and `B` sound like alone, played
+        together; "compose" conditions on each part separately and averages their guidance
+        directions in one pass (denoise.py); "mask" is the paper's single union mask (the parts'
+        pixel masks unioned, one condition). A selection of one part is the same in every mode.
 
         `duration` may pass the model's max_seconds (up to options.MAX_SECONDS) and `loop` makes the
         clip's end flow into its start: both denoise one latent over overlapping windows (longform.py).

@@ -54,8 +54,9 @@ def _add_generation_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cfg", type=_number, default=None,
                    help="classifier-free guidance scale, 1-100 (default: the model's; tiny-synth: 4)")
     p.add_argument("--union", choices=UNION_MODES, default=UNION_MODES[0],
-                   help="several selections: compose = one condition per object, guidance averaged (default); "
-                        "mask = the paper's single union mask")
+                   help="several selections: mix = each object made alone, the sounds played together (default); "
+                        "compose = one pass, one condition per object, guidance averaged; mask = the paper's single "
+                        "union mask")
     p.add_argument("--seed", type=_integer, default=0, help="0 to 2**64-1")
     p.add_argument("--duration", type=_number, default=None,
                    help="seconds, from one latent frame (0.04 s) to 120; past the model's max_seconds the clip is "

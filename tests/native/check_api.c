@@ -155,6 +155,34 @@ static void check_streams(objaudio_engine* eng, objaudio_scene* scene, uint64_t 
     CHECK(objaudio_stream_read(st, out, 10, &got) == OBJAUDIO_OK && got == 0, "after the end: 0 samples, OK");
     objaudio_stream_close(st);
 
+    /* a mixed union's stream: its parts' streams summed, the mixed generation's samples (1e-3: another batch) */
+    {
+        const uint8_t* both[2] = {mask, mask2};
+        sel.masks = both;
+        sel.n_masks = 2;
+        CHECK(objaudio_options_set(opts, "union", "mix") == OBJAUDIO_OK, "union mix: %s", objaudio_last_error(eng));
+        float* want = malloc(n * sizeof(float));
+        size_t written = 0;
+        CHECK(objaudio_generate_with_options(eng, scene, &sel, opts, want, n, &written) == OBJAUDIO_OK && written == n,
+              "a mixed union: %s", objaudio_last_error(eng));
+        CHECK(objaudio_stream_open(eng, scene, &sel, opts, &st) == OBJAUDIO_OK, "open a mixed union: %s",
+              objaudio_last_error(eng));
+        total = 0;
+        while (total < n + 100) {
+            CHECK(objaudio_stream_read(st, out + total, 1000, &got) == OBJAUDIO_OK, "read: %s", objaudio_last_error(eng));
+            if (got == 0) break;
+            total += got;
+        }
+        double d = 0;
+        for (size_t i = 0; i < n && i < total; ++i) d = fmax(d, fabs((double)out[i] - want[i]));
+        CHECK(total == n && d < 1e-3, "a mixed union's stream holds the mixed clip (%zu samples, max diff %g)", total, d);
+        objaudio_stream_close(st);
+        free(want);
+        sel.masks = one;
+        sel.n_masks = 1;
+        CHECK(objaudio_options_set(opts, "union", "compose") == OBJAUDIO_OK, "union compose");
+    }
+
     /* a loop of two clips: whole periods, repeated forever */
     objaudio_engine_info info;
     objaudio_engine_get_info(eng, &info);
@@ -221,7 +249,7 @@ static void check_options_as_text(objaudio_engine* eng, objaudio_scene* scene, u
 
     /* bad keys and values: their status, a message naming them, and the options left as they were */
     const struct { const char *key, *value; objaudio_status want; const char* words; } bad[] = {
-        {"stpes", "10", OBJAUDIO_ERR_UNKNOWN_OPTION, "unknown option 'stpes': this libobjaudio (ABI 2.3) takes steps"},
+        {"stpes", "10", OBJAUDIO_ERR_UNKNOWN_OPTION, "unknown option 'stpes': this libobjaudio (ABI 2.4) takes steps"},
         {"looped", "true", OBJAUDIO_ERR_UNKNOWN_OPTION, "unknown option 'looped'"},
         {"loop", "yes", OBJAUDIO_ERR_INVALID_ARGUMENT, "loop must be true or false (or 1 or 0), got 'yes'"},
         {"loop", "TRUE", OBJAUDIO_ERR_INVALID_ARGUMENT, "got 'TRUE'"},
@@ -250,7 +278,7 @@ static void check_options_as_text(objaudio_engine* eng, objaudio_scene* scene, u
         {"seed", "-1", OBJAUDIO_ERR_INVALID_ARGUMENT, "seed must be an integer in [0, 2**64 - 1]"},
         {"seed", "18446744073709551616", OBJAUDIO_ERR_INVALID_ARGUMENT, "got '18446744073709551616'"},
         {"seed", "12abc", OBJAUDIO_ERR_INVALID_ARGUMENT, "got '12abc'"},
-        {"union", "or", OBJAUDIO_ERR_INVALID_ARGUMENT, "unknown union mode 'or': use one of compose, mask"},
+        {"union", "or", OBJAUDIO_ERR_INVALID_ARGUMENT, "unknown union mode 'or': use one of compose, mask, mix"},
         {"sample_rate", "1000", OBJAUDIO_ERR_INVALID_ARGUMENT, "sample_rate must be an integer from 8000 to 192000"},
         {"sample_rate", "192001", OBJAUDIO_ERR_INVALID_ARGUMENT, "got '192001'"},
         {"sample_rate", "48000.0", OBJAUDIO_ERR_INVALID_ARGUMENT, "got '48000.0'"},
@@ -530,6 +558,34 @@ int main(int argc, char** argv) {
     CHECK(objaudio_generate(eng, scene, &r, pcm2, n, NULL) == OBJAUDIO_OK, "composed union: %s", objaudio_last_error(eng));
     r.union_mode = OBJAUDIO_UNION_MASK;
     CHECK(objaudio_generate(eng, scene, &r, pcm2, n, NULL) == OBJAUDIO_OK, "mask union: %s", objaudio_last_error(eng));
+    {   /* union mix: each mask generated alone (the same noise), summed; unlike the composed union */
+        float* composed = malloc(n * sizeof(float));
+        float* part = malloc(n * sizeof(float));
+        float* sum = calloc(n, sizeof(float));
+        r.union_mode = OBJAUDIO_UNION_COMPOSE;
+        CHECK(objaudio_generate(eng, scene, &r, composed, n, NULL) == OBJAUDIO_OK, "composed union: %s",
+              objaudio_last_error(eng));
+        r.union_mode = OBJAUDIO_UNION_MIX;
+        CHECK(objaudio_generate(eng, scene, &r, pcm2, n, NULL) == OBJAUDIO_OK, "mixed union: %s", objaudio_last_error(eng));
+        for (int k = 0; k < 2; ++k) {
+            RESET();
+            r.masks = &two[k];
+            CHECK(objaudio_generate(eng, scene, &r, part, n, NULL) == OBJAUDIO_OK, "mask %d alone: %s", k,
+                  objaudio_last_error(eng));
+            for (size_t i = 0; i < n; ++i) sum[i] += part[i];
+        }
+        double mix_diff = 0, vs_composed = 0;
+        for (size_t i = 0; i < n; ++i) {
+            mix_diff = fmax(mix_diff, fabs((double)pcm2[i] - sum[i]));
+            vs_composed = fmax(vs_composed, fabs((double)composed[i] - sum[i]));
+        }
+        /* 1e-3: a stem against its lone generation (below); the batch of two rounds differently */
+        CHECK(mix_diff < 1e-3 && vs_composed > 1e-2, "a mixed union is its masks alone summed (max diff %g; the "
+              "composed union differs by %g)", mix_diff, vs_composed);
+        free(composed);
+        free(part);
+        free(sum);
+    }
     RESET();
     r.n_masks = 0;
     CHECK(objaudio_generate(eng, scene, &r, pcm2, n, NULL) == OBJAUDIO_OK, "whole scene: %s", objaudio_last_error(eng));

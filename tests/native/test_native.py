@@ -153,7 +153,8 @@ def test_host_program_matches_python_pipeline(build, engine, demo_files, pipe, t
               Mask(DEMO / "mask_fire.png"), dict(steps=7, cfg=4.0, sampler="unipc")),
              (["--mask", demo_files / "bird.pgm", "--mask", demo_files / "fire.pgm", "--steps", "10", "--cfg", "3",
                "--sampler", "ddim"],
-              Mask(DEMO / "mask_bird.png") | Mask(DEMO / "mask_fire.png"), dict(steps=10, cfg=3.0, sampler="ddim"))]
+              Mask(DEMO / "mask_bird.png") | Mask(DEMO / "mask_fire.png"),
+              dict(steps=10, cfg=3.0, sampler="ddim", union="compose"))]      # the C ABI's default union
     ort = OnnxRuntimeBackend(pipe.model, pipe.device, onnx_dir=engine / "onnx")
     for i, (flags, selection, options) in enumerate(cases):
         lib, sr, stdout = host(build, engine, demo_files, tmp_path / f"{i}.wav", *flags)
@@ -462,7 +463,7 @@ def test_abi_version_of_the_library_is_the_headers(build):
     lib = ctypes.CDLL(str(build / "libobjaudio.so"))
     lib.objaudio_abi_version.restype = lib.objaudio_abi_minor.restype = ctypes.c_uint32
     header = (_header_define("OBJAUDIO_ABI_MAJOR"), _header_define("OBJAUDIO_ABI_MINOR"))
-    assert (lib.objaudio_abi_version(), lib.objaudio_abi_minor()) == header == (2, 3)
+    assert (lib.objaudio_abi_version(), lib.objaudio_abi_minor()) == header == (2, 4)
 
 
 class Request(ctypes.Structure):
@@ -763,8 +764,8 @@ def test_distilled_engine_json_says_so_and_a_teachers_does_not(engine, distilled
 
 def test_distilled_engine_matches_python_in_one_pass(build, distilled_engine, student_pipe, demo_files, tmp_path):
     """One row per condition: a mask at the engine's defaults (dpmpp x 5, cfg 4) and at cfg 7 through
-    generate_with_options, a composed union through the host program (objaudio_generate), and a mask and a
-    union batched as stems. The two scales must differ by far more than the bound: a library that ran
+    generate_with_options, a composed and a mixed union through the host program (objaudio_generate), and a
+    mask and a union batched as stems. The two scales must differ by far more than the bound: a library that ran
     without g(cfg) could not match both."""
     from objaudio_rt.core.selection import Mask
 
@@ -782,11 +783,15 @@ def test_distilled_engine_matches_python_in_one_pass(build, distilled_engine, st
         union, _, _ = host(build, distilled_engine, demo_files, tmp_path / "union.wav", "--mask",
                            demo_files / "bird.pgm", "--mask", demo_files / "fire.pgm", "--steps", "4", "--cfg", "2.5",
                            "--sampler", "unipc")
-        _close(union, python_wave(student_pipe, bird | fire, **run), "composed union, host program")
+        _close(union, python_wave(student_pipe, bird | fire, union="compose", **run), "composed union, host program")
+        mixed, _, _ = host(build, distilled_engine, demo_files, tmp_path / "mixed.wav", "--mask",
+                           demo_files / "bird.pgm", "--mask", demo_files / "fire.pgm", "--steps", "4", "--cfg", "2.5",
+                           "--sampler", "unipc", "--union", "mix")
+        _close(mixed, python_wave(student_pipe, bird | fire, union="mix", **run), "mixed union, host program")
 
         scene = student_pipe.encode_image(DEMO / "scene.png")
         want = [g.wave.numpy() for g in student_pipe.generate_many(scene, [bird, bird | fire], seed=SEED, steps=5,
-                                                                       cfg=3.0, progress=False)]
+                                                                       cfg=3.0, union="compose", progress=False)]
         fields = dict(steps=5, cfg=3.0, seed=SEED)
         got = native.stems([native.request("bird", **fields), native.request("bird", "fire", **fields)],
                            want[0].shape[0])

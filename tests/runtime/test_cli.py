@@ -42,16 +42,22 @@ def test_union_text_and_whole_scene(files):
 
 
 def test_union_modes_on_the_command_line(files):
-    """--union mask with two --mask flags is the pixel union as one mask; the default composes."""
+    """--union mask with two --mask flags is the pixel union as one mask; the default mixes (the masks
+    generated alone, summed); --union compose is neither."""
     Image.fromarray(np.maximum(np.array(Image.open(files / "square.png")),
                                np.array(Image.open(files / "disc.png")))).save(files / "both.png")
     two = ["--mask", files / "square.png", "--mask", files / "disc.png"]
     outs = {}
     for name, extra in (("mask", [*two, "--union", "mask"]), ("one", ["--mask", files / "both.png"]),
-                        ("composed", two)):
+                        ("mixed", two), ("composed", [*two, "--union", "compose"]),
+                        ("square", ["--mask", files / "square.png"]), ("disc", ["--mask", files / "disc.png"])):
         outs[name] = files / f"{name}.wav"
         assert run("generate", "--image", files / "scene.png", *extra, "--out", outs[name], "--no-png", *FAST) == 0
-    assert np.array_equal(sf.read(outs["mask"])[0], sf.read(outs["one"])[0])
+    wav = {name: sf.read(path)[0] for name, path in outs.items()}
+    assert np.array_equal(wav["mask"], wav["one"])
+    both = wav["square"] + wav["disc"]
+    tol = 1e-4 * np.abs(both).max()                                    # another batch's rounding
+    assert np.abs(wav["mixed"] - both).max() <= tol < np.abs(wav["composed"] - both).max()
     assert run("generate", "--image", files / "scene.png", *two, "--union", "sum", "--out", files / "x.wav") == 2
 
 

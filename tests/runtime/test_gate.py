@@ -68,7 +68,8 @@ def test_the_gate_is_its_formula():
 
 def test_the_gate_calls_the_square_silent_and_the_disc_not(pipes, square_mask, disc_mask):
     g, _, scene, _ = pipes
-    batch = g.conditions(scene, [Mask(square_mask), Mask(disc_mask), Mask(square_mask) | Mask(disc_mask)])
+    batch = g.conditions(scene, [Mask(square_mask), Mask(disc_mask), Mask(square_mask) | Mask(disc_mask)],
+                         union="compose")
     assert batch.silent == [True, False, False] and batch.kept == [1, 2]
     assert batch.conditions.rows.shape[0] == 2                        # the union kept its disc part only
     assert g.conditions(scene, [Mask(square_mask)], silence_gate=False).silent == [False]

@@ -82,7 +82,8 @@ def _outputs() -> dict[str, str]:
         "text-ddim5": ([Text("a bird singing")], dict(steps=5, sampler="ddim", seed=1)),
         "bird+fire-compose": ([bird | fire], dict(steps=5, seed=2, union="compose")),
         "bird+fire-mask": ([bird | fire], dict(steps=5, seed=2, union="mask")),
-        "batch3-short": ([bird, Whole(), bird | Text("fire crackling")], dict(steps=4, seed=7, duration=1.0)),
+        "batch3-short": ([bird, Whole(), bird | Text("fire crackling")], dict(steps=4, seed=7, duration=1.0,
+                                                                                union="compose")),
         "whole-cfg2.5": ([None], dict(steps=4, cfg=2.5, seed=0)),
     }
     for name, (selections, options) in runs.items():
@@ -95,7 +96,7 @@ def _outputs() -> dict[str, str]:
     square[10:40, 10:40] = True
     rscene = rnd.encode_image(img)
     for n, g in enumerate(rnd.generate_many(rscene, [Mask(square), Mask(square) | Whole()], steps=3, seed=5,
-                                            progress=False)):
+                                            union="compose", progress=False)):    # recorded before "mix"
         result[f"random-tiny/{n}"] = digest(g.wave)
     return result
 

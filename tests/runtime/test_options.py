@@ -10,7 +10,7 @@ def test_defaults_come_from_the_model():
     config = ModelConfig.from_name("tiny-synth")
     run = RunOptions().resolve(config)
     assert (run.steps, run.sampler, run.cfg, run.seed, run.duration, run.union) == (
-        config.default_steps, config.default_sampler, config.default_cfg, 0, config.clip_seconds, "compose")
+        config.default_steps, config.default_sampler, config.default_cfg, 0, config.clip_seconds, "mix")
     assert RunOptions(steps=3, cfg=2, union="mask").resolve(config, union="compose").union == "mask"
     assert RunOptions().resolve(config, union="mask").union == "mask"
     assert isinstance(RunOptions(cfg=2).resolve(config).cfg, float)

@@ -152,14 +152,14 @@ def test_union_modes(tiny_pipe, scene_image, square_mask, disc_mask):
     both = Mask(square_mask) | Mask(disc_mask)
     paper = tiny_pipe.generate_many(scene, [Mask(square_mask | disc_mask)], seed=2, **OPTS)[0]
     as_mask = tiny_pipe.generate_many(scene, [both], seed=2, union="mask", **OPTS)[0]
-    composed = tiny_pipe.generate_many(scene, [both], seed=2, **OPTS)[0]          # the default
+    composed = tiny_pipe.generate_many(scene, [both], seed=2, union="compose", **OPTS)[0]
     assert torch.equal(as_mask.wave, paper.wave)                  # "mask": the pixel union, one condition
     assert (composed.mel - paper.mel).abs().max() > 1e-3 * paper.mel.abs().max()     # (random weights: tiny waves)
     np.testing.assert_array_equal(composed.mask > 0, square_mask | disc_mask)
     # a single part is the same in both modes
     one = [tiny_pipe.generate_many(scene, [Mask(disc_mask)], seed=2, union=u, **OPTS)[0].wave
-           for u in ("compose", "mask")]
-    assert torch.equal(*one)
+           for u in ("compose", "mask", "mix")]
+    assert torch.equal(one[0], one[1]) and torch.equal(one[0], one[2])
     with pytest.raises(ObjaudioError, match="union mode"):
         tiny_pipe.generate_many(scene, [both], union="sum", **OPTS)
 
@@ -180,7 +180,9 @@ def test_mixed_union_is_its_parts_alone_played_together(tiny_pipe, scene_image, 
     close(mixed[1].wave, alone[0].wave + alone[1].wave)
     close(mixed[1].mel, torch.logsumexp(torch.stack([alone[0].mel, alone[1].mel]), dim=0))
     np.testing.assert_array_equal(mixed[1].mask > 0, square_mask | disc_mask)
-    assert not torch.equal(mixed[1].wave, tiny_pipe.generate_many(scene, [both], seed=2, **OPTS)[0].wave)
+    assert not torch.equal(mixed[1].wave, tiny_pipe.generate_many(scene, [both], seed=2, union="compose", **OPTS)[0].wave)
+    default = tiny_pipe.generate_many(scene, [both], seed=2, **OPTS)[0]
+    assert torch.equal(default.wave, mixed[1].wave)                                 # "mix" is the default
     assert mix_parts([both, None, Mask(disc_mask)])[1] == [0, 0, 1, 2]
     with pytest.raises(ObjaudioError, match="mix_parts"):
         tiny_pipe.conditions(scene, [both], union="mix")

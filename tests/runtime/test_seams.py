@@ -30,9 +30,9 @@ def _scene(pipe):
 def test_the_stages_compose_to_generate_many_bit_for_bit(pipe):
     scene, a, b = _scene(pipe)
     sels = [Mask(a), Mask(a) | Mask(b), Text("a dog barking")]
-    ref = pipe.generate_many(scene, sels, steps=3, sampler="unipc", cfg=3.0, seed=7, progress=False)
-    run = RunOptions(steps=3, sampler="unipc", cfg=3.0, seed=7).resolve(pipe.config)
-    batch = pipe.conditions(scene, sels)
+    ref = pipe.generate_many(scene, sels, steps=3, sampler="unipc", cfg=3.0, seed=7, union="compose", progress=False)
+    run = RunOptions(steps=3, sampler="unipc", cfg=3.0, seed=7, union="compose").resolve(pipe.config)
+    batch = pipe.conditions(scene, sels, run.union)
     assert len(batch.shown) == 3 and batch.conditions.rows.shape[0] == 4        # the union runs two rows
     mel, wave = pipe.audio(pipe.sample(batch, run, progress=False), run.duration)
     for i, r in enumerate(ref):
@@ -43,7 +43,7 @@ def test_the_stages_compose_to_generate_many_bit_for_bit(pipe):
 def test_single_selections_take_the_identity_rows_and_unions_follow_the_one_rule(pipe):
     scene, a, b = _scene(pipe)
     assert pipe.conditions(scene, [Mask(a), Whole()]).conditions.identity
-    assert not pipe.conditions(scene, [Mask(a) | Mask(b)]).conditions.identity
+    assert not pipe.conditions(scene, [Mask(a) | Mask(b)], union="compose").conditions.identity
     assert pipe.conditions(scene, [Mask(a) | Mask(b)], union="mask").conditions.identity
     assert conditions_per_item(Mask(a) | Mask(b), "compose") == 2 == conditions_per_item(Mask(a) | Mask(b), "mix")
     assert conditions_per_item(Mask(a) | Mask(b), "mask") == 1 and conditions_per_item(None, "compose") == 1

@@ -222,4 +222,4 @@ def test_union_runtime_mix_generates_unions_part_by_part(files, tmp_path, capsys
     assert not np.array_equal(w_mix[unions], w_comp[unions])                   # the unions differ ...
     np.testing.assert_allclose(w_mix[objects], w_comp[objects], atol=2 / 255)  # ... single objects do not
     assert main([*common, "--union-runtime", "mix", "--negative", "1", "--json", str(tmp_path / "x.json")]) != 0
-    assert "leave --union-runtime at compose" in capsys.readouterr().err
+    assert "leave out --union-runtime mix" in capsys.readouterr().err

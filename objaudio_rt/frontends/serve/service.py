@@ -16,7 +16,7 @@ import numpy as np
 from ...core.config import FEWSTEP, fewstep_record
 from ...core.errors import check
 from ...core.options import MAX_SECONDS
-from ...core.pipeline import Generation, Pipeline
+from ...core.pipeline import Generation, Pipeline, mix_generations
 from ...core.selection import Mask, Selection, Whole
 from .batching import Job, MicroBatcher, run_jobs
 from .limits import ServeLimits
@@ -120,11 +120,14 @@ class Service:
     async def generate(self, req: GenerateRequest) -> list[Generation]:
         """Generations: one per selection then the mix with stems, else the mix alone."""
         entry = await self.entry(req.scene_id)
-        req.options.resolve(self.pipe.config)                   # checked against the model before queueing
+        run = req.options.resolve(self.pipe.config, self.pipe.union)   # checked against the model before queueing
         parts = [await self._runtime_selection(entry, sel) for sel in req.selections]
         mix = parts[0]
         for p in parts[1:]:
             mix = mix | p
+        if req.stems and len(parts) > 1 and run.union == "mix":   # union "mix" is the stems' sum: one run, not two
+            stems = await self.submit(Job(req.scene_id, entry.scene, parts, req.options))
+            return stems + [mix_generations(stems)]
         items = (parts + [mix] if len(parts) > 1 else parts) if req.stems else [mix]
         return await self.submit(Job(req.scene_id, entry.scene, items, req.options))
 

@@ -58,13 +58,15 @@ def test_generate_wav_equals_the_pipeline_and_stems_json(live, square_mask, disc
     assert sr == 16000 and np.array_equal(wave, want)               # float WAV: the waveform's own bits
 
     body = client.post("/v1/generate", json={"scene_id": sid, "selections": sels, "stems": True, **FAST}).json()
-    assert [s["selection"] for s in body["stems"]] == [0, 1] and body["union"] == "compose"
+    assert [s["selection"] for s in body["stems"]] == [0, 1] and body["union"] == "mix"
     stem0, _ = sf.read(io.BytesIO(base64.b64decode(body["stems"][0]["wav"])), dtype="float32")
     mix, _ = sf.read(io.BytesIO(base64.b64decode(body["mix"]["wav"])), dtype="float32")
     union = pipe.generate(scene, Mask(square_mask) | Mask(disc_mask), steps=FAST["steps"],
                           duration=FAST["duration"], seed=FAST["seed"], progress=False).numpy()
     tol = batch_tolerance(pipe, scene)
     assert np.abs(stem0 - want).max() <= tol and np.abs(mix - union).max() <= tol
+    stem1, _ = sf.read(io.BytesIO(base64.b64decode(body["stems"][1]["wav"])), dtype="float32")
+    assert np.abs(mix - (stem0 + stem1)).max() <= 2 * tol              # the default union "mix": the stems' sum
     assert body["mix"]["spectrogram_png"] and body["mix"]["mask_png"] and body["mix"]["seconds"] == FAST["duration"]
 
 
