@@ -563,7 +563,8 @@ bool Stream::next(std::vector<float>& out) {
             more = got;
             sum = block;
         } else if (got != more || block.size() != sum.size()) {
-            throw Failure(OBJAUDIO_ERR_RUNTIME, "the parts of a mixed union streamed different blocks (an internal error)");
+            throw Failure(OBJAUDIO_ERR_RUNTIME,
+                          "the parts of a mixed union streamed different blocks (an internal error)");
         } else {
             for (size_t i = 0; i < sum.size(); ++i) sum[i] += block[i];
         }
@@ -824,11 +825,12 @@ void Engine::generate_mixed(const Scene& scene, const std::vector<Item>& items, 
     const bool one_at_a_time = options.loop || (options.frames > 0 && options.frames != s.latent_h);
     for (size_t first = 0; first < parts.size();) {
         size_t last = first + 1;                      // parts [first, last) in one call
-        auto rows = [&](size_t a, size_t b) {
-            int64_t r = 0;
-            for (size_t k = a; k < b; ++k)
-                r += s.unet_rows(1, parts[k].union_mask || parts[k].masks.size() <= 1 ? 1
-                                                                                     : static_cast<int64_t>(parts[k].masks.size()));
+        auto rows = [&](size_t a, size_t b) {          // UNet rows of parts [a, b) (a stem call may hold
+            int64_t r = 0;                             // a composed union beside a mixed one)
+            for (size_t k = a; k < b; ++k) {
+                const size_t m = parts[k].masks.size();
+                r += s.unet_rows(1, parts[k].union_mask || m <= 1 ? 1 : static_cast<int64_t>(m));
+            }
             return r;
         };
         while (!one_at_a_time && last < parts.size() && rows(first, last + 1) <= s.max_rows) ++last;

@@ -566,7 +566,8 @@ int main(int argc, char** argv) {
         CHECK(objaudio_generate(eng, scene, &r, composed, n, NULL) == OBJAUDIO_OK, "composed union: %s",
               objaudio_last_error(eng));
         r.union_mode = OBJAUDIO_UNION_MIX;
-        CHECK(objaudio_generate(eng, scene, &r, pcm2, n, NULL) == OBJAUDIO_OK, "mixed union: %s", objaudio_last_error(eng));
+        CHECK(objaudio_generate(eng, scene, &r, pcm2, n, NULL) == OBJAUDIO_OK, "mixed union: %s",
+              objaudio_last_error(eng));
         for (int k = 0; k < 2; ++k) {
             RESET();
             r.masks = &two[k];
