@@ -13,17 +13,19 @@ metrics beside the teacher's most-steps row (the baseline).
 
 On unseen SynthScenes test scenes (`--ranges S:N,..` or `--seed-start/--scenes`, as training.evaluate),
 every (sampler, steps) generates each scene's selections (training.evaluate.scene_selections: object
-masks, composed and pixel unions, text, a silent distractor, the whole scene) from the same noise
+masks, unions (the runtime's default union mode: "mix" since 2026-12-06, "compose" in earlier
+results) and pixel unions, text, a silent distractor, the whole scene) from the same noise
 (the scene's seed), through training.evaluate.generate; the clips are scored with its classifier
 (`score`, `summarize`). The runs are interleaved scene by scene, so each configuration meets the same
 machine load, after one untimed warm-up generation per sampler. Per configuration the table shows:
 
     rows/clip    UNet row-evaluations per clip, counted at the backend's unet_eps: 2 per step with
-                 classifier-free guidance for a single selection, 1 + k for a composed union of k parts;
+                 classifier-free guidance for a single selection, 2 per part of a mixed union (1 + k for a
+                 composed union of k parts); a guidance-distilled UNet one per condition;
                  0 for a selection the checkpoint's silence gate calls silent (`--no-silence-gate`: none)
     s/clip       wall seconds of Pipeline.generate_many per clip (image encoding and scene synthesis
                  excluded), and cpu s/clip, this process's CPU seconds (all threads) for the same calls
-    object acc, leakage, union recall (composed, pixel mask), silent acc, text-mask gap
+    object acc, leakage, union recall (the default union, pixel mask), silent acc, text-mask gap
                  training.evaluate's selection metrics (its module docstring defines them)
 
 The JSON holds every metric of `summarize` (acc, FAD, KL, IS and the counts too, not the per-class

@@ -514,7 +514,8 @@ def main(argv=None) -> int:
     p.add_argument("--union-runtime", choices=("mix", "compose"), default=None,
                    help="how the runtime generates the 'union' selections Mask(a) | Mask(b) (Pipeline.generate_many's "
                         "union): mix (the runtime's default: each part alone, waveforms summed) or compose (one "
-                        "pass, guidance averaged; every report before 2026-12-07, and the levers' default)")
+                        "pass, guidance averaged: the union_recall of every report made before this option, and "
+                        "the levers' default)")
     p.add_argument("--apg", default=None, metavar="ETA[:R]",
                    help="lever (training/levers.py): adaptive projected guidance, keeping ETA of the update's part "
                         "parallel to the conditional prediction, the update's norm capped at R (default: none)")

@@ -583,6 +583,27 @@ int main(int argc, char** argv) {
         /* 1e-3: a stem against its lone generation (below); the batch of two rounds differently */
         CHECK(mix_diff < 1e-3 && vs_composed > 1e-2, "a mixed union is its masks alone summed (max diff %g; the "
               "composed union differs by %g)", mix_diff, vs_composed);
+        /* as a stem beside a composed union of the same masks: each as it is alone */
+        objaudio_request pair[2];
+        objaudio_request_init(&pair[0]);
+        pair[0].masks = two;
+        pair[0].n_masks = 2;
+        pair[0].mask_width = W;
+        pair[0].mask_height = H;
+        pair[0].steps = CHECK_STEPS;
+        pair[0].union_mode = OBJAUDIO_UNION_MIX;
+        pair[1] = pair[0];
+        pair[1].union_mode = OBJAUDIO_UNION_COMPOSE;
+        float* got[2] = {part, sum};
+        CHECK(objaudio_generate_stems(eng, scene, pair, 2, got, n) == OBJAUDIO_OK, "mixed and composed stems: %s",
+              objaudio_last_error(eng));
+        double d_mix = 0, d_comp = 0;
+        for (size_t i = 0; i < n; ++i) {
+            d_mix = fmax(d_mix, fabs((double)part[i] - pcm2[i]));
+            d_comp = fmax(d_comp, fabs((double)sum[i] - composed[i]));
+        }
+        CHECK(d_mix < 1e-3 && d_comp < 1e-3, "stems: the mixed union as alone (max diff %g), the composed one (%g)",
+              d_mix, d_comp);
         free(composed);
         free(part);
         free(sum);
