@@ -516,6 +516,8 @@ def main(argv=None) -> int:
                         "union): mix (the runtime's default: each part alone, waveforms summed) or compose (one "
                         "pass, guidance averaged: the union_recall of every report made before this option, and "
                         "the levers' default)")
+    p.add_argument("--core", type=float, default=0.0, metavar="C",
+                   help="lever (training/levers.py): a mask's patch coverage kept only where >= C x its largest")
     p.add_argument("--apg", default=None, metavar="ETA[:R]",
                    help="lever (training/levers.py): adaptive projected guidance, keeping ETA of the update's part "
                         "parallel to the conditional prediction, the update's norm capped at R (default: none)")
@@ -548,7 +550,7 @@ def main(argv=None) -> int:
         steps, sampler, cfg = run.steps, run.sampler, run.cfg
         seeds = test_seeds(args.ranges) if args.ranges else split_seeds("test", args.scenes, start=args.seed_start)
         seconds = pipe.config.clip_seconds
-        levers = Levers(args.negative, args.union_gain, parse_apg(args.apg))
+        levers = Levers(args.negative, args.union_gain, parse_apg(args.apg), args.core)
         lever_run = levers != Levers()
         check(not (lever_run and args.union_runtime == "mix"),
               "the levers compose unions their own way: leave out --union-runtime mix with --negative, "

@@ -16,6 +16,9 @@ it is the runtime's composed union. Levers:
                  worse at guidance 4.) Text and whole-scene selections get no negative row.
     union_gain   gamma: each of the k parts of a composed union gets weight gamma / k (1: their mean,
                  the runtime's default; 2 with two parts: each object at full guidance).
+    core         c in (0, 1]: a mask's patch coverage kept only where it is >= c x its largest (the patches
+                 a neighbouring object shares, partly covered, dropped), then rescaled as usual; 0: off.
+                 Masks alone (not text, not the whole scene).
     apg          adaptive projected guidance (objaudio_rt/core/guidance.py) in place of classifier-free
                  guidance's update: eta, the kept share of the update's part parallel to the
                  conditional prediction, and r, a cap on the update's norm (0: none).
@@ -29,6 +32,7 @@ import torch
 
 from objaudio_rt.core.denoise import Conditions
 from objaudio_rt.core.errors import check
+from objaudio_rt.core.grounding import mask_to_patch_coverage, rescale_patch_weights
 from objaudio_rt.core.guidance import APG
 from objaudio_rt.core.options import RunOptions
 from objaudio_rt.core.pipeline import Generation, Pipeline, Scene, combine_parts
@@ -40,14 +44,24 @@ class Levers:
     negative: float = 0.0
     union_gain: float = 1.0
     apg: APG | None = None
+    core: float = 0.0
 
     def __post_init__(self):
         check(np.isfinite(self.negative) and self.negative >= 0, f"negative must be >= 0, got {self.negative}")
+        check(np.isfinite(self.core) and 0 <= self.core <= 1, f"core must be in [0, 1], got {self.core}")
         check(np.isfinite(self.union_gain) and self.union_gain > 0, f"union_gain must be > 0, got {self.union_gain}")
 
     def label(self) -> str:
         return f"negative={self.negative:g},union_gain={self.union_gain:g}" + (
-            f",{self.apg.label()}" if self.apg is not None else "")
+            f",{self.apg.label()}" if self.apg is not None else "") + (f",core={self.core:g}" if self.core else "")
+
+
+def cored_weights(pipe: Pipeline, pixel: np.ndarray, core: float) -> torch.Tensor:
+    """Patch weights (1, P) of a pixel mask whose coverage is kept only where >= core x its largest."""
+    cover = mask_to_patch_coverage(torch.from_numpy(pixel)[None].to(pipe.device), pipe.config.image.image_size,
+                                   pipe.config.image.patch_size)
+    cover = torch.where(cover >= core * cover.amax(dim=-1, keepdim=True), cover, torch.zeros_like(cover))
+    return rescale_patch_weights(cover, pipe.calibration.attn_std, pipe.config.grounding.mask_rescale)
 
 
 def complement(pixel: np.ndarray | None) -> np.ndarray | None:
@@ -73,6 +87,9 @@ def levered_generate_many(pipe: Pipeline, levers: Levers):
             groups = pipe.parts(scene, selection, "compose")                         # [(weights, pixel)] per part
             k = len(groups)
             gain = levers.union_gain if k > 1 else 1.0
+            masks_only = not any(isinstance(p, (Text, Whole)) for p in parts)
+            if levers.core > 0 and masks_only:
+                groups = [(cored_weights(pipe, pixel, levers.core), pixel) for _, pixel in groups]
             for patch_w, _ in groups:
                 conds.append(pipe.condition(scene, patch_w))
                 owner.append(item)

@@ -97,3 +97,23 @@ def test_complement_and_lever_checks():
     with pytest.raises(ObjaudioError, match="union_gain"):
         Levers(union_gain=0)
 
+
+
+def test_core_drops_the_partly_covered_patches_of_a_mask(pipe):
+    from training.levers import cored_weights
+
+    scene, a, b = _scene(pipe)
+    edge = np.zeros((64, 64), np.float32)
+    edge[:20, :20] = 1                                     # whole patches and partly covered ones
+    full = cored_weights(pipe, edge, 0.0)
+    cored = cored_weights(pipe, edge, 1.0)
+    ref, _ = pipe.select(scene, Mask(edge))
+    torch.testing.assert_close(full, ref)                  # core 0 is the runtime's weights
+    assert (cored > cored.amin()).sum() < (full > full.amin()).sum()
+    kw = dict(steps=2, sampler="ddim", cfg=4.0, seed=1)
+    base = levered_generate_many(pipe, Levers())(scene, [Mask(edge), Text("a dog barking")], **kw)
+    got = levered_generate_many(pipe, Levers(core=1.0))(scene, [Mask(edge), Text("a dog barking")], **kw)
+    assert not torch.equal(got[0].wave, base[0].wave)
+    torch.testing.assert_close(got[1].wave, base[1].wave)  # text: untouched
+    with pytest.raises(ObjaudioError, match="core"):
+        Levers(core=2.0)
