@@ -554,14 +554,14 @@ def main(argv=None) -> int:
         lever_run = levers != Levers()
         check(not (lever_run and args.union_runtime == "mix"),
               "the levers compose unions their own way: leave out --union-runtime mix with --negative, "
-              "--union-gain or --apg")
+              "--union-gain, --core or --apg")
         args.union_runtime = args.union_runtime or ("compose" if lever_run else "mix")
         meta = {"union_mode": args.union_mode or "both", "steps": steps, "sampler": sampler, "cfg": cfg,
                 "clip_seconds": seconds, "device": str(pipe.device), "checkpoint": pipe.source,
                 "backend": pipe.backend_name, "backend_options": backend_options or None,
                 "options": levers.label() if lever_run else None,
                 "silence_gate": run.silence_gate and not lever_run,
-                "kinds": None if args.kinds is None else args.kinds.split(","), 
+                "kinds": None if args.kinds is None else args.kinds.split(","),
                 # None for compose, so that clips saved before this key resume
                 "union_runtime": None if args.union_runtime == "compose" else args.union_runtime}
         done, spent = resume_clips(args.save_audio, meta)      # a rerun continues an interrupted one

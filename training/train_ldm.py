@@ -34,11 +34,11 @@ rank 0 logs and saves.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
@@ -241,7 +241,7 @@ def example_weights(data: LatentSet, kind_weights: tuple[float, ...] | None, bus
     if data.kind is None:
         raise ObjaudioError("kind_weights needs the example kinds in the latent set: delete "
                             "cache/latents.safetensors so that it is rebuilt")
-    if not (np.isfinite(busy_single) and busy_single > 0):
+    if not (math.isfinite(busy_single) and busy_single > 0):
         raise ObjaudioError(f"busy_single must be > 0, got {busy_single}")
     shares = torch.tensor(kind_weights, dtype=torch.float64)
     kinds = data.kind.cpu()

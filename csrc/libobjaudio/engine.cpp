@@ -817,22 +817,21 @@ void Engine::generate_mixed(const Scene& scene, const std::vector<Item>& items, 
                                                                                    : std::vector<Item>{items[i]};
         for (const Item& part : mine) {
             parts.push_back(part);
-            parts.back().mix = false;
             owner.push_back(i);
         }
     }
     std::vector<std::vector<float>> waves(parts.size(), std::vector<float>(n));
     const bool one_at_a_time = options.loop || (options.frames > 0 && options.frames != s.latent_h);
+    auto rows = [&](size_t a, size_t b) {              // UNet rows of parts [a, b) (a stem call may hold a
+        int64_t r = 0;                                 // composed union beside a mixed one)
+        for (size_t k = a; k < b; ++k) {
+            const size_t m = parts[k].masks.size();
+            r += s.unet_rows(1, parts[k].union_mask || m <= 1 ? 1 : static_cast<int64_t>(m));
+        }
+        return r;
+    };
     for (size_t first = 0; first < parts.size();) {
         size_t last = first + 1;                      // parts [first, last) in one call
-        auto rows = [&](size_t a, size_t b) {          // UNet rows of parts [a, b) (a stem call may hold
-            int64_t r = 0;                             // a composed union beside a mixed one)
-            for (size_t k = a; k < b; ++k) {
-                const size_t m = parts[k].masks.size();
-                r += s.unet_rows(1, parts[k].union_mask || m <= 1 ? 1 : static_cast<int64_t>(m));
-            }
-            return r;
-        };
         while (!one_at_a_time && last < parts.size() && rows(first, last + 1) <= s.max_rows) ++last;
         std::vector<Item> batch(parts.begin() + static_cast<std::ptrdiff_t>(first),
                                 parts.begin() + static_cast<std::ptrdiff_t>(last));

@@ -556,7 +556,7 @@ def mix_parts(selections: list[Selection | None]) -> tuple[list[Selection | None
     """Union "mix": every selection's parts as selections of their own, and the selection each came from."""
     parts, owner = [], []
     for i, selection in enumerate(selections):
-        mine = (selection or Whole()).parts() if selection is not None else [None]
+        mine = selection.parts() if selection is not None else (None,)          # None: the whole scene
         parts += mine
         owner += [i] * len(mine)
     return parts, owner
