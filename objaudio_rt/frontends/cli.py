@@ -237,6 +237,10 @@ def _options(args) -> dict:
 def _wav(args, gen) -> bytes:
     from ..core.audio import wav_bytes
 
+    peak = float(gen.wave.abs().max()) if gen.wave.numel() else 0.0
+    if args.format == "pcm16" and peak > 1.0:        # e.g. a mixed union: its parts' sum
+        print(f"note: this clip peaks at {peak:.2f} and 16-bit PCM clips it at 1.0; --format float keeps every "
+              "sample (lower it in your mixer)", file=sys.stderr)
     return wav_bytes(gen.wave, gen.sample_rate, args.format, args.sample_rate, gen.loop)
 
 

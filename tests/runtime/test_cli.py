@@ -252,3 +252,22 @@ def test_batch_bad_line_is_one_line_before_anything_is_written(files, capsys, li
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("objaudio: error:") and match in err[0], err
     assert not (files / "wavs").exists()
+
+
+def test_a_clip_past_full_scale_is_named_when_pcm16_would_clip_it(capsys):
+    """A mixed union sums its parts and may pass 1.0: 16-bit PCM clips it, and the command line says so."""
+    import argparse
+    import types
+
+    import torch
+
+    from objaudio_rt.frontends.cli import _wav
+
+    gen = types.SimpleNamespace(wave=torch.tensor([0.5, -1.5, 0.25]), sample_rate=16000, loop=False)
+    for fmt, warned in (("pcm16", True), ("float", False)):
+        data = _wav(argparse.Namespace(format=fmt, sample_rate=None), gen)
+        assert data[:4] == b"RIFF"
+        assert ("peaks at 1.50" in capsys.readouterr().err) == warned
+    gen.wave = torch.tensor([0.5, -0.9])
+    _wav(argparse.Namespace(format="pcm16", sample_rate=None), gen)
+    assert "peaks" not in capsys.readouterr().err
