@@ -51,6 +51,7 @@ from objaudio_rt.modelio.model import Calibration, ObjaudioModel
 from objaudio_rt.core.samplers import alphas_cumprod
 
 from .data import KINDS
+from .synthscenes import ALL_CLASSES
 from .train_components import StageBudget, run_loop
 
 
@@ -77,6 +78,10 @@ class LdmConfig:
     # > 1: within the "single" kind (its share unchanged), examples of scenes with >= 3 sounding objects
     # are drawn this many times as often as those of two-object scenes (leakage is highest in busy scenes)
     busy_single: float = 1.0
+    # > 1: within the "single" kind, the examples naming one of `hard_classes` (training.synthscenes class
+    # names) are drawn this many times as often (on top of busy_single): the classes picked least well
+    hard_classes: tuple[str, ...] = ()
+    hard_weight: float = 1.0
 
 
 def noise_weights(acp: torch.Tensor, cap: float) -> torch.Tensor:
@@ -97,6 +102,7 @@ class LatentSet:
     cover: torch.Tensor | None = None       # (E, P) target-object patch coverage (SynthScenes)
     mask_only: torch.Tensor | None = None   # (E,) bool: always condition on the mask
     kind: torch.Tensor | None = None        # (E,) int64 example kind (index into training.data.KINDS)
+    classes: torch.Tensor | None = None     # (E, C) multi-hot of the targeted classes (SynthCache.target_classes)
 
     def save(self, path: Path) -> None:
         tensors = {k: v.contiguous() for k, v in self.__dict__.items() if v is not None}
@@ -186,7 +192,7 @@ def train_ldm(model: ObjaudioModel, data: LatentSet, budget: StageBudget, cfg: L
     gen = torch.Generator(device="cpu").manual_seed(seed + 1000 * rank + start_step)
     n_ex, n_t = data.latents.shape[0], acp.numel()
     last_save = [time.time()]
-    draw = example_weights(data, cfg.kind_weights, cfg.busy_single)                                 # (E,) or None
+    draw = example_weights(data, cfg.kind_weights, cfg.busy_single, cfg.hard_classes, cfg.hard_weight)                                 # (E,) or None
 
     def step(i):
         i += start_step
@@ -230,19 +236,21 @@ def train_ldm(model: ObjaudioModel, data: LatentSet, budget: StageBudget, cfg: L
     return {**metrics, "steps_total": start_step + metrics["steps"]}
 
 
-def example_weights(data: LatentSet, kind_weights: tuple[float, ...] | None, busy_single: float = 1.0
-                    ) -> torch.Tensor | None:
+def example_weights(data: LatentSet, kind_weights: tuple[float, ...] | None, busy_single: float = 1.0,
+                    hard_classes: tuple[str, ...] = (), hard_weight: float = 1.0) -> torch.Tensor | None:
     """Per-example sampling weights (E,) giving each kind its share of a batch; None: uniform.
 
-    `busy_single` (LdmConfig.busy_single): inside the "single" kind, the examples of scenes with >= 3
-    sounding objects (scenes with >= 3 single examples) weigh this much more than the others."""
+    Inside the "single" kind (its share unchanged), the examples of scenes with >= 3 sounding objects
+    (scenes with >= 3 single examples) weigh `busy_single` times the others, and those naming one of
+    `hard_classes` `hard_weight` times (both: the product). LdmConfig documents them."""
     if kind_weights is None:
         return None
     if data.kind is None:
         raise ObjaudioError("kind_weights needs the example kinds in the latent set: delete "
                             "cache/latents.safetensors so that it is rebuilt")
-    if not (math.isfinite(busy_single) and busy_single > 0):
-        raise ObjaudioError(f"busy_single must be > 0, got {busy_single}")
+    for name, factor in (("busy_single", busy_single), ("hard_weight", hard_weight)):
+        if not (math.isfinite(factor) and factor > 0):
+            raise ObjaudioError(f"{name} must be > 0, got {factor}")
     shares = torch.tensor(kind_weights, dtype=torch.float64)
     kinds = data.kind.cpu()
     if bool((kinds < 0).any()) or int(kinds.max()) >= shares.numel() or bool((shares < 0).any()):
@@ -254,6 +262,15 @@ def example_weights(data: LatentSet, kind_weights: tuple[float, ...] | None, bus
         scene = data.ex_scene.cpu()
         singles_per_scene = torch.bincount(scene[single], minlength=int(scene.max()) + 1)
         within[single & (singles_per_scene[scene] >= 3)] = busy_single
+    if hard_classes and hard_weight != 1.0:
+        unknown = sorted(set(hard_classes) - set(ALL_CLASSES))
+        if unknown:
+            raise ObjaudioError(f"hard_classes {unknown} are not SynthScenes classes: use some of {', '.join(ALL_CLASSES)}")
+        if data.classes is None:
+            raise ObjaudioError("hard_classes needs the examples' classes (LatentSet.classes, from "
+                                "SynthCache.target_classes)")
+        hard = data.classes.cpu()[:, [ALL_CLASSES.index(c) for c in hard_classes]].amax(dim=1) > 0
+        within[single & hard] *= hard_weight
     totals = torch.zeros(shares.numel(), dtype=torch.float64).index_add_(0, kinds, within)
     per_example = torch.where(totals > 0, shares / totals.clamp_min(1e-12), torch.zeros_like(shares))[kinds] * within
     if float(per_example.sum()) <= 0:

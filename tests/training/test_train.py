@@ -250,6 +250,30 @@ def test_busy_single_weighs_singles_of_busy_scenes_up_inside_their_kind():
         example_weights(data, (0.2, 0.5, 0.3, 0.0), busy_single=0.0)
 
 
+def test_hard_classes_weigh_their_singles_up_inside_the_kind():
+    from objaudio_rt.core.errors import ObjaudioError
+    from training.synthscenes import ALL_CLASSES
+    from training.train_ldm import example_weights
+
+    kinds = [0, 1, 1, 2, 0, 1, 1, 1, 2]
+    data = _latent_set(kinds)
+    data.ex_scene = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 1])
+    data.classes = torch.zeros(9, len(ALL_CLASSES))
+    for e, c in ((1, "bell"), (2, "dog"), (5, "bird"), (6, "car"), (7, "bell"), (0, "bell")):
+        data.classes[e, ALL_CLASSES.index(c)] = 1
+    w = example_weights(data, (0.2, 0.5, 0.3, 0.0), busy_single=2.0, hard_classes=("bell", "bird"), hard_weight=3.0)
+    assert torch.stack([w[data.kind == k].sum() for k in range(3)]).tolist() == pytest.approx([0.2, 0.5, 0.3])
+    assert w[1].item() == pytest.approx(3 * w[2].item(), rel=1e-5)          # a hard single of a 2-object scene
+    assert w[5].item() == pytest.approx(6 * w[2].item(), rel=1e-5)          # hard and busy: the product
+    assert w[6].item() == pytest.approx(2 * w[2].item(), rel=1e-5)          # busy only
+    assert w[0].item() == pytest.approx(w[4].item())                        # mixtures are not singles
+    with pytest.raises(ObjaudioError, match="not SynthScenes classes"):
+        example_weights(data, (0.2, 0.5, 0.3, 0.0), hard_classes=("bel",), hard_weight=2.0)
+    data.classes = None
+    with pytest.raises(ObjaudioError, match="target_classes"):
+        example_weights(data, (0.2, 0.5, 0.3, 0.0), hard_classes=("bell",), hard_weight=2.0)
+
+
 def test_kind_weights_errors_say_what_to_do():
     from objaudio_rt.core.errors import ObjaudioError
     from training.train_ldm import example_weights
