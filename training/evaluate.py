@@ -23,6 +23,7 @@ Metrics (JSON):
                       the scene is detected (prob > 0.5)
     union_recall      share of `union` selections in which both classes are detected
     union_recall_mask the same for `union_mask` selections (the paper's union mask)
+    whole_recall      share of `whole` selections in which every sounding class of the scene is detected
     silent_accuracy   share of `silent` selections in which no class is detected
     text_vs_mask_gap  |mean target prob with text attention - mean target prob with the mask|
                       over paired text/mask selections of the same objects
@@ -194,7 +195,7 @@ def selection_metrics(res: Results, rows: list[int]) -> dict:
     return {
         "object_accuracy": _mean([SOUNDING_CLASSES[int(probs[n].argmax())] == res.items[n].targets[0] for n in obj]),
         "leakage": _mean([any(probs[n][IDX[c]] > 0.5 for c in res.items[n].others) for n in obj]),
-        "union_recall": recall("union"), "union_recall_mask": recall("union_mask"),
+        "union_recall": recall("union"), "union_recall_mask": recall("union_mask"), "whole_recall": recall("whole"),
         "silent_accuracy": _mean([not (probs[n] > 0.5).any() for n in of("silent")]),
         "counts": {k: len(of(k)) for k in SELECTION_KINDS},
     }

@@ -13,7 +13,8 @@ from objaudio_rt.core.errors import ObjaudioError
 from training.evaluate import Item, Results, badness, breakdown, main, mu_law_decode, mu_law_encode, scene_selections
 from training.synthscenes import SOUNDING_CLASSES, generate_scene, split_seeds
 
-KEYS = ("object_accuracy", "leakage", "union_recall", "union_recall_mask", "silent_accuracy", "text_vs_mask_gap",
+KEYS = ("object_accuracy", "leakage", "union_recall", "union_recall_mask", "whole_recall", "silent_accuracy",
+        "text_vs_mask_gap",
         "acc", "fad", "kl", "is", "scenes", "steps", "sampler")
 
 

@@ -347,3 +347,35 @@ def test_evaluate_ranges_concatenate_test_ranges_and_refuse_overlaps():
         test_seeds("0:5,3:2")
     with pytest.raises(ObjaudioError, match="START:COUNT"):
         test_seeds("7")
+
+
+def test_whole_prob_gives_masked_mixtures_the_whole_image(synth_run, tmp_path, monkeypatch):
+    """With whole_prob 1, every masked mixture example is conditioned on all patches (what Whole() selects);
+    other kinds keep their targets' coverage."""
+    import dataclasses
+
+    import training.train_ldm as tl
+    from training.data import KINDS
+    from training.train import LDM_PRESETS
+
+    seen = []
+    real = tl.substitute_masks
+
+    def spy(a, cover, use_mask, attn_std, rescale):
+        seen.append((cover.clone(), use_mask.clone()))
+        return real(a, cover, use_mask, attn_std, rescale)
+
+    monkeypatch.setattr(tl, "substitute_masks", spy)
+    cfg = dataclasses.replace(LDM_PRESETS["targeted-v4"], mask_prob=1.0, whole_prob=1.0,
+                              kind_weights=(0.5, 0.5, 0.0, 0.0))
+    monkeypatch.setitem(LDM_PRESETS, "targeted-v4", cfg)
+    out = tmp_path / "whole"
+    assert main(["--preset", "tiny", "--out", str(out), "--stage", "ldm", "--ldm-preset", "targeted-v4", "--scenes",
+                 "4", "--max-steps", "3", "--workers", "1", "--batch-size", "8", "--threads", "2",
+                 "--init-from", str(synth_run / "model")]) == 0
+    covers = torch.cat([c for c, _ in seen])
+    full = (covers == 1).all(dim=1)
+    assert full.any() and not full.all()          # the mixtures got every patch, the singles their object's
+    data = tl.LatentSet.load(out / "cache" / "latents.safetensors")
+    single = data.cover[data.kind == KINDS.index("single")]
+    assert not (single == 1).all(dim=1).any()     # no single example covers the whole image by itself
