@@ -34,13 +34,13 @@ def test_fewstep_tiny_random_writes_table_and_json(tmp_path):
 
     sels, items = scene_selections(generate_scene(seed, seconds=ModelConfig.from_name("tiny").clip_seconds))
     assert {"union", "union_mask", "object"} <= {it.kind for it in items}, "pick a scene with a union"
-    rows_per_step = sum(1 + len(s.parts()) for s in sels)      # the unconditional row + one per condition
-    assert rows_per_step == 2 * (len(sels) - 1) + 3            # 2 per plain selection, 3 for the composed union
+    rows_per_step = sum(2 * len(s.parts()) for s in sels)      # each part alone: its unconditional row and its own
+    assert rows_per_step == 2 * (len(sels) - 1) + 4            # 2 per plain selection, 4 for the mixed union
     assert [(r["sampler"], r["steps"]) for r in report["results"]] == [("ddim", 2), ("ddim", 3), ("unipc", 2),
                                                                        ("unipc", 3)]
     for r in report["results"]:
         assert r["clips"] == len(sels) and r["unet_rows"] == r["steps"] * rows_per_step
-        assert r["unet_rows_per_clip"] > 2 * r["steps"]             # the composed union's third row per step
+        assert r["unet_rows_per_clip"] > 2 * r["steps"]             # the mixed union's second part per step
         assert r["seconds_per_clip"] > 0 and r["cpu_seconds_per_clip"] > 0
         m = r["metrics"]
         assert {"object_accuracy", "leakage", "union_recall", "union_recall_mask", "silent_accuracy",
@@ -82,5 +82,6 @@ def test_fewstep_student_runs_one_row_per_condition_and_step(tmp_path):
     conditions = sum(len(s.parts()) for s in sels)
     (t, s) = report["results"]
     assert (t["model"], s["model"], s["sampler"], s["steps"]) == ("teacher", "student", "dpmpp", 2)
-    assert t["unet_rows"] == 3 * (conditions + len(sels)) and s["unet_rows"] == 2 * conditions
+    # the default union "mix": every part is generated alone, with its own unconditional row in the teacher
+    assert t["unet_rows"] == 3 * 2 * conditions and s["unet_rows"] == 2 * conditions
     assert torch.isfinite(torch.tensor([s["seconds_per_clip"], s["metrics"]["acc"]])).all()

@@ -110,7 +110,7 @@ def test_a_fresh_student_at_scale_one_is_its_teacher(teacher_dir, tmp_path, scen
     sels = [Mask(square_mask), Union([Mask(square_mask), Mask(disc_mask)]), Whole()]
 
     def latents(pipe, cfg):
-        rows = pipe.conditions(pipe.encode_image(scene_image), sels)
+        rows = pipe.conditions(pipe.encode_image(scene_image), sels, union="compose")
         return pipe.sample(rows, RunOptions(steps=4, sampler="dpmpp", cfg=cfg, seed=1), progress=False)
     ours, theirs = latents(student, 1.0), latents(teacher, 1.0)
     assert (ours - theirs).abs().max() <= 1e-5 * float(theirs.abs().max())
@@ -241,7 +241,7 @@ def test_the_onnxruntime_backend_runs_a_student_as_eager_does(teacher_dir, tmp_p
     scene = pipe.encode_image(scene_image)
     plan = SamplerPlan.build("dpmpp", 3, model.config.schedule)
     for sel in (Mask(square_mask), Union([Mask(square_mask), Mask(disc_mask)])):
-        rows = pipe.conditions(scene, [sel]).conditions
+        rows = pipe.conditions(scene, [sel], union="compose").conditions
         noise = pipe.noise(RunOptions(seed=2).resolve(model.config), 1)
         want = denoise(eager, noise, rows, plan, 5.0, progress=False)
         got = denoise(ort, noise, rows, plan, 5.0, progress=False)
