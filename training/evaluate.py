@@ -40,6 +40,10 @@ Metrics (JSON):
                       accuracy, counts) per class (the object's, the silent distractor's, either
                       class of a union), per scene layout (overlap / sequence) and per number of
                       sounding objects in the scene: where the failures are
+    leaked_into       per selected class (object selections): how many selections, how often each
+                      other sounding class of the scene was detected in them, and how often a class
+                      absent from the scene; "rates": detections per (selection, class) pair, for the
+                      scene's other classes and for absent ones (a scene's leak vs sounds at random)
 
 `--worst N` writes the N worst object / union / silent selections (ranked by `badness`) as
 WAV + PNG (scene with the selection, its patch coverage, the generated log-mel) and an index
@@ -214,7 +218,34 @@ def breakdown(res: Results) -> dict:
 
     by_class = split(lambda it: it.subjects)
     return {"by_class": {c: by_class[c] for c in ALL_CLASSES if c in by_class},
-            "by_layout": split(lambda it: [it.layout]), "by_sounding": split(lambda it: [it.sounding])}
+            "by_layout": split(lambda it: [it.layout]), "by_sounding": split(lambda it: [it.sounding]),
+            "leaked_into": leaked_into(res)}
+
+
+def leaked_into(res: Results) -> dict:
+    """For the `object` selections, per selected class: how many selections, how often each other
+    sounding class of the scene was detected (prob > 0.5) in them, and how often a sounding class
+    absent from the scene was ("absent"). Under "rates": detections per (selection, class) pair for
+    the scene's other classes and for the absent ones: a leak that is the scene's shows as the first
+    well above the second; the same rate for both is the model sounding classes at random."""
+    out, pairs = {}, {"other": [0, 0], "absent": [0, 0]}
+    for n, it in enumerate(res.items):
+        if it.kind != "object":
+            continue
+        row = out.setdefault(it.targets[0], {"selections": 0, "absent": 0})
+        row["selections"] += 1
+        absent = [c for c in SOUNDING_CLASSES if c not in it.targets and c not in it.others]
+        for group, classes in (("other", it.others), ("absent", absent)):
+            for c in classes:
+                hit = bool(res.probs[n][IDX[c]] > 0.5)
+                pairs[group][0] += hit
+                pairs[group][1] += 1
+                if hit:
+                    key = c if group == "other" else "absent"
+                    row[key] = row.get(key, 0) + 1
+    rows = {c: out[c] for c in ALL_CLASSES if c in out}
+    rows["rates"] = {g: (h / t if t else None) for g, (h, t) in pairs.items()}
+    return rows
 
 
 def badness(item: Item, probs: np.ndarray) -> float | None:

@@ -138,6 +138,9 @@ def test_breakdown_per_class_and_layout_and_badness_ranks_the_misses():
     assert parts["by_class"]["rock"]["silent_accuracy"] == 0.0 and parts["by_class"]["rock"]["counts"]["silent"] == 1
     assert parts["by_layout"]["overlap"]["object_accuracy"] == 1.0
     assert parts["by_layout"]["sequence"]["counts"] == {"object": 1, "union": 1, "union_mask": 0, "silent": 0}
+    leaks = parts["leaked_into"]
+    assert leaks[a] == {"selections": 1, "absent": 0} and leaks[b] == {"selections": 1, "absent": 0, a: 1}
+    assert leaks["rates"] == {"other": 0.5, "absent": 0.0}
     scores = [badness(it, p) for it, p in zip(res.items, res.probs)]
     assert scores[1] == pytest.approx(1 - 0.6 + 0.8) and scores[2] == pytest.approx(0.7)
     assert max(scores) == scores[1] and min(scores) == scores[0] == pytest.approx(0.1)
