@@ -224,15 +224,15 @@ def breakdown(res: Results) -> dict:
 
 def leaked_into(res: Results) -> dict:
     """For the `object` selections, per selected class: how many selections, how often each other
-    sounding class of the scene was detected (prob > 0.5) in them, and how often a sounding class
-    absent from the scene was ("absent"). Under "rates": detections per (selection, class) pair for
+    sounding class of the scene was detected (prob > 0.5) in them, and how often each sounding class
+    absent from the scene was (under "absent"). Under "rates": detections per (selection, class) pair for
     the scene's other classes and for the absent ones: a leak that is the scene's shows as the first
     well above the second; the same rate for both is the model sounding classes at random."""
     out, pairs = {}, {"other": [0, 0], "absent": [0, 0]}
     for n, it in enumerate(res.items):
         if it.kind != "object":
             continue
-        row = out.setdefault(it.targets[0], {"selections": 0, "absent": 0})
+        row = out.setdefault(it.targets[0], {"selections": 0, "absent": {}})
         row["selections"] += 1
         absent = [c for c in SOUNDING_CLASSES if c not in it.targets and c not in it.others]
         for group, classes in (("other", it.others), ("absent", absent)):
@@ -240,9 +240,10 @@ def leaked_into(res: Results) -> dict:
                 hit = bool(res.probs[n][IDX[c]] > 0.5)
                 pairs[group][0] += hit
                 pairs[group][1] += 1
-                if hit:
-                    key = c if group == "other" else "absent"
-                    row[key] = row.get(key, 0) + 1
+                if hit and group == "other":
+                    row[c] = row.get(c, 0) + 1
+                elif hit:
+                    row["absent"][c] = row["absent"].get(c, 0) + 1
     rows = {c: out[c] for c in ALL_CLASSES if c in out}
     rows["rates"] = {g: (h / t if t else None) for g, (h, t) in pairs.items()}
     return rows

@@ -139,8 +139,12 @@ def test_breakdown_per_class_and_layout_and_badness_ranks_the_misses():
     assert parts["by_layout"]["overlap"]["object_accuracy"] == 1.0
     assert parts["by_layout"]["sequence"]["counts"] == {"object": 1, "union": 1, "union_mask": 0, "silent": 0}
     leaks = parts["leaked_into"]
-    assert leaks[a] == {"selections": 1, "absent": 0} and leaks[b] == {"selections": 1, "absent": 0, a: 1}
+    assert leaks[a] == {"selections": 1, "absent": {}} and leaks[b] == {"selections": 1, "absent": {}, a: 1}
     assert leaks["rates"] == {"other": 0.5, "absent": 0.0}
+    c = SOUNDING_CLASSES[2]                                              # absent from the scene, heard
+    res.probs[0][SOUNDING_CLASSES.index(c)] = 0.9
+    leaks = breakdown(res)["leaked_into"]
+    assert leaks[a]["absent"] == {c: 1} and leaks["rates"]["absent"] == pytest.approx(1 / 12)
     scores = [badness(it, p) for it, p in zip(res.items, res.probs)]
     assert scores[1] == pytest.approx(1 - 0.6 + 0.8) and scores[2] == pytest.approx(0.7)
     assert max(scores) == scores[1] and min(scores) == scores[0] == pytest.approx(0.1)
