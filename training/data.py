@@ -57,7 +57,7 @@ class SynthCacheConfig:
     seconds: float = 2.56
     patch_image_size: int = 112       # the image encoder's input size (masks are pooled at it)
     patch_size: int = 16
-    vocoder_examples: int = 1500
+    vocoder_examples: int | None = 1500   # the vocoder's waveforms: the first N examples (None: all)
     workers: int = 1
     pairs: bool = False               # add "pair" examples (the targeted fine-tune draws them)
 

@@ -118,6 +118,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=None, help="override every stage's batch size")
     p.add_argument("--batch-scale", type=float, default=1.0, help="multiply every stage's batch size (GPU: 2)")
     p.add_argument("--lr", type=float, default=None, help="override the learning rate of the stages run")
+    p.add_argument("--vocoder-examples", type=int, default=None, metavar="N",
+                   help="waveforms the vocoder stage draws from: the cache's first N examples (0: all of them; "
+                        f"default {SynthCacheConfig.vocoder_examples}); set when the cache is built")
     p.add_argument("--ldm-preset", default="tiny-synth", choices=sorted(LDM_PRESETS),
                    help="settings of the diffusion stage (targeted: a fine-tune aimed at selection failures)")
     # audioldm-s recipe
@@ -213,13 +216,20 @@ def train_synth(args: argparse.Namespace) -> Path:
         t = time.time()
         shares = recipe.ldm.kind_weights or ()
         pairs = len(shares) > KINDS.index("pair") and shares[KINDS.index("pair")] > 0   # only a recipe drawing them
+        voc = {} if args.vocoder_examples is None else {"vocoder_examples": args.vocoder_examples or None}
         build_synth_cache(SynthCacheConfig(scenes=args.scenes, seed_start=0, seconds=config.clip_seconds,
                                            patch_image_size=config.image.image_size,
-                                           patch_size=config.image.patch_size, workers=args.workers, pairs=pairs),
-                          cache_dir)
+                                           patch_size=config.image.patch_size, workers=args.workers, pairs=pairs,
+                                           **voc), cache_dir)
         (out / "logs").mkdir(exist_ok=True)
         (out / "logs" / "cache.json").write_text(json.dumps({"scenes": args.scenes, "seconds": round(time.time() - t, 1)}))
     cache = SynthCache(cache_dir)
+    if args.vocoder_examples is not None:
+        wanted_voc = args.vocoder_examples or cache.num_examples
+        check(len(cache.voc_waves) == min(wanted_voc, cache.num_examples),
+              f"--vocoder-examples {args.vocoder_examples}: the cache in {cache_dir} was built with "
+              f"{len(cache.voc_waves)} vocoder waveforms; give the run a new --out (or delete "
+              f"{cache_dir}/synth.*) to rebuild it")
     remaining = args.budget_minutes * 60 - (time.time() - wall_start)
     shares, batch, lr = dict(recipe.shares), dict(recipe.batch), dict(recipe.lr)
     todo = [s for s in STAGES if s in wanted and (args.stage != "all" or not store.done(s))]

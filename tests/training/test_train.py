@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from objaudio_rt.core.audio import MelConfig, mel_spectrogram
 from objaudio_rt.modelio.checkpoint import load_checkpoint
 from objaudio_rt.core.config import ModelConfig
 from objaudio_rt.modelio.encoders import build_tokenizer
@@ -68,14 +69,24 @@ def test_resume_skips_finished_stages_and_reruns_a_named_one(synth_run):
     assert (synth_run / "stages" / "clap.json").stat().st_mtime_ns == before["clap"]
 
 
-def test_init_from_keeps_other_components(synth_run, tmp_path):
-    assert main(["--preset", "tiny", "--out", str(tmp_path / "v"), "--stage", "vocoder", "--scenes", "2",
-                 "--max-steps", "1", "--workers", "1", "--batch-size", "2",
-                 "--init-from", str(synth_run / "model")]) == 0
+def test_init_from_keeps_other_components(synth_run, tmp_path, capsys):
+    args = ["--preset", "tiny", "--stage", "vocoder", "--scenes", "2", "--max-steps", "1", "--workers", "1",
+            "--batch-size", "2", "--init-from", str(synth_run / "model")]
+    assert main(args + ["--out", str(tmp_path / "v"), "--vocoder-examples", "2"]) == 0
     old, _ = load_checkpoint(synth_run / "model")
     new, _ = load_checkpoint(tmp_path / "v" / "model")
     assert torch.equal(old.unet.conv_in.weight, new.unet.conv_in.weight)
     assert not torch.equal(old.vocoder.conv_pre.weight, new.vocoder.conv_pre.weight)
+    cache = SynthCache(tmp_path / "v" / "cache")                   # the first 2 examples' waveforms
+    assert len(cache.voc_waves) == 2 < cache.num_examples
+    second = mel_spectrogram(cache.voc_waves[1:2].float(), MelConfig(), normalize=False)[0, :cache.mels.shape[1]]
+    assert (second - cache.mels[1].float()).abs().mean() < 0.05     # the second mel is its (fp16 in quiet bins)
+    assert main(args + ["--out", str(tmp_path / "v"), "--vocoder-examples", "0"]) == 2   # the cache holds 2: say so
+    err = capsys.readouterr().err
+    assert "--vocoder-examples 0" in err and "new --out" in err
+    assert main(args + ["--out", str(tmp_path / "all"), "--vocoder-examples", "0"]) == 0   # 0: every example's
+    cache = SynthCache(tmp_path / "all" / "cache")
+    assert len(cache.voc_waves) == cache.num_examples
 
 
 # ---- the audioldm-s recipe on upstream-format weights ----------------------------------------
