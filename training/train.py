@@ -204,6 +204,8 @@ def train_synth(args: argparse.Namespace) -> Path:
         torch.backends.cudnn.benchmark = True
     config = ModelConfig.from_name(args.preset)
     recipe = SynthRecipe(ldm=LDM_PRESETS[args.ldm_preset])
+    check(args.vocoder_examples is None or args.vocoder_examples >= 0,
+          f"--vocoder-examples {args.vocoder_examples}: give a number of examples, or 0 for all of them")
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     wall_start = time.time()
@@ -216,11 +218,12 @@ def train_synth(args: argparse.Namespace) -> Path:
         t = time.time()
         shares = recipe.ldm.kind_weights or ()
         pairs = len(shares) > KINDS.index("pair") and shares[KINDS.index("pair")] > 0   # only a recipe drawing them
-        voc = {} if args.vocoder_examples is None else {"vocoder_examples": args.vocoder_examples or None}
+        vocoder_examples = (SynthCacheConfig.vocoder_examples if args.vocoder_examples is None
+                            else args.vocoder_examples or None)                     # 0: every example
         build_synth_cache(SynthCacheConfig(scenes=args.scenes, seed_start=0, seconds=config.clip_seconds,
                                            patch_image_size=config.image.image_size,
                                            patch_size=config.image.patch_size, workers=args.workers, pairs=pairs,
-                                           **voc), cache_dir)
+                                           vocoder_examples=vocoder_examples), cache_dir)
         (out / "logs").mkdir(exist_ok=True)
         (out / "logs" / "cache.json").write_text(json.dumps({"scenes": args.scenes, "seconds": round(time.time() - t, 1)}))
     cache = SynthCache(cache_dir)

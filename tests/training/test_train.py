@@ -84,6 +84,8 @@ def test_init_from_keeps_other_components(synth_run, tmp_path, capsys):
     assert main(args + ["--out", str(tmp_path / "v"), "--vocoder-examples", "0"]) == 2   # the cache holds 2: say so
     err = capsys.readouterr().err
     assert "--vocoder-examples 0" in err and "new --out" in err
+    assert main(args + ["--out", str(tmp_path / "neg"), "--vocoder-examples", "-1"]) == 2
+    assert "0 for all of them" in capsys.readouterr().err
     assert main(args + ["--out", str(tmp_path / "all"), "--vocoder-examples", "0"]) == 0   # 0: every example's
     cache = SynthCache(tmp_path / "all" / "cache")
     assert len(cache.voc_waves) == cache.num_examples
