@@ -63,8 +63,8 @@ def ceiling(checkpoint: str | Path, seeds: list[int], classifier=None) -> dict[s
     clips = {p: [] for p in PATHS}
     for seed in seeds:
         _, items = scene_selections(generate_scene(seed, seconds=seconds), "compose", KINDS)
-        n = len(items[0].real) if items and items[0].real is not None else int(seconds * 16000)
-        real = [it.real if it.real is not None else np.zeros(n, np.float32) for it in items]
+        n = int(round(seconds * model.config.mel.sample_rate))
+        real = [it.real[:n] if it.real is not None else np.zeros(n, np.float32) for it in items]
         waves = torch.from_numpy(np.stack(real).astype(np.float32)) if items else torch.zeros(0, n)
         out = resynthesise(model, waves, frames) if items else {p: waves for p in PATHS}
         for p in PATHS:
@@ -90,8 +90,8 @@ def main(argv=None) -> int:
         print(f"{'':<12} detections per (selection, class): the scene's other classes {rates['other']:.3f}, "
               f"absent classes {rates['absent']:.3f}")
     if args.json is not None:
-        args.json.write_text(json.dumps({"checkpoint": str(args.checkpoint), "ranges": args.ranges, **result},
-                                        indent=2))
+        args.json.write_text(json.dumps({"checkpoint": str(args.checkpoint), "ranges": args.ranges,
+                                         "classifier": str(DEFAULT_CLASSIFIER), **result}, indent=2))
     return 0
 
 
