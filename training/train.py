@@ -121,6 +121,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--vocoder-examples", type=int, default=None, metavar="N",
                    help="waveforms the vocoder stage draws from: the cache's first N examples (0: all of them; "
                         f"default {SynthCacheConfig.vocoder_examples}); set when the cache is built")
+    p.add_argument("--vocoder-adversarial", type=float, default=0.0, metavar="W",
+                   help="train the vocoder against HiFi-GAN's discriminators (training/vocoder_gan.py) with this "
+                        "weight on their losses (0: mel + STFT reconstruction only, the default); the "
+                        "discriminators are kept in DIR/stages/vocoder.discriminator.safetensors, and a rerun with "
+                        "the same --out and --init-from DIR/model continues the game")
     p.add_argument("--ldm-preset", default="tiny-synth", choices=sorted(LDM_PRESETS),
                    help="settings of the diffusion stage (targeted: a fine-tune aimed at selection failures)")
     # audioldm-s recipe
@@ -204,6 +209,7 @@ def train_synth(args: argparse.Namespace) -> Path:
         torch.backends.cudnn.benchmark = True
     config = ModelConfig.from_name(args.preset)
     recipe = SynthRecipe(ldm=LDM_PRESETS[args.ldm_preset])
+    check(args.vocoder_adversarial >= 0, f"--vocoder-adversarial {args.vocoder_adversarial}: give a weight >= 0")
     check(args.vocoder_examples is None or args.vocoder_examples >= 0,
           f"--vocoder-examples {args.vocoder_examples}: give a number of examples, or 0 for all of them")
     out: Path = args.out
@@ -269,7 +275,9 @@ def train_synth(args: argparse.Namespace) -> Path:
         elif stage == "vae":
             metrics = train_vae(model, cache, budget, log, device, args.seed)
         elif stage == "vocoder":
-            metrics = train_vocoder(model, cache, budget, log, device, args.seed)
+            metrics = train_vocoder(model, cache, budget, log, device, args.seed,
+                                    adversarial=args.vocoder_adversarial,
+                                    discriminator=store.dir / "vocoder.discriminator.safetensors")
         else:
             metrics = _run_synth_ldm(model, cache, budget, recipe.ldm, store, device, args.seed)
         if stage in ("clap", "clip", "vae"):                         # the cached latent set is stale

@@ -266,8 +266,14 @@ def stft_loss(pred: torch.Tensor, target: torch.Tensor,
 
 
 def train_vocoder(model: ObjaudioModel, cache: SynthCache, budget: StageBudget, log_path: Path,
-                  device: torch.device, seed: int, crop_frames: int = 32) -> dict:
-    """Trains model.vocoder in place on (mel, waveform) crops of the first V cached examples."""
+                  device: torch.device, seed: int, crop_frames: int = 32, adversarial: float = 0.0,
+                  discriminator: Path | None = None, disc_width: float = 0.125) -> dict:
+    """Trains model.vocoder in place on (mel, waveform) crops of the first V cached examples.
+
+    adversarial > 0: HiFi-GAN's discriminators (training/vocoder_gan.py) train beside it, and the
+    generator's loss adds `adversarial` x (least-squares adversarial loss + 2 x feature matching).
+    `discriminator`: a safetensors file the discriminators start from when it exists and are saved
+    to at the end, so that a later run continues the same adversarial game."""
     voc = model.vocoder.to(device).train()
     opt = torch.optim.AdamW(voc.parameters(), lr=budget.lr, betas=(0.8, 0.99), weight_decay=1e-3)
     mel_cfg: MelConfig = model.config.mel
@@ -275,6 +281,15 @@ def train_vocoder(model: ObjaudioModel, cache: SynthCache, budget: StageBudget, 
     frames = cache.mels.shape[1]
     gen = torch.Generator().manual_seed(seed)
     usable = torch.nonzero(cache.voc_waves.float().abs().amax(-1) > 0).squeeze(1)   # not silence
+    disc = disc_opt = None
+    if adversarial > 0:
+        from safetensors.torch import load_file
+
+        from .vocoder_gan import Discriminators, discriminator_loss, generator_losses
+        disc = Discriminators(width=disc_width).to(device).train()
+        if discriminator is not None and discriminator.is_file():
+            disc.load_state_dict(load_file(str(discriminator), device=str(device)))
+        disc_opt = torch.optim.AdamW(disc.parameters(), lr=budget.lr, betas=(0.8, 0.99), weight_decay=1e-3)
 
     def step(_):
         idx = usable[torch.randint(len(usable), (budget.batch_size,), generator=gen)]
@@ -282,17 +297,37 @@ def train_vocoder(model: ObjaudioModel, cache: SynthCache, budget: StageBudget, 
         mel = torch.stack([cache.mels[i, s:s + crop_frames] for i, s in zip(idx, start)]).float().to(device)
         wave = torch.stack([cache.voc_waves[i, s * hop:(s + crop_frames) * hop]
                             for i, s in zip(idx, start)]).float().to(device)         # (B, crop * hop)
-        out = voc(mel)                                                              # (B, crop * hop)
+        out = voc(mel)                                                              # (B, ~crop * hop)
+        n = min(out.shape[1], wave.shape[1])                        # a preset's upsampling may overshoot
+        out, wave = out[:, :n], wave[:, :n]
         mel_l1 = (mel_spectrogram(out, mel_cfg, normalize=False)
                   - mel_spectrogram(wave, mel_cfg, normalize=False)).abs().mean()
         stft = stft_loss(out, wave)
         loss = mel_l1 + stft
+        extra = {}
+        if disc is not None:
+            d_loss = discriminator_loss(disc(wave), disc(out.detach()))
+            disc_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            torch.nn.utils.clip_grad_norm_(disc.parameters(), 10.0)
+            disc_opt.step()
+            with torch.no_grad():
+                real = disc(wave)
+            adv, fm = generator_losses(real, disc(out))
+            loss = loss + adversarial * (adv + 2 * fm)
+            extra = {"d_loss": d_loss.item(), "adv": adv.item(), "fm": fm.item()}
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(voc.parameters(), 10.0)
         opt.step()
-        return {"loss": loss.item(), "mel_l1": mel_l1.item(), "stft": stft.item()}
+        return {"loss": loss.item(), "mel_l1": mel_l1.item(), "stft": stft.item(), **extra}
 
-    metrics = run_loop("vocoder", budget, step, log_path, ["loss", "mel_l1", "stft"])
+    fields = ["loss", "mel_l1", "stft"] + (["d_loss", "adv", "fm"] if disc is not None else [])
+    metrics = run_loop("vocoder", budget, step, log_path, fields)
     voc.eval()
+    if disc is not None and discriminator is not None:
+        from safetensors.torch import save_file
+
+        discriminator.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in disc.state_dict().items()}, str(discriminator))
     return metrics

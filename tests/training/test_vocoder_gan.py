@@ -1,0 +1,58 @@
+"""The vocoder's adversarial training: HiFi-GAN's losses as defined, discriminators that learn to
+tell real audio from generated, and the training stage that keeps them between runs."""
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from training.train import main
+from training.vocoder_gan import Discriminators, discriminator_loss, generator_losses
+
+
+def _outputs(scores: list[float], feats: list[float]):
+    return [(torch.full((2, 3), s), [torch.full((2, 4), f)]) for s, f in zip(scores, feats)]
+
+
+def test_losses_are_least_squares_and_feature_matching_means_over_the_discriminators():
+    real, fake = _outputs([1.0, 0.5], [1.0, 2.0]), _outputs([0.0, 1.0], [0.0, 2.0])
+    # discriminator: mean over the two of (1 - r)^2 + f^2 = ((0 + 0) + (0.25 + 1)) / 2
+    assert discriminator_loss(real, fake).item() == pytest.approx(0.625)
+    adv, fm = generator_losses(real, fake)
+    assert adv.item() == pytest.approx((1.0 + 0.0) / 2)                  # (1 - f)^2: 1 and 0
+    assert fm.item() == pytest.approx((1.0 + 0.0) / 2)                   # |1 - 0| and |2 - 2|
+
+
+def test_discriminators_learn_to_tell_a_tone_from_noise():
+    torch.manual_seed(0)
+    disc = Discriminators(width=0.05)
+    t = torch.arange(2048) / 16000
+    real = torch.stack([0.5 * torch.sin(2 * math.pi * f * t) for f in (220.0, 330.0, 440.0, 550.0)])
+    outs = disc(real)
+    assert len(outs) == 5 + 3 and all(score.shape[0] == 4 and len(feats) == 6 for score, feats in outs[:5])
+    opt = torch.optim.Adam(disc.parameters(), lr=2e-3)
+    for _ in range(40):
+        fake = 0.5 * torch.randn(4, 2048)
+        loss = discriminator_loss(disc(real), disc(fake))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        real_score = torch.cat([s for s, _ in disc(real)], 1).mean()
+        fake_score = torch.cat([s for s, _ in disc(0.5 * torch.randn(4, 2048))], 1).mean()
+    assert real_score > 0.7 and fake_score < 0.3 and loss.item() < 0.2
+
+
+def test_the_vocoder_stage_trains_adversarially_and_continues_the_same_discriminators(tmp_path, capsys):
+    out = tmp_path / "v"
+    args = ["--preset", "tiny", "--out", str(out), "--stage", "vocoder", "--scenes", "2", "--workers", "1",
+            "--batch-size", "2", "--threads", "2", "--vocoder-adversarial", "0.1"]
+    assert main(args + ["--max-steps", "2"]) == 0
+    header = (out / "logs" / "vocoder.csv").read_text().splitlines()[0]
+    assert header.split(",")[-3:] == ["d_loss", "adv", "fm"]
+    saved = load_file(str(out / "stages" / "vocoder.discriminator.safetensors"))
+    assert main(args + ["--max-steps", "0"]) == 0                       # loads them, trains none, saves
+    again = load_file(str(out / "stages" / "vocoder.discriminator.safetensors"))
+    assert saved.keys() == again.keys() and all(torch.equal(saved[k], again[k]) for k in saved)
+    assert main(args[:-1] + ["-1", "--max-steps", "1"]) == 2
+    assert "--vocoder-adversarial -1" in capsys.readouterr().err
