@@ -22,6 +22,17 @@ from torch.nn.utils.parametrizations import weight_norm
 SLOPE = 0.1
 
 
+def _stack(convs: nn.ModuleList, post: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """A discriminator's body: leaky-ReLU convolutions, then the score map; (score (B, N), feature maps)."""
+    feats = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), SLOPE)
+        feats.append(x)
+    x = post(x)
+    feats.append(x)
+    return x.flatten(1), feats
+
+
 class PeriodDiscriminator(nn.Module):
     """HiFi-GAN's DiscriminatorP: the waveform as (T / period, period), 2-D convolutions along time."""
 
@@ -38,14 +49,7 @@ class PeriodDiscriminator(nn.Module):
         # wave: (B, T) -> score (B, N), feature maps
         b, t = wave.shape
         x = F.pad(wave, (0, (-t) % self.period), mode="reflect")[:, None]
-        x = x.view(b, 1, -1, self.period)
-        feats = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), SLOPE)
-            feats.append(x)
-        x = self.post(x)
-        feats.append(x)
-        return x.flatten(1), feats
+        return _stack(self.convs, self.post, x.view(b, 1, -1, self.period))
 
 
 class ScaleDiscriminator(nn.Module):
@@ -64,13 +68,7 @@ class ScaleDiscriminator(nn.Module):
         self.post = weight_norm(nn.Conv1d(w(1024), 1, 3, padding=1))
 
     def forward(self, wave: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        x, feats = wave[:, None], []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), SLOPE)
-            feats.append(x)
-        x = self.post(x)
-        feats.append(x)
-        return x.flatten(1), feats
+        return _stack(self.convs, self.post, wave[:, None])
 
 
 class Discriminators(nn.Module):
