@@ -59,11 +59,11 @@ def ceiling(checkpoint: str | Path, seeds: list[int], classifier=None) -> dict[s
     check(model.config.mel == MelConfig(), f"{checkpoint}: its mel frontend is not SynthScenes' (MelConfig())")
     classifier = classifier or load_classifier(DEFAULT_CLASSIFIER)
     seconds = model.config.clip_seconds
-    frames = int(round(seconds * 100))
+    n = int(round(seconds * model.config.mel.sample_rate))                           # samples a clip
+    frames = n // model.config.mel.hop_length                                        # its mel frames
     clips = {p: [] for p in PATHS}
     for seed in seeds:
         _, items = scene_selections(generate_scene(seed, seconds=seconds), "compose", KINDS)
-        n = int(round(seconds * model.config.mel.sample_rate))
         real = [it.real[:n] if it.real is not None else np.zeros(n, np.float32) for it in items]
         waves = torch.from_numpy(np.stack(real).astype(np.float32)) if items else torch.zeros(0, n)
         out = resynthesise(model, waves, frames) if items else {p: waves for p in PATHS}
