@@ -277,13 +277,18 @@ def train_synth(args: argparse.Namespace) -> Path:
         elif stage == "vocoder":
             metrics = train_vocoder(model, cache, budget, log, device, args.seed,
                                     adversarial=args.vocoder_adversarial,
-                                    discriminator=store.dir / "vocoder.discriminator.safetensors")
+                                    discriminator=store.dir / "vocoder.discriminator.safetensors",
+                                    resume=store.dir / "vocoder.partial.safetensors")
         else:
             metrics = _run_synth_ldm(model, cache, budget, recipe.ldm, store, device, args.seed)
         if stage in ("clap", "clip", "vae"):                         # the cached latent set is stale
             (cache_dir / "latents.safetensors").unlink(missing_ok=True)
         metrics["wall_seconds"] = round(time.time() - t, 1)
         store.save(stage, model.to("cpu"), metrics)
+        if stage == "vocoder":                        # saved whole: its partial state is spent
+            for name in ("vocoder.partial", "vocoder.discriminator.partial"):
+                for suffix in (".safetensors", ".optim.pt"):
+                    (store.dir / (name + suffix)).unlink(missing_ok=True)
         print(f"[train] stage {stage} done: {metrics}", file=sys.stderr)
 
     if not all(store.done(s) or s in provided for s in STAGES):

@@ -25,6 +25,7 @@ every `log_every` steps and returns its metrics. `train.py` orders them:
 from __future__ import annotations
 
 import csv
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -267,13 +268,18 @@ def stft_loss(pred: torch.Tensor, target: torch.Tensor,
 
 def train_vocoder(model: ObjaudioModel, cache: SynthCache, budget: StageBudget, log_path: Path,
                   device: torch.device, seed: int, crop_frames: int = 32, adversarial: float = 0.0,
-                  discriminator: Path | None = None, disc_width: float = 0.125) -> dict:
+                  discriminator: Path | None = None, disc_width: float = 0.125, resume: Path | None = None,
+                  save_every_s: float = 120.0) -> dict:
     """Trains model.vocoder in place on (mel, waveform) crops of the first V cached examples.
 
     adversarial > 0: HiFi-GAN's discriminators (training/vocoder_gan.py) train beside it, and the
     generator's loss adds `adversarial` x (least-squares adversarial loss + 2 x feature matching).
     `discriminator`: a safetensors file the discriminators start from when it exists and are saved
-    to at the end, so that a later run continues the same adversarial game."""
+    to at the end, so that a later run continues the same adversarial game.
+    `resume`: a partial-state file (train_ldm.save_partial's format: the vocoder as `live.*`, the step in
+    the metadata, the optimizer beside it; the discriminators and theirs in `resume`'s sibling
+    `vocoder.discriminator.partial.safetensors`) written every `save_every_s` seconds and read back on
+    start, so that a stopped run loses at most that much; `training.snapshot --stage vocoder` reads it."""
     voc = model.vocoder.to(device).train()
     opt = torch.optim.AdamW(voc.parameters(), lr=budget.lr, betas=(0.8, 0.99), weight_decay=1e-3)
     mel_cfg: MelConfig = model.config.mel
@@ -290,8 +296,25 @@ def train_vocoder(model: ObjaudioModel, cache: SynthCache, budget: StageBudget, 
         if discriminator is not None and discriminator.is_file():
             disc.load_state_dict(load_file(str(discriminator), device=str(device)))
         disc_opt = torch.optim.AdamW(disc.parameters(), lr=budget.lr, betas=(0.8, 0.99), weight_decay=1e-3)
+    from .train_ldm import load_partial, save_partial
 
-    def step(_):
+    disc_partial = None if resume is None else resume.with_name("vocoder.discriminator.partial.safetensors")
+    start_step = 0
+    if resume is not None and resume.is_file():
+        start_step = load_partial(resume, voc, None, opt)
+        if disc is not None and disc_partial.is_file():
+            load_partial(disc_partial, disc, None, disc_opt)
+        gen.manual_seed(seed + start_step)                  # not the first steps' crops again
+        print(f"[train] vocoder: resumed at step {start_step} from {resume}", file=sys.stderr)
+    last_save = [time.time()]
+
+    def save(steps: int) -> None:
+        save_partial(resume, voc, None, opt, start_step + steps)
+        if disc is not None:
+            save_partial(disc_partial, disc, None, disc_opt, start_step + steps)
+        last_save[0] = time.time()
+
+    def step(i):
         idx = usable[torch.randint(len(usable), (budget.batch_size,), generator=gen)]
         start = torch.randint(frames - crop_frames, (budget.batch_size,), generator=gen)
         mel = torch.stack([cache.mels[i, s:s + crop_frames] for i, s in zip(idx, start)]).float().to(device)
@@ -320,10 +343,15 @@ def train_vocoder(model: ObjaudioModel, cache: SynthCache, budget: StageBudget, 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(voc.parameters(), 10.0)
         opt.step()
+        if resume is not None and time.time() - last_save[0] > save_every_s:
+            save(i + 1)
         return {"loss": loss.item(), "mel_l1": mel_l1.item(), "stft": stft.item(), **extra}
 
     fields = ["loss", "mel_l1", "stft"] + (["d_loss", "adv", "fm"] if disc is not None else [])
     metrics = run_loop("vocoder", budget, step, log_path, fields)
+    if resume is not None:                    # the stage's end: what training.train saves next is this state
+        save(metrics["steps"])
+    metrics["first_step"] = start_step
     voc.eval()
     if disc is not None and discriminator is not None:
         from safetensors.torch import save_file

@@ -56,3 +56,42 @@ def test_the_vocoder_stage_trains_adversarially_and_continues_the_same_discrimin
     assert saved.keys() == again.keys() and all(torch.equal(saved[k], again[k]) for k in saved)
     assert main(args[:-1] + ["-1", "--max-steps", "1"]) == 2
     assert "--vocoder-adversarial -1" in capsys.readouterr().err
+
+
+def test_a_stopped_vocoder_stage_resumes_from_its_partial_state(tmp_path, monkeypatch):
+    """The stage saves its state as it goes (here: every step) and a rerun with the same --out starts
+    from it, discriminators included; the finished stage removes it."""
+    import training.train as train_module
+    from training import train_components
+
+    out = tmp_path / "v"
+    args = ["--preset", "tiny", "--out", str(out), "--stage", "vocoder", "--scenes", "2", "--workers", "1",
+            "--batch-size", "2", "--threads", "2", "--vocoder-adversarial", "0.1"]
+    real = train_components.train_vocoder
+    seen = {}
+
+    def stopped(*a, **kw):                          # a run killed after its third step's save
+        kw["save_every_s"] = 0.0
+        metrics = real(*a, **kw)
+        seen["partial"] = load_file(str(kw["resume"]))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "train_vocoder", stopped)
+    assert main(args + ["--max-steps", "3"]) != 0                              # "interrupted"
+    stages = out / "stages"
+    assert (stages / "vocoder.partial.safetensors").is_file()
+    assert (stages / "vocoder.discriminator.partial.safetensors").is_file()
+
+    def resumed(*a, **kw):
+        metrics = real(*a, **kw)
+        seen["metrics"] = metrics
+        return metrics
+
+    monkeypatch.setattr(train_module, "train_vocoder", resumed)
+    assert main(args + ["--max-steps", "2"]) == 0
+    assert seen["metrics"]["first_step"] == 3 and seen["metrics"]["steps"] == 2
+    assert not any(stages.glob("*.partial.*"))                                   # spent once saved whole
+    weights = load_file(str(stages / "vocoder.safetensors"))
+    first = {k[5:]: v for k, v in seen["partial"].items() if k.startswith("live.")}
+    assert first and all(f"vocoder.{k}" in weights for k in first)
+    assert any(not torch.equal(first[k], weights[f"vocoder.{k}"]) for k in first)   # two more steps moved them
