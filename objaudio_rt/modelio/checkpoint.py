@@ -276,3 +276,64 @@ def attach_fewstep(teacher: str | os.PathLike, student: str | os.PathLike, recor
     out = teacher / FEWSTEP
     read_config(out)                                          # the result loads as a checkpoint of its own
     return out
+
+
+# ---- another vocoder under the same networks ------------------------------------------------------
+def replace_vocoder(checkpoint: str | os.PathLike, state: dict[str, torch.Tensor], out: str | os.PathLike,
+                    note: dict, force: bool = False) -> Path:
+    """Write `out`: `checkpoint` with its vocoder's weights replaced by `state` (same sizes), every other file
+    as it was. A carried few-step path comes along: the vocoder takes no part in the diffusion or its
+    distillation (both work on the VAE's latents), so the student of `checkpoint` is as much the student of
+    `out`. Its record of its teacher (config "distilled.teacher") is rewritten to `out`'s fingerprint,
+    where it named `checkpoint`'s, and its "fewstep" record gains "vocoder": `note` and the sha256 of the
+    vocoder file before and after. Written in a temporary sibling folder renamed into place."""
+    checkpoint, out = Path(checkpoint), Path(out)
+    config, _, manifest = read_config(checkpoint)
+    check(read_json(checkpoint / "config.json", f"checkpoint {checkpoint}", "copy it again").get("base") is None,
+          f"{checkpoint} is a carried few-step path: give the checkpoint folder above it")
+    check(not out.exists() or force, f"{out} already exists: choose another folder or pass --force to replace it")
+    check(not out.exists() or out.resolve() != checkpoint.resolve(),
+          f"{out} is the checkpoint itself: write another folder, check it, then move it into place")
+    vocoder = config.vocoder.build()
+    try:
+        vocoder.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ObjaudioError(f"the new vocoder's weights do not fit {checkpoint}'s vocoder (another preset's "
+                            f"sizes?): {str(exc).splitlines()[0]}") from None
+    old_fingerprint = _files_fingerprint(config, _component_states(manifest, config))
+    parent = out.parent if str(out.parent) else Path(".")
+    check(parent.is_dir(), f"cannot write {out}: folder {parent} does not exist")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=parent))
+    try:
+        os.chmod(tmp, 0o755)
+        shutil.copytree(checkpoint, tmp, dirs_exist_ok=True)
+        target = tmp / "vocoder.safetensors"
+        save_file({k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in vocoder.state_dict().items()},
+                  str(target), metadata={"component": "vocoder"})
+        files = dict(manifest["files"])
+        before, after = files["vocoder.safetensors"], sha256_file(target)
+        files["vocoder.safetensors"] = after
+        (tmp / "manifest.json").write_text(json.dumps({"files": files}, indent=2))
+        carried = tmp / FEWSTEP
+        if (carried / "config.json").is_file():
+            _, _, new_manifest = read_config(tmp)
+            new_fingerprint = _files_fingerprint(config, _component_states(new_manifest, config))
+            raw = json.loads((carried / "config.json").read_text())
+            distilled = raw.get("model", {}).get("distilled") or {}
+            if distilled.get("teacher") == old_fingerprint:
+                distilled["teacher"] = new_fingerprint
+            raw[FEWSTEP] = {**raw.get(FEWSTEP, {}), "vocoder": {**note, "replaced": before, "by": after}}
+            (carried / "config.json").write_text(json.dumps(raw, indent=2))
+            carried_manifest = json.loads((carried / "manifest.json").read_text())
+            carried_manifest["files"]["config.json"] = sha256_file(carried / "config.json")
+            (carried / "manifest.json").write_text(json.dumps(carried_manifest, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    read_config(out)                                          # the result loads, with its few-step path
+    if (out / FEWSTEP).is_dir():
+        read_config(out / FEWSTEP)
+    return out

@@ -1,0 +1,95 @@
+"""training.swap_vocoder: another vocoder under the same networks, the few-step path carried over and
+still its default, from a checkpoint or from a vocoder run's saved state. `tiny` random weights."""
+import copy
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from objaudio_rt import Pipeline
+from objaudio_rt.core.config import ModelSource
+from objaudio_rt.core.guidance import GuidanceEmbedding
+from objaudio_rt.core.samplers import SamplerPlan
+from objaudio_rt.modelio.checkpoint import checkpoint_fingerprint, load_checkpoint, read_config
+from training.distill import DistillConfig, Student, student_checkpoint
+from training.swap_vocoder import main
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    """A tiny teacher carrying a few-step student as its default path, and another tiny model's vocoder."""
+    root = tmp_path_factory.mktemp("swap")
+    folder = root / "teacher"
+    Pipeline.from_pretrained("random:tiny", seed=0).save_pretrained(folder)
+    model, cal = load_checkpoint(folder)
+    unet, embedding = copy.deepcopy(model.unet), GuidanceEmbedding(model.config.unet.cond_dim)
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(0.01)
+    plan = SamplerPlan.build("dpmpp", 4, model.config.schedule)
+    student = student_checkpoint(model, cal, Student(unet, embedding), DistillConfig(), plan, root / "student")
+    from objaudio_rt.modelio.checkpoint import attach_fewstep
+
+    attach_fewstep(folder, student, {"pairs": []}, default=True)
+    other = root / "other"
+    Pipeline.from_pretrained("random:tiny", seed=1).save_pretrained(other)
+    return folder, other
+
+
+def _vocoder(folder):
+    return load_checkpoint(folder)[0].vocoder.state_dict()
+
+
+def _same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_new_vocoder_replaces_the_old_and_nothing_else(teacher, tmp_path):
+    folder, other = teacher
+    out = tmp_path / "swapped"
+    assert main(["--checkpoint", str(folder), "--vocoder-from", str(other), "--out", str(out)]) == 0
+    assert _same(_vocoder(out), _vocoder(other)) and not _same(_vocoder(out), _vocoder(folder))
+    old, new = load_checkpoint(folder)[0], load_checkpoint(out)[0]
+    for name in ("unet", "vae", "grounding", "image_encoder"):
+        assert _same(getattr(old, name).state_dict(), getattr(new, name).state_dict())
+    # the few-step path comes along, still the default, its teacher now the new folder, the swap recorded
+    config, _, _ = read_config(out / "fewstep")
+    assert config.distilled.teacher == checkpoint_fingerprint(out) != checkpoint_fingerprint(folder)
+    record = json.loads((out / "fewstep" / "config.json").read_text())["fewstep"]
+    assert record["default"] is True and record["vocoder"]["source"] == str(other)
+    assert record["vocoder"]["replaced"] != record["vocoder"]["by"]
+    assert ModelSource.parse(str(out)).folder == out / "fewstep"                 # the name still loads the student
+    fewstep_model, _ = load_checkpoint(out / "fewstep")
+    assert _same(fewstep_model.vocoder.state_dict(), _vocoder(other))
+    assert not _same(fewstep_model.unet.state_dict(), new.unet.state_dict())   # the student's own UNet
+    assert _same(_vocoder(folder), load_checkpoint(folder)[0].vocoder.state_dict())   # the source untouched
+
+
+def test_a_running_vocoder_stage_gives_its_partial_state(teacher, tmp_path):
+    folder, other = teacher
+    run = tmp_path / "run"
+    (run / "stages").mkdir(parents=True)
+    state = {f"live.{k}": v + 1.0 for k, v in _vocoder(other).items()}
+    save_file(state, str(run / "stages" / "vocoder.partial.safetensors"), metadata={"step": "17"})
+    out = tmp_path / "swapped"
+    assert main(["--checkpoint", str(folder), "--vocoder-from", str(run), "--out", str(out)]) == 0
+    assert _same(_vocoder(out), {k[5:]: v for k, v in state.items()})
+    assert json.loads((out / "fewstep" / "config.json").read_text())["fewstep"]["vocoder"]["step"] == 17
+
+
+def test_bad_sources_and_targets_are_refused_with_what_to_do(teacher, tmp_path, capsys):
+    folder, other = teacher
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["--checkpoint", str(folder), "--vocoder-from", str(empty), "--out", str(tmp_path / "o")]) != 0
+    assert "wait for the run's first save" in capsys.readouterr().err
+    assert main(["--checkpoint", str(folder), "--vocoder-from", str(other), "--out", str(folder), "--force"]) != 0
+    assert "is the checkpoint itself" in capsys.readouterr().err
+    big = tmp_path / "big"
+    Pipeline.from_pretrained("random:tiny-synth", seed=0).save_pretrained(big)
+    assert main(["--checkpoint", str(folder), "--vocoder-from", str(big), "--out", str(tmp_path / "o")]) != 0
+    assert "do not fit" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o.*"))    # nothing half-written
+    assert main(["--checkpoint", str(folder / "fewstep"), "--vocoder-from", str(other), "--out", str(tmp_path / "o")]) != 0
+    assert "carried few-step path" in capsys.readouterr().err
