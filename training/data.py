@@ -125,8 +125,12 @@ def build_synth_cache(cfg: SynthCacheConfig, folder: str | os.PathLike, progress
         with get_context("spawn").Pool(cfg.workers) as pool:
             parts = list(tqdm(pool.imap(_scene_examples, jobs, chunksize=8), total=len(jobs),
                               desc="synthscenes", disable=not progress))
-    else:
-        parts = [_scene_examples(j) for j in tqdm(jobs, desc="synthscenes", disable=not progress)]
+    else:                          # in this process: _scene_examples pins the one thread a pool worker has,
+        threads = torch.get_num_threads()             # which every stage after the cache then ran on (3x slower)
+        try:
+            parts = [_scene_examples(j) for j in tqdm(jobs, desc="synthscenes", disable=not progress)]
+        finally:
+            torch.set_num_threads(threads)
     ex_scene = np.concatenate([np.full(len(p["kinds"]), i) for i, p in enumerate(parts)])
     waves = np.concatenate([p["waves"] for p in parts])
     tensors = {

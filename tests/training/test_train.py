@@ -392,3 +392,19 @@ def test_whole_prob_gives_masked_mixtures_the_whole_image(synth_run, tmp_path, m
     data = tl.LatentSet.load(out / "cache" / "latents.safetensors")
     single = data.cover[data.kind == KINDS.index("single")]
     assert not (single == 1).all(dim=1).any()     # no single example covers the whole image by itself
+
+
+def test_a_cache_built_in_this_process_leaves_its_thread_count_as_it_was(tmp_path):
+    """Each scene pins the one thread a pool worker gets; built in-process (--workers 1) that pin used to
+    outlive the cache, and every stage after it trained on one of the two cores."""
+    import torch
+
+    from training.data import SynthCacheConfig, build_synth_cache
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        build_synth_cache(SynthCacheConfig(scenes=2, seconds=1.28, workers=1), tmp_path / "cache", progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
