@@ -1,6 +1,6 @@
 """A checkpoint with another vocoder: the same networks, its few-step path carried over.
 
-    python -m training.swap_vocoder --checkpoint CKPT --vocoder-from SOURCE --out OUT [--force]
+    python -m training.swap_vocoder --checkpoint CKPT --vocoder-from SOURCE --out OUT [--force] [--note TEXT]
 
 SOURCE is a checkpoint folder (its vocoder is taken), or the --out of a `training.train --stage vocoder`
 run: its last partial save while it runs (`stages/vocoder.partial.safetensors`, every 2 minutes; the run
@@ -53,8 +53,11 @@ def main(argv=None) -> int:
                    help="a checkpoint folder, or a training.train --stage vocoder run's --out")
     p.add_argument("--out", required=True, type=Path, help="the new checkpoint folder")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
+    p.add_argument("--note", default=None, help="a line for the few-step record, e.g. how the vocoder was trained")
     args = p.parse_args(argv)
     state, note = vocoder_weights(args.vocoder_from)
+    if args.note:
+        note["note"] = args.note
     out = replace_vocoder(args.checkpoint, state, args.out, note, force=args.force)
     print(json.dumps({"out": str(out), **note}, indent=2))
     return 0

@@ -73,9 +73,10 @@ def test_a_running_vocoder_stage_gives_its_partial_state(teacher, tmp_path):
     state = {f"live.{k}": v + 1.0 for k, v in _vocoder(other).items()}
     save_file(state, str(run / "stages" / "vocoder.partial.safetensors"), metadata={"step": "17"})
     out = tmp_path / "swapped"
-    assert main(["--checkpoint", str(folder), "--vocoder-from", str(run), "--out", str(out)]) == 0
+    assert main(["--checkpoint", str(folder), "--vocoder-from", str(run), "--out", str(out), "--note", "adv"]) == 0
     assert _same(_vocoder(out), {k[5:]: v for k, v in state.items()})
-    assert json.loads((out / "fewstep" / "config.json").read_text())["fewstep"]["vocoder"]["step"] == 17
+    record = json.loads((out / "fewstep" / "config.json").read_text())["fewstep"]["vocoder"]
+    assert record["step"] == 17 and record["note"] == "adv"
 
 
 def test_bad_sources_and_targets_are_refused_with_what_to_do(teacher, tmp_path, capsys):
