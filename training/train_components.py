@@ -279,7 +279,7 @@ def train_vocoder(model: ObjaudioModel, cache: SynthCache, budget: StageBudget, 
     `resume`: a partial-state file (train_ldm.save_partial's format: the vocoder as `live.*`, the step in
     the metadata, the optimizer beside it; the discriminators and theirs in `resume`'s sibling
     `vocoder.discriminator.partial.safetensors`) written every `save_every_s` seconds and read back on
-    start, so that a stopped run loses at most that much; `training.snapshot --stage vocoder` reads it."""
+    start, so that a stopped run loses at most that much; `training.swap_vocoder` reads it mid-run."""
     voc = model.vocoder.to(device).train()
     opt = torch.optim.AdamW(voc.parameters(), lr=budget.lr, betas=(0.8, 0.99), weight_decay=1e-3)
     mel_cfg: MelConfig = model.config.mel
@@ -314,7 +314,7 @@ def train_vocoder(model: ObjaudioModel, cache: SynthCache, budget: StageBudget, 
             save_partial(disc_partial, disc, None, disc_opt, start_step + steps)
         last_save[0] = time.time()
 
-    def step(i):
+    def step(done):
         idx = usable[torch.randint(len(usable), (budget.batch_size,), generator=gen)]
         start = torch.randint(frames - crop_frames, (budget.batch_size,), generator=gen)
         mel = torch.stack([cache.mels[i, s:s + crop_frames] for i, s in zip(idx, start)]).float().to(device)
@@ -344,7 +344,7 @@ def train_vocoder(model: ObjaudioModel, cache: SynthCache, budget: StageBudget, 
         torch.nn.utils.clip_grad_norm_(voc.parameters(), 10.0)
         opt.step()
         if resume is not None and time.time() - last_save[0] > save_every_s:
-            save(i + 1)
+            save(done + 1)
         return {"loss": loss.item(), "mel_l1": mel_l1.item(), "stft": stft.item(), **extra}
 
     fields = ["loss", "mel_l1", "stft"] + (["d_loss", "adv", "fm"] if disc is not None else [])
