@@ -42,6 +42,7 @@ from objaudio_rt.core.audio import MelConfig, load_wav, mel_spectrogram, normali
 from objaudio_rt.core.errors import ObjaudioError, check
 from objaudio_rt.core.grounding import mask_to_patch_coverage
 from objaudio_rt.core.images import load_image
+from objaudio_rt.core.threads import use_threads
 
 from .synthscenes import ALL_CLASSES, SILENCE_CAPTION, generate_scene, make_caption, split_seeds
 
@@ -130,7 +131,7 @@ def build_synth_cache(cfg: SynthCacheConfig, folder: str | os.PathLike, progress
         try:
             parts = [_scene_examples(j) for j in tqdm(jobs, desc="synthscenes", disable=not progress)]
         finally:
-            torch.set_num_threads(threads)
+            use_threads(threads)
     ex_scene = np.concatenate([np.full(len(p["kinds"]), i) for i, p in enumerate(parts)])
     waves = np.concatenate([p["waves"] for p in parts])
     tensors = {

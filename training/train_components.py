@@ -32,10 +32,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from objaudio_rt.core.audio import MelConfig, mel_spectrogram
+from objaudio_rt.modelio.artifacts import replacing
 from objaudio_rt.modelio.encoders import ImageEncoder, TextEncoder, build_tokenizer
 from objaudio_rt.modelio.model import ObjaudioModel
 
@@ -107,6 +109,36 @@ def run_loop(name: str, budget: StageBudget, step_fn, log_path: Path | None, fie
     if log is not None:
         log.close()
     return {"steps": step, "seconds": round(time.time() - start, 1), **{k: round(v, 5) for k, v in last.items()}}
+
+
+def save_partial(path: Path, live: nn.Module, ema: nn.Module | None, opt, step: int) -> None:
+    """A resumable run's state (training.train's ldm stage, training.distill): the weights as safetensors
+    (`live.*` and, if kept, `ema.*`; the step in the metadata), the optimizer's tensors beside them in
+    `.optim.pt`, each file replaced atomically."""
+    tensors = {f"live.{k}": v.detach().cpu().contiguous() for k, v in live.state_dict().items()}
+    if ema is not None:
+        tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
+    with replacing(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"step": str(step)})
+    with replacing(path.with_suffix(".optim.pt")) as tmp:
+        torch.save(opt.state_dict(), str(tmp))
+
+
+def load_partial(path: Path, live: nn.Module, ema: nn.Module | None, opt=None) -> int:
+    """Reads `save_partial`'s files into live (and ema, where the file kept one; and opt, where given and
+    saved: weights_only, nothing is unpickled); returns the step."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        step = int(f.metadata()["step"])
+    state = load_file(str(path))
+    live.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("live.")})
+    if ema is not None and any(k.startswith("ema.") for k in state):
+        ema.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("ema.")})
+    optim = path.with_suffix(".optim.pt")
+    if opt is not None and optim.is_file():
+        opt.load_state_dict(torch.load(str(optim), weights_only=True))
+    return step
 
 
 def soft_infonce(a: torch.Tensor, b: torch.Tensor, same: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
@@ -289,15 +321,12 @@ def train_vocoder(model: ObjaudioModel, cache: SynthCache, budget: StageBudget, 
     usable = torch.nonzero(cache.voc_waves.float().abs().amax(-1) > 0).squeeze(1)   # not silence
     disc = disc_opt = None
     if adversarial > 0:
-        from safetensors.torch import load_file
-
         from .vocoder_gan import Discriminators, discriminator_loss, generator_losses
+
         disc = Discriminators(width=disc_width).to(device).train()
         if discriminator is not None and discriminator.is_file():
             disc.load_state_dict(load_file(str(discriminator), device=str(device)))
         disc_opt = torch.optim.AdamW(disc.parameters(), lr=budget.lr, betas=(0.8, 0.99), weight_decay=1e-3)
-    from .train_ldm import load_partial, save_partial
-
     disc_partial = None if resume is None else resume.with_name("vocoder.discriminator.partial.safetensors")
     start_step = 0
     if resume is not None and resume.is_file():
@@ -354,8 +383,6 @@ def train_vocoder(model: ObjaudioModel, cache: SynthCache, budget: StageBudget, 
     metrics["first_step"] = start_step
     voc.eval()
     if disc is not None and discriminator is not None:
-        from safetensors.torch import save_file
-
         discriminator.parent.mkdir(parents=True, exist_ok=True)
         save_file({k: v.detach().cpu().contiguous() for k, v in disc.state_dict().items()}, str(discriminator))
     return metrics

@@ -44,7 +44,6 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from objaudio_rt.modelio.artifacts import replacing
 from objaudio_rt.core.errors import ObjaudioError
 from objaudio_rt.core.grounding import GroundingAttention, rescale_patch_weights
 from objaudio_rt.modelio.model import Calibration, ObjaudioModel
@@ -52,7 +51,7 @@ from objaudio_rt.core.samplers import alphas_cumprod
 
 from .data import KINDS
 from .synthscenes import ALL_CLASSES
-from .train_components import StageBudget, run_loop
+from .train_components import StageBudget, load_partial, run_loop, save_partial   # noqa: F401 (re-exported)
 
 
 @dataclass
@@ -291,36 +290,6 @@ def _all_ranks_agree(stop: bool) -> bool:
     flag = torch.tensor([float(stop)])
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return bool(flag.item())
-
-
-def save_partial(path: Path, live: nn.Module, ema: nn.Module | None, opt, step: int) -> None:
-    """A resumable run's state (training.train's ldm stage, training.distill): the weights as safetensors
-    (`live.*` and, if kept, `ema.*`; the step in the metadata), the optimizer's tensors beside them in
-    `.optim.pt`, each file replaced atomically."""
-    tensors = {f"live.{k}": v.detach().cpu().contiguous() for k, v in live.state_dict().items()}
-    if ema is not None:
-        tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
-    with replacing(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"step": str(step)})
-    with replacing(path.with_suffix(".optim.pt")) as tmp:
-        torch.save(opt.state_dict(), str(tmp))
-
-
-def load_partial(path: Path, live: nn.Module, ema: nn.Module | None, opt=None) -> int:
-    """Reads `save_partial`'s files into live (and ema, where the file kept one; and opt, where given and
-    saved: weights_only, nothing is unpickled); returns the step."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        step = int(f.metadata()["step"])
-    state = load_file(str(path))
-    live.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("live.")})
-    if ema is not None and any(k.startswith("ema.") for k in state):
-        ema.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("ema.")})
-    optim = path.with_suffix(".optim.pt")
-    if opt is not None and optim.is_file():
-        opt.load_state_dict(torch.load(str(optim), weights_only=True))
-    return step
 
 
 @torch.no_grad()
