@@ -58,6 +58,13 @@ def _component_module(model: ObjaudioModel, name: str) -> torch.nn.Module:
     return module.model if name == "text_encoder" else module
 
 
+def _save_component(module: torch.nn.Module, name: str, path: Path) -> None:
+    """One component's file: its state_dict on the CPU, floating tensors as float32."""
+    state = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous().clone()
+             for k, v in module.state_dict().items()}
+    save_file(state, str(path), metadata={"component": name})
+
+
 def save_checkpoint(model: ObjaudioModel, calibration: Calibration, folder: str | os.PathLike,
                     force: bool = False) -> Path:
     folder = Path(folder)
@@ -69,9 +76,7 @@ def save_checkpoint(model: ObjaudioModel, calibration: Calibration, folder: str 
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".part", dir=parent))
     try:
         for name in components(model.config):
-            state = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous().clone()
-                     for k, v in _component_module(model, name).state_dict().items()}
-            save_file(state, str(tmp / f"{name}.safetensors"), metadata={"component": name})
+            _save_component(_component_module(model, name), name, tmp / f"{name}.safetensors")
         model.text_encoder.tokenizer.save_pretrained(str(tmp / "tokenizer"))
         _publish(tmp, {"format": FORMAT, "version": VERSION, "model": model.config.to_dict(),
                        "calibration": calibration.to_dict()}, folder)
@@ -308,8 +313,7 @@ def replace_vocoder(checkpoint: str | os.PathLike, state: dict[str, torch.Tensor
         os.chmod(tmp, 0o755)
         shutil.copytree(checkpoint, tmp, dirs_exist_ok=True)
         target = tmp / "vocoder.safetensors"
-        save_file({k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in vocoder.state_dict().items()},
-                  str(target), metadata={"component": "vocoder"})
+        _save_component(vocoder, "vocoder", target)
         files = dict(manifest["files"])
         before, after = files["vocoder.safetensors"], sha256_file(target)
         files["vocoder.safetensors"] = after
