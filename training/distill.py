@@ -254,7 +254,7 @@ def distill(teacher: ObjaudioModel, calibration: Calibration, data: LatentSet, c
             last_save[0] = time.time()
         return {"loss": loss.item(), "cond_only": start_err.item()}
 
-    metrics = run_loop("distill", budget, step, log_path, ["loss", "cond_only"])
+    metrics = run_loop("distill", budget, step, log_path, ["loss", "cond_only"], first_step=start)
     save_partial(state_path, live, ema, opt, start + metrics["steps"])
     return ema, {**metrics, "steps_total": start + metrics["steps"]}
 

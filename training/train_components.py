@@ -74,14 +74,15 @@ class CsvLog:
 
 
 def run_loop(name: str, budget: StageBudget, step_fn, log_path: Path | None, fields: list[str],
-             sync=None) -> dict:
+             sync=None, first_step: int = 0) -> dict:
     """Call `step_fn(step) -> {field: float}` until the budget ends. Returns the last logged means.
 
     log_path None: no CSV and no progress bar (non-zero DDP ranks). `sync(stop) -> stop` makes
-    the stop decision collective (DDP)."""
+    the stop decision collective (DDP). `first_step`: the steps a resumed run had before this call;
+    the CSV and the progress bar count on from it (`step_fn` and the returned "steps" do not)."""
     log = CsvLog(log_path, fields) if log_path is not None else None
     start, step, sums, last = time.time(), 0, {k: 0.0 for k in fields}, {}
-    bar = tqdm(desc=name, unit="step", mininterval=5, disable=log is None)
+    bar = tqdm(desc=name, unit="step", mininterval=5, disable=log is None, initial=first_step)
     while True:
         elapsed = time.time() - start
         stop = (budget.max_steps is not None and step >= budget.max_steps) or (step > 0 and elapsed >= budget.seconds)
@@ -98,13 +99,13 @@ def run_loop(name: str, budget: StageBudget, step_fn, log_path: Path | None, fie
             n = budget.log_every if step % budget.log_every == 0 else step % budget.log_every
             last = {k: v / n for k, v in sums.items()}
             if log is not None:
-                log.write(step, time.time() - start, last)
+                log.write(first_step + step, time.time() - start, last)
             bar.set_postfix({k: f"{v:.4f}" for k, v in last.items()})
             sums = {k: 0.0 for k in fields}
     if not last and step:
         last = {k: v / (step % budget.log_every or budget.log_every) for k, v in sums.items()}
         if log is not None:
-            log.write(step, time.time() - start, last)
+            log.write(first_step + step, time.time() - start, last)
     bar.close()
     if log is not None:
         log.close()
@@ -377,7 +378,7 @@ def train_vocoder(model: ObjaudioModel, cache: SynthCache, budget: StageBudget, 
         return {"loss": loss.item(), "mel_l1": mel_l1.item(), "stft": stft.item(), **extra}
 
     fields = ["loss", "mel_l1", "stft"] + (["d_loss", "adv", "fm"] if disc is not None else [])
-    metrics = run_loop("vocoder", budget, step, log_path, fields)
+    metrics = run_loop("vocoder", budget, step, log_path, fields, first_step=start_step)
     if resume is not None:                    # the stage's end: what training.train saves next is this state
         save(metrics["steps"])
     metrics["first_step"] = start_step

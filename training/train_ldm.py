@@ -234,7 +234,7 @@ def train_ldm(model: ObjaudioModel, data: LatentSet, budget: StageBudget, cfg: L
         return {"loss": loss.item(), "mse": mse.item(), "attn": attn_loss.item(), "attn_std": std.item()}
 
     metrics = run_loop("ldm", budget, step, log_path if rank == 0 else None, ["loss", "mse", "attn", "attn_std"],
-                       sync=_all_ranks_agree if dist.is_initialized() else None)
+                       sync=_all_ranks_agree if dist.is_initialized() else None, first_step=start_step)
     final = ema if ema is not None else den
     model.unet.load_state_dict(final.unet.state_dict())
     model.grounding.load_state_dict(final.grounding.state_dict())

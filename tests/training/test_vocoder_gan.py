@@ -90,6 +90,8 @@ def test_a_stopped_vocoder_stage_resumes_from_its_partial_state(tmp_path, monkey
     monkeypatch.setattr(train_module, "train_vocoder", resumed)
     assert main(args + ["--max-steps", "2"]) == 0
     assert seen["metrics"]["first_step"] == 3 and seen["metrics"]["steps"] == 2
+    rows = (out / "logs" / "vocoder.csv").read_text().splitlines()
+    assert [int(r.split(",")[0]) for r in rows[1:]] == [3, 5]             # the log counts on, not from 1 again
     assert not any(stages.glob("*.partial.*"))                                   # spent once saved whole
     weights = load_file(str(stages / "vocoder.safetensors"))
     first = {k[5:]: v for k, v in seen["partial"].items() if k.startswith("live.")}
