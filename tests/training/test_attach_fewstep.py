@@ -1,7 +1,6 @@
 """A checkpoint that carries its few-step path (issue 20): training.attach_fewstep writes a guidance-distilled
 student into its teacher's fewstep/ folder, the runtime loads it by the teacher's name when its record
 says the bar held, and --full / path="full" keeps the 20-step path one flag away. `tiny` random weights."""
-import copy
 import json
 import shutil
 
@@ -11,14 +10,13 @@ import torch
 from objaudio_rt import Pipeline
 from objaudio_rt.core.config import ModelSource
 from objaudio_rt.core.errors import ObjaudioError
-from objaudio_rt.core.guidance import GuidanceEmbedding
 from objaudio_rt.core.options import RunOptions
-from objaudio_rt.core.samplers import SamplerPlan
 from objaudio_rt.core.selection import Mask
 from objaudio_rt.modelio.artifacts import model_fingerprint
 from objaudio_rt.modelio.checkpoint import checkpoint_fingerprint, describe, load_checkpoint
 from training.attach_fewstep import main as attach_main
-from training.distill import DistillConfig, Student, student_checkpoint
+
+from .students import tiny_teacher_and_student
 
 METRICS = {"object_accuracy": 0.74, "leakage": 0.27, "silent_accuracy": 1.0, "union_recall": 0.35,
            "union_recall_mask": 0.28, "text_vs_mask_gap": 0.05, "fad": 565.0}
@@ -27,17 +25,7 @@ METRICS = {"object_accuracy": 0.74, "leakage": 0.27, "silent_accuracy": 1.0, "un
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("fewstep")
-    teacher_dir = root / "teacher"
-    Pipeline.from_pretrained("random:tiny", seed=0).save_pretrained(teacher_dir)
-    teacher, cal = load_checkpoint(teacher_dir)
-    embedding = GuidanceEmbedding(teacher.config.unet.cond_dim)
-    gen = torch.Generator().manual_seed(3)
-    unet = copy.deepcopy(teacher.unet)
-    with torch.no_grad():                                  # a student that differs from its teacher
-        for p in [*embedding.parameters(), *unet.parameters()]:
-            p.add_(0.01 * torch.randn(p.shape, generator=gen))
-    plan = SamplerPlan.build("dpmpp", 4, teacher.config.schedule)
-    student_dir = student_checkpoint(teacher, cal, Student(unet, embedding), DistillConfig(), plan, root / "student")
+    teacher_dir, student_dir = tiny_teacher_and_student(root)
     return root, teacher_dir, student_dir
 
 

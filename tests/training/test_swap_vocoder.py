@@ -9,26 +9,17 @@ from safetensors.torch import save_file
 
 from objaudio_rt import Pipeline
 from objaudio_rt.core.config import ModelSource
-from objaudio_rt.core.guidance import GuidanceEmbedding
-from objaudio_rt.core.samplers import SamplerPlan
 from objaudio_rt.modelio.checkpoint import checkpoint_fingerprint, load_checkpoint, read_config
-from training.distill import DistillConfig, Student, student_checkpoint
 from training.swap_vocoder import main
+
+from .students import tiny_teacher_and_student
 
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     """A tiny teacher carrying a few-step student as its default path, and another tiny model's vocoder."""
     root = tmp_path_factory.mktemp("swap")
-    folder = root / "teacher"
-    Pipeline.from_pretrained("random:tiny", seed=0).save_pretrained(folder)
-    model, cal = load_checkpoint(folder)
-    unet, embedding = copy.deepcopy(model.unet), GuidanceEmbedding(model.config.unet.cond_dim)
-    with torch.no_grad():
-        for p in unet.parameters():
-            p.add_(0.01)
-    plan = SamplerPlan.build("dpmpp", 4, model.config.schedule)
-    student = student_checkpoint(model, cal, Student(unet, embedding), DistillConfig(), plan, root / "student")
+    folder, student = tiny_teacher_and_student(root)
     from objaudio_rt.modelio.checkpoint import attach_fewstep
 
     attach_fewstep(folder, student, {"pairs": []}, default=True)
