@@ -77,8 +77,8 @@ from objaudio_rt.modelio.checkpoint import load_checkpoint, save_checkpoint
 from objaudio_rt.modelio.model import Calibration, ObjaudioModel
 
 from .data import SynthCache, SynthCacheConfig, build_synth_cache
-from .train_components import StageBudget, run_loop
-from .train_ldm import LatentSet, example_weights, load_partial, save_partial, substitute_masks
+from .train_components import StageBudget, load_partial, run_loop, save_partial
+from .train_ldm import LatentSet, example_weights, substitute_masks
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ from objaudio_rt.core.samplers import alphas_cumprod
 
 from .data import KINDS
 from .synthscenes import ALL_CLASSES
-from .train_components import StageBudget, load_partial, run_loop, save_partial   # noqa: F401 (re-exported)
+from .train_components import StageBudget, load_partial, run_loop, save_partial
 
 
 @dataclass

@@ -323,7 +323,8 @@ def test_snapshot_turns_a_partial_save_into_a_checkpoint_with_the_ema_weights(sy
 
     from objaudio_rt.core.samplers import alphas_cumprod
     from training.snapshot import snapshot
-    from training.train_ldm import Denoiser, LdmConfig, save_partial
+    from training.train_components import save_partial
+    from training.train_ldm import Denoiser, LdmConfig
 
     model, _ = load_checkpoint(synth_run / "model")
     run = tmp_path / "run"
