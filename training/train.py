@@ -36,7 +36,7 @@ from safetensors.torch import load_file, save_file
 from objaudio_rt.modelio.checkpoint import load_checkpoint, save_checkpoint
 from objaudio_rt.core.config import ModelConfig
 from objaudio_rt.modelio.encoders import ImageEncoder, TextEncoder, load_tokenizer
-from objaudio_rt.core.errors import check, command
+from objaudio_rt.core.errors import ObjaudioError, check, command
 from objaudio_rt.core.grounding import GroundingAttention
 from objaudio_rt.modelio.model import Calibration, ObjaudioModel
 from objaudio_rt.core.threads import usable_cores, use_threads
@@ -126,6 +126,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "weight on their losses (0: mel + STFT reconstruction only, the default); the "
                         "discriminators are kept in DIR/stages/vocoder.discriminator.safetensors, and a rerun with "
                         "the same --out and --init-from DIR/model continues the game")
+    p.add_argument("--vocoder-focus", default=None, metavar="CLASS:W,...",
+                   help="draw the vocoder's examples that sound these classes W times as often (e.g. bird:4,crowd:2; "
+                        "an example of several: the largest W); default: every example alike")
+    p.add_argument("--vocoder-stft", default="batch", choices=("batch", "example"),
+                   help="the vocoder's STFT loss takes its spectral convergence over the batch (default) or per "
+                        "example, averaged (a quiet example's errors weigh as much as a loud one's)")
     p.add_argument("--ldm-preset", default="tiny-synth", choices=sorted(LDM_PRESETS),
                    help="settings of the diffusion stage (targeted: a fine-tune aimed at selection failures)")
     # audioldm-s recipe
@@ -134,6 +140,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--clip", type=Path, help="open_clip ViT-B/32 state dict (audioldm-s)")
     p.add_argument("--clip-seconds", type=float, default=None, help="clip length (audioldm-s; default 10.24)")
     return p.parse_args(argv)
+
+
+def parse_focus(text: str | None) -> dict[str, float]:
+    """"bird:4,crowd:2" -> {"bird": 4.0, "crowd": 2.0} (--vocoder-focus); None -> {}."""
+    if not text:
+        return {}
+    focus = {}
+    for part in text.split(","):
+        name, _, weight = part.strip().partition(":")
+        try:
+            focus[name.strip()] = float(weight)
+        except ValueError:
+            raise ObjaudioError(f"--vocoder-focus {text!r}: write CLASS:WEIGHT pairs separated by commas, "
+                                "e.g. bird:4,crowd:2") from None
+    return focus
 
 
 def resolve_device(name: str) -> torch.device:
@@ -278,7 +299,9 @@ def train_synth(args: argparse.Namespace) -> Path:
             metrics = train_vocoder(model, cache, budget, log, device, args.seed,
                                     adversarial=args.vocoder_adversarial,
                                     discriminator=store.dir / "vocoder.discriminator.safetensors",
-                                    resume=store.dir / "vocoder.partial.safetensors")
+                                    resume=store.dir / "vocoder.partial.safetensors",
+                                    focus=parse_focus(args.vocoder_focus),
+                                    stft_per_example=args.vocoder_stft == "example")
         else:
             metrics = _run_synth_ldm(model, cache, budget, recipe.ldm, store, device, args.seed)
         if stage in ("clap", "clip", "vae"):                         # the cached latent set is stale

@@ -25,6 +25,7 @@ every `log_every` steps and returns its metrics. `train.py` orders them:
 from __future__ import annotations
 
 import csv
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from objaudio_rt.core.audio import MelConfig, mel_spectrogram
+from objaudio_rt.core.errors import check
 from objaudio_rt.modelio.artifacts import replacing
 from objaudio_rt.modelio.encoders import ImageEncoder, TextEncoder, build_tokenizer
 from objaudio_rt.modelio.model import ObjaudioModel
@@ -195,7 +197,10 @@ def train_clap(model: ObjaudioModel, cache: SynthCache, budget: StageBudget, log
     ids = text.tokenize(cache.captions, "cpu")                                       # all captions once
 
     def step(_):
-        idx = usable[torch.randint(len(usable), (budget.batch_size,), generator=gen)]
+        if draw is None:
+            idx = usable[torch.randint(len(usable), (budget.batch_size,), generator=gen)]
+        else:
+            idx = usable[torch.multinomial(draw, budget.batch_size, replacement=True, generator=gen)]
         t = text(ids["input_ids"][idx].to(device), ids["attention_mask"][idx].to(device))
         a = audio(cache.mels[idx].float().to(device))
         loss = soft_infonce(t, a, class_set_equal(hot[idx]).to(device), scale)
@@ -287,23 +292,54 @@ def train_vae(model: ObjaudioModel, cache: SynthCache, budget: StageBudget, log_
 
 
 def stft_loss(pred: torch.Tensor, target: torch.Tensor,
-              resolutions=((256, 64), (512, 128), (1024, 256))) -> torch.Tensor:
-    """Multi-resolution STFT loss (spectral convergence + log magnitude). pred, target: (B, T)."""
+              resolutions=((256, 64), (512, 128), (1024, 256)), per_example: bool = False) -> torch.Tensor:
+    """Multi-resolution STFT loss (spectral convergence + log magnitude). pred, target: (B, T).
+
+    per_example: the spectral convergence of each example, averaged, in place of the batch's
+    (where the loud examples of a batch drown a quiet one's errors); an example under 5 % of the
+    batch's mean level is divided by that level instead of its own (a silent crop)."""
     total = pred.new_zeros(())
     for n_fft, hop in resolutions:
         window = torch.hann_window(n_fft, device=pred.device)
         p = torch.stft(pred, n_fft, hop, window=window, return_complex=True).abs().clamp_min(1e-7)
         t = torch.stft(target, n_fft, hop, window=window, return_complex=True).abs().clamp_min(1e-7)
-        total = total + torch.linalg.norm(t - p) / torch.linalg.norm(t).clamp_min(1e-7)
+        if per_example:
+            level = t.flatten(1).norm(dim=1)
+            floor = 0.05 * level.mean().clamp_min(1e-7)          # a near-silent crop's error is not blown up
+            total = total + ((t - p).flatten(1).norm(dim=1) / torch.maximum(level, floor)).mean()
+        else:
+            total = total + torch.linalg.norm(t - p) / torch.linalg.norm(t).clamp_min(1e-7)
         total = total + (p.log() - t.log()).abs().mean()
     return total / len(resolutions)
+
+
+def vocoder_draw_weights(classes: torch.Tensor, usable: torch.Tensor, focus: dict[str, float]) -> torch.Tensor:
+    """Sampling weights over `usable` (indices into `classes`, the (V, C) multi-hot of each vocoder
+    example's sounding classes, C = len(ALL_CLASSES)): each example the largest weight among its
+    classes, a class outside `focus` weighing 1 (an example of no known class: 1). Summing to one."""
+    unknown = sorted(set(focus) - set(ALL_CLASSES))
+    check(not unknown, f"vocoder focus classes {unknown} are not SynthScenes classes: use some of {', '.join(ALL_CLASSES)}")
+    bad = {c: w for c, w in focus.items() if not (math.isfinite(w) and w > 0)}
+    check(not bad, f"vocoder focus weights {bad}: give each class a weight > 0")
+    weight = torch.ones(len(ALL_CLASSES), dtype=torch.float64)
+    for c, w in focus.items():
+        weight[ALL_CLASSES.index(c)] = w
+    hot = classes[usable] > 0                                                       # (U, C)
+    per = torch.where(hot, weight, torch.zeros_like(weight)).amax(dim=1)            # the largest of its classes'
+    per = torch.where(hot.any(dim=1), per, torch.ones_like(per))                    # no class known: 1
+    return per / per.sum()
 
 
 def train_vocoder(model: ObjaudioModel, cache: SynthCache, budget: StageBudget, log_path: Path,
                   device: torch.device, seed: int, crop_frames: int = 32, adversarial: float = 0.0,
                   discriminator: Path | None = None, disc_width: float = 0.125, resume: Path | None = None,
-                  save_every_s: float = 120.0) -> dict:
+                  save_every_s: float = 120.0, focus: dict[str, float] | None = None,
+                  stft_per_example: bool = False) -> dict:
     """Trains model.vocoder in place on (mel, waveform) crops of the first V cached examples.
+
+    focus: {class: weight}: an example that sounds one of these classes is drawn that many times as
+    often as one that does not (several: the largest weight; `vocoder_draw_weights`); None or {}:
+    every non-silent example alike. stft_per_example: `stft_loss(per_example=True)`.
 
     adversarial > 0: HiFi-GAN's discriminators (training/vocoder_gan.py) train beside it, and the
     generator's loss adds `adversarial` x (least-squares adversarial loss + 2 x feature matching).
@@ -320,6 +356,7 @@ def train_vocoder(model: ObjaudioModel, cache: SynthCache, budget: StageBudget, 
     frames = cache.mels.shape[1]
     gen = torch.Generator().manual_seed(seed)
     usable = torch.nonzero(cache.voc_waves.float().abs().amax(-1) > 0).squeeze(1)   # not silence
+    draw = vocoder_draw_weights(cache.target_classes()[:len(cache.voc_waves)], usable, focus) if focus else None
     disc = disc_opt = None
     if adversarial > 0:
         from .vocoder_gan import Discriminators, discriminator_loss, generator_losses
@@ -345,7 +382,10 @@ def train_vocoder(model: ObjaudioModel, cache: SynthCache, budget: StageBudget, 
         last_save[0] = time.time()
 
     def step(done):
-        idx = usable[torch.randint(len(usable), (budget.batch_size,), generator=gen)]
+        if draw is None:
+            idx = usable[torch.randint(len(usable), (budget.batch_size,), generator=gen)]
+        else:
+            idx = usable[torch.multinomial(draw, budget.batch_size, replacement=True, generator=gen)]
         start = torch.randint(frames - crop_frames, (budget.batch_size,), generator=gen)
         mel = torch.stack([cache.mels[i, s:s + crop_frames] for i, s in zip(idx, start)]).float().to(device)
         wave = torch.stack([cache.voc_waves[i, s * hop:(s + crop_frames) * hop]
@@ -355,7 +395,7 @@ def train_vocoder(model: ObjaudioModel, cache: SynthCache, budget: StageBudget, 
         out, wave = out[:, :n], wave[:, :n]
         mel_l1 = (mel_spectrogram(out, mel_cfg, normalize=False)
                   - mel_spectrogram(wave, mel_cfg, normalize=False)).abs().mean()
-        stft = stft_loss(out, wave)
+        stft = stft_loss(out, wave, per_example=stft_per_example)
         loss = mel_l1 + stft
         extra = {}
         if disc is not None:

@@ -6,6 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from objaudio_rt.core.errors import ObjaudioError
 from training.train import main
 from training.vocoder_gan import Discriminators, discriminator_loss, generator_losses
 
@@ -97,3 +98,70 @@ def test_a_stopped_vocoder_stage_resumes_from_its_partial_state(tmp_path, monkey
     first = {k[5:]: v for k, v in seen["partial"].items() if k.startswith("live.")}
     assert first and all(f"vocoder.{k}" in weights for k in first)
     assert any(not torch.equal(first[k], weights[f"vocoder.{k}"]) for k in first)   # two more steps moved them
+
+
+def test_vocoder_focus_draws_the_focused_classes_as_often_as_asked():
+    """--vocoder-focus bird:4: an example sounding a bird is drawn 4 times as often as one that does
+    not; an example of two focused classes gets the larger weight; a class outside the focus weighs 1."""
+    from training.synthscenes import ALL_CLASSES
+    from training.train_components import vocoder_draw_weights
+
+    hot = torch.zeros(5, len(ALL_CLASSES))
+    hot[0, ALL_CLASSES.index("bird")] = 1
+    hot[1, ALL_CLASSES.index("bell")] = 1
+    hot[2, [ALL_CLASSES.index("bird"), ALL_CLASSES.index("crowd")]] = 1
+    hot[3, ALL_CLASSES.index("crowd")] = 1                          # row 4: no class known
+    usable = torch.tensor([0, 1, 2, 3, 4])
+    w = vocoder_draw_weights(hot, usable, {"bird": 4.0, "crowd": 2.0})
+    assert torch.allclose(w * (4 + 1 + 4 + 2 + 1), torch.tensor([4.0, 1, 4, 2, 1], dtype=w.dtype))
+    assert torch.allclose(vocoder_draw_weights(hot, torch.tensor([1, 3]), {"crowd": 3.0}),
+                          torch.tensor([0.25, 0.75], dtype=w.dtype))             # only the usable rows
+    gen = torch.Generator().manual_seed(0)
+    drawn = torch.multinomial(w, 20000, replacement=True, generator=gen)
+    share = torch.bincount(drawn, minlength=5).double() / 20000
+    assert abs(share[0] / share[1] - 4) < 0.4
+
+
+def test_vocoder_focus_refuses_unknown_classes_and_bad_weights():
+    from training.synthscenes import ALL_CLASSES
+    from training.train import parse_focus
+    from training.train_components import vocoder_draw_weights
+
+    assert parse_focus(None) == {} and parse_focus("bird:4, crowd:2.5") == {"bird": 4.0, "crowd": 2.5}
+    with pytest.raises(ObjaudioError, match="CLASS:WEIGHT"):
+        parse_focus("bird")
+    hot, usable = torch.ones(2, len(ALL_CLASSES)), torch.tensor([0, 1])
+    with pytest.raises(ObjaudioError, match="not SynthScenes classes"):
+        vocoder_draw_weights(hot, usable, {"parrot": 2.0})
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ObjaudioError, match="weight > 0"):
+            vocoder_draw_weights(hot, usable, {"bird": bad})
+
+
+def test_the_per_example_stft_loss_weighs_a_quiet_examples_error_like_a_loud_ones():
+    """A quiet example all wrong: the batch's spectral convergence barely sees it (its error is 1 %
+    of the batch's energy), the per-example one sees it as much as it would on a loud one; the log
+    magnitude term is the same in both. With one example the two losses agree."""
+    from training.train_components import stft_loss
+
+    gen = torch.Generator().manual_seed(0)
+    target = torch.randn(2, 4096, generator=gen)
+    target[1] *= 0.1                                                       # a quiet example
+    wrong = target.clone()
+    wrong[1] = 0.1 * torch.randn(4096, generator=gen)                      # the quiet one all wrong
+    right = target.clone()
+    batch = stft_loss(wrong, target) - stft_loss(right, target)
+    each = stft_loss(wrong, target, per_example=True) - stft_loss(right, target, per_example=True)
+    assert batch > 0 and each - batch > 0.2
+    one = target[:1] * 0.5
+    assert torch.allclose(stft_loss(one, target[:1]), stft_loss(one, target[:1], per_example=True))
+
+
+def test_the_per_example_stft_loss_does_not_blow_up_on_a_silent_crop():
+    from training.train_components import stft_loss
+
+    gen = torch.Generator().manual_seed(1)
+    target = torch.randn(2, 4096, generator=gen)
+    target[1] = 0.0                                                        # a crop of silence
+    pred = target + 1e-3 * torch.randn(2, 4096, generator=gen)
+    assert stft_loss(pred, target, per_example=True) < 2 * stft_loss(pred, target) + 1.0
