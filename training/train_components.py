@@ -197,10 +197,7 @@ def train_clap(model: ObjaudioModel, cache: SynthCache, budget: StageBudget, log
     ids = text.tokenize(cache.captions, "cpu")                                       # all captions once
 
     def step(_):
-        if draw is None:
-            idx = usable[torch.randint(len(usable), (budget.batch_size,), generator=gen)]
-        else:
-            idx = usable[torch.multinomial(draw, budget.batch_size, replacement=True, generator=gen)]
+        idx = usable[torch.randint(len(usable), (budget.batch_size,), generator=gen)]
         t = text(ids["input_ids"][idx].to(device), ids["attention_mask"][idx].to(device))
         a = audio(cache.mels[idx].float().to(device))
         loss = soft_infonce(t, a, class_set_equal(hot[idx]).to(device), scale)
