@@ -11,6 +11,8 @@ that the checkpoint's name loads the few-step path (`--full` the 20-step one), o
 object accuracy, leakage and silent accuracy each stay within `--tolerance` (0.03) of the teacher's
 and the pairs hold at least `--min-selections` (500) selections together: the issue's bar. Otherwise
 the path is carried but not the default (`--fewstep` runs it), and the record says which bar failed.
+The path runs the steps the student was made for unless `--steps N` says otherwise (a 4-step student
+run at 8 steps, fifteenth session); every student report must have run the path's sampler and steps.
 """
 from __future__ import annotations
 
@@ -21,14 +23,21 @@ from pathlib import Path
 
 from objaudio_rt.core.errors import check, command
 from objaudio_rt.modelio.artifacts import read_json
-from objaudio_rt.modelio.checkpoint import attach_fewstep
+from objaudio_rt.modelio.checkpoint import attach_fewstep, read_config
 
 HELD = ("object_accuracy", "leakage", "silent_accuracy")         # the metrics the bar holds to the teacher's
 REPORTED = HELD + ("union_recall", "union_recall_mask", "text_vs_mask_gap", "fad")
 
 
-def compare(teacher: dict, student: dict, names: tuple[str, str], tolerance: float) -> dict:
-    """One pair of evaluate reports: the student's metrics against the teacher's, and whether each held."""
+def compare(teacher: dict, student: dict, names: tuple[str, str], tolerance: float,
+            path: tuple[str, int] | None = None) -> dict:
+    """One pair of evaluate reports: the student's metrics against the teacher's, and whether each held.
+    `path`, (sampler, steps): what the attached path will run, which the student's report must have run."""
+    if path is not None:
+        ran = (student.get("sampler"), student.get("steps"))
+        check(ran == path, f"{names[1]} ran {ran[0]} at {ran[1]} steps but the attached path runs {path[0]} at "
+                           f"{path[1]}: evaluate the student as it will ship (training.evaluate --steps "
+                           f"{path[1]}), or give --steps {ran[1]}")
     for key in ("scenes", "selections"):
         check(teacher.get(key) == student.get(key), f"{names[0]} and {names[1]} are not of the same scenes "
                                                      f"({key}: {teacher.get(key)} vs {student.get(key)}): "
@@ -62,6 +71,8 @@ def parse_args(argv):
                    help="paired training.evaluate reports (repeat for several scene sets)")
     p.add_argument("--tolerance", type=float, default=0.03)
     p.add_argument("--min-selections", type=int, default=500)
+    p.add_argument("--steps", type=int, default=None,
+                   help="the steps the attached path runs (default: the steps the student was made for)")
     return p.parse_args(argv)
 
 
@@ -70,6 +81,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     check(args.pair, "give at least one --pair TEACHER.json:STUDENT.json (training.evaluate reports of the "
                      "same scenes): the record says what the few-step path was measured to keep")
+    check(args.steps is None or args.steps >= 1, f"--steps must be >= 1, got {args.steps}")
+    made_for = read_config(args.student)[0]
+    path = (made_for.default_sampler, args.steps if args.steps is not None else made_for.default_steps)
     pairs = []
     for text in args.pair:
         names = tuple(text.split(":"))
@@ -77,11 +91,11 @@ def main(argv=None) -> int:
         reports = [read_json(n, f"evaluation report {n}", "run training.evaluate --json again") for n in names]
         check(reports[0].get("silence_gate") == reports[1].get("silence_gate"),
               f"--pair {text}: one report ran with the silence gate and the other without")
-        pairs.append(compare(*reports, names, args.tolerance))
+        pairs.append(compare(*reports, names, args.tolerance, path))
     default, failed = decide(pairs, args.tolerance, args.min_selections)
     record = {"bar": {"held": list(HELD), "tolerance": args.tolerance, "min_selections": args.min_selections},
               "pairs": pairs, "failed": failed}
-    out = attach_fewstep(args.teacher, args.student, record, default=default)
+    out = attach_fewstep(args.teacher, args.student, record, default=default, steps=args.steps)
     for pr in pairs:
         print(f"{pr['student']} vs {pr['teacher']} ({pr['selections']} selections): "
               + ", ".join(f"{k} {v:+.3f}" for k, v in pr["difference"].items()))

@@ -248,15 +248,21 @@ def describe(folder: str | os.PathLike) -> dict:
 
 # ---- a carried few-step path (issue 20) -----------------------------------------------------------
 def attach_fewstep(teacher: str | os.PathLike, student: str | os.PathLike, record: dict,
-                   default: bool = False) -> Path:
+                   default: bool = False, steps: int | None = None) -> Path:
     """Write `student` (a checkpoint guidance-distilled from `teacher`, training/distill.py) into
     `teacher`/fewstep/: the student's files that differ from the teacher's, its tokenizer and its config
     with "base": ".." and the "fewstep" record (`record`: the evaluation it passed; `default`: whether
-    the folder's name loads it). Replaces a few-step path already there; the teacher's own files, manifest
-    and fingerprint are left as they were. Written in a temporary sibling folder renamed into place."""
+    the folder's name loads it). `steps`, where given, replaces the steps the student was made for as the
+    path's default (a student run at more steps than it was made for). Replaces a few-step path already
+    there; the teacher's own files, manifest and fingerprint are left as they were. Written in a temporary
+    sibling folder renamed into place."""
     teacher, student = Path(teacher), Path(student)
     t_config, _, t_manifest = read_config(teacher)
     s_config, s_calibration, s_manifest = read_config(student)
+    if steps is not None:
+        check(isinstance(steps, int) and steps >= 1, f"the few-step path's steps must be a whole number >= 1, "
+                                                     f"got {steps!r}")
+        s_config = dataclasses.replace(s_config, default_steps=steps)
     check(t_config.distilled is None, f"{teacher} is guidance-distilled itself: attach a student to its teacher")
     check(s_config.distilled is not None, f"{student} is not a guidance-distilled checkpoint (training/distill.py)")
     fingerprint = _files_fingerprint(t_config, _component_states(t_manifest, t_config))   # files read_config checked

@@ -86,6 +86,31 @@ def test_too_few_selections_are_not_a_default(folders, tmp_path):
     assert describe(teacher)["fewstep"]["default"] is False                       # replaced, and 90 < 500
 
 
+def test_a_student_run_at_more_steps_ships_at_the_steps_it_was_measured_at(folders, tmp_path, capsys):
+    root, teacher_dir, student_dir = folders
+    teacher = tmp_path / "teacher"
+    shutil.copytree(teacher_dir, teacher)
+    at8 = f"{_report(tmp_path / 't.json', 20)}:{_report(tmp_path / 's8.json', 8)}"
+    args = ["--teacher", str(teacher), "--student", str(student_dir), "--pair", at8]
+    assert attach_main(args) == 2                                  # measured at 8, made for 4: refused
+    assert "ran dpmpp at 8 steps but the attached path runs dpmpp at 4" in capsys.readouterr().err
+    assert not (teacher / "fewstep").exists()
+    at4 = f"{_report(tmp_path / 't.json', 20)}:{_report(tmp_path / 's4.json', 4)}"
+    assert attach_main([*args[:4], "--pair", at4, "--steps", "8"]) == 2       # and the other way round
+    assert "--steps 4" in capsys.readouterr().err
+    assert attach_main([*args, "--steps", "8"]) == 0
+    record = describe(teacher)["fewstep"]
+    assert record["default"] is True and record["pairs"][0]["student_path"] == {"sampler": "dpmpp", "steps": 8}
+    fewstep = Pipeline.from_pretrained(teacher)
+    assert fewstep.config.distilled is not None and fewstep.config.default_steps == 8
+    standalone = Pipeline.from_pretrained(student_dir)             # the same networks, only the default moved
+    assert standalone.config.default_steps == 4
+    ours, theirs = fewstep.model.unet.state_dict(), standalone.model.unet.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert attach_main([*args, "--steps", "0"]) == 2
+    assert "--steps must be >= 1" in capsys.readouterr().err
+
+
 def test_damaged_or_mismatched_paths_say_what_to_do(folders, tmp_path, capsys):
     root, teacher_dir, student_dir = folders
     teacher = _attach(folders, tmp_path)
