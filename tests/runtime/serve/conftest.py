@@ -2,7 +2,7 @@
 
 MODEL: random weights at the `tiny` preset ("random:tiny"); OBJAUDIO_SERVE_TEST_MODEL overrides it,
 e.g. "tiny-synth" to take the README's screenshot; OBJAUDIO_SERVE_TEST_STEPS and OBJAUDIO_SERVE_TEST_DURATION set the
-steps and seconds a request asks for (e.g. the embedded model's own 4 steps and 2.56 s, for that screenshot).
+steps and seconds a request asks for (e.g. the embedded model's own 8 steps and 2.56 s, for that screenshot).
 """
 import os
 
