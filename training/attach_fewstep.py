@@ -12,7 +12,8 @@ object accuracy, leakage and silent accuracy each stay within `--tolerance` (0.0
 and the pairs hold at least `--min-selections` (500) selections together: the issue's bar. Otherwise
 the path is carried but not the default (`--fewstep` runs it), and the record says which bar failed.
 The path runs the steps the student was made for unless `--steps N` says otherwise (a 4-step student
-run at 8 steps, fifteenth session); every student report must have run the path's sampler and steps.
+run at 8 steps, fifteenth session); every student report must have run the path's sampler, steps and
+guidance scale.
 """
 from __future__ import annotations
 
@@ -30,14 +31,16 @@ REPORTED = HELD + ("union_recall", "union_recall_mask", "text_vs_mask_gap", "fad
 
 
 def compare(teacher: dict, student: dict, names: tuple[str, str], tolerance: float,
-            path: tuple[str, int] | None = None) -> dict:
+            path: tuple[str, int, float] | None = None) -> dict:
     """One pair of evaluate reports: the student's metrics against the teacher's, and whether each held.
-    `path`, (sampler, steps): what the attached path will run, which the student's report must have run."""
+    `path`, (sampler, steps, cfg): what the attached path will run, which the student's report must have run."""
     if path is not None:
         ran = (student.get("sampler"), student.get("steps"))
-        check(ran == path, f"{names[1]} ran {ran[0]} at {ran[1]} steps but the attached path runs {path[0]} at "
-                           f"{path[1]}: evaluate the student as it will ship (training.evaluate --steps "
-                           f"{path[1]}), or give --steps {ran[1]}")
+        check(ran == path[:2], f"{names[1]} ran {ran[0]} at {ran[1]} steps but the attached path runs {path[0]} "
+                               f"at {path[1]}: evaluate the student as it will ship (training.evaluate --steps "
+                               f"{path[1]}), or give --steps {ran[1]}")
+        check(student.get("cfg") == path[2], f"{names[1]} ran at guidance {student.get('cfg')} but the attached "
+                                             f"path runs at {path[2]:g}: evaluate the student without --cfg")
     for key in ("scenes", "selections"):
         check(teacher.get(key) == student.get(key), f"{names[0]} and {names[1]} are not of the same scenes "
                                                      f"({key}: {teacher.get(key)} vs {student.get(key)}): "
@@ -83,7 +86,8 @@ def main(argv=None) -> int:
                      "same scenes): the record says what the few-step path was measured to keep")
     check(args.steps is None or args.steps >= 1, f"--steps must be >= 1, got {args.steps}")
     made_for = read_config(args.student)[0]
-    path = (made_for.default_sampler, args.steps if args.steps is not None else made_for.default_steps)
+    path = (made_for.default_sampler, args.steps if args.steps is not None else made_for.default_steps,
+            made_for.default_cfg)
     pairs = []
     for text in args.pair:
         names = tuple(text.split(":"))

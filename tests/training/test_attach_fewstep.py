@@ -30,8 +30,8 @@ def folders(tmp_path_factory):
 
 
 def _report(path, steps, **changes):
-    data = {**METRICS, "scenes": 80, "selections": 554, "sampler": "dpmpp", "steps": steps, "options": None,
-            "silence_gate": False, **changes}
+    data = {**METRICS, "scenes": 80, "selections": 554, "sampler": "dpmpp", "steps": steps, "cfg": 2.0,
+            "options": None, "silence_gate": False, **changes}
     path.write_text(json.dumps(data))
     return str(path)
 
@@ -109,6 +109,9 @@ def test_a_student_run_at_more_steps_ships_at_the_steps_it_was_measured_at(folde
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
     assert attach_main([*args, "--steps", "0"]) == 2
     assert "--steps must be >= 1" in capsys.readouterr().err
+    cfg6 = f"{_report(tmp_path / 't.json', 20)}:{_report(tmp_path / 's6.json', 8, cfg=6.0)}"
+    assert attach_main([*args[:4], "--pair", cfg6, "--steps", "8"]) == 2     # another guidance than it ships at
+    assert "ran at guidance 6.0 but the attached path runs at 2" in capsys.readouterr().err
 
 
 def test_damaged_or_mismatched_paths_say_what_to_do(folders, tmp_path, capsys):
