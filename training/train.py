@@ -27,6 +27,7 @@ import json
 import os
 import sys
 import time
+import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -44,6 +45,7 @@ from objaudio_rt.core.threads import usable_cores, use_threads
 from .data import KINDS, SynthCache, SynthCacheConfig, build_synth_cache
 from .train_components import StageBudget, train_clap, train_clip, train_vae, train_vocoder
 from .train_ldm import LatentSet, LdmConfig, calibrate, train_ldm
+from .widen import widen_vocoder, widenable
 
 STAGES = ("clap", "clip", "vae", "vocoder", "ldm")
 COMPONENTS = {"clap": ("text_encoder",), "clip": ("image_encoder",), "vae": ("vae",),
@@ -129,6 +131,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--vocoder-focus", default=None, metavar="CLASS:W,...",
                    help="draw the vocoder's examples that sound these classes W times as often (e.g. bird:4,crowd:2; "
                         "an example of several: the largest W); default: every example alike")
+    p.add_argument("--vocoder-width", type=int, default=None, metavar="C",
+                   help="the vocoder's upsample_initial_channel (every stage's channels scale with it; the "
+                        "preset's by default); an --init-from vocoder of fewer channels is widened so that it "
+                        "computes the same waveform (training/widen.py) and trained on from there")
     p.add_argument("--vocoder-stft", default="batch", choices=("batch", "example"),
                    help="the vocoder's STFT loss takes its spectral convergence over the batch (default) or per "
                         "example, averaged (a quiet example's errors weigh as much as a loud one's)")
@@ -229,6 +235,11 @@ def train_synth(args: argparse.Namespace) -> Path:
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
     config = ModelConfig.from_name(args.preset)
+    if args.vocoder_width is not None:
+        check(args.vocoder_width >= 2 ** len(config.vocoder.upsample_rates),
+              f"--vocoder-width {args.vocoder_width}: the last stage would have no channels; give at least "
+              f"{2 ** len(config.vocoder.upsample_rates)} (the preset's is {config.vocoder.upsample_initial_channel})")
+        config.vocoder = dataclasses.replace(config.vocoder, upsample_initial_channel=args.vocoder_width)
     recipe = SynthRecipe(ldm=LDM_PRESETS[args.ldm_preset])
     check(args.vocoder_adversarial >= 0, f"--vocoder-adversarial {args.vocoder_adversarial}: give a weight >= 0")
     check(args.vocoder_examples is None or args.vocoder_examples >= 0,
@@ -341,6 +352,12 @@ def _match_preset_sizes(model: ObjaudioModel, preset: ModelConfig, stage: str) -
         attr = {"text_encoder": "text", "image_encoder": "image"}.get(name, name)
         wanted = getattr(preset, attr)
         if getattr(model.config, attr) == wanted:
+            continue
+        if name == "vocoder" and widenable(model.config.vocoder, wanted):
+            print(f"[train] vocoder: widened from {model.config.vocoder.upsample_initial_channel} to "
+                  f"{wanted.upsample_initial_channel} channels, computing what it computed", file=sys.stderr)
+            model.vocoder = widen_vocoder(model.vocoder, model.config.vocoder, wanted)
+            model.config.vocoder = wanted
             continue
         print(f"[train] {name}: the preset's sizes differ from --init-from's; starting it from scratch",
               file=sys.stderr)

@@ -292,8 +292,10 @@ def attach_fewstep(teacher: str | os.PathLike, student: str | os.PathLike, recor
 # ---- another vocoder under the same networks ------------------------------------------------------
 def replace_vocoder(checkpoint: str | os.PathLike, state: dict[str, torch.Tensor], out: str | os.PathLike,
                     note: dict, force: bool = False) -> Path:
-    """Write `out`: `checkpoint` with its vocoder's weights replaced by `state` (same sizes), every other file
-    as it was. A carried few-step path comes along: the vocoder takes no part in the diffusion or its
+    """Write `out`: `checkpoint` with its vocoder's weights replaced by `state`, every other file as it was.
+    `state` has `checkpoint`'s vocoder sizes, or the same with a wider upsample_initial_channel (a vocoder
+    widened by training/widen.py): then config.json records the new width, the carried path's too. A
+    carried few-step path comes along: the vocoder takes no part in the diffusion or its
     distillation (both work on the VAE's latents), so the student of `checkpoint` is as much the student of
     `out`. Its record of its teacher (config "distilled.teacher") is rewritten to `out`'s fingerprint,
     where it named `checkpoint`'s, and its "fewstep" record gains "vocoder": `note` and the sha256 of the
@@ -305,13 +307,22 @@ def replace_vocoder(checkpoint: str | os.PathLike, state: dict[str, torch.Tensor
     check(not out.exists() or force, f"{out} already exists: choose another folder or pass --force to replace it")
     check(not out.exists() or out.resolve() != checkpoint.resolve(),
           f"{out} is the checkpoint itself: write another folder, check it, then move it into place")
+    old_fingerprint = _files_fingerprint(config, _component_states(manifest, config))
+    pre = state.get("conv_pre.weight")
+    check(pre is not None and pre.dim() == 3, "the new vocoder's weights have no conv_pre.weight: not a "
+                                              "SpeechT5HifiGan state_dict")
+    width = int(pre.shape[0])
+    check(width >= config.vocoder.upsample_initial_channel,
+          f"the new vocoder has {width} channels where {checkpoint}'s has "
+          f"{config.vocoder.upsample_initial_channel}: a vocoder may be widened, not narrowed")
+    config = dataclasses.replace(config, vocoder=dataclasses.replace(config.vocoder, upsample_initial_channel=width))
     vocoder = config.vocoder.build()
     try:
         vocoder.load_state_dict(state)
     except RuntimeError as exc:
         raise ObjaudioError(f"the new vocoder's weights do not fit {checkpoint}'s vocoder (another preset's "
                             f"sizes?): {str(exc).splitlines()[0]}") from None
-    old_fingerprint = _files_fingerprint(config, _component_states(manifest, config))
+    vocoder_dict = json.loads(json.dumps(dataclasses.asdict(config.vocoder)))        # as config.json has it
     parent = out.parent if str(out.parent) else Path(".")
     check(parent.is_dir(), f"cannot write {out}: folder {parent} does not exist")
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=parent))
@@ -323,6 +334,11 @@ def replace_vocoder(checkpoint: str | os.PathLike, state: dict[str, torch.Tensor
         files = dict(manifest["files"])
         before, after = files["vocoder.safetensors"], sha256_file(target)
         files["vocoder.safetensors"] = after
+        raw = json.loads((tmp / "config.json").read_text())
+        if raw["model"]["vocoder"] != vocoder_dict:                  # widened: the new width recorded
+            raw["model"]["vocoder"] = vocoder_dict
+            (tmp / "config.json").write_text(json.dumps(raw, indent=2))
+            files["config.json"] = sha256_file(tmp / "config.json")
         (tmp / "manifest.json").write_text(json.dumps({"files": files}, indent=2))
         carried = tmp / FEWSTEP
         if (carried / "config.json").is_file():
@@ -333,6 +349,7 @@ def replace_vocoder(checkpoint: str | os.PathLike, state: dict[str, torch.Tensor
             if distilled.get("teacher") == old_fingerprint:
                 distilled["teacher"] = new_fingerprint
             raw[FEWSTEP] = {**raw.get(FEWSTEP, {}), "vocoder": {**note, "replaced": before, "by": after}}
+            raw["model"]["vocoder"] = vocoder_dict
             (carried / "config.json").write_text(json.dumps(raw, indent=2))
             carried_manifest = json.loads((carried / "manifest.json").read_text())
             carried_manifest["files"]["config.json"] = sha256_file(carried / "config.json")

@@ -71,6 +71,42 @@ def test_a_running_vocoder_stage_gives_its_partial_state(teacher, tmp_path):
     assert record["step"] == 17 and record["note"] == "adv"
 
 
+def test_a_widened_vocoder_is_swapped_in_with_its_width_recorded(teacher, tmp_path, capsys):
+    """A vocoder widened (training/widen.py) and trained on: the new checkpoint's config.json, and its
+    carried path's, say the new width; both load, and the default (few-step) path speaks through it."""
+    import dataclasses
+
+    from training.widen import widen_vocoder
+
+    folder, _ = teacher
+    model, _ = load_checkpoint(folder)
+    wide_config = dataclasses.replace(model.config.vocoder,
+                                      upsample_initial_channel=2 * model.config.vocoder.upsample_initial_channel)
+    wide = widen_vocoder(model.vocoder, model.config.vocoder, wide_config)
+    with torch.no_grad():
+        wide.conv_post.weight.add_(0.01)                                 # trained on: the new channels speak
+    out = tmp_path / "wide"
+    assert main(["--checkpoint", str(folder), "--vocoder-from", str(_saved_run(tmp_path, wide)), "--out", str(out)]) == 0
+    for path in (out, out / "fewstep"):
+        config, _, _ = read_config(path)
+        assert config.vocoder == wide_config
+    assert _same(_vocoder(out), wide.state_dict())
+    assert read_config(out / "fewstep")[0].distilled.teacher == checkpoint_fingerprint(out)
+    pipe = Pipeline.from_pretrained(str(out))
+    assert pipe.model.config.vocoder == wide_config and pipe.model.config.distilled is not None
+    narrow = tmp_path / "narrow"                                           # and back is refused, saying why
+    assert main(["--checkpoint", str(out), "--vocoder-from", str(folder), "--out", str(narrow)]) != 0
+    assert "widened, not narrowed" in capsys.readouterr().err and not narrow.exists()
+
+
+def _saved_run(tmp_path, vocoder):
+    run = tmp_path / "run"
+    (run / "stages").mkdir(parents=True)
+    save_file({f"live.{k}": v.contiguous() for k, v in vocoder.state_dict().items()},
+              str(run / "stages" / "vocoder.partial.safetensors"), metadata={"step": "3"})
+    return run
+
+
 def test_bad_sources_and_targets_are_refused_with_what_to_do(teacher, tmp_path, capsys):
     folder, other = teacher
     empty = tmp_path / "empty"

@@ -157,12 +157,38 @@ def test_real_recipe_ddp_gloo_two_processes(upstream, tmp_path):
     assert (tmp_path / "ddp" / "model" / "unet.safetensors").is_file()
 
 
+def test_vocoder_width_widens_an_init_from_vocoder_and_trains_on_from_it(tmp_path, capsys):
+    """--vocoder-width: the init-from vocoder keeps its weights in the wider one (training/widen.py), so one
+    step of lr 1e-4 leaves every old weight within about that of where it was and the new channels' way
+    into the old ones about that far from zero; a vocoder rebuilt from scratch would be 0.01 away."""
+    from objaudio_rt.modelio.checkpoint import save_checkpoint
+    from objaudio_rt.modelio.model import Calibration, ObjaudioModel
+
+    config = ModelConfig.from_name("tiny")
+    old = ObjaudioModel.random(config, 0)
+    save_checkpoint(old, Calibration.uncalibrated(16), tmp_path / "old")
+    args = ["--preset", "tiny", "--stage", "vocoder", "--scenes", "2", "--max-steps", "1", "--workers", "1",
+            "--batch-size", "2", "--lr", "1e-4", "--init-from", str(tmp_path / "old")]
+    assert main(args + ["--out", str(tmp_path / "v"), "--vocoder-width", "64"]) == 0
+    assert "widened from 32 to 64 channels" in capsys.readouterr().err
+    new, _ = load_checkpoint(tmp_path / "v" / "model")
+    assert new.config.vocoder.upsample_initial_channel == 64 and new.config.unet == config.unet
+    w_old, w_new = old.vocoder.conv_pre.weight, new.vocoder.conv_pre.weight
+    assert w_new.shape[0] == 64
+    assert (w_new[:32] - w_old).abs().max() < 3e-4
+    up_old, up_new = old.vocoder.upsampler[0].weight, new.vocoder.upsampler[0].weight   # (in, out, k)
+    assert up_new[32:, :up_old.shape[1]].abs().max() < 3e-4
+    assert up_new[32:, up_old.shape[1]:].abs().max() > 3e-3                             # new into new: random
+    assert main(args + ["--out", str(tmp_path / "w"), "--vocoder-width", "16"]) == 2    # the last stage empty
+    assert "at least 32" in capsys.readouterr().err
+
+
 def test_init_from_rebuilds_a_component_whose_preset_sizes_changed(tmp_path):
     from objaudio_rt.modelio.checkpoint import save_checkpoint
     from objaudio_rt.modelio.model import Calibration, ObjaudioModel
 
     config = ModelConfig.from_name("tiny")
-    config.vocoder.upsample_initial_channel = 16
+    config.vocoder.upsample_initial_channel = 64           # wider than the preset's: not widened, rebuilt
     save_checkpoint(ObjaudioModel.random(config, 0), Calibration.uncalibrated(16), tmp_path / "old")
     assert main(["--preset", "tiny", "--out", str(tmp_path / "v"), "--stage", "vocoder", "--scenes", "2",
                  "--max-steps", "1", "--workers", "1", "--batch-size", "2",
