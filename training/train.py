@@ -131,6 +131,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--vocoder-focus", default=None, metavar="CLASS:W,...",
                    help="draw the vocoder's examples that sound these classes W times as often (e.g. bird:4,crowd:2; "
                         "an example of several: the largest W); default: every example alike")
+    p.add_argument("--vocoder-loss-floor", type=float, default=0.0, metavar="F",
+                   help="the vocoder's reconstruction losses compare log-mels above log(F) and STFT magnitudes "
+                        "above 10 F (train_components.vocoder_loss_floor: SynthScenes' digital silence between "
+                        "events otherwise teaches it to be quiet; 1e-3 is the tried value); 0: unfloored, the default")
     p.add_argument("--vocoder-width", type=int, default=None, metavar="C",
                    help="the vocoder's upsample_initial_channel (every stage's channels scale with it; the "
                         "preset's by default); an --init-from vocoder of fewer channels is widened so that it "
@@ -312,7 +316,8 @@ def train_synth(args: argparse.Namespace) -> Path:
                                     discriminator=store.dir / "vocoder.discriminator.safetensors",
                                     resume=store.dir / "vocoder.partial.safetensors",
                                     focus=parse_focus(args.vocoder_focus),
-                                    stft_per_example=args.vocoder_stft == "example")
+                                    stft_per_example=args.vocoder_stft == "example",
+                                    loss_floor=args.vocoder_loss_floor)
         else:
             metrics = _run_synth_ldm(model, cache, budget, recipe.ldm, store, device, args.seed)
         if stage in ("clap", "clip", "vae"):                         # the cached latent set is stale

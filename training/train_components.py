@@ -37,7 +37,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from objaudio_rt.core.audio import MelConfig, mel_spectrogram
+from objaudio_rt.core.audio import MEL_FLOOR, MelConfig, mel_spectrogram
 from objaudio_rt.core.errors import check
 from objaudio_rt.modelio.artifacts import replacing
 from objaudio_rt.modelio.encoders import ImageEncoder, TextEncoder, build_tokenizer
@@ -289,17 +289,19 @@ def train_vae(model: ObjaudioModel, cache: SynthCache, budget: StageBudget, log_
 
 
 def stft_loss(pred: torch.Tensor, target: torch.Tensor,
-              resolutions=((256, 64), (512, 128), (1024, 256)), per_example: bool = False) -> torch.Tensor:
+              resolutions=((256, 64), (512, 128), (1024, 256)), per_example: bool = False,
+              floor: float = 1e-7) -> torch.Tensor:
     """Multi-resolution STFT loss (spectral convergence + log magnitude). pred, target: (B, T).
 
     per_example: the spectral convergence of each example, averaged, in place of the batch's
     (where the loud examples of a batch drown a quiet one's errors); an example under 5 % of the
-    batch's mean level is divided by that level instead of its own (a silent crop)."""
+    batch's mean level is divided by that level instead of its own (a silent crop).
+    floor: magnitudes are compared in log above it (`vocoder_loss_floor`)."""
     total = pred.new_zeros(())
     for n_fft, hop in resolutions:
         window = torch.hann_window(n_fft, device=pred.device)
-        p = torch.stft(pred, n_fft, hop, window=window, return_complex=True).abs().clamp_min(1e-7)
-        t = torch.stft(target, n_fft, hop, window=window, return_complex=True).abs().clamp_min(1e-7)
+        p = torch.stft(pred, n_fft, hop, window=window, return_complex=True).abs().clamp_min(floor)
+        t = torch.stft(target, n_fft, hop, window=window, return_complex=True).abs().clamp_min(floor)
         if per_example:
             level = t.flatten(1).norm(dim=1)
             floor = 0.05 * level.mean().clamp_min(1e-7)          # a near-silent crop's error is not blown up
@@ -308,6 +310,22 @@ def stft_loss(pred: torch.Tensor, target: torch.Tensor,
             total = total + torch.linalg.norm(t - p) / torch.linalg.norm(t).clamp_min(1e-7)
         total = total + (p.log() - t.log()).abs().mean()
     return total / len(resolutions)
+
+
+def vocoder_loss_floor(floor: float) -> tuple[float, float]:
+    """The levels below which the vocoder's reconstruction losses stop counting: (log-mel, STFT magnitude).
+
+    SynthScenes stems are digital silence between their events (a bird's chirps, a bell's strikes), which
+    the log-mel reads as log(MEL_FLOOR) = -11.5 and the STFT loss as log(1e-7) = -16.1. Against those, a
+    vocoder's faint noise between events costs more than a chirp 30 dB too quiet, so it learns to be
+    quiet: on 8 bird crops, 200 steps of the unfloored losses leave the loudest chirp bins 3.4 -> 4.3 below
+    the real ones (log units); floored at 1e-3 (log-mel) and 1e-2 (STFT), 3.4 -> 0.7, and what it makes of
+    an all-silent log-mel stays below 3e-4 (training/README.md, sixteenth session). floor 0: unfloored."""
+    check(math.isfinite(floor) and floor >= 0, f"vocoder loss floor {floor}: give 0 (none) or a level > 0, e.g. 1e-3")
+    if floor == 0:
+        return math.log(MEL_FLOOR), 1e-7
+    check(floor > MEL_FLOOR, f"vocoder loss floor {floor} is below the log-mel's own floor {MEL_FLOOR}: give 0 or more")
+    return math.log(floor), 10 * floor
 
 
 def vocoder_draw_weights(classes: torch.Tensor, usable: torch.Tensor, focus: dict[str, float]) -> torch.Tensor:
@@ -331,8 +349,11 @@ def train_vocoder(model: ObjaudioModel, cache: SynthCache, budget: StageBudget, 
                   device: torch.device, seed: int, crop_frames: int = 32, adversarial: float = 0.0,
                   discriminator: Path | None = None, disc_width: float = 0.125, resume: Path | None = None,
                   save_every_s: float = 120.0, focus: dict[str, float] | None = None,
-                  stft_per_example: bool = False) -> dict:
+                  stft_per_example: bool = False, loss_floor: float = 0.0) -> dict:
     """Trains model.vocoder in place on (mel, waveform) crops of the first V cached examples.
+
+    loss_floor > 0: the reconstruction losses compare log-mels above log(loss_floor) and STFT
+    magnitudes above 10 x loss_floor (`vocoder_loss_floor`); 0: above the log-mel's own floor and 1e-7.
 
     focus: {class: weight}: an example that sounds one of these classes is drawn that many times as
     often as one that does not (several: the largest weight; `vocoder_draw_weights`); None or {}:
@@ -348,6 +369,7 @@ def train_vocoder(model: ObjaudioModel, cache: SynthCache, budget: StageBudget, 
     start, so that a stopped run loses at most that much; `training.swap_vocoder` reads it mid-run."""
     voc = model.vocoder.to(device).train()
     opt = torch.optim.AdamW(voc.parameters(), lr=budget.lr, betas=(0.8, 0.99), weight_decay=1e-3)
+    mel_floor, stft_floor = vocoder_loss_floor(loss_floor)
     mel_cfg: MelConfig = model.config.mel
     hop = mel_cfg.hop_length
     frames = cache.mels.shape[1]
@@ -390,9 +412,9 @@ def train_vocoder(model: ObjaudioModel, cache: SynthCache, budget: StageBudget, 
         out = voc(mel)                                                              # (B, ~crop * hop)
         n = min(out.shape[1], wave.shape[1])                        # a preset's upsampling may overshoot
         out, wave = out[:, :n], wave[:, :n]
-        mel_l1 = (mel_spectrogram(out, mel_cfg, normalize=False)
-                  - mel_spectrogram(wave, mel_cfg, normalize=False)).abs().mean()
-        stft = stft_loss(out, wave, per_example=stft_per_example)
+        mel_l1 = (mel_spectrogram(out, mel_cfg, normalize=False).clamp_min(mel_floor)
+                  - mel_spectrogram(wave, mel_cfg, normalize=False).clamp_min(mel_floor)).abs().mean()
+        stft = stft_loss(out, wave, per_example=stft_per_example, floor=stft_floor)
         loss = mel_l1 + stft
         extra = {}
         if disc is not None:

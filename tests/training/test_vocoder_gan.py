@@ -67,7 +67,7 @@ def test_a_stopped_vocoder_stage_resumes_from_its_partial_state(tmp_path, monkey
 
     out = tmp_path / "v"
     args = ["--preset", "tiny", "--out", str(out), "--stage", "vocoder", "--scenes", "2", "--workers", "1",
-            "--batch-size", "2", "--threads", "2", "--vocoder-adversarial", "0.1"]
+            "--batch-size", "2", "--threads", "2", "--vocoder-adversarial", "0.1", "--vocoder-loss-floor", "1e-3"]
     real = train_components.train_vocoder
     seen = {}
 
@@ -84,6 +84,7 @@ def test_a_stopped_vocoder_stage_resumes_from_its_partial_state(tmp_path, monkey
     assert (stages / "vocoder.discriminator.partial.safetensors").is_file()
 
     def resumed(*a, **kw):
+        assert kw["loss_floor"] == 1e-3                                          # the floor reaches the stage
         metrics = real(*a, **kw)
         seen["metrics"] = metrics
         return metrics
@@ -165,3 +166,44 @@ def test_the_per_example_stft_loss_does_not_blow_up_on_a_silent_crop():
     target[1] = 0.0                                                        # a crop of silence
     pred = target + 1e-3 * torch.randn(2, 4096, generator=gen)
     assert stft_loss(pred, target, per_example=True) < 2 * stft_loss(pred, target) + 1.0
+
+
+def _chirps_between_silence():
+    """A SynthScenes-like target: 50 ms tones at 4 kHz with digital silence between them, (1, 8000)."""
+    t = torch.arange(8000) / 16000
+    on = ((t * 1000) % 150 < 50).float()
+    return (0.3 * on * torch.sin(2 * torch.pi * 4000 * t)).unsqueeze(0)
+
+
+def test_a_floored_loss_stops_charging_for_faint_noise_in_the_silence():
+    """vocoder_loss_floor: unfloored, noise at 1e-4 in the target's digital silence costs the log terms
+    several units, more than the chirps played 20 dB too quiet (what taught the vocoder to mute a bird);
+    floored at 1e-3, the noise costs next to nothing and the quiet chirps cost more than it."""
+    from objaudio_rt.core.audio import MelConfig, mel_spectrogram
+    from training.train_components import stft_loss, vocoder_loss_floor
+
+    target = _chirps_between_silence()
+    gen = torch.Generator().manual_seed(0)
+    noisy = target + 1e-4 * torch.randn(target.shape, generator=gen)           # faint noise everywhere
+    quiet = 0.1 * target                                                          # the chirps 20 dB down
+
+    def loss(out, floor):
+        mel_floor, stft_floor = vocoder_loss_floor(floor)
+        mel = lambda w: mel_spectrogram(w, MelConfig(), normalize=False).clamp_min(mel_floor)   # noqa: E731
+        return (mel(out) - mel(target)).abs().mean().item() + stft_loss(out, target, floor=stft_floor).item()
+
+    assert loss(target, 0.0) == loss(target, 1e-3) == 0.0
+    assert loss(noisy, 0.0) > loss(quiet, 0.0)                   # unfloored: the silence's noise weighs more
+    assert loss(noisy, 1e-3) < 0.1 * loss(noisy, 0.0)
+    assert loss(quiet, 1e-3) > 5 * loss(noisy, 1e-3)              # floored: the chirps' level is what counts
+
+
+def test_the_loss_floor_refuses_what_it_cannot_mean():
+    from training.train_components import vocoder_loss_floor
+
+    assert vocoder_loss_floor(0.0) == (math.log(1e-5), 1e-7)       # the losses as they always were
+    for bad in (-1e-3, float("nan"), float("inf")):
+        with pytest.raises(ObjaudioError, match="give 0"):
+            vocoder_loss_floor(bad)
+    with pytest.raises(ObjaudioError, match="below the log-mel's own floor"):
+        vocoder_loss_floor(1e-6)
