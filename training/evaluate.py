@@ -54,6 +54,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -62,6 +63,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from objaudio_rt.core.audio import MEL_FLOOR
 from objaudio_rt.core.errors import ObjaudioError, check, command
 from objaudio_rt.core.guidance import APG
 from objaudio_rt.core.options import BACKEND_CHOICES, SAMPLERS, RunOptions, add_path_flags, parse_backend_option
@@ -468,7 +470,9 @@ def resume_clips(path: Path | None, meta: dict) -> tuple[dict, float]:
 
 def load_audio(path: Path, revocode: str | None = None) -> tuple[list[int], list[np.ndarray], dict]:
     """Read `save_audio`'s file. `revocode`: a checkpoint whose vocoder re-synthesises the saved
-    log-mels (scoring a vocoder-only change without regenerating)."""
+    log-mels (scoring a vocoder-only change without regenerating). A clip whose log-mel is digital
+    silence throughout (the silence gate's answer: the pipeline gives it no vocoder) keeps its saved
+    waveform, as the pipeline would with any vocoder."""
     data = np.load(path)
     meta = json.loads(str(data["meta"]))
     if revocode is None:
@@ -481,6 +485,8 @@ def load_audio(path: Path, revocode: str | None = None) -> tuple[list[int], list
         with torch.no_grad():
             mels = torch.from_numpy(data["mels"].astype(np.float32))
             waves = torch.cat([vocoder(chunk)[:, :n] for chunk in mels.split(32)]).numpy()
+        silent = (mels.flatten(1).amax(dim=1) <= math.log(MEL_FLOOR) + 0.01).numpy()   # float16's rounding
+        waves[silent] = mu_law_decode(data["audio"][silent])
         meta["revocoded_with"] = str(revocode)
     bounds = np.cumsum(np.concatenate([[0], data["counts"]]))
     return [int(s) for s in data["seeds"]], [waves[a:b] for a, b in zip(bounds[:-1], bounds[1:])], meta

@@ -52,6 +52,38 @@ def test_evaluate_json_keys_and_ranges(files):
     assert again["object_accuracy"] == pytest.approx(result["object_accuracy"], abs=0.5)
 
 
+def test_revocoding_leaves_the_gates_silences_silent(files, tmp_path):
+    """A clip whose log-mel is digital silence (the silence gate's: the pipeline runs no vocoder for it)
+    keeps its saved waveform under --revocode; every other clip is the new vocoder's."""
+    import math
+
+    import torch
+
+    from objaudio_rt.core.audio import MEL_FLOOR
+    from objaudio_rt.modelio.checkpoint import load_checkpoint
+    from training.evaluate import load_audio, save_audio
+
+    n = 2560
+    gen = np.random.default_rng(0)
+    mels = np.stack([np.full((16, 64), math.log(MEL_FLOOR)), gen.normal(-4, 1, (16, 64))]).astype(np.float32)
+    waves = np.stack([np.zeros(n), 0.1 * gen.standard_normal(n)]).astype(np.float32)
+    path = tmp_path / "two.npz"
+    save_audio(path, [7], [waves], [mels], {"layout": 2})
+    config = ModelConfig.from_name("tiny")
+    model = ObjaudioModel.random(config, 1)
+    with torch.no_grad():
+        model.vocoder.conv_post.bias.fill_(0.3)                # a vocoder that hums under any log-mel
+    save_checkpoint(model, Calibration.uncalibrated(16), tmp_path / "hum")
+    vocoder = load_checkpoint(tmp_path / "hum")[0].vocoder
+    with torch.no_grad():
+        vocoded = vocoder(torch.from_numpy(mels.astype(np.float16).astype(np.float32)))[:, :n].numpy()
+    assert np.abs(vocoded[0]).max() > 0.1                      # it sounds the silent log-mel
+    _, (got,), meta = load_audio(path, revocode=str(tmp_path / "hum"))
+    assert np.abs(got[0]).max() < 1e-3                         # the gate's silence stays silence
+    np.testing.assert_allclose(got[1], vocoded[1], rtol=1e-5, atol=1e-6)
+    assert meta["revocoded_with"] == str(tmp_path / "hum")
+
+
 def test_scene_selections_cover_objects_unions_silent_and_text():
     scene = next(generate_scene(s) for s in split_seeds("test", 50)
                  if sum(generate_scene(s).sounding) >= 2 and not all(generate_scene(s).sounding))
