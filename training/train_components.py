@@ -304,8 +304,8 @@ def stft_loss(pred: torch.Tensor, target: torch.Tensor,
         t = torch.stft(target, n_fft, hop, window=window, return_complex=True).abs().clamp_min(floor)
         if per_example:
             level = t.flatten(1).norm(dim=1)
-            floor = 0.05 * level.mean().clamp_min(1e-7)          # a near-silent crop's error is not blown up
-            total = total + ((t - p).flatten(1).norm(dim=1) / torch.maximum(level, floor)).mean()
+            least = 0.05 * level.mean().clamp_min(1e-7)          # a near-silent crop's error is not blown up
+            total = total + ((t - p).flatten(1).norm(dim=1) / torch.maximum(level, least)).mean()
         else:
             total = total + torch.linalg.norm(t - p) / torch.linalg.norm(t).clamp_min(1e-7)
         total = total + (p.log() - t.log()).abs().mean()
