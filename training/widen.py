@@ -34,8 +34,9 @@ def widen_vocoder(old: nn.Module, old_config: VocoderConfig, wide_config: Vocode
     """A `wide_config` vocoder computing what `old` (of `old_config`) computes; see the module's text."""
     check(widenable(old_config, wide_config),
           f"cannot widen a vocoder of {old_config} to {wide_config}: only upsample_initial_channel may grow")
-    torch.manual_seed(seed)
-    wide = wide_config.build()
+    with torch.random.fork_rng():                            # the caller's random stream untouched
+        torch.manual_seed(seed)
+        wide = wide_config.build()
     old_state = old.state_dict()
     new_state = {}
     transposed = {f"upsampler.{i}.weight" for i in range(len(wide_config.upsample_rates))}
