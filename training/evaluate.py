@@ -54,7 +54,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -63,7 +62,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from objaudio_rt.core.audio import MEL_FLOOR
+from objaudio_rt.core.gate import SILENT_LOG_MEL
 from objaudio_rt.core.errors import ObjaudioError, check, command
 from objaudio_rt.core.guidance import APG
 from objaudio_rt.core.options import BACKEND_CHOICES, SAMPLERS, RunOptions, add_path_flags, parse_backend_option
@@ -485,7 +484,7 @@ def load_audio(path: Path, revocode: str | None = None) -> tuple[list[int], list
         with torch.no_grad():
             mels = torch.from_numpy(data["mels"].astype(np.float32))
             waves = torch.cat([vocoder(chunk)[:, :n] for chunk in mels.split(32)]).numpy()
-        silent = (mels.flatten(1).amax(dim=1) <= math.log(MEL_FLOOR) + 0.01).numpy()   # float16's rounding
+        silent = (mels.flatten(1).amax(dim=1) <= SILENT_LOG_MEL + 0.01).numpy()   # float16's rounding
         waves[silent] = mu_law_decode(data["audio"][silent])
         meta["revocoded_with"] = str(revocode)
     bounds = np.cumsum(np.concatenate([[0], data["counts"]]))
