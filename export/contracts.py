@@ -202,7 +202,8 @@ def model_contracts(model: ObjaudioModel) -> dict[str, Contract]:
             outputs=(TensorSpec("mel", ("B", "T", cfg.mel.n_mels)),),
             symbols={"B": batch, "H": h}),
         "vocoder": Contract(
-            "vocoder", HifiGan2d(model.vocoder, channels_last=False),      # 2-D convs: ONNX Runtime blocks them
+            "vocoder", model.vocoder if cfg.vocoder.vocos is not None       # a Vocos: matrix products as they are
+            else HifiGan2d(model.vocoder, channels_last=False),            # 2-D convs: ONNX Runtime blocks them
             inputs=(TensorSpec("mel", ("B", "T", cfg.mel.n_mels)),),
             outputs=(TensorSpec("wave", ("B", "samples")),),
             symbols={"B": batch, "T": tuple(f_vae * x for x in h)}),

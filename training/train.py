@@ -12,7 +12,7 @@ share of the wall-clock budget:
     clap     CLAP-style text encoder + tokenizer                                   \\
     clip     CLIP-style image encoder (needs clap: its text tower is CLAP + a head)  |  training/
     vae      AutoencoderKL on log-mels                                              |  train_components.py
-    vocoder  HiFi-GAN (SpeechT5HifiGan)                                           /
+    vocoder  HiFi-GAN (SpeechT5HifiGan), or Vocos (--vocoder-kind vocos)          /
     ldm      UNet + grounding (the paper's step), then calibration               training/train_ldm.py
 Each finished stage writes DIR/stages/<stage>.safetensors and <stage>.json (metrics, wall time)
 and DIR/logs/<stage>.csv; a rerun skips finished stages (resume), and the ldm stage also resumes
@@ -35,11 +35,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from objaudio_rt.modelio.checkpoint import load_checkpoint, save_checkpoint
-from objaudio_rt.core.config import ModelConfig
+from objaudio_rt.core.config import ModelConfig, VocosConfig
 from objaudio_rt.modelio.encoders import ImageEncoder, TextEncoder, load_tokenizer
 from objaudio_rt.core.errors import ObjaudioError, check, command
 from objaudio_rt.core.grounding import GroundingAttention
 from objaudio_rt.modelio.model import Calibration, ObjaudioModel
+from objaudio_rt.modelio.vocos import build_vocoder
 from objaudio_rt.core.threads import usable_cores, use_threads
 
 from .data import KINDS, SynthCache, SynthCacheConfig, build_synth_cache
@@ -139,6 +140,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="the vocoder's upsample_initial_channel (every stage's channels scale with it; the "
                         "preset's by default); an --init-from vocoder of fewer channels is widened so that it "
                         "computes the same waveform (training/widen.py) and trained on from there")
+    p.add_argument("--vocoder-kind", default="hifigan", choices=("hifigan", "vocos"),
+                   help="hifigan: the preset's SpeechT5HifiGan (default); vocos: a Vocos vocoder (modelio/vocos.py: "
+                        "a ConvNeXt at the frame rate predicting each frame's STFT, then an inverse STFT) trained "
+                        "from scratch, an --init-from HiFi-GAN left aside")
     p.add_argument("--vocoder-stft", default="batch", choices=("batch", "example"),
                    help="the vocoder's STFT loss takes its spectral convergence over the batch (default) or per "
                         "example, averaged (a quiet example's errors weigh as much as a loud one's)")
@@ -244,6 +249,9 @@ def train_synth(args: argparse.Namespace) -> Path:
               f"--vocoder-width {args.vocoder_width}: the last stage would have no channels; give at least "
               f"{2 ** len(config.vocoder.upsample_rates)} (the preset's is {config.vocoder.upsample_initial_channel})")
         config.vocoder = dataclasses.replace(config.vocoder, upsample_initial_channel=args.vocoder_width)
+    if args.vocoder_kind == "vocos":
+        check(args.vocoder_width is None, "--vocoder-width sizes a HiFi-GAN: leave it out with --vocoder-kind vocos")
+        config.vocoder = dataclasses.replace(config.vocoder, vocos=VocosConfig(hop_length=config.mel.hop_length))
     recipe = SynthRecipe(ldm=LDM_PRESETS[args.ldm_preset])
     check(args.vocoder_adversarial >= 0, f"--vocoder-adversarial {args.vocoder_adversarial}: give a weight >= 0")
     check(args.vocoder_examples is None or args.vocoder_examples >= 0,
@@ -374,7 +382,7 @@ def _match_preset_sizes(model: ObjaudioModel, preset: ModelConfig, stage: str) -
         elif name == "grounding":
             model.grounding = GroundingAttention(model.config.grounding)
         else:
-            setattr(model, name, wanted.build())
+            setattr(model, name, build_vocoder(wanted) if name == "vocoder" else wanted.build())
 
 
 def _run_synth_ldm(model, cache, budget, cfg: LdmConfig, store: StageStore, device, seed) -> dict:

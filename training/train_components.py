@@ -17,7 +17,8 @@ every `log_every` steps and returns its metrics. `train.py` orders them:
     vae      AutoencoderKL on log-mels as 1-channel images (B, 1, frames, 64): L1 reconstruction
              + kl_weight * KL (AudioLDM's recipe without its GAN). The scaling factor is set
              afterwards to 1 / std of the latents, as Stable Diffusion / AudioLDM computed theirs.
-    vocoder  SpeechT5HifiGan on random 32-frame crops: mel L1 + multi-resolution STFT loss.
+    vocoder  SpeechT5HifiGan, or a Vocos (objaudio_rt/modelio/vocos.py), on random 32-frame crops:
+             mel L1 + multi-resolution STFT loss.
              No discriminators: within minutes of CPU/GPU time the adversarial losses do not
              pay for themselves (HiFi-GAN needs ~100k+ steps for them to matter); the
              reconstruction losses alone give intelligible, somewhat buzzy audio.

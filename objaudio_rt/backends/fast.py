@@ -109,8 +109,8 @@ class FastBackend(EagerBackend):
                 to_channels_last(network)
         self.packages = None if fingerprint is None else PackageCache(
             fingerprint, device, self.unet_dtype, bool(self.options.aoti), self.options.aoti_dir)
-        if self.options.vocoder_channels_last:
-            self.vocoder = HifiGan2d(self.model.vocoder, channels_last=True).eval()
+        if self.options.vocoder_channels_last and self.model.config.vocoder.vocos is None:
+            self.vocoder = HifiGan2d(self.model.vocoder, channels_last=True).eval()   # a Vocos is matrix products: as is
         if self.options.compile_unet:
             self.unet = torch.compile(self.unet)
         if device.type == "cuda" and self.options.cuda_graph:
@@ -150,7 +150,7 @@ class FastBackend(EagerBackend):
     def vocode(self, mel: torch.Tensor) -> torch.Tensor:
         """mel (B, T, n_mels) -> (B, T * hop). The channels_last vocoder on a CPU takes whole clips in pieces of
         at most VOCODER_FRAMES frames: past that its activations leave the caches."""
-        if not (self.options.vocoder_channels_last and self.device.type == "cpu"):
+        if not (self.options.vocoder_channels_last and self.device.type == "cpu" and isinstance(self.vocoder, HifiGan2d)):
             return super().vocode(mel)
         clips, vocode = max(1, VOCODER_FRAMES // mel.shape[1]), super().vocode
         return torch.cat([vocode(part) for part in mel.split(clips)])

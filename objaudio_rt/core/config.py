@@ -95,6 +95,27 @@ class VAEConfig:
         )
 
 
+VOCODER_CONTEXT = 32      # mel frames of context either side of a vocoded block (core/longform.py)
+
+
+@dataclass
+class VocosConfig:
+    """A Vocos vocoder (modelio/vocos.py) in place of HiFi-GAN: a ConvNeXt backbone of `num_layers` blocks
+    (`dim` wide, `intermediate_dim` inside) at the frame rate, an inverse STFT of `n_fft` points every
+    `hop_length` samples (the mel's hop; n_fft a multiple of it)."""
+    dim: int = 256
+    intermediate_dim: int = 768
+    num_layers: int = 8
+    n_fft: int = 640
+    hop_length: int = 160
+
+    @property
+    def reach(self) -> int:
+        """Mel frames either side of a frame that its waveform depends on: 3 per k=7 convolution (the
+        embedding and each block's), and the frames whose inverse-STFT windows overlap its hop."""
+        return 3 * (self.num_layers + 1) + (self.n_fft // self.hop_length + 1) // 2
+
+
 @dataclass
 class VocoderConfig:
     model_in_dim: int = 64
@@ -104,9 +125,18 @@ class VocoderConfig:
     upsample_kernel_sizes: tuple[int, ...] = (16, 16, 8, 4, 4)
     resblock_kernel_sizes: tuple[int, ...] = (3, 7, 11)
     resblock_dilation_sizes: tuple[tuple[int, ...], ...] = ((1, 3, 5), (1, 3, 5), (1, 3, 5))
+    vocos: VocosConfig | None = None     # set: a Vocos vocoder, and the HiFi-GAN fields above are unused
+
+    @property
+    def kind(self) -> str:
+        return "hifigan" if self.vocos is None else "vocos"
 
     def hf_config(self):
         from transformers import SpeechT5HifiGanConfig
+
+        if self.vocos is not None:
+            raise ObjaudioError("this vocoder is a Vocos (vocoder.vocos is set), not a SpeechT5HifiGan: "
+                                "it has no transformers config")
 
         return SpeechT5HifiGanConfig(
             model_in_dim=self.model_in_dim, sampling_rate=self.sampling_rate,
@@ -118,6 +148,7 @@ class VocoderConfig:
         )
 
     def build(self):
+        """The HiFi-GAN; `modelio.vocos.build_vocoder` builds either kind."""
         from transformers import SpeechT5HifiGan
 
         return SpeechT5HifiGan(self.hf_config())
@@ -277,6 +308,18 @@ class ModelConfig:
         self.grounding.cond_dim = self.unet.cond_dim
         if self.vocoder.model_in_dim != self.mel.n_mels:
             raise ObjaudioError("vocoder.model_in_dim must equal mel.n_mels")
+        vocos = self.vocoder.vocos
+        if vocos is not None:
+            if vocos.hop_length != self.mel.hop_length:
+                raise ObjaudioError(f"vocoder.vocos.hop_length {vocos.hop_length} must equal the mel hop {self.mel.hop_length}")
+            if vocos.n_fft % vocos.hop_length or (vocos.n_fft - vocos.hop_length) % 2:
+                raise ObjaudioError(f"vocoder.vocos.n_fft {vocos.n_fft} must be a multiple of its hop "
+                                    f"{vocos.hop_length} with an even difference, e.g. {4 * vocos.hop_length}")
+            if vocos.reach > VOCODER_CONTEXT:
+                raise ObjaudioError(f"vocoder.vocos reaches {vocos.reach} mel frames either side, past the "
+                                    f"{VOCODER_CONTEXT} frames of context a long clip is vocoded with: give it "
+                                    f"fewer layers or a shorter n_fft")
+            return
         upsample = 1
         for r in self.vocoder.upsample_rates:
             upsample *= r
@@ -307,6 +350,8 @@ class ModelConfig:
         for key in ("distilled", "silence_gate"):
             if d[key] is None:
                 del d[key]
+        if d["vocoder"]["vocos"] is None:          # a HiFi-GAN's dict as before the Vocos kind
+            del d["vocoder"]["vocos"]
         return d
 
     @classmethod
@@ -321,7 +366,8 @@ class ModelConfig:
                          "image": ImageEncoderConfig, "text": TextEncoderConfig,
                          "grounding": GroundingConfig, "schedule": ScheduleConfig, "mel": MelConfig,
                          "distilled": DistilledConfig, "silence_gate": SilenceGateConfig}[key]
-                kwargs[key] = klass(**{k: v if k == "fit" else _tuplify(v) for k, v in value.items()})
+                kwargs[key] = klass(**{k: v if k == "fit" else VocosConfig(**v) if k == "vocos" and v is not None
+                                       else _tuplify(v) for k, v in value.items()})
             else:
                 kwargs[key] = value
         return cls(**kwargs)

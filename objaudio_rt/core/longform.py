@@ -30,11 +30,13 @@ from dataclasses import dataclass
 import torch
 
 from ..backends.base import Backend
+from .config import VOCODER_CONTEXT
 from .errors import check
 
 OVERLAP = 4               # windows overlap by 1/OVERLAP of their length
 MAX_WINDOW_ROWS = 32      # UNet rows per call: bounds the memory of a long clip's step
-CONTEXT = 32              # log-mel frames of context on each side of a vocoded block (HiFi-GAN's reach is less)
+CONTEXT = VOCODER_CONTEXT  # log-mel frames of context on each side of a vocoded block (HiFi-GAN's reach is less;
+                           # a Vocos' is checked against it: VocosConfig.reach)
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .artifacts import read_json, tensors_fingerprint
-from ..core.config import BASE, FEWSTEP, ModelConfig, fewstep_record
+from ..core.config import BASE, FEWSTEP, ModelConfig, VocoderConfig, VocosConfig, fewstep_record
 from .encoders import load_tokenizer
+from .vocos import build_vocoder
 from ..core.errors import ObjaudioError, check
 from .model import (COMPONENTS, Calibration, GraphModel, ObjaudioModel, build_guidance_embedding, build_silence_gate,
                     components)
@@ -290,6 +291,29 @@ def attach_fewstep(teacher: str | os.PathLike, student: str | os.PathLike, recor
 
 
 # ---- another vocoder under the same networks ------------------------------------------------------
+def _vocoder_config_of(state: dict[str, torch.Tensor], config: ModelConfig) -> VocoderConfig:
+    """The VocoderConfig of the vocoder whose weights are `state`, under `config`'s mel: a Vocos
+    (modelio/vocos.py: embed, blocks.N, head) of the sizes its weights have, or config's HiFi-GAN at
+    the width its conv_pre has (no narrower than config's: training/widen.py only widens)."""
+    if "embed.weight" in state and "head.weight" in state:
+        blocks = {int(k.split(".")[1]) for k in state if k.startswith("blocks.") and k.split(".")[1].isdigit()}
+        check(blocks == set(range(len(blocks))) and "blocks.0.pwconv1.weight" in state,
+              "the new vocoder's weights look like a Vocos (embed, head) but its blocks.N are missing or gapped")
+        vocos = VocosConfig(dim=int(state["embed.weight"].shape[0]),
+                            intermediate_dim=int(state["blocks.0.pwconv1.weight"].shape[0]),
+                            num_layers=len(blocks), n_fft=int(state["head.weight"].shape[0]) - 2,
+                            hop_length=config.mel.hop_length)
+        return dataclasses.replace(config.vocoder, vocos=vocos)
+    pre = state.get("conv_pre.weight")
+    check(pre is not None and pre.dim() == 3, "the new vocoder's weights have neither conv_pre.weight (a "
+                                              "SpeechT5HifiGan) nor embed and head (a Vocos)")
+    width = int(pre.shape[0])
+    check(config.vocoder.vocos is not None or width >= config.vocoder.upsample_initial_channel,
+          f"the new vocoder has {width} channels where the checkpoint's has "
+          f"{config.vocoder.upsample_initial_channel}: a vocoder may be widened, not narrowed")
+    return dataclasses.replace(config.vocoder, upsample_initial_channel=width, vocos=None)
+
+
 def replace_vocoder(checkpoint: str | os.PathLike, state: dict[str, torch.Tensor], out: str | os.PathLike,
                     note: dict, force: bool = False) -> Path:
     """Write `out`: `checkpoint` with its vocoder's weights replaced by `state`, every other file as it was.
@@ -308,21 +332,14 @@ def replace_vocoder(checkpoint: str | os.PathLike, state: dict[str, torch.Tensor
     check(not out.exists() or out.resolve() != checkpoint.resolve(),
           f"{out} is the checkpoint itself: write another folder, check it, then move it into place")
     old_fingerprint = _files_fingerprint(config, _component_states(manifest, config))
-    pre = state.get("conv_pre.weight")
-    check(pre is not None and pre.dim() == 3, "the new vocoder's weights have no conv_pre.weight: not a "
-                                              "SpeechT5HifiGan state_dict")
-    width = int(pre.shape[0])
-    check(width >= config.vocoder.upsample_initial_channel,
-          f"the new vocoder has {width} channels where {checkpoint}'s has "
-          f"{config.vocoder.upsample_initial_channel}: a vocoder may be widened, not narrowed")
-    config = dataclasses.replace(config, vocoder=dataclasses.replace(config.vocoder, upsample_initial_channel=width))
-    vocoder = config.vocoder.build()
+    config = dataclasses.replace(config, vocoder=_vocoder_config_of(state, config))
+    vocoder = build_vocoder(config.vocoder)
     try:
         vocoder.load_state_dict(state)
     except RuntimeError as exc:
         raise ObjaudioError(f"the new vocoder's weights do not fit {checkpoint}'s vocoder (another preset's "
                             f"sizes?): {str(exc).splitlines()[0]}") from None
-    vocoder_dict = json.loads(json.dumps(dataclasses.asdict(config.vocoder)))        # as config.json has it
+    vocoder_dict = json.loads(json.dumps(config.to_dict()["vocoder"]))               # as config.json has it
     parent = out.parent if str(out.parent) else Path(".")
     check(parent.is_dir(), f"cannot write {out}: folder {parent} does not exist")
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=parent))
@@ -335,7 +352,7 @@ def replace_vocoder(checkpoint: str | os.PathLike, state: dict[str, torch.Tensor
         before, after = files["vocoder.safetensors"], sha256_file(target)
         files["vocoder.safetensors"] = after
         raw = json.loads((tmp / "config.json").read_text())
-        if raw["model"]["vocoder"] != vocoder_dict:                  # widened: the new width recorded
+        if raw["model"]["vocoder"] != vocoder_dict:                  # widened or another kind: recorded
             raw["model"]["vocoder"] = vocoder_dict
             (tmp / "config.json").write_text(json.dumps(raw, indent=2))
             files["config.json"] = sha256_file(tmp / "config.json")

@@ -8,6 +8,7 @@ from torch import nn
 
 from ..core.config import ModelConfig
 from .encoders import ImageEncoder, TextEncoder
+from .vocos import build_vocoder
 from ..core.grounding import GroundingAttention
 from ..core.gate import SilenceGate
 from ..core.guidance import GuidanceEmbedding
@@ -64,7 +65,7 @@ class ObjaudioModel(nn.Module):
         self.config = config
         self.unet = unet if unet is not None else config.unet.build()
         self.vae = vae if vae is not None else config.vae.build()
-        self.vocoder = vocoder if vocoder is not None else config.vocoder.build()
+        self.vocoder = vocoder if vocoder is not None else build_vocoder(config.vocoder)
         self.image_encoder = image_encoder if image_encoder is not None else ImageEncoder(config.image)
         self.text_encoder = text_encoder if text_encoder is not None else TextEncoder(config.text)
         self.grounding = grounding if grounding is not None else GroundingAttention(config.grounding)

@@ -183,6 +183,28 @@ def test_vocoder_width_widens_an_init_from_vocoder_and_trains_on_from_it(tmp_pat
     assert "at least 32" in capsys.readouterr().err
 
 
+def test_vocoder_kind_vocos_trains_a_vocos_from_scratch_beside_the_init_froms_networks(tmp_path, capsys):
+    """--vocoder-kind vocos: the init-from HiFi-GAN is set aside for a Vocos of the default sizes, trained
+    one step; the saved checkpoint loads it, the other networks as they were."""
+    from objaudio_rt.core.config import VocosConfig
+    from objaudio_rt.modelio.checkpoint import save_checkpoint
+    from objaudio_rt.modelio.model import Calibration, ObjaudioModel
+    from objaudio_rt.modelio.vocos import VocosVocoder
+
+    old = ObjaudioModel.random(ModelConfig.from_name("tiny"), 0)
+    save_checkpoint(old, Calibration.uncalibrated(16), tmp_path / "old")
+    args = ["--preset", "tiny", "--stage", "vocoder", "--scenes", "2", "--max-steps", "1", "--workers", "1",
+            "--batch-size", "2", "--init-from", str(tmp_path / "old"), "--seed", "3"]
+    assert main(args + ["--out", str(tmp_path / "v"), "--vocoder-kind", "vocos"]) == 0
+    assert "starting it from scratch" in capsys.readouterr().err
+    new, _ = load_checkpoint(tmp_path / "v" / "model")
+    assert isinstance(new.vocoder, VocosVocoder) and new.config.vocoder.vocos == VocosConfig()
+    assert all(torch.equal(a, b) for a, b in zip(old.unet.state_dict().values(), new.unet.state_dict().values()))
+    assert json.loads((tmp_path / "v" / "stages" / "vocoder.json").read_text())["steps"] == 1
+    assert main(args + ["--out", str(tmp_path / "w"), "--vocoder-kind", "vocos", "--vocoder-width", "64"]) == 2
+    assert "leave it out with --vocoder-kind vocos" in capsys.readouterr().err
+
+
 def test_init_from_rebuilds_a_component_whose_preset_sizes_changed(tmp_path):
     from objaudio_rt.modelio.checkpoint import save_checkpoint
     from objaudio_rt.modelio.model import Calibration, ObjaudioModel
