@@ -150,7 +150,7 @@ class FastBackend(EagerBackend):
     def vocode(self, mel: torch.Tensor) -> torch.Tensor:
         """mel (B, T, n_mels) -> (B, T * hop). The channels_last vocoder on a CPU takes whole clips in pieces of
         at most VOCODER_FRAMES frames: past that its activations leave the caches."""
-        if not (self.options.vocoder_channels_last and self.device.type == "cpu" and isinstance(self.vocoder, HifiGan2d)):
+        if not (isinstance(self.vocoder, HifiGan2d) and self.device.type == "cpu"):   # set only with vocoder_channels_last
             return super().vocode(mel)
         clips, vocode = max(1, VOCODER_FRAMES // mel.shape[1]), super().vocode
         return torch.cat([vocode(part) for part in mel.split(clips)])
